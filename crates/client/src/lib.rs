@@ -1,0 +1,823 @@
+//! Async Rust client for QuorumDB's HTTP/JSON API (see `docs/api.md`).
+//!
+//! The client is a thin, typed layer over the wire format: one method per route, options structs
+//! that map one-to-one onto query parameters, and a single error type whose `Display` is the
+//! server's own one-line message, so a command-line tool can print errors as they are.
+//!
+//! Table names and keys travel in the URL path. They are percent-encoded segment by segment, so
+//! keys may contain `/`, `?`, `#`, `%`, spaces or any Unicode text. The only keys that cannot be
+//! addressed are the empty string, `.` and `..` (and their percent-encoded forms `%2e`): URL
+//! normalisation treats those as "this directory" / "parent directory" and would silently send
+//! the request to another route, so the client refuses them before sending anything.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quorumdb_client::ClientError> {
+//! use quorumdb_client::{Client, ReadOptions, WriteOptions};
+//! let client = Client::new("http://127.0.0.1:7701")?;
+//! let written = client.put("users", "alice", "hello", &WriteOptions::default()).await?;
+//! let read = client.get("users", "alice", &ReadOptions::default()).await?;
+//! // Write back with the context to resolve any concurrent siblings.
+//! let opts = WriteOptions { context: Some(read.context), ..WriteOptions::default() };
+//! client.put("users", "alice", "hello again", &opts).await?;
+//! # let _ = written;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Request timeout used by [`Client::new`]. Generous because the server enforces its own,
+/// shorter quorum timeout (`timeout_ms`) and answers with a clear error when it expires; this
+/// one only guards against a node that stopped answering altogether.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many characters of a non-JSON error body are kept in the error message: enough to
+/// recognise a proxy's or load balancer's error page, short enough for one terminal line.
+const RAW_BODY_CHARS_MAX: usize = 200;
+
+/// Options of a write (`put` or `delete`). `None` leaves the server default in place.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Write consistency: a replica count or `one`, `quorum` (server default), `all`.
+    pub w: Option<String>,
+    /// Causality token from an earlier read or write of this item. With it the write supersedes
+    /// every version the token saw; without it the write is "blind" and may add a sibling.
+    pub context: Option<String>,
+    /// Sort key within the partition; absent means the empty sort key.
+    pub sort_key: Option<String>,
+    /// Server-side quorum timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Options of a point read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Read consistency: a replica count or `one`, `quorum` (server default), `all`.
+    pub r: Option<String>,
+    /// Sort key within the partition; absent means the empty sort key.
+    pub sort_key: Option<String>,
+    /// Server-side quorum timeout in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Options of a partition scan (one page).
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// First sort key of the range, inclusive.
+    pub from: Option<String>,
+    /// End of the range, exclusive.
+    pub to: Option<String>,
+    /// Most items in this page (the server caps it).
+    pub limit: Option<usize>,
+    /// Walk the range from high to low sort keys.
+    pub reverse: bool,
+    /// The `next` value of the previous page.
+    pub cursor: Option<String>,
+    /// Read consistency for the scan.
+    pub r: Option<String>,
+}
+
+/// Result of a point read. The item exists when `values` is non-empty; more than one value
+/// means concurrent writes left siblings, which a write carrying `context` resolves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GetResponse {
+    pub values: Vec<String>,
+    pub context: String,
+}
+
+/// Result of a put or delete: the item's causality token after the write.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WriteResponse {
+    pub context: String,
+}
+
+/// One item of a scan page.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanItem {
+    pub sort_key: String,
+    pub values: Vec<String>,
+    pub context: String,
+}
+
+/// One page of a partition scan; `next` is the cursor of the following page, if any.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanResponse {
+    pub items: Vec<ScanItem>,
+    pub next: Option<String>,
+}
+
+/// One cluster member as the answering node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    pub id: String,
+    pub zone: String,
+    pub address: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Fraction of the ring this node owns, 0.0..=1.0.
+    pub ownership: f64,
+}
+
+/// Cluster membership as the answering node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusResponse {
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Everything that can go wrong in a call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status. `Display` is the server's message alone, so
+    /// callers can print it verbatim; `code` is the stable machine-readable reason and `body`
+    /// the whole JSON answer (for example the per-replica outcomes of `quorum_not_reached`).
+    #[error("{message}")]
+    Api { status: u16, code: String, message: String, body: serde_json::Value },
+    /// No HTTP answer: connection refused, DNS failure, reset, or the client timeout expired.
+    #[error("cannot reach {endpoint}: {detail}")]
+    Transport { endpoint: String, detail: String },
+    /// The endpoint given to [`Client::new`] is not a usable base URL.
+    #[error(
+        "invalid endpoint {0:?}: expected a plain http:// URL with a host, such as http://127.0.0.1:7701"
+    )]
+    BadEndpoint(String),
+    /// The server answered with a success status but a body this client cannot read, which
+    /// usually means the endpoint is not a QuorumDB node or runs an incompatible version.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The server's error code (`not_found`, `quorum_not_reached`, ...) when the server answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A handle to one QuorumDB node. Cheap to clone: clones share one connection pool.
+///
+/// Any node can coordinate any request, so a client bound to one endpoint can use the whole
+/// cluster; spread load by making one client per node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    endpoint: String,
+}
+
+/// Body of a put. `context` is left out rather than sent as `null` when there is none.
+#[derive(Serialize)]
+struct PutBody<'a> {
+    value: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a str>,
+}
+
+impl Client {
+    /// A client for the node at `endpoint` (e.g. `http://127.0.0.1:7701`) with the default
+    /// 30-second request timeout.
+    pub fn new(endpoint: &str) -> Result<Client, ClientError> {
+        Client::with_timeout(endpoint, DEFAULT_TIMEOUT)
+    }
+
+    /// A client with an explicit whole-request timeout (connect, send and read the answer).
+    ///
+    /// The endpoint must be an `http://` URL with a host; a path prefix is kept (for a node
+    /// behind a reverse proxy). `https://` is refused because this build carries no TLS stack
+    /// (the workspace keeps reqwest's default features off); failing here is clearer than a
+    /// connect error on the first request. Proxy environment variables are ignored: cluster
+    /// traffic goes straight to the nodes.
+    pub fn with_timeout(endpoint: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let trimmed = endpoint.trim();
+        let bad = || ClientError::BadEndpoint(endpoint.to_owned());
+        let base = Url::parse(trimmed).map_err(|_| bad())?;
+        let usable = base.scheme() == "http"
+            && base.host_str().is_some_and(|h| !h.is_empty())
+            && base.query().is_none()
+            && base.fragment().is_none()
+            && !base.cannot_be_a_base();
+        if !usable {
+            return Err(bad());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .user_agent(concat!("quorumdb-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                endpoint: trimmed.to_owned(),
+                detail: format!("cannot build HTTP client: {}", error_chain(&e)),
+            })?;
+        Ok(Client { http, base, endpoint: trimmed.trim_end_matches('/').to_owned() })
+    }
+
+    /// The endpoint this client talks to, without a trailing slash.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Writes `value` under `table`/`key` (and `opts.sort_key`).
+    pub async fn put(
+        &self,
+        table: &str,
+        key: &str,
+        value: &str,
+        opts: &WriteOptions,
+    ) -> Result<WriteResponse, ClientError> {
+        let mut url = self.url(&["v1", "tables", table, "items", key])?;
+        write_query(&mut url, opts, false);
+        let body = PutBody { value, context: opts.context.as_deref() };
+        let request = self.http.request(Method::PUT, url).json(&body);
+        let (status, bytes) = self.send(request).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Reads `table`/`key`. A missing or deleted item is not an error: it comes back with no
+    /// values and a context that a later write can carry.
+    pub async fn get(
+        &self,
+        table: &str,
+        key: &str,
+        opts: &ReadOptions,
+    ) -> Result<GetResponse, ClientError> {
+        let mut url = self.url(&["v1", "tables", table, "items", key])?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(sk) = &opts.sort_key {
+                q.append_pair("sort_key", sk);
+            }
+            if let Some(r) = &opts.r {
+                q.append_pair("r", r);
+            }
+            if let Some(ms) = opts.timeout_ms {
+                q.append_pair("timeout_ms", &ms.to_string());
+            }
+        }
+        clear_empty_query(&mut url);
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        if status == StatusCode::NOT_FOUND {
+            let err = api_error(status, &bytes);
+            if let ClientError::Api { code, body, .. } = &err {
+                if code == "not_found" {
+                    let context =
+                        body.get("context").and_then(|c| c.as_str()).unwrap_or_default().to_owned();
+                    return Ok(GetResponse { values: Vec::new(), context });
+                }
+            }
+            return Err(err);
+        }
+        self.decode(status, &bytes)
+    }
+
+    /// Deletes `table`/`key`. Pass the context of an earlier read in `opts.context` so the
+    /// delete supersedes exactly the versions that read saw.
+    pub async fn delete(
+        &self,
+        table: &str,
+        key: &str,
+        opts: &WriteOptions,
+    ) -> Result<WriteResponse, ClientError> {
+        let mut url = self.url(&["v1", "tables", table, "items", key])?;
+        write_query(&mut url, opts, true);
+        let (status, bytes) = self.send(self.http.request(Method::DELETE, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Reads one page of the items of partition `table`/`key`, ordered by sort key.
+    pub async fn scan(
+        &self,
+        table: &str,
+        key: &str,
+        opts: &ScanOptions,
+    ) -> Result<ScanResponse, ClientError> {
+        let mut url = self.url(&["v1", "tables", table, "partitions", key])?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(from) = &opts.from {
+                q.append_pair("from", from);
+            }
+            if let Some(to) = &opts.to {
+                q.append_pair("to", to);
+            }
+            if let Some(limit) = opts.limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+            if opts.reverse {
+                q.append_pair("reverse", "true");
+            }
+            if let Some(cursor) = &opts.cursor {
+                q.append_pair("cursor", cursor);
+            }
+            if let Some(r) = &opts.r {
+                q.append_pair("r", r);
+            }
+        }
+        clear_empty_query(&mut url);
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Cluster membership, zones, liveness and ring ownership as the node sees them.
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        let url = self.url(&["v1", "cluster", "status"])?;
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded as one path segment.
+    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        if let Some(bad) = segments.iter().find(|s| !addressable(s)) {
+            let message = format!(
+                "{bad:?} cannot be used as a table name or key: empty, \".\" and \"..\" \
+                 cannot be addressed in a URL path"
+            );
+            let body = serde_json::json!({"error": {"code": "bad_request", "message": message}});
+            return Err(ClientError::Api {
+                status: 400,
+                code: "bad_request".to_owned(),
+                message,
+                body,
+            });
+        }
+        let mut url = self.base.clone();
+        // `with_timeout` refused cannot-be-a-base URLs, so this branch is unreachable in
+        // practice; it still maps to an error instead of panicking.
+        url.path_segments_mut()
+            .map_err(|()| ClientError::BadEndpoint(self.endpoint.clone()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Sends a request and reads the whole answer; any failure before a full answer arrives
+    /// is a transport error naming this endpoint.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+        let transport = |e: reqwest::Error| ClientError::Transport {
+            endpoint: self.endpoint.clone(),
+            detail: transport_detail(&e),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// Decodes a success body into `T`, or turns an error status into [`ClientError::Api`].
+    fn decode<T: DeserializeOwned>(&self, status: StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
+        if !status.is_success() {
+            return Err(api_error(status, bytes));
+        }
+        serde_json::from_slice(bytes).map_err(|e| {
+            ClientError::Decode(format!(
+                "{} answered HTTP {} with a body that is not the expected JSON ({e}): {}",
+                self.endpoint,
+                status.as_u16(),
+                truncate(&String::from_utf8_lossy(bytes), RAW_BODY_CHARS_MAX)
+            ))
+        })
+    }
+}
+
+/// Adds the query parameters of a write; `delete` carries its context in the query because a
+/// DELETE has no body.
+fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(sk) = &opts.sort_key {
+            q.append_pair("sort_key", sk);
+        }
+        if let Some(w) = &opts.w {
+            q.append_pair("w", w);
+        }
+        if context_in_query {
+            if let Some(context) = &opts.context {
+                q.append_pair("context", context);
+            }
+        }
+        if let Some(ms) = opts.timeout_ms {
+            q.append_pair("timeout_ms", &ms.to_string());
+        }
+    }
+    clear_empty_query(url);
+}
+
+/// `query_pairs_mut` leaves a bare `?` behind when nothing was appended; drop it so URLs in
+/// logs stay clean.
+fn clear_empty_query(url: &mut Url) {
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+}
+
+/// Whether a string survives as its own URL path segment. WHATWG URL parsing treats `.`, `..`
+/// and their percent-encoded spellings as dot segments and removes them, and an empty segment
+/// matches no route.
+fn addressable(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    !matches!(lower.as_str(), "" | "." | ".." | "%2e" | "%2e." | ".%2e" | "%2e%2e")
+}
+
+/// Turns an error answer into [`ClientError::Api`], keeping the server's code and message when
+/// the body is the standard `{"error": {"code", "message"}}` envelope.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let status_u16 = status.as_u16();
+    if let Ok(body) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        let error = body.get("error");
+        let code = error.and_then(|e| e.get("code")).and_then(|c| c.as_str());
+        let message = error.and_then(|e| e.get("message")).and_then(|m| m.as_str());
+        if let (Some(code), Some(message)) = (code, message) {
+            return ClientError::Api {
+                status: status_u16,
+                code: code.to_owned(),
+                message: message.to_owned(),
+                body: body.clone(),
+            };
+        }
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let text = truncate(text.trim(), RAW_BODY_CHARS_MAX);
+    ClientError::Api {
+        status: status_u16,
+        code: "http_error".to_owned(),
+        message: format!("HTTP {status_u16}: {text}"),
+        body: serde_json::Value::String(text),
+    }
+}
+
+/// The first `max` characters of `text` (not bytes, so multi-byte characters stay whole).
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// A one-line description of a transport failure: what kind it was and the root cause, without
+/// the request URL (the error already names the endpoint).
+fn transport_detail(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "request timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the answer"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "HTTP error"
+    };
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let root = root.to_string();
+    if e.is_timeout() || root.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {root}")
+    }
+}
+
+/// The error and all its sources joined with `: `.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A request as the canned server saw it.
+    #[derive(Debug)]
+    struct Seen {
+        request_line: String,
+        body: String,
+    }
+
+    /// Serves exactly one connection on 127.0.0.1 with a canned status and body, and reports
+    /// the request it received.
+    async fn canned(
+        status: u16,
+        content_type: &str,
+        body: &str,
+    ) -> (String, tokio::task::JoinHandle<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let handle = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let header_end = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "client closed before sending headers");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break pos + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0usize);
+            while buf.len() < header_end + len {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            sock.write_all(response.as_bytes()).await.unwrap();
+            sock.shutdown().await.unwrap();
+            Seen {
+                request_line: head.lines().next().unwrap_or_default().to_owned(),
+                body: String::from_utf8_lossy(&buf[header_end..header_end + len]).to_string(),
+            }
+        });
+        (format!("http://{addr}"), handle)
+    }
+
+    fn client() -> Client {
+        Client::new("http://127.0.0.1:7701/").unwrap()
+    }
+
+    /// Keys with `/`, `?`, `#`, `%`, spaces and Unicode each stay one encoded path segment.
+    #[test]
+    fn url_encodes_awkward_keys_as_one_segment() {
+        let url = client().url(&["v1", "tables", "t", "items", "a/b?c#d%e f/é"]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:7701/v1/tables/t/items/a%2Fb%3Fc%23d%25e%20f%2F%C3%A9"
+        );
+    }
+
+    /// A path prefix in the endpoint is kept and a trailing slash does not double up.
+    #[test]
+    fn url_keeps_base_path_prefix() {
+        let c = Client::new("http://proxy.local/db/").unwrap();
+        assert_eq!(c.endpoint(), "http://proxy.local/db");
+        let url = c.url(&["v1", "cluster", "status"]).unwrap();
+        assert_eq!(url.as_str(), "http://proxy.local/db/v1/cluster/status");
+    }
+
+    /// Keys that URL normalisation would swallow are refused before sending, as bad_request.
+    #[test]
+    fn url_refuses_dot_and_empty_segments() {
+        for key in ["", ".", "..", "%2E", "%2e%2E", ".%2e"] {
+            let err = client().url(&["v1", "tables", "t", "items", key]).unwrap_err();
+            assert_eq!(err.code(), Some("bad_request"), "key {key:?}");
+            assert_eq!(err.status(), Some(400));
+        }
+        assert!(client().url(&["v1", "tables", "t", "items", "..."]).is_ok());
+    }
+
+    /// Write options become form-encoded query parameters and an empty query leaves no `?`.
+    #[test]
+    fn write_query_encodes_options() {
+        let mut url = client().url(&["v1", "tables", "t", "items", "k"]).unwrap();
+        let opts = WriteOptions {
+            w: Some("all".into()),
+            context: Some("ab+/=".into()),
+            sort_key: Some("2024 &x".into()),
+            timeout_ms: Some(250),
+        };
+        write_query(&mut url, &opts, true);
+        assert_eq!(url.query(), Some("sort_key=2024+%26x&w=all&context=ab%2B%2F%3D&timeout_ms=250"));
+        let mut url = client().url(&["v1", "tables", "t", "items", "k"]).unwrap();
+        write_query(&mut url, &opts, false);
+        assert_eq!(url.query(), Some("sort_key=2024+%26x&w=all&timeout_ms=250"));
+        let mut url = client().url(&["v1", "tables", "t", "items", "k"]).unwrap();
+        write_query(&mut url, &WriteOptions::default(), true);
+        assert_eq!(url.as_str(), "http://127.0.0.1:7701/v1/tables/t/items/k");
+    }
+
+    /// Only plain http URLs with a host are accepted as endpoints.
+    #[test]
+    fn endpoint_validation() {
+        for bad in [
+            "",
+            "127.0.0.1:7701",
+            "localhost:7701",
+            "ftp://host",
+            "https://host",
+            "http://",
+            "http://h/?q=1",
+            "mailto:a@b",
+        ] {
+            let err = Client::new(bad).unwrap_err();
+            assert!(matches!(err, ClientError::BadEndpoint(_)), "{bad:?} gave {err:?}");
+        }
+        assert!(Client::new(" http://[::1]:7701 ").is_ok());
+        assert!(Client::new("http://node-1.internal:7701").is_ok());
+    }
+
+    /// The standard error envelope decodes to Api with the server's code, message and body.
+    #[test]
+    fn api_error_decodes_envelope() {
+        let body = r#"{"error":{"code":"quorum_not_reached","message":"quorum not reached: needed 3 acks, got 2 (n4: timeout)","needed":3,"answered":2,"replicas":[{"node":"n4","outcome":"timeout"}]}}"#;
+        let err = api_error(StatusCode::SERVICE_UNAVAILABLE, body.as_bytes());
+        assert_eq!(err.to_string(), "quorum not reached: needed 3 acks, got 2 (n4: timeout)");
+        match err {
+            ClientError::Api { status, code, body, .. } => {
+                assert_eq!(status, 503);
+                assert_eq!(code, "quorum_not_reached");
+                assert_eq!(body["error"]["replicas"][0]["node"], "n4");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A non-JSON error body becomes "HTTP <status>: <first 200 chars>".
+    #[test]
+    fn api_error_non_json_body() {
+        let html = format!("<html>{}</html>", "x".repeat(500));
+        let err = api_error(StatusCode::BAD_GATEWAY, html.as_bytes());
+        let msg = err.to_string();
+        assert!(msg.starts_with("HTTP 502: <html>xxx"), "{msg}");
+        assert_eq!(msg.chars().count(), "HTTP 502: ".len() + 200);
+        assert_eq!(err.code(), Some("http_error"));
+        // JSON without the envelope is treated as opaque text too.
+        let err = api_error(StatusCode::INTERNAL_SERVER_ERROR, br#"{"oops":1}"#);
+        assert_eq!(err.to_string(), r#"HTTP 500: {"oops":1}"#);
+    }
+
+    /// A put sends PUT with the encoded path, the query and a JSON body, and decodes the token.
+    #[tokio::test]
+    async fn put_round_trip() {
+        let (endpoint, seen) = canned(200, "application/json", r#"{"context":"tok1"}"#).await;
+        let c = Client::new(&endpoint).unwrap();
+        let opts = WriteOptions {
+            w: Some("2".into()),
+            context: Some("tok0".into()),
+            ..WriteOptions::default()
+        };
+        let resp = c.put("t", "k/1", "v\"1", &opts).await.unwrap();
+        assert_eq!(resp, WriteResponse { context: "tok1".into() });
+        let seen = seen.await.unwrap();
+        assert_eq!(seen.request_line, "PUT /v1/tables/t/items/k%2F1?w=2 HTTP/1.1");
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+        assert_eq!(body, serde_json::json!({"value": "v\"1", "context": "tok0"}));
+    }
+
+    /// A blind put leaves the context out of the body entirely.
+    #[tokio::test]
+    async fn blind_put_omits_context() {
+        let (endpoint, seen) = canned(200, "application/json", r#"{"context":"c"}"#).await;
+        let c = Client::new(&endpoint).unwrap();
+        c.put("t", "k", "v", &WriteOptions::default()).await.unwrap();
+        assert_eq!(seen.await.unwrap().body, r#"{"value":"v"}"#);
+    }
+
+    /// A 404 not_found read is Ok with no values and the server's context.
+    #[tokio::test]
+    async fn get_not_found_is_ok_empty() {
+        let body = r#"{"values":[],"context":"ctx","error":{"code":"not_found","message":"no item"}}"#;
+        let (endpoint, seen) = canned(404, "application/json", body).await;
+        let c = Client::new(&endpoint).unwrap();
+        let opts = ReadOptions { r: Some("one".into()), sort_key: Some("s".into()), timeout_ms: None };
+        let resp = c.get("t", "k", &opts).await.unwrap();
+        assert_eq!(resp, GetResponse { values: vec![], context: "ctx".into() });
+        assert_eq!(seen.await.unwrap().request_line, "GET /v1/tables/t/items/k?sort_key=s&r=one HTTP/1.1");
+    }
+
+    /// A 404 for an unknown route stays an error.
+    #[tokio::test]
+    async fn get_unknown_route_is_error() {
+        let body = r#"{"error":{"code":"unknown_route","message":"no route GET /v1/x"}}"#;
+        let (endpoint, _seen) = canned(404, "application/json", body).await;
+        let err = Client::new(&endpoint).unwrap().get("t", "k", &ReadOptions::default()).await;
+        assert_eq!(err.unwrap_err().code(), Some("unknown_route"));
+    }
+
+    /// A 409 too_many_siblings on put surfaces as Api with code and status.
+    #[tokio::test]
+    async fn put_conflict_is_api_error() {
+        let body = r#"{"error":{"code":"too_many_siblings","message":"item has 64 siblings"}}"#;
+        let (endpoint, _seen) = canned(409, "application/json", body).await;
+        let err = Client::new(&endpoint)
+            .unwrap()
+            .put("t", "k", "v", &WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!((err.status(), err.code()), (Some(409), Some("too_many_siblings")));
+        assert_eq!(err.to_string(), "item has 64 siblings");
+    }
+
+    /// Scan options map to from/to/limit/reverse/cursor/r and the page decodes.
+    #[tokio::test]
+    async fn scan_round_trip() {
+        let body = r#"{"items":[{"sort_key":"a","values":["1"],"context":"c"}],"next":"cur2"}"#;
+        let (endpoint, seen) = canned(200, "application/json", body).await;
+        let c = Client::new(&endpoint).unwrap();
+        let opts = ScanOptions {
+            from: Some("a".into()),
+            to: Some("z".into()),
+            limit: Some(10),
+            reverse: true,
+            cursor: Some("cur1".into()),
+            r: Some("all".into()),
+        };
+        let page = c.scan("t", "p k", &opts).await.unwrap();
+        assert_eq!(page.next.as_deref(), Some("cur2"));
+        assert_eq!(page.items[0].sort_key, "a");
+        assert_eq!(
+            seen.await.unwrap().request_line,
+            "GET /v1/tables/t/partitions/p%20k?from=a&to=z&limit=10&reverse=true&cursor=cur1&r=all HTTP/1.1"
+        );
+    }
+
+    /// Delete carries its context in the query string.
+    #[tokio::test]
+    async fn delete_sends_context_in_query() {
+        let (endpoint, seen) = canned(200, "application/json", r#"{"context":"after"}"#).await;
+        let c = Client::new(&endpoint).unwrap();
+        let opts = WriteOptions { context: Some("before".into()), ..WriteOptions::default() };
+        assert_eq!(c.delete("t", "k", &opts).await.unwrap().context, "after");
+        assert_eq!(
+            seen.await.unwrap().request_line,
+            "DELETE /v1/tables/t/items/k?context=before HTTP/1.1"
+        );
+    }
+
+    /// Cluster status decodes node entries.
+    #[tokio::test]
+    async fn status_decodes() {
+        let body = r#"{"nodes":[{"id":"n1","zone":"z1","address":"http://127.0.0.1:7701","state":"up","ownership":0.21}]}"#;
+        let (endpoint, _seen) = canned(200, "application/json", body).await;
+        let status = Client::new(&endpoint).unwrap().status().await.unwrap();
+        assert_eq!(status.nodes[0].id, "n1");
+        assert!((status.nodes[0].ownership - 0.21).abs() < 1e-9);
+    }
+
+    /// A success status with a body that is not the expected JSON is a Decode error.
+    #[tokio::test]
+    async fn success_with_garbage_is_decode_error() {
+        let (endpoint, _seen) = canned(200, "text/plain", "hello").await;
+        let err = Client::new(&endpoint).unwrap().status().await.unwrap_err();
+        assert!(matches!(err, ClientError::Decode(_)), "{err:?}");
+    }
+
+    /// A refused connection is a Transport error that names the endpoint.
+    #[tokio::test]
+    async fn refused_connection_is_transport_error() {
+        // Bind then drop to get a port that is very likely closed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let err = Client::new(&endpoint).unwrap().status().await.unwrap_err();
+        match &err {
+            ClientError::Transport { endpoint: e, detail } => {
+                assert_eq!(e, &endpoint);
+                assert!(detail.starts_with("connection failed"), "{detail}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().starts_with(&format!("cannot reach {endpoint}: ")));
+    }
+
+    /// The client timeout turns a silent server into a Transport timeout, not a hang.
+    #[tokio::test]
+    async fn silent_server_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let hold = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(sock);
+        });
+        let c = Client::with_timeout(&endpoint, Duration::from_millis(200)).unwrap();
+        let err = c.status().await.unwrap_err();
+        assert!(err.to_string().ends_with("request timed out"), "{err}");
+        hold.abort();
+    }
+}

@@ -1,0 +1,1678 @@
+//! Causality: version vectors, dotted siblings and the merge that replicas use to converge.
+//!
+//! Every item is replicated as an [`ItemState`]: a *causal context* (a [`VersionVector`] that
+//! summarises every write the state has seen) plus the *siblings* that are still live (each a
+//! value tagged with the [`Dot`] of the write that produced it). This is the DVV-set / dot-kernel
+//! design of Riak's `dvvset` and of delta-state CRDTs. Writes are concurrent exactly when neither
+//! writer had seen the other, and then both values are kept as siblings until a client reads
+//! them and writes back with the context it read, which supersedes what it saw.
+//!
+//! Invariants of every `ItemState` (checked by [`ItemState::decode`], asserted in debug builds):
+//! every sibling dot is covered by the context (`ctx[dot.actor] >= dot.counter`), siblings are
+//! sorted by dot, and no dot appears twice. Version vectors never store a zero counter.
+//!
+//! ## The merge and its laws
+//!
+//! Write `C(a)` for the context of state `a` and `S(a)` for its set of `(dot, value)` siblings.
+//! The join `a ⊔ b` ([`ItemState::merge`]) keeps a sibling unless the other side has *seen* its
+//! dot (the dot is in the other context) and *dropped* it (it is not among the other's siblings):
+//!
+//! ```text
+//!   S(a ⊔ b) = { s ∈ S(a) | s ∈ S(b) ∨ s.dot ∉ C(b) }  ∪  { s ∈ S(b) | s.dot ∉ C(a) }
+//!   C(a ⊔ b) = C(a) ⊔ C(b)                               (pointwise max)
+//! ```
+//!
+//! It is a join semilattice, which is what lets replicas exchange states in any order, any number
+//! of times, through any path (read repair, hinted handoff, anti-entropy) and still converge:
+//!
+//! ```text
+//!   a ⊔ b       = b ⊔ a                 (commutative)
+//!   (a ⊔ b) ⊔ c = a ⊔ (b ⊔ c)           (associative)
+//!   a ⊔ a       = a                     (idempotent)
+//!   a ⊒ b       ⇔ a ⊔ b = a             (descends is the order of the lattice)
+//!   a ⊔ b ⊒ a  ∧  a ⊔ b ⊒ b
+//!   update(a, ctx, v, r) ⊒ a            (a write never loses what its replica knew)
+//! ```
+//!
+//! All of these are property-tested below on *reachable* states, produced by simulating replicas
+//! that write with stale and fresh contexts and gossip their states in random order.
+//!
+//! ## Non-guarantees
+//!
+//! - Contexts only grow. Actor entries are never pruned, so an item written by more than
+//!   [`VERSION_VECTOR_LEN_MAX`] actors (data-dir incarnations) refuses writes from new actors.
+//! - Tombstones are ordinary siblings here; collecting them is the node's job.
+//! - Causality tokens are trusted. A forged token that claims counters an actor has not reached
+//!   yet makes that actor's next writes look already seen, and merges then drop them. If clients
+//!   are untrusted, the node must authenticate tokens (e.g. a MAC) before calling
+//!   [`VersionVector::from_token`].
+//! - Value sizes are not checked here: the API layer refuses oversized values before a write
+//!   reaches [`ItemState::update`], and this module never refuses stored data for its size.
+
+use crate::limits::{CONTEXT_TOKEN_CHARS_MAX, SIBLINGS_LEN_MAX, VERSION_VECTOR_LEN_MAX};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use thiserror::Error;
+
+/// First byte of every causality token. A new encoding gets a new number, and old tokens held by
+/// clients keep decoding for as long as we choose to support them.
+const TOKEN_FORMAT_VERSION: u8 = 1;
+
+/// First byte of every encoded [`ItemState`], on disk and on the wire.
+const STATE_FORMAT_VERSION: u8 = 1;
+
+/// Fewest bytes one version vector entry can occupy: an 8-byte actor and a 1-byte counter.
+/// Decoders check a claimed entry count against this before allocating anything.
+const VERSION_VECTOR_ENTRY_BYTES_MIN: usize = 8 + 1;
+
+/// Fewest bytes one encoded sibling can occupy: actor, 1-byte counter, kind byte.
+const SIBLING_BYTES_MIN: usize = 8 + 1 + 1;
+
+/// Longest LEB128 encoding of a `u64`.
+const VARINT_BYTES_MAX: usize = 10;
+
+/// Sibling kind byte in the state encoding.
+const KIND_TOMBSTONE: u8 = 0;
+const KIND_DATA: u8 = 1;
+
+/// Length in characters of the longest token a version vector of `entries` entries can produce
+/// (unpadded base64 of version byte, count and entries with worst-case varints).
+const fn token_chars_len_max(entries: usize) -> usize {
+    let bytes = 1 + VARINT_BYTES_MAX + entries * (8 + VARINT_BYTES_MAX);
+    (bytes * 4).div_ceil(3)
+}
+
+// Every context an accepted write can produce must yield a token the server accepts back,
+// otherwise a client could read an item and be unable to write it with the context it was given.
+const _: () = assert!(token_chars_len_max(VERSION_VECTOR_LEN_MAX) <= CONTEXT_TOKEN_CHARS_MAX);
+// A write must always be able to add its own sibling to an empty item.
+const _: () = assert!(SIBLINGS_LEN_MAX >= 1 && VERSION_VECTOR_LEN_MAX >= 1);
+
+/// Why a causality token or item state was refused, or why a write was refused.
+///
+/// The messages are written for clients: the node returns them verbatim in HTTP 400/409 bodies.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CausalityError {
+    #[error("malformed causality token: {0}")]
+    MalformedToken(String),
+    #[error("malformed item state: {0}")]
+    MalformedState(String),
+    #[error(
+        "write refused: the item would have more than {max} concurrent versions (siblings); \
+         read it and write back with its causality token to resolve them"
+    )]
+    TooManySiblings { max: usize },
+    #[error(
+        "write refused: the item's causality context would name more than {max} writers \
+         (replica incarnations)"
+    )]
+    VersionVectorTooLong { max: usize },
+}
+
+/// Identity of one writer: one data-dir incarnation of one node. The node draws it at random when
+/// it creates a data dir, so a wiped node never reuses the counters of its previous life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActorId(pub u64);
+
+impl fmt::Display for ActorId {
+    /// Fixed-width hex, so ids line up in logs and sort the same as text and as numbers.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// One write event: the `counter`-th write coordinated by `actor`. Dots are globally unique
+/// because each actor numbers its own writes 1, 2, 3, … and actors are never shared.
+///
+/// The derived order (actor, then counter) is the order siblings are kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dot {
+    pub actor: ActorId,
+    pub counter: u64,
+}
+
+impl fmt::Display for Dot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.actor, self.counter)
+    }
+}
+
+/// A version vector: for each actor, how many of its writes are known. Because every actor's
+/// writes are numbered without gaps, `{a: 3}` means "writes a:1, a:2 and a:3 are all known".
+///
+/// Absent actors mean 0; zero counters are never stored, so structural equality is semantic
+/// equality.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionVector {
+    /// Actor → highest known counter (always ≥ 1). A `BTreeMap` keeps entries sorted, which makes
+    /// the encoding canonical and `Display` deterministic.
+    entries: BTreeMap<ActorId, u64>,
+}
+
+impl VersionVector {
+    /// The empty vector: knows of no write.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many of `actor`'s writes are known (0 if none).
+    pub fn get(&self, actor: ActorId) -> u64 {
+        self.entries.get(&actor).copied().unwrap_or(0)
+    }
+
+    /// Whether the write `dot` is known.
+    pub fn covers(&self, dot: Dot) -> bool {
+        self.get(dot.actor) >= dot.counter
+    }
+
+    /// Pointwise maximum: afterwards `self` knows every write either side knew.
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (&actor, &counter) in &other.entries {
+            let mine = self.entries.entry(actor).or_insert(counter);
+            *mine = (*mine).max(counter);
+        }
+    }
+
+    /// Whether `self` knows every write `other` knows (`self ⊔ other = self`).
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other
+            .entries
+            .iter()
+            .all(|(&actor, &counter)| self.get(actor) >= counter)
+    }
+
+    /// Number of actors with at least one known write.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True for the empty vector, the context of a blind write.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries in actor order.
+    pub fn iter(&self) -> impl Iterator<Item = (ActorId, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|(&actor, &counter)| (actor, counter))
+    }
+
+    /// Records that `actor`'s writes up to `counter` are known.
+    fn observe(&mut self, dot: Dot) {
+        // A zero counter means "nothing known" and is never stored.
+        if dot.counter == 0 {
+            return;
+        }
+        self.merge(&VersionVector {
+            entries: BTreeMap::from([(dot.actor, dot.counter)]),
+        });
+    }
+
+    /// The opaque token handed to clients with every read and expected back with every write.
+    ///
+    /// Format: URL-safe base64 without padding of
+    /// `version (1) | varint count | count × (actor u64 little-endian, counter varint)`,
+    /// entries in actor order. Actors are random 64-bit ids, so a fixed 8 bytes is shorter on
+    /// average than a varint; counters are small, so they are varints. The empty vector encodes to
+    /// the two bytes `01 00`, token `"AQA"`.
+    pub fn to_token(&self) -> String {
+        let mut bytes = Vec::with_capacity(1 + self.encoded_len());
+        bytes.push(TOKEN_FORMAT_VERSION);
+        self.encode_into(&mut bytes);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Parses a token made by [`VersionVector::to_token`]. Never panics.
+    ///
+    /// The encoding is canonical and the decoder strict (minimal varints, sorted unique actors,
+    /// no zero counters, no trailing bytes, no padding or stray base64 bits), so a token is
+    /// accepted exactly when it is what `to_token` produces for the vector it decodes to.
+    ///
+    /// The entry count is bounded by the token length (at most [`CONTEXT_TOKEN_CHARS_MAX`]
+    /// characters), not by [`VERSION_VECTOR_LEN_MAX`]: a merge can legitimately leave an item's
+    /// context longer than the limit a single write may create, and the server must accept back
+    /// every token it hands out. [`ItemState::update`] is where the limit is enforced.
+    pub fn from_token(s: &str) -> Result<Self, CausalityError> {
+        Self::parse_token(s).map_err(CausalityError::MalformedToken)
+    }
+
+    fn parse_token(s: &str) -> Result<Self, String> {
+        // Check the length first so an oversized token costs nothing to refuse. `len()` counts
+        // bytes, which is at least the number of characters; any non-ASCII token is invalid
+        // base64 anyway.
+        if s.len() > CONTEXT_TOKEN_CHARS_MAX {
+            return Err(format!(
+                "token is {} bytes long, the limit is {CONTEXT_TOKEN_CHARS_MAX}",
+                s.len()
+            ));
+        }
+        if s.is_empty() {
+            return Err("token is empty (send no token at all to write without context)".into());
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|e| format!("not URL-safe base64 without padding ({e})"))?;
+        let mut reader = Reader::new(&bytes);
+        let version = reader.u8("format version")?;
+        if version != TOKEN_FORMAT_VERSION {
+            return Err(format!(
+                "unsupported format version {version} (this server understands {TOKEN_FORMAT_VERSION})"
+            ));
+        }
+        let vv = Self::decode_from(&mut reader)?;
+        reader.finish()?;
+        Ok(vv)
+    }
+
+    /// Exact length of [`VersionVector::encode_into`]'s output.
+    fn encoded_len(&self) -> usize {
+        varint_len(self.entries.len() as u64)
+            + self
+                .entries
+                .values()
+                .map(|&c| 8 + varint_len(c))
+                .sum::<usize>()
+    }
+
+    /// `varint count | count × (actor u64 LE, counter varint)`, shared by tokens and states.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        write_varint(out, self.entries.len() as u64);
+        for (actor, &counter) in &self.entries {
+            out.extend_from_slice(&actor.0.to_le_bytes());
+            write_varint(out, counter);
+        }
+    }
+
+    /// Inverse of [`VersionVector::encode_into`], rejecting every non-canonical input.
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, String> {
+        let count = reader.count("version vector", VERSION_VECTOR_ENTRY_BYTES_MIN)?;
+        let mut entries = BTreeMap::new();
+        let mut previous: Option<ActorId> = None;
+        for i in 0..count {
+            let actor = ActorId(reader.u64_le("version vector actor")?);
+            let counter = reader.varint("version vector counter")?;
+            if counter == 0 {
+                return Err(format!(
+                    "version vector entry {i} (actor {actor}) has counter 0; counters start at 1"
+                ));
+            }
+            if let Some(previous) = previous {
+                if actor <= previous {
+                    return Err(format!(
+                        "version vector entry {i}: actor {actor} does not follow {previous}; \
+                         actors must be sorted and unique"
+                    ));
+                }
+            }
+            previous = Some(actor);
+            entries.insert(actor, counter);
+        }
+        Ok(VersionVector { entries })
+    }
+}
+
+impl fmt::Display for VersionVector {
+    /// `{00000000000000ff:1, 3f2a9c01d4e5b6a7:3}` in actor order; `{}` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (actor, counter)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{actor}:{counter}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// What a write stored: bytes, or the fact that the item was deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Data(Vec<u8>),
+    /// A delete. It is a sibling like any other so that it supersedes exactly what the deleting
+    /// client saw, and a write concurrent with the delete survives it.
+    Tombstone,
+}
+
+impl Value {
+    /// Total order used only to break a tie that correct replicas never produce: the same dot
+    /// carrying two different values (a corrupted or forged state). Picking the greater value
+    /// keeps merge commutative even then. Tombstone < Data, and data compares by bytes.
+    fn tie_break_cmp(&self, other: &Value) -> Ordering {
+        match (self, other) {
+            (Value::Tombstone, Value::Tombstone) => Ordering::Equal,
+            (Value::Tombstone, Value::Data(_)) => Ordering::Less,
+            (Value::Data(_), Value::Tombstone) => Ordering::Greater,
+            (Value::Data(a), Value::Data(b)) => a.cmp(b),
+        }
+    }
+}
+
+/// The replicated state of one item: causal context plus live siblings. See the module docs for
+/// the invariants and the merge laws.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ItemState {
+    /// Every write this state has seen, whether its value is still live or was superseded. It is
+    /// what lets a merge tell "I dropped this sibling on purpose" from "I never heard of it".
+    ctx: VersionVector,
+    /// Values not yet superseded, sorted by dot, each dot covered by `ctx`. More than one means
+    /// concurrent writes that a client has to resolve.
+    siblings: Vec<(Dot, Value)>,
+}
+
+impl ItemState {
+    /// The state of an item nobody has written: no siblings, empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The causal context: what a client must send back to supersede what it read.
+    pub fn context(&self) -> &VersionVector {
+        &self.ctx
+    }
+
+    /// Every sibling, tombstones included, in dot order.
+    pub fn siblings(&self) -> &[(Dot, Value)] {
+        &self.siblings
+    }
+
+    /// The live data values in dot order. Tombstones are hidden: a read never returns a delete.
+    /// The order is deterministic so every replica and coordinator presents siblings alike.
+    pub fn values(&self) -> Vec<&[u8]> {
+        self.siblings
+            .iter()
+            .filter_map(|(_, value)| match value {
+                Value::Data(bytes) => Some(bytes.as_slice()),
+                Value::Tombstone => None,
+            })
+            .collect()
+    }
+
+    /// No siblings at all (never written, as far as this state knows).
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty()
+    }
+
+    /// No live data: never written, or every live sibling is a delete. Reads report "not found".
+    pub fn is_deleted(&self) -> bool {
+        !self
+            .siblings
+            .iter()
+            .any(|(_, value)| matches!(value, Value::Data(_)))
+    }
+
+    /// Whether a delete is among the siblings (live data may sit next to it). The node uses it
+    /// to find items whose tombstones it may collect.
+    pub fn has_tombstone(&self) -> bool {
+        self.siblings
+            .iter()
+            .any(|(_, value)| matches!(value, Value::Tombstone))
+    }
+
+    /// The write `value` by the replica `actor`, for a client that read `client_ctx`.
+    ///
+    /// Called by the coordinating replica under its per-key lock, on its local state:
+    /// - The new dot is `(actor, max(self.ctx[actor], client_ctx[actor]) + 1)`. Taking the max
+    ///   with the client's context means that even if this actor's data dir were lost and its
+    ///   counter restarted, it would not reissue a dot a client has already seen.
+    /// - Siblings whose dots `client_ctx` covers are dropped: the client saw them, so its write
+    ///   replaces them. All others stay, as concurrent versions. An empty `client_ctx` (a blind
+    ///   write) therefore adds a sibling next to everything present.
+    /// - The new context is `self.ctx ⊔ client_ctx ⊔ {new dot}`, which makes the result descend
+    ///   `self`: the replica never forgets anything by writing.
+    ///
+    /// Limits: a write that would leave the item with more than [`SIBLINGS_LEN_MAX`] siblings, or
+    /// a context naming more than [`VERSION_VECTOR_LEN_MAX`] actors, is refused with a typed error
+    /// instead of growing the item. Only writes that *grow* the item past a limit are refused:
+    /// merges of concurrent writes can leave an item above a limit (a merge cannot fail), and such
+    /// an item must still accept the writes that shrink it or keep it the same size, else it
+    /// could never be repaired. For items that only ever grew by writes the two readings agree.
+    pub fn update(
+        &self,
+        client_ctx: &VersionVector,
+        value: Value,
+        actor: ActorId,
+    ) -> Result<ItemState, CausalityError> {
+        let local_counter = self.ctx.get(actor);
+        let client_counter = client_ctx.get(actor);
+        let counter = local_counter
+            .max(client_counter)
+            .checked_add(1)
+            .ok_or_else(|| {
+                // Honest counters grow by one per write and cannot get here; only a forged token or
+                // a corrupted state can. Blame whichever one carries the impossible counter.
+                let message = format!("counter of actor {actor} is at its maximum");
+                if client_counter == u64::MAX {
+                    CausalityError::MalformedToken(message)
+                } else {
+                    CausalityError::MalformedState(message)
+                }
+            })?;
+        let dot = Dot { actor, counter };
+
+        let mut ctx = self.ctx.clone();
+        ctx.merge(client_ctx);
+        ctx.observe(dot);
+        if ctx.len() > VERSION_VECTOR_LEN_MAX && ctx.len() > self.ctx.len() {
+            return Err(CausalityError::VersionVectorTooLong {
+                max: VERSION_VECTOR_LEN_MAX,
+            });
+        }
+
+        // Count before cloning any value, so a refused write copies nothing.
+        let kept = self
+            .siblings
+            .iter()
+            .filter(|(d, _)| !client_ctx.covers(*d))
+            .count();
+        let siblings_len = kept + 1;
+        if siblings_len > SIBLINGS_LEN_MAX && siblings_len > self.siblings.len() {
+            return Err(CausalityError::TooManySiblings {
+                max: SIBLINGS_LEN_MAX,
+            });
+        }
+        let mut siblings = Vec::with_capacity(siblings_len);
+        siblings.extend(
+            self.siblings
+                .iter()
+                .filter(|(d, _)| !client_ctx.covers(*d))
+                .cloned(),
+        );
+        // The new counter exceeds every counter of `actor` in `self.ctx`, and every sibling is
+        // covered by that context, so the new dot is not present yet; insert it in order.
+        let position = siblings.partition_point(|(d, _)| *d < dot);
+        siblings.insert(position, (dot, value));
+
+        let next = ItemState { ctx, siblings };
+        debug_assert_eq!(next.check_invariants(), Ok(()));
+        Ok(next)
+    }
+
+    /// Joins `other` into `self` (`self ← self ⊔ other`). See the module docs for the definition
+    /// and the laws. Linear in the number of siblings: both lists are sorted, so this is a single
+    /// merge-join, and `self`'s values are moved rather than copied.
+    pub fn merge(&mut self, other: &ItemState) {
+        let mine = std::mem::take(&mut self.siblings);
+        let mut out = Vec::with_capacity(mine.len().max(other.siblings.len()));
+        let mut left = mine.into_iter().peekable();
+        let mut right = other.siblings.iter().peekable();
+        loop {
+            let order = match (left.peek(), right.peek()) {
+                (Some((l, _)), Some((r, _))) => l.cmp(r),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
+            };
+            match order {
+                // Only on our side: keep it unless the other side saw it and dropped it.
+                Ordering::Less => {
+                    if let Some(sibling) = left.next() {
+                        if !other.ctx.covers(sibling.0) {
+                            out.push(sibling);
+                        }
+                    }
+                }
+                // Only on their side: take it unless we saw it and dropped it.
+                Ordering::Greater => {
+                    if let Some(sibling) = right.next() {
+                        if !self.ctx.covers(sibling.0) {
+                            out.push(sibling.clone());
+                        }
+                    }
+                }
+                // On both sides: live for both, so it stays.
+                Ordering::Equal => {
+                    if let (Some(l), Some(r)) = (left.next(), right.next()) {
+                        if r.1.tie_break_cmp(&l.1) == Ordering::Greater {
+                            out.push(r.clone());
+                        } else {
+                            out.push(l);
+                        }
+                    }
+                }
+            }
+        }
+        self.siblings = out;
+        // Only now: the sibling rules above need each side's context as it was before the join.
+        self.ctx.merge(&other.ctx);
+        debug_assert_eq!(self.check_invariants(), Ok(()));
+    }
+
+    /// `a ⊔ b` as a new state.
+    pub fn merged(a: &ItemState, b: &ItemState) -> ItemState {
+        let mut out = a.clone();
+        out.merge(b);
+        out
+    }
+
+    /// Whether merging `other` into `self` would change nothing (`self ⊔ other = self`), i.e.
+    /// `self` already holds all of `other`'s information. A read coordinator uses it to decide
+    /// which replicas need a repair. Computed without building the merge: walk both sorted
+    /// sibling lists and check that the merge would keep exactly `self`'s siblings.
+    pub fn descends(&self, other: &ItemState) -> bool {
+        if !self.ctx.descends(&other.ctx) {
+            return false;
+        }
+        let mut left = self.siblings.iter().peekable();
+        let mut right = other.siblings.iter().peekable();
+        loop {
+            let order = match (left.peek(), right.peek()) {
+                (Some((l, _)), Some((r, _))) => l.cmp(r),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => return true,
+            };
+            let unchanged = match order {
+                // Ours only: the merge would drop it if `other` saw and dropped it.
+                Ordering::Less => left.next().is_some_and(|(d, _)| !other.ctx.covers(*d)),
+                // Theirs only: the merge would add it unless we saw and dropped it. (With the
+                // invariants and `self.ctx ⊒ other.ctx` this always holds; checked regardless.)
+                Ordering::Greater => right.next().is_some_and(|(d, _)| self.ctx.covers(*d)),
+                // Both: the merge keeps ours unless theirs wins the tie-break.
+                Ordering::Equal => match (left.next(), right.next()) {
+                    (Some((_, l)), Some((_, r))) => r.tie_break_cmp(l) != Ordering::Greater,
+                    _ => false,
+                },
+            };
+            if !unchanged {
+                return false;
+            }
+        }
+    }
+
+    /// Exact length of [`ItemState::encode`]'s output, for sizing buffers and batches.
+    pub fn encoded_len_hint(&self) -> usize {
+        let siblings: usize = self
+            .siblings
+            .iter()
+            .map(|(dot, value)| {
+                let value_len = match value {
+                    Value::Data(bytes) => varint_len(bytes.len() as u64) + bytes.len(),
+                    Value::Tombstone => 0,
+                };
+                8 + varint_len(dot.counter) + 1 + value_len
+            })
+            .sum();
+        1 + self.ctx.encoded_len() + varint_len(self.siblings.len() as u64) + siblings
+    }
+
+    /// The storage and wire encoding:
+    ///
+    /// ```text
+    ///   version (1)
+    ///   context:  varint n, n × (actor u64 LE, counter varint)       actors ascending
+    ///   siblings: varint m, m × (actor u64 LE, counter varint,        dots ascending
+    ///                            kind u8: 0 = tombstone, 1 = data,
+    ///                            if data: varint len, len bytes)
+    /// ```
+    ///
+    /// Canonical: equal states encode to equal bytes, so replicas can compare states by bytes
+    /// or checksums.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        out.push(STATE_FORMAT_VERSION);
+        self.ctx.encode_into(&mut out);
+        write_varint(&mut out, self.siblings.len() as u64);
+        for (dot, value) in &self.siblings {
+            out.extend_from_slice(&dot.actor.0.to_le_bytes());
+            write_varint(&mut out, dot.counter);
+            match value {
+                Value::Tombstone => out.push(KIND_TOMBSTONE),
+                Value::Data(bytes) => {
+                    out.push(KIND_DATA);
+                    write_varint(&mut out, bytes.len() as u64);
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), self.encoded_len_hint());
+        out
+    }
+
+    /// Inverse of [`ItemState::encode`]. Never panics, whatever the input; every length prefix
+    /// is checked against the bytes that remain before anything is allocated, so memory use is
+    /// bounded by the input size. Validates the invariants (zero-free sorted context, sorted
+    /// unique dots, every dot covered) and rejects non-canonical input (overlong varints,
+    /// unknown kinds, trailing bytes), so `decode(b) = Ok(s)` implies `encode(s) = b`.
+    ///
+    /// Sibling and context counts are not held to [`SIBLINGS_LEN_MAX`] and
+    /// [`VERSION_VECTOR_LEN_MAX`]: those bound what one write may create, while a merge of
+    /// concurrent writes may exceed them, and refusing to decode such a state would make stored
+    /// data unreadable. The caller bounds the input itself (storage values, message sizes).
+    pub fn decode(bytes: &[u8]) -> Result<ItemState, CausalityError> {
+        Self::parse(bytes).map_err(CausalityError::MalformedState)
+    }
+
+    fn parse(bytes: &[u8]) -> Result<ItemState, String> {
+        let mut reader = Reader::new(bytes);
+        let version = reader.u8("format version")?;
+        if version != STATE_FORMAT_VERSION {
+            return Err(format!(
+                "unsupported format version {version} (this build understands {STATE_FORMAT_VERSION})"
+            ));
+        }
+        let ctx = VersionVector::decode_from(&mut reader)?;
+        let count = reader.count("sibling list", SIBLING_BYTES_MIN)?;
+        let mut siblings: Vec<(Dot, Value)> = Vec::with_capacity(count);
+        for i in 0..count {
+            let actor = ActorId(reader.u64_le("sibling actor")?);
+            let counter = reader.varint("sibling counter")?;
+            let dot = Dot { actor, counter };
+            if counter == 0 {
+                return Err(format!("sibling {i} has dot {dot}; counters start at 1"));
+            }
+            if let Some((previous, _)) = siblings.last() {
+                if dot <= *previous {
+                    return Err(format!(
+                        "sibling {i}: dot {dot} does not follow {previous}; dots must be sorted \
+                         and unique"
+                    ));
+                }
+            }
+            if !ctx.covers(dot) {
+                return Err(format!(
+                    "sibling {i}: dot {dot} is not covered by the context {ctx}"
+                ));
+            }
+            let value = match reader.u8("sibling kind")? {
+                KIND_TOMBSTONE => Value::Tombstone,
+                KIND_DATA => {
+                    let len = reader.varint("value length")?;
+                    Value::Data(reader.bytes(len, "value")?.to_vec())
+                }
+                other => return Err(format!("sibling {i}: unknown kind byte {other}")),
+            };
+            siblings.push((dot, value));
+        }
+        reader.finish()?;
+        let state = ItemState { ctx, siblings };
+        debug_assert_eq!(state.check_invariants(), Ok(()));
+        Ok(state)
+    }
+
+    /// The structural invariants, as a checkable predicate (used by debug assertions and tests).
+    fn check_invariants(&self) -> Result<(), String> {
+        if let Some((actor, _)) = self.ctx.iter().find(|&(_, counter)| counter == 0) {
+            return Err(format!("context stores a zero counter for {actor}"));
+        }
+        for pair in self.siblings.windows(2) {
+            if let [(a, _), (b, _)] = pair {
+                if a >= b {
+                    return Err(format!("siblings not strictly sorted: {a} then {b}"));
+                }
+            }
+        }
+        if let Some((dot, _)) = self.siblings.iter().find(|(dot, _)| !self.ctx.covers(*dot)) {
+            return Err(format!("sibling {dot} not covered by context {}", self.ctx));
+        }
+        Ok(())
+    }
+}
+
+/// Appends `value` as an unsigned LEB128 varint (7 bits per byte, low bits first).
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+/// Number of bytes [`write_varint`] writes for `value`.
+fn varint_len(value: u64) -> usize {
+    let bits = (u64::BITS - value.leading_zeros()).max(1) as usize;
+    bits.div_ceil(7)
+}
+
+/// A bounds-checked cursor over untrusted bytes. Every method returns a message naming what was
+/// being read, for error bodies and logs, instead of panicking.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    fn truncated(what: &str) -> String {
+        format!("truncated: input ends inside the {what}")
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        let (&byte, rest) = self
+            .rest
+            .split_first()
+            .ok_or_else(|| Self::truncated(what))?;
+        self.rest = rest;
+        Ok(byte)
+    }
+
+    fn u64_le(&mut self, what: &str) -> Result<u64, String> {
+        let (head, rest) = self
+            .rest
+            .split_at_checked(8)
+            .ok_or_else(|| Self::truncated(what))?;
+        let array: [u8; 8] = head.try_into().map_err(|_| Self::truncated(what))?;
+        self.rest = rest;
+        Ok(u64::from_le_bytes(array))
+    }
+
+    /// A minimal LEB128 `u64`: no overflow past 64 bits and no redundant trailing zero groups,
+    /// so that every number has exactly one encoding.
+    fn varint(&mut self, what: &str) -> Result<u64, String> {
+        let mut value: u64 = 0;
+        for i in 0..VARINT_BYTES_MAX {
+            let byte = self.u8(what)?;
+            // The tenth byte carries bit 63 only; anything else overflows a u64.
+            if i == VARINT_BYTES_MAX - 1 && byte > 1 {
+                return Err(format!("{what} overflows 64 bits"));
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                if byte == 0 && i > 0 {
+                    return Err(format!("{what} is not minimally encoded"));
+                }
+                return Ok(value);
+            }
+        }
+        // Unreachable: the tenth byte either ends the varint or fails the overflow check.
+        Err(format!("{what} overflows 64 bits"))
+    }
+
+    /// An element count, checked against the remaining input: each element needs at least
+    /// `element_bytes_min` bytes, so a larger count is a lie and is refused before allocating.
+    fn count(&mut self, what: &str, element_bytes_min: usize) -> Result<usize, String> {
+        let count = self.varint(&format!("{what} length"))?;
+        let possible = self.rest.len() / element_bytes_min;
+        match usize::try_from(count) {
+            Ok(count) if count <= possible => Ok(count),
+            _ => Err(format!(
+                "truncated: {what} claims {count} entries but only {} bytes remain",
+                self.rest.len()
+            )),
+        }
+    }
+
+    fn bytes(&mut self, len: u64, what: &str) -> Result<&'a [u8], String> {
+        let split = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.rest.split_at_checked(len));
+        let (head, rest) = split.ok_or_else(|| {
+            format!(
+                "truncated: {what} claims {len} bytes but only {} remain",
+                self.rest.len()
+            )
+        })?;
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn finish(self) -> Result<(), String> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} unexpected trailing bytes", self.rest.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    // ---------------------------------------------------------------------------------------
+    // Helpers
+    // ---------------------------------------------------------------------------------------
+
+    fn vv(entries: &[(u64, u64)]) -> VersionVector {
+        let mut out = VersionVector::new();
+        for &(actor, counter) in entries {
+            out.observe(Dot {
+                actor: ActorId(actor),
+                counter,
+            });
+        }
+        out
+    }
+
+    fn data(s: &str) -> Value {
+        Value::Data(s.as_bytes().to_vec())
+    }
+
+    fn write(state: &ItemState, ctx: &VersionVector, value: Value, actor: u64) -> ItemState {
+        state
+            .update(ctx, value, ActorId(actor))
+            .expect("write within limits")
+    }
+
+    fn values(state: &ItemState) -> Vec<String> {
+        state
+            .values()
+            .into_iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    fn merge_via_join(a: &VersionVector, b: &VersionVector) -> VersionVector {
+        let mut out = a.clone();
+        out.merge(b);
+        out
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Reachable histories: a few replicas write with empty, fresh, stale and combined contexts
+    // and gossip full states in random order. Every state in `snapshots` is one that a replica
+    // really held, so the laws are tested on states the system can produce.
+    // ---------------------------------------------------------------------------------------
+
+    /// Where a simulated client's context comes from.
+    #[derive(Debug, Clone)]
+    enum CtxSource {
+        /// A blind write.
+        Empty,
+        /// Read from this replica just before writing (a fresh context).
+        ReadNow(usize),
+        /// The join of a subset (bit mask) of the most recent earlier reads (stale contexts,
+        /// and contexts merged from several replicas as a read coordinator does).
+        Saved(u16),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write {
+            at: usize,
+            ctx: CtxSource,
+            delete: bool,
+            padding: u8,
+        },
+        Sync {
+            from: usize,
+            to: usize,
+        },
+        Read {
+            at: usize,
+        },
+    }
+
+    /// One acknowledged write: its dot, the value it stored and the context its client sent.
+    #[derive(Debug, Clone)]
+    struct WriteRecord {
+        dot: Dot,
+        value: Value,
+        client_ctx: VersionVector,
+    }
+
+    #[derive(Debug, Clone)]
+    struct History {
+        replicas: Vec<ItemState>,
+        snapshots: Vec<ItemState>,
+        writes: Vec<WriteRecord>,
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        let ctx = prop_oneof![
+            1 => Just(CtxSource::Empty),
+            2 => (0..8usize).prop_map(CtxSource::ReadNow),
+            2 => any::<u16>().prop_map(CtxSource::Saved),
+        ];
+        prop_oneof![
+            4 => (0..8usize, ctx, prop::bool::weighted(0.2), 0..4u8)
+                .prop_map(|(at, ctx, delete, padding)| Op::Write { at, ctx, delete, padding }),
+            3 => (0..8usize, 0..8usize).prop_map(|(from, to)| Op::Sync { from, to }),
+            2 => (0..8usize).prop_map(|at| Op::Read { at }),
+        ]
+    }
+
+    fn history_strategy() -> impl Strategy<Value = History> {
+        (
+            prop::collection::btree_set(any::<u64>(), 1..=4),
+            prop::collection::vec(op_strategy(), 0..28),
+        )
+            .prop_map(|(actors, ops)| {
+                simulate(&actors.into_iter().map(ActorId).collect::<Vec<_>>(), &ops)
+            })
+    }
+
+    fn simulate(actors: &[ActorId], ops: &[Op]) -> History {
+        let n = actors.len();
+        let mut replicas = vec![ItemState::new(); n];
+        let mut reads: Vec<VersionVector> = Vec::new();
+        let mut snapshots = vec![ItemState::new()];
+        let mut writes: Vec<WriteRecord> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Write {
+                    at,
+                    ctx,
+                    delete,
+                    padding,
+                } => {
+                    let at = at % n;
+                    let actor = actors[at];
+                    let client_ctx = match ctx {
+                        CtxSource::Empty => VersionVector::new(),
+                        CtxSource::ReadNow(j) => replicas[j % n].context().clone(),
+                        CtxSource::Saved(mask) => {
+                            let mut c = VersionVector::new();
+                            for (bit, read) in reads.iter().rev().take(16).enumerate() {
+                                if mask & (1 << bit) != 0 {
+                                    c.merge(read);
+                                }
+                            }
+                            c
+                        }
+                    };
+                    // Values are unique per write so the no-loss property can track each one.
+                    let value = if *delete {
+                        Value::Tombstone
+                    } else {
+                        let mut bytes = format!("w{}", writes.len()).into_bytes();
+                        bytes.extend(std::iter::repeat_n(0xab, usize::from(*padding)));
+                        Value::Data(bytes)
+                    };
+                    let local = &replicas[at];
+                    let counter = local.context().get(actor).max(client_ctx.get(actor)) + 1;
+                    let dot = Dot { actor, counter };
+                    let next = local.update(&client_ctx, value.clone(), actor).unwrap();
+                    assert!(next.siblings().contains(&(dot, value.clone())));
+                    writes.push(WriteRecord {
+                        dot,
+                        value,
+                        client_ctx,
+                    });
+                    replicas[at] = next;
+                    snapshots.push(replicas[at].clone());
+                }
+                Op::Sync { from, to } => {
+                    let source = replicas[from % n].clone();
+                    replicas[to % n].merge(&source);
+                    snapshots.push(replicas[to % n].clone());
+                }
+                Op::Read { at } => reads.push(replicas[at % n].context().clone()),
+            }
+        }
+        History {
+            replicas,
+            snapshots,
+            writes,
+        }
+    }
+
+    /// Version vectors with arbitrary actors and counters, including more entries than one
+    /// write may create (merges can produce those, and their tokens must round-trip).
+    fn version_vector_strategy() -> impl Strategy<Value = VersionVector> {
+        prop::collection::btree_map(any::<u64>(), 1..=u64::MAX, 0..80).prop_map(|entries| {
+            VersionVector {
+                entries: entries.into_iter().map(|(a, c)| (ActorId(a), c)).collect(),
+            }
+        })
+    }
+
+    /// Structurally valid states that no honest history produces: any context over three
+    /// actors, any subset of its dots as siblings, and values from a tiny alphabet so that the
+    /// same dot sometimes carries different values. The merge must stay a semilattice even on
+    /// such input (a corrupted peer), and these states reach the defensive branches of
+    /// `descends` that reachable states never take.
+    fn arbitrary_valid_state_strategy() -> impl Strategy<Value = ItemState> {
+        (
+            prop::collection::vec(0..4u64, 3),
+            prop::collection::vec((any::<bool>(), 0..3u8), 12),
+        )
+            .prop_map(|(counters, picks)| {
+                let mut ctx = VersionVector::new();
+                let mut siblings = Vec::new();
+                for (actor, &max) in counters.iter().enumerate() {
+                    for counter in 1..=max {
+                        let dot = Dot {
+                            actor: ActorId(actor as u64),
+                            counter,
+                        };
+                        ctx.observe(dot);
+                        let (keep, value) = picks[actor * 4 + counter as usize - 1];
+                        if keep {
+                            let value = if value == 0 {
+                                Value::Tombstone
+                            } else {
+                                Value::Data(vec![value])
+                            };
+                            siblings.push((dot, value));
+                        }
+                    }
+                }
+                ItemState { ctx, siblings }
+            })
+    }
+
+    proptest! {
+        // -----------------------------------------------------------------------------------
+        // Lattice laws
+        // -----------------------------------------------------------------------------------
+
+        /// Proves a ⊔ b = b ⊔ a on reachable states.
+        #[test]
+        fn merge_is_commutative(h in history_strategy(), i in any::<Index>(), j in any::<Index>()) {
+            let (a, b) = (i.get(&h.snapshots), j.get(&h.snapshots));
+            prop_assert_eq!(ItemState::merged(a, b), ItemState::merged(b, a));
+        }
+
+        /// Proves (a ⊔ b) ⊔ c = a ⊔ (b ⊔ c) on reachable states.
+        #[test]
+        fn merge_is_associative(
+            h in history_strategy(), i in any::<Index>(), j in any::<Index>(), k in any::<Index>(),
+        ) {
+            let (a, b, c) = (i.get(&h.snapshots), j.get(&h.snapshots), k.get(&h.snapshots));
+            prop_assert_eq!(
+                ItemState::merged(&ItemState::merged(a, b), c),
+                ItemState::merged(a, &ItemState::merged(b, c))
+            );
+        }
+
+        /// Proves a ⊔ a = a on reachable states.
+        #[test]
+        fn merge_is_idempotent(h in history_strategy(), i in any::<Index>()) {
+            let a = i.get(&h.snapshots);
+            prop_assert_eq!(&ItemState::merged(a, a), a);
+        }
+
+        /// Proves the fast `descends` agrees with its definition a ⊒ b ⇔ a ⊔ b = a, for item
+        /// states and for version vectors.
+        #[test]
+        fn descends_matches_merge_definition(
+            h in history_strategy(), i in any::<Index>(), j in any::<Index>(),
+        ) {
+            let (a, b) = (i.get(&h.snapshots), j.get(&h.snapshots));
+            prop_assert_eq!(a.descends(b), &ItemState::merged(a, b) == a);
+            let (x, y) = (a.context(), b.context());
+            prop_assert_eq!(x.descends(y), &merge_via_join(x, y) == x);
+        }
+
+        /// Proves a merge result descends both inputs and keeps the structural invariants.
+        #[test]
+        fn merge_result_descends_both_inputs(
+            h in history_strategy(), i in any::<Index>(), j in any::<Index>(),
+        ) {
+            let (a, b) = (i.get(&h.snapshots), j.get(&h.snapshots));
+            let m = ItemState::merged(a, b);
+            prop_assert!(m.descends(a));
+            prop_assert!(m.descends(b));
+            prop_assert_eq!(m.check_invariants(), Ok(()));
+        }
+
+        /// Proves a write never loses what its replica knew: update(s, …) ⊒ s.
+        #[test]
+        fn update_result_descends_local_state(
+            h in history_strategy(), i in any::<Index>(), j in any::<Index>(), actor in any::<u64>(),
+        ) {
+            let local = i.get(&h.snapshots);
+            let client_ctx = j.get(&h.snapshots).context();
+            let next = local.update(client_ctx, data("new"), ActorId(actor)).unwrap();
+            prop_assert!(next.descends(local));
+            prop_assert!(next.context().descends(client_ctx));
+            prop_assert_eq!(next.check_invariants(), Ok(()));
+        }
+
+        /// Proves every lattice law, and descends ⇔ (a ⊔ b = a), also on structurally valid states
+        /// that no honest history produces (e.g. one dot carrying two values).
+        #[test]
+        fn lattice_laws_hold_on_arbitrary_valid_states(
+            a in arbitrary_valid_state_strategy(),
+            b in arbitrary_valid_state_strategy(),
+            c in arbitrary_valid_state_strategy(),
+        ) {
+            let ab = ItemState::merged(&a, &b);
+            prop_assert_eq!(&ab, &ItemState::merged(&b, &a));
+            prop_assert_eq!(
+                ItemState::merged(&ab, &c),
+                ItemState::merged(&a, &ItemState::merged(&b, &c))
+            );
+            prop_assert_eq!(&ItemState::merged(&a, &a), &a);
+            prop_assert_eq!(a.descends(&b), ab == a);
+            prop_assert!(ab.descends(&a) && ab.descends(&b));
+            prop_assert_eq!(ab.check_invariants(), Ok(()));
+            prop_assert_eq!(ItemState::decode(&a.encode()), Ok(a.clone()));
+        }
+
+        // -----------------------------------------------------------------------------------
+        // No lost writes
+        // -----------------------------------------------------------------------------------
+
+        /// Proves no acknowledged concurrent write is lost by a merge: after joining every
+        /// replica's final state in any order, the siblings are exactly the writes whose dot no
+        /// write's client context covered (tombstones included), and every superseded write is
+        /// gone. `values()` then lists the surviving data in dot order.
+        #[test]
+        fn no_acknowledged_concurrent_write_is_lost(
+            (h, order) in history_strategy().prop_flat_map(|h| {
+                let n = h.replicas.len();
+                (Just(h), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+            }),
+        ) {
+            let mut all = ItemState::new();
+            for &r in &order {
+                all.merge(&h.replicas[r]);
+            }
+            let mut expected: Vec<(Dot, Value)> = h
+                .writes
+                .iter()
+                .filter(|w| !h.writes.iter().any(|later| later.client_ctx.covers(w.dot)))
+                .map(|w| (w.dot, w.value.clone()))
+                .collect();
+            expected.sort_by_key(|(dot, _)| *dot);
+            prop_assert_eq!(all.siblings(), expected.as_slice());
+            let expected_values: Vec<&[u8]> = expected
+                .iter()
+                .filter_map(|(_, v)| match v { Value::Data(b) => Some(b.as_slice()), _ => None })
+                .collect();
+            prop_assert_eq!(all.values(), expected_values);
+            prop_assert_eq!(all.is_deleted(), !expected.iter().any(|(_, v)| matches!(v, Value::Data(_))));
+        }
+
+        // -----------------------------------------------------------------------------------
+        // Codecs
+        // -----------------------------------------------------------------------------------
+
+        /// Proves the state encoding round-trips on reachable states and that the length hint
+        /// is exact.
+        #[test]
+        fn state_codec_roundtrip(h in history_strategy(), i in any::<Index>()) {
+            let state = i.get(&h.snapshots);
+            let bytes = state.encode();
+            prop_assert_eq!(bytes.len(), state.encoded_len_hint());
+            prop_assert_eq!(&ItemState::decode(&bytes).unwrap(), state);
+        }
+
+        /// Proves tokens round-trip, including vectors longer than one write may create, and that
+        /// every vector up to the write limit yields a token within the accepted length.
+        #[test]
+        fn token_roundtrip(vv in version_vector_strategy()) {
+            let token = vv.to_token();
+            prop_assert_eq!(VersionVector::from_token(&token).unwrap(), vv.clone());
+            if vv.len() <= VERSION_VECTOR_LEN_MAX {
+                prop_assert!(token.len() <= CONTEXT_TOKEN_CHARS_MAX);
+            }
+        }
+
+        /// Proves decode never panics on arbitrary bytes, and whatever it accepts is canonical
+        /// (re-encodes to the same bytes) and satisfies the invariants.
+        #[test]
+        fn decode_never_panics_on_arbitrary_bytes(
+            versioned in any::<bool>(), bytes in prop::collection::vec(any::<u8>(), 0..96),
+        ) {
+            let mut input = bytes;
+            if versioned {
+                input.insert(0, STATE_FORMAT_VERSION);
+            }
+            if let Ok(state) = ItemState::decode(&input) {
+                prop_assert_eq!(state.encode(), input);
+                prop_assert_eq!(state.check_invariants(), Ok(()));
+            }
+        }
+
+        /// Proves decode never panics on near-valid input (a reachable state's encoding with one
+        /// byte changed, inserted or cut off) and accepts only canonical, valid states.
+        #[test]
+        fn decode_never_panics_on_mutated_encodings(
+            h in history_strategy(), i in any::<Index>(), at in any::<Index>(),
+            kind in 0..3u8, byte in any::<u8>(),
+        ) {
+            let mut input = i.get(&h.snapshots).encode();
+            let position = at.index(input.len());
+            match kind {
+                0 => input[position] = byte,
+                1 => input.insert(position, byte),
+                _ => input.truncate(position),
+            }
+            if let Ok(state) = ItemState::decode(&input) {
+                prop_assert_eq!(state.encode(), input);
+                prop_assert_eq!(state.check_invariants(), Ok(()));
+            }
+        }
+
+        /// Proves from_token never panics on arbitrary text, on arbitrary base64-alphabet text,
+        /// or on text that starts like a version-1 token, and accepts only canonical tokens.
+        #[test]
+        fn from_token_never_panics_on_arbitrary_strings(
+            any_text in any::<String>(),
+            alphabet in "[A-Za-z0-9_-]{0,80}",
+            versioned in "A[Q-Za-f][A-Za-z0-9_-]{0,80}",
+        ) {
+            for s in [any_text, alphabet, versioned] {
+                if let Ok(vv) = VersionVector::from_token(&s) {
+                    prop_assert_eq!(vv.to_token(), s);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Write semantics
+    // ---------------------------------------------------------------------------------------
+
+    /// Proves a write carrying the context of a read supersedes exactly what that read saw: a
+    /// concurrent write elsewhere survives, the values read do not.
+    #[test]
+    fn update_supersedes_exactly_the_versions_the_reader_saw() {
+        let (a, b) = (1, 2);
+        let s = write(&ItemState::new(), &VersionVector::new(), data("v1"), a);
+        let s = write(&s, &VersionVector::new(), data("v2"), a); // blind: sibling of v1
+        assert_eq!(values(&s), ["v1", "v2"]);
+
+        // Replica b has S and takes a concurrent write W2 that did not see S.
+        let mut at_b = s.clone();
+        at_b = write(&at_b, &VersionVector::new(), data("w2"), b);
+
+        // Meanwhile a client read S and writes back with S's context at replica a.
+        let read_ctx = s.context().clone();
+        let at_a = write(&s, &read_ctx, data("resolved"), a);
+        assert_eq!(values(&at_a), ["resolved"]);
+
+        let both = ItemState::merged(&at_a, &at_b);
+        assert_eq!(values(&both), ["resolved", "w2"]);
+        assert_eq!(both, ItemState::merged(&at_b, &at_a));
+    }
+
+    /// Proves a blind write (empty context) becomes a sibling of everything present.
+    #[test]
+    fn blind_write_is_concurrent_with_everything() {
+        let s = write(&ItemState::new(), &VersionVector::new(), data("x"), 1);
+        let s = write(&s, &VersionVector::new(), data("y"), 2);
+        let s = write(&s, &VersionVector::new(), data("z"), 1);
+        assert_eq!(values(&s), ["x", "z", "y"]); // dot order: 1:1, 1:2, 2:1
+        assert_eq!(s.context(), &vv(&[(1, 2), (2, 1)]));
+    }
+
+    /// Proves the new dot outruns the client's context, so an actor whose counter restarted
+    /// (wiped data dir) never reissues a dot a client already saw.
+    #[test]
+    fn new_dot_outruns_client_context_after_counter_restart() {
+        let client_ctx = vv(&[(7, 5)]);
+        let s = write(&ItemState::new(), &client_ctx, data("after wipe"), 7);
+        assert_eq!(
+            s.siblings()[0].0,
+            Dot {
+                actor: ActorId(7),
+                counter: 6
+            }
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Tombstones
+    // ---------------------------------------------------------------------------------------
+
+    /// Proves a delete with the read context hides the item and everything it saw.
+    #[test]
+    fn delete_with_context_marks_item_deleted() {
+        let s = write(&ItemState::new(), &VersionVector::new(), data("v"), 1);
+        let d = write(&s, &s.context().clone(), Value::Tombstone, 1);
+        assert!(d.is_deleted());
+        assert!(d.has_tombstone());
+        assert!(!d.is_empty());
+        assert!(d.values().is_empty());
+        assert!(ItemState::new().is_deleted() && ItemState::new().is_empty());
+        // A replica that still holds the value converges to the delete.
+        assert!(ItemState::merged(&s, &d).is_deleted());
+    }
+
+    /// Proves a write concurrent with a delete survives it, and a later write with the merged
+    /// context clears the tombstone.
+    #[test]
+    fn concurrent_write_and_delete_keep_the_write() {
+        let s = write(&ItemState::new(), &VersionVector::new(), data("v"), 1);
+        let deleted = write(&s, &s.context().clone(), Value::Tombstone, 1);
+        let rewritten = write(&s, &s.context().clone(), data("new"), 2);
+        let both = ItemState::merged(&deleted, &rewritten);
+        assert!(!both.is_deleted());
+        assert!(both.has_tombstone());
+        assert_eq!(values(&both), ["new"]);
+
+        let resolved = write(&both, &both.context().clone(), data("final"), 1);
+        assert!(!resolved.has_tombstone());
+        assert_eq!(values(&resolved), ["final"]);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Limits
+    // ---------------------------------------------------------------------------------------
+
+    /// Proves a write that would exceed the sibling limit is refused with a typed error and
+    /// that writing back with the context resolves the siblings.
+    #[test]
+    fn too_many_siblings_is_refused_not_grown() {
+        let mut s = ItemState::new();
+        for i in 0..SIBLINGS_LEN_MAX {
+            s = write(&s, &VersionVector::new(), data(&format!("v{i}")), 1);
+        }
+        assert_eq!(s.siblings().len(), SIBLINGS_LEN_MAX);
+        let err = s
+            .update(&VersionVector::new(), data("one more"), ActorId(1))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CausalityError::TooManySiblings {
+                max: SIBLINGS_LEN_MAX
+            }
+        );
+        assert!(err
+            .to_string()
+            .contains("write back with its causality token"));
+
+        let resolved = write(&s, &s.context().clone(), data("merged"), 1);
+        assert_eq!(values(&resolved), ["merged"]);
+    }
+
+    /// Proves a state that merges pushed past the sibling limit still accepts writes that do not
+    /// grow it, and refuses ones that do.
+    #[test]
+    fn overfull_merged_state_accepts_writes_that_do_not_grow_it() {
+        let mut a = ItemState::new();
+        let mut b = ItemState::new();
+        for i in 0..SIBLINGS_LEN_MAX {
+            a = write(&a, &VersionVector::new(), data(&format!("a{i}")), 1);
+            b = write(&b, &VersionVector::new(), data(&format!("b{i}")), 2);
+        }
+        let full = ItemState::merged(&a, &b);
+        assert_eq!(full.siblings().len(), 2 * SIBLINGS_LEN_MAX);
+        // The merged state is stored and read back, so decode must accept it.
+        assert_eq!(ItemState::decode(&full.encode()).unwrap(), full);
+
+        let blind = full.update(&VersionVector::new(), data("x"), ActorId(1));
+        assert_eq!(
+            blind,
+            Err(CausalityError::TooManySiblings {
+                max: SIBLINGS_LEN_MAX
+            })
+        );
+        // Supersedes all of a's siblings: shrinks the item, so it is accepted.
+        let shrink = write(&full, a.context(), data("x"), 1);
+        assert_eq!(shrink.siblings().len(), SIBLINGS_LEN_MAX + 1);
+    }
+
+    /// Proves a write whose context would name too many actors is refused with a typed error.
+    #[test]
+    fn version_vector_too_long_is_refused() {
+        let entries: Vec<(u64, u64)> = (1..=VERSION_VECTOR_LEN_MAX as u64)
+            .map(|a| (a, 1))
+            .collect();
+        let client_ctx = vv(&entries);
+        // The writing actor is already in the context: the result does not grow, so it is fine.
+        assert!(ItemState::new()
+            .update(&client_ctx, data("ok"), ActorId(1))
+            .is_ok());
+        // A new actor would make it one too many.
+        let err = ItemState::new()
+            .update(&client_ctx, data("no"), ActorId(0))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CausalityError::VersionVectorTooLong {
+                max: VERSION_VECTOR_LEN_MAX
+            }
+        );
+    }
+
+    /// Proves an exhausted counter (only reachable with a forged token or state) is a typed
+    /// error, not an overflow panic.
+    #[test]
+    fn counter_overflow_is_a_typed_error() {
+        let forged = vv(&[(1, u64::MAX)]);
+        let err = ItemState::new()
+            .update(&forged, data("x"), ActorId(1))
+            .unwrap_err();
+        assert!(matches!(err, CausalityError::MalformedToken(ref m) if m.contains("maximum")));
+    }
+
+    /// Proves merge stays deterministic if a corrupted peer sends the same dot with a different
+    /// value: both orders pick the same value, and descends agrees.
+    #[test]
+    fn merge_breaks_conflicting_dot_ties_deterministically() {
+        let a = write(&ItemState::new(), &VersionVector::new(), data("a"), 1);
+        let b = write(&ItemState::new(), &VersionVector::new(), data("b"), 1);
+        assert_eq!(a.siblings()[0].0, b.siblings()[0].0);
+        assert_eq!(ItemState::merged(&a, &b), ItemState::merged(&b, &a));
+        assert_eq!(values(&ItemState::merged(&a, &b)), ["b"]);
+        assert!(!a.descends(&b));
+        assert!(b.descends(&a));
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Codecs: fixtures and malformed input
+    // ---------------------------------------------------------------------------------------
+
+    /// Proves the token format is pinned: a known vector gives known bytes and text, and the
+    /// empty vector gives the valid token "AQA".
+    #[test]
+    fn token_format_is_pinned() {
+        assert_eq!(VersionVector::new().to_token(), "AQA");
+        assert_eq!(
+            VersionVector::from_token("AQA").unwrap(),
+            VersionVector::new()
+        );
+        let v = vv(&[(0x0102_0304_0506_0708, 3), (0xff, 1)]);
+        let token = v.to_token();
+        let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let expected: &[u8] = &[
+            1, 2, // version, count
+            0xff, 0, 0, 0, 0, 0, 0, 0, 1, // actor 0xff, counter 1
+            8, 7, 6, 5, 4, 3, 2, 1, 3, // actor 0x0102030405060708, counter 3
+        ];
+        assert_eq!(bytes, expected);
+        assert_eq!(token, "AQL_AAAAAAAAAAEIBwYFBAMCAQM");
+    }
+
+    /// Proves the state format is pinned, so a change to it cannot slip by unnoticed (stored
+    /// data would become unreadable).
+    #[test]
+    fn state_format_is_pinned() {
+        let s = write(
+            &ItemState::new(),
+            &VersionVector::new(),
+            Value::Tombstone,
+            1,
+        );
+        let s = write(&s, &VersionVector::new(), data("hi"), 0xff);
+        let s = write(&s, &vv(&[(0xff, 1)]), data("hi"), 0xff);
+        let expected: &[u8] = &[
+            1, // version
+            2, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 2, // ctx {1:1, ff:2}
+            2, // two siblings
+            1, 0, 0, 0, 0, 0, 0, 0, 1, 0, // 1:1 tombstone
+            0xff, 0, 0, 0, 0, 0, 0, 0, 2, 1, 2, b'h', b'i', // ff:2 data "hi"
+        ];
+        assert_eq!(s.encode(), expected);
+        assert_eq!(ItemState::decode(expected).unwrap(), s);
+        assert_eq!(ItemState::new().encode(), [1, 0, 0]);
+        let empty_value = write(
+            &ItemState::new(),
+            &VersionVector::new(),
+            Value::Data(vec![]),
+            1,
+        );
+        assert_eq!(
+            ItemState::decode(&empty_value.encode()).unwrap(),
+            empty_value
+        );
+        assert_eq!(empty_value.values(), [&[] as &[u8]]);
+    }
+
+    /// Proves from_token rejects each malformed case with a clear message.
+    #[test]
+    fn from_token_rejects_each_malformed_case() {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let one_entry = |actor: u8, counter: u8| [actor, 0, 0, 0, 0, 0, 0, 0, counter];
+        let cases: Vec<(String, &str)> = vec![
+            ("A".repeat(CONTEXT_TOKEN_CHARS_MAX + 1), "the limit is 4096"),
+            (String::new(), "token is empty"),
+            ("AQA=".into(), "not URL-safe base64"),
+            ("AQ+A".into(), "not URL-safe base64"),
+            ("AQ A".into(), "not URL-safe base64"),
+            ("AQB".into(), "not URL-safe base64"), // non-zero trailing bits
+            (b64(&[2, 0]), "unsupported format version 2"),
+            (b64(&[1]), "truncated"),
+            (
+                b64(&[1, 1, 5, 0, 0]),
+                "truncated: version vector claims 1 entries",
+            ),
+            (b64(&[1, 0, 0]), "1 unexpected trailing bytes"),
+            (
+                b64(&[[1, 1].as_slice(), &one_entry(5, 0)].concat()),
+                "has counter 0",
+            ),
+            (
+                b64(&[[1, 2].as_slice(), &one_entry(5, 1), &one_entry(5, 2)].concat()),
+                "sorted and unique",
+            ),
+            (
+                b64(&[[1, 2].as_slice(), &one_entry(6, 1), &one_entry(5, 1)].concat()),
+                "sorted and unique",
+            ),
+            (b64(&[1, 0x80, 0]), "not minimally encoded"),
+            (
+                b64(&[
+                    [1, 1].as_slice(),
+                    &[5, 0, 0, 0, 0, 0, 0, 0],
+                    &[0xff; 9],
+                    &[2],
+                ]
+                .concat()),
+                "overflows",
+            ),
+            (
+                b64(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+                "claims 4294967295 entries",
+            ),
+        ];
+        for (token, expected) in cases {
+            let err = VersionVector::from_token(&token).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, CausalityError::MalformedToken(_)),
+                "{token}: {message}"
+            );
+            assert!(
+                message.starts_with("malformed causality token: "),
+                "{message}"
+            );
+            assert!(
+                message.contains(expected),
+                "{token:?}: {message:?} lacks {expected:?}"
+            );
+        }
+    }
+
+    /// Proves decode rejects each malformed case with a clear message.
+    #[test]
+    fn decode_rejects_each_malformed_case() {
+        let actor = |a: u8| [a, 0, 0, 0, 0, 0, 0, 0];
+        let ctx_1_2: Vec<u8> = [[1u8].as_slice(), &actor(1), &[2]].concat(); // {1:2}
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "truncated: input ends inside the format version"),
+            (vec![9, 0, 0], "unsupported format version 9"),
+            (
+                vec![1, 0],
+                "truncated: input ends inside the sibling list length",
+            ),
+            (vec![1, 0, 0, 0], "1 unexpected trailing bytes"),
+            (vec![1, 0, 5], "sibling list claims 5 entries"),
+            (
+                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[0, 0]]),
+                "counters start at 1",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[3, 0]]),
+                "not covered by the context",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[1], &actor(2), &[1, 0]]),
+                "not covered by the context",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[2], &actor(1), &[2, 0], &actor(1), &[1, 0]]),
+                "sorted and unique",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[2], &actor(1), &[1, 0], &actor(1), &[1, 0]]),
+                "sorted and unique",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 7]]),
+                "unknown kind byte 7",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1, 5, b'a']]),
+                "value claims 5 bytes",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1], &[0xff; 9], &[1]]),
+                "value claims 18446744073709551615 bytes",
+            ),
+            (
+                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1, 0x81, 0]]),
+                "not minimally encoded",
+            ),
+            (cat(&[&[1, 1], &actor(1), &[0], &[0]]), "has counter 0"),
+        ];
+        for (bytes, expected) in cases {
+            let err = ItemState::decode(&bytes).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, CausalityError::MalformedState(_)),
+                "{bytes:?}: {message}"
+            );
+            assert!(message.starts_with("malformed item state: "), "{message}");
+            assert!(
+                message.contains(expected),
+                "{bytes:?}: {message:?} lacks {expected:?}"
+            );
+        }
+    }
+
+    /// Proves the human-readable forms used in logs and error messages.
+    #[test]
+    fn display_formats() {
+        assert_eq!(ActorId(0xff).to_string(), "00000000000000ff");
+        assert_eq!(
+            Dot {
+                actor: ActorId(1),
+                counter: 2
+            }
+            .to_string(),
+            "0000000000000001:2"
+        );
+        assert_eq!(VersionVector::new().to_string(), "{}");
+        assert_eq!(
+            vv(&[(0x3f2a_9c01_d4e5_b6a7, 3), (0xff, 1)]).to_string(),
+            "{00000000000000ff:1, 3f2a9c01d4e5b6a7:3}"
+        );
+    }
+
+    /// Proves varint_len agrees with write_varint at every length boundary.
+    #[test]
+    fn varint_len_matches_encoding() {
+        for shift in 0..64 {
+            for value in [
+                (1u64 << shift) - 1,
+                1u64 << shift,
+                (1u64 << shift) + 1,
+                u64::MAX,
+            ] {
+                let mut out = Vec::new();
+                write_varint(&mut out, value);
+                assert_eq!(out.len(), varint_len(value), "{value}");
+                assert_eq!(Reader::new(&out).varint("v"), Ok(value));
+            }
+        }
+    }
+}

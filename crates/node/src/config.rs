@@ -1,0 +1,306 @@
+//! Node configuration: a TOML file, overridable field by field (the binary applies
+//! `QUORUMDB_*` environment variables and flags on top through [`ConfigOverrides`]).
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Default per-request timeout. Long enough for a group-committed fsync on a slow disk plus a
+/// network round trip, short enough that a client learns about a dead replica quickly.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// Longest per-request timeout a client may ask for.
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 60_000;
+/// How often a node pings each peer to learn whether it is alive.
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
+/// A peer with no successful exchange for this long is reported down and skipped by coordinators.
+pub const FAILURE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+/// Most requests one node keeps in flight towards one peer; more wait for a slot (backpressure).
+pub const PEER_INFLIGHT_MAX_DEFAULT: usize = 1_024;
+
+/// When a replica may acknowledge a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge after the journal is fsynced (group-committed across concurrent writes).
+    #[default]
+    Fsync,
+    /// Acknowledge once the write is in the OS page cache: survives a process crash, not a
+    /// power loss or kernel crash. For users who choose speed knowingly.
+    Buffered,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "buffered" => Ok(Durability::Buffered),
+            other => Err(format!("durability must be \"fsync\" or \"buffered\", got {other:?}")),
+        }
+    }
+}
+
+/// One member of the static cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberConfig {
+    pub id: String,
+    pub zone: String,
+    /// Address of the member's peer (node-to-node) listener.
+    pub peer: String,
+    /// Base URL of the member's HTTP API, reported by `status`.
+    #[serde(default)]
+    pub http: String,
+}
+
+/// A table whose replication factor differs from the cluster default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableConfig {
+    pub name: String,
+    pub replication_factor: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub zone: String,
+    pub http_listen: String,
+    pub peer_listen: String,
+    pub data_dir: PathBuf,
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: usize,
+    #[serde(default)]
+    pub durability: Durability,
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    #[serde(default = "default_failure_timeout_ms")]
+    pub failure_timeout_ms: u64,
+    #[serde(default = "default_peer_inflight_max")]
+    pub peer_inflight_max: usize,
+    #[serde(default)]
+    pub members: Vec<MemberConfig>,
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+fn default_replication_factor() -> usize {
+    3
+}
+fn default_request_timeout_ms() -> u64 {
+    REQUEST_TIMEOUT_MS_DEFAULT
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    HEARTBEAT_INTERVAL_MS_DEFAULT
+}
+fn default_failure_timeout_ms() -> u64 {
+    FAILURE_TIMEOUT_MS_DEFAULT
+}
+fn default_peer_inflight_max() -> usize {
+    PEER_INFLIGHT_MAX_DEFAULT
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Values that replace fields of the file (from flags or `QUORUMDB_*` variables).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    pub node_id: Option<String>,
+    pub zone: Option<String>,
+    pub http_listen: Option<String>,
+    pub peer_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub replication_factor: Option<usize>,
+    pub durability: Option<Durability>,
+    pub request_timeout_ms: Option<u64>,
+    /// `id@zone@peer_addr@http_url`, comma-separated.
+    pub members: Option<String>,
+}
+
+impl NodeConfig {
+    /// Reads a TOML file, applies overrides, validates.
+    pub fn load(path: Option<&Path>, overrides: ConfigOverrides) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let o = overrides;
+        let set = |t: &mut toml::Table, k: &str, v: toml::Value| {
+            t.insert(k.to_owned(), v);
+        };
+        if let Some(v) = o.node_id {
+            set(&mut value, "node_id", v.into());
+        }
+        if let Some(v) = o.zone {
+            set(&mut value, "zone", v.into());
+        }
+        if let Some(v) = o.http_listen {
+            set(&mut value, "http_listen", v.into());
+        }
+        if let Some(v) = o.peer_listen {
+            set(&mut value, "peer_listen", v.into());
+        }
+        if let Some(v) = o.data_dir {
+            set(&mut value, "data_dir", v.to_string_lossy().into_owned().into());
+        }
+        if let Some(v) = o.replication_factor {
+            set(&mut value, "replication_factor", (v as i64).into());
+        }
+        if let Some(v) = o.durability {
+            let s = match v {
+                Durability::Fsync => "fsync",
+                Durability::Buffered => "buffered",
+            };
+            set(&mut value, "durability", s.into());
+        }
+        if let Some(v) = o.request_timeout_ms {
+            set(&mut value, "request_timeout_ms", (v as i64).into());
+        }
+        if let Some(spec) = o.members {
+            let members = parse_members(&spec)?;
+            let arr = toml::Value::try_from(members)
+                .map_err(|e| ConfigError::Invalid(format!("members: {e}")))?;
+            set(&mut value, "members", arr);
+        }
+        let where_ = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("<flags>"));
+        let config: NodeConfig = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: where_, message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.node_id.is_empty() {
+            return bad("node_id must not be empty".into());
+        }
+        if self.members.is_empty() {
+            return bad("members must list the cluster's nodes (including this one)".into());
+        }
+        if !self.members.iter().any(|m| m.id == self.node_id) {
+            return bad(format!("node_id {:?} is not in members", self.node_id));
+        }
+        for addr in [&self.http_listen, &self.peer_listen] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return bad(format!("{addr:?} is not a socket address like 127.0.0.1:7701"));
+            }
+        }
+        let n_max = quorumdb_core::limits::REPLICATION_FACTOR_MAX;
+        let rf_ok = |rf: usize| (1..=n_max).contains(&rf);
+        if !rf_ok(self.replication_factor) {
+            return bad(format!("replication_factor must be 1..={n_max}, got {}", self.replication_factor));
+        }
+        for t in &self.tables {
+            if !rf_ok(t.replication_factor) {
+                return bad(format!("table {}: replication_factor must be 1..={n_max}", t.name));
+            }
+        }
+        if self.request_timeout_ms == 0 || self.request_timeout_ms > REQUEST_TIMEOUT_MS_MAX {
+            return bad(format!("request_timeout_ms must be 1..={REQUEST_TIMEOUT_MS_MAX}"));
+        }
+        if self.peer_inflight_max == 0 {
+            return bad("peer_inflight_max must be at least 1".into());
+        }
+        if self.heartbeat_interval_ms == 0 || self.failure_timeout_ms <= self.heartbeat_interval_ms {
+            return bad("failure_timeout_ms must exceed heartbeat_interval_ms (> 0)".into());
+        }
+        Ok(())
+    }
+
+    /// The replication factor of `table`.
+    pub fn replication_factor_of(&self, table: &str) -> usize {
+        self.tables
+            .iter()
+            .find(|t| t.name == table)
+            .map(|t| t.replication_factor)
+            .unwrap_or(self.replication_factor)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn parse_members(spec: &str) -> Result<Vec<MemberConfig>, ConfigError> {
+    spec.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|entry| {
+            let parts: Vec<&str> = entry.trim().splitn(4, '@').collect();
+            match parts.as_slice() {
+                [id, zone, peer] => Ok(MemberConfig {
+                    id: (*id).into(),
+                    zone: (*zone).into(),
+                    peer: (*peer).into(),
+                    http: String::new(),
+                }),
+                [id, zone, peer, http] => Ok(MemberConfig {
+                    id: (*id).into(),
+                    zone: (*zone).into(),
+                    peer: (*peer).into(),
+                    http: (*http).into(),
+                }),
+                _ => Err(ConfigError::Invalid(format!(
+                    "member {entry:?} must look like id@zone@peer_addr[@http_url]"
+                ))),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a file's fields are replaced by overrides and validation catches a missing member.
+    #[test]
+    fn overrides_and_validation() {
+        let dir = std::env::temp_dir().join(format!("qdb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            r#"node_id = "n1"
+zone = "z1"
+http_listen = "127.0.0.1:7701"
+peer_listen = "127.0.0.1:7801"
+data_dir = "/tmp/x"
+[[members]]
+id = "n1"
+zone = "z1"
+peer = "127.0.0.1:7801"
+"#,
+        )
+        .unwrap();
+        let c = NodeConfig::load(Some(&path), ConfigOverrides::default()).unwrap();
+        assert_eq!(c.replication_factor, 3);
+        assert_eq!(c.durability, Durability::Fsync);
+        let o = ConfigOverrides { durability: Some(Durability::Buffered), ..Default::default() };
+        assert_eq!(NodeConfig::load(Some(&path), o).unwrap().durability, Durability::Buffered);
+        let o = ConfigOverrides { node_id: Some("n9".into()), ..Default::default() };
+        assert!(NodeConfig::load(Some(&path), o).unwrap_err().to_string().contains("not in members"));
+        let o = ConfigOverrides {
+            members: Some("n1@z1@127.0.0.1:1@http://x,n2@z2@127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        assert_eq!(NodeConfig::load(Some(&path), o).unwrap().members.len(), 2);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

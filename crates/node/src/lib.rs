@@ -1,0 +1,97 @@
+//! # quorumdb-node
+//!
+//! The server shell around `quorumdb-core`: fjall storage with group-committed fsync
+//! ([`storage`]), the multiplexed peer transport with its fault layer ([`transport`], [`wire`]),
+//! the coordination runtime ([`node`]) and the HTTP API ([`http`]).
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod node;
+pub mod storage;
+pub mod transport;
+pub mod wire;
+
+use config::NodeConfig;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Latency buckets in seconds: 100 µs to 10 s, roughly ×2.5 per step.
+const LATENCY_BUCKETS_SECONDS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn metrics_handle() -> Result<PrometheusHandle, NodeError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("quorumdb_fsync_batch_writes".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+        })
+        .map_err(|e| NodeError::Setup(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| NodeError::Setup(format!("cannot install metrics recorder: {e}")))?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Runs one node until `shutdown` resolves.
+pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+    let metrics = metrics_handle()?;
+    let storage = storage::Storage::open(&config.data_dir, config.durability)?;
+    let peer_listener = tokio::net::TcpListener::bind(&config.peer_listen)
+        .await
+        .map_err(|source| NodeError::Bind { addr: config.peer_listen.clone(), source })?;
+    let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
+        .await
+        .map_err(|source| NodeError::Bind { addr: config.http_listen.clone(), source })?;
+    let node = node::Node::new(config, storage).map_err(NodeError::Setup)?;
+    tracing::info!(
+        node = node.id(),
+        actor = %node.storage.actor(),
+        http = %node.config.http_listen,
+        peer = %node.config.peer_listen,
+        "node starting"
+    );
+    let handler: transport::Handler = {
+        let node = node.clone();
+        Arc::new(move |from, req| {
+            let node = node.clone();
+            Box::pin(async move { node.handle_peer(from, req).await })
+        })
+    };
+    tokio::spawn(transport::serve(
+        peer_listener,
+        node.id().to_owned(),
+        handler,
+        node.config.peer_inflight_max,
+        node.faults.clone(),
+    ));
+    tokio::spawn(node.clone().heartbeat_loop());
+    let app = http::router(http::AppState { node: node.clone(), metrics });
+    node.ready.store(true, Ordering::Release);
+    axum::serve(http_listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| NodeError::Setup(format!("http server failed: {e}")))?;
+    tracing::info!(node = node.id(), "node stopping");
+    // Make everything durable before exit even in buffered mode.
+    node.storage.database().persist(fjall::PersistMode::SyncAll).map_err(storage::StorageError::from)?;
+    Ok(())
+}

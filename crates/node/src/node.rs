@@ -1,0 +1,708 @@
+//! The node runtime: the thin async shell that runs the core's coordinator state machines
+//! against real storage and the peer transport.
+//!
+//! ```text
+//!  HTTP ─► Node::put/delete ─► home replica? ──no──► forward CoordinateWrite to first live home replica
+//!                                   │yes
+//!                                   ▼
+//!              lock stripe · ItemState::update(ctx, value, actor) · storage.put · unlock
+//!                                   │
+//!              ┌── storage.sync() (group-committed fsync) ──┐
+//!              └── Replicate{state} to the other N-1 ───────┴─► WriteCoordinator (W acks or error)
+//!
+//!  HTTP ─► Node::get ─► Read to all N home replicas ─► ReadCoordinator (R replies → answer)
+//!                                                      └─ keeps listening until all replied or
+//!                                                         deadline, then read-repairs stale ones
+//! ```
+//!
+//! Writes are coordinated by a home replica because a new dot must be generated against that
+//! replica's durable local state (counter = highest seen + 1); a non-replica cannot do that.
+
+use crate::config::NodeConfig;
+use crate::error::ApiError;
+use crate::storage::Storage;
+use crate::transport::{FaultLayer, PeerClient, TransportError};
+use crate::wire::{Request, Response, WireKey};
+use quorumdb_core::causality::{ItemState, Value, VersionVector};
+use quorumdb_core::consistency::Level;
+use quorumdb_core::coordinator::{Mergeable, ReadCoordinator, WriteCoordinator};
+use quorumdb_core::key::ItemKey;
+use quorumdb_core::limits::VALUE_BYTES_MAX;
+use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Number of lock stripes serializing read-modify-write of items at a replica. Two items share a
+/// stripe with probability 1/4096, which only costs a little concurrency, never correctness.
+pub const KEY_LOCK_STRIPES: usize = 4096;
+
+/// Liveness of one peer as seen by this node.
+#[derive(Default)]
+struct PeerHealth {
+    /// Milliseconds (node clock) since when exchanges with the peer keep failing; 0 = healthy.
+    failing_since_ms: AtomicU64,
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub ring: Ring,
+    /// This node's index in `ring.members()`.
+    pub me: usize,
+    pub storage: Arc<Storage>,
+    /// Clients for every other member, indexed like `ring.members()` (`None` at `me`).
+    peers: Vec<Option<Arc<PeerClient>>>,
+    health: Vec<PeerHealth>,
+    pub faults: Arc<FaultLayer>,
+    locks: Vec<std::sync::Mutex<()>>,
+    /// Origin of the node's monotonic millisecond clock handed to the core state machines.
+    started: Instant,
+    pub ready: AtomicBool,
+}
+
+/// The result of a scan at the coordinator.
+pub struct ScanResult {
+    pub items: Vec<(Vec<u8>, ItemState)>,
+    pub next: Option<String>,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig, storage: Arc<Storage>) -> Result<Arc<Self>, String> {
+        let members: Vec<Member> =
+            config.members.iter().map(|m| Member { id: m.id.clone(), zone: m.zone.clone() }).collect();
+        let ring = Ring::new(members, VNODES_PER_NODE_DEFAULT).map_err(|e| e.to_string())?;
+        let me = ring.index_of(&config.node_id).ok_or("node_id is not a member")?;
+        let faults = Arc::new(FaultLayer::default());
+        let peers = config
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (i != me).then(|| {
+                    Arc::new(PeerClient::new(
+                        config.node_id.clone(),
+                        m.id.clone(),
+                        m.peer.clone(),
+                        config.peer_inflight_max,
+                        faults.clone(),
+                    ))
+                })
+            })
+            .collect();
+        let health = config.members.iter().map(|_| PeerHealth::default()).collect();
+        let locks = (0..KEY_LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
+        Ok(Arc::new(Node {
+            config,
+            ring,
+            me,
+            storage,
+            peers,
+            health,
+            faults,
+            locks,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    fn name(&self, idx: usize) -> String {
+        self.ring.members().get(idx).map(|m| m.id.clone()).unwrap_or_default()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Liveness
+
+    fn record(&self, idx: usize, ok: bool) {
+        let Some(h) = self.health.get(idx) else { return };
+        if ok {
+            h.failing_since_ms.store(0, Ordering::Release);
+        } else {
+            // Keep the first failure time; `max(1)` because 0 means healthy.
+            let _ = h.failing_since_ms.compare_exchange(0, self.now_ms().max(1), Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// Whether `idx` is believed alive: it has not been failing for `failure_timeout_ms`.
+    pub fn is_up(&self, idx: usize) -> bool {
+        if idx == self.me {
+            return true;
+        }
+        let since = self.health.get(idx).map(|h| h.failing_since_ms.load(Ordering::Acquire)).unwrap_or(0);
+        since == 0 || self.now_ms().saturating_sub(since) < self.config.failure_timeout_ms
+    }
+
+    /// Pings every peer forever at the heartbeat interval.
+    pub async fn heartbeat_loop(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.config.heartbeat_interval_ms);
+        loop {
+            for idx in 0..self.peers.len() {
+                let node = self.clone();
+                tokio::spawn(async move {
+                    let ok = matches!(node.send(idx, Request::Ping, interval).await, Ok(Response::Pong));
+                    node.record(idx, ok);
+                    metrics::gauge!("quorumdb_peer_up", "peer" => node.name(idx)).set(if node.is_up(idx) { 1.0 } else { 0.0 });
+                });
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    async fn send(&self, idx: usize, req: Request, timeout: Duration) -> Result<Response, TransportError> {
+        let Some(Some(peer)) = self.peers.get(idx) else {
+            return Err(TransportError::Connect("no such peer".into()));
+        };
+        let r = peer.request(req, timeout).await;
+        // Any answer proves liveness; a timeout or refused connection counts against it.
+        self.record(idx, r.is_ok());
+        r
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Placement helpers
+
+    fn replication_factor(&self, table: &str) -> usize {
+        self.config.replication_factor_of(table).min(self.ring.members().len())
+    }
+
+    fn preference(&self, key: &ItemKey) -> Vec<usize> {
+        self.ring.preference_list(key.placement_hash(), self.replication_factor(&key.table))
+    }
+
+    fn lock(&self, key: &ItemKey) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (xxhash_stripe(&key.storage_key()) % KEY_LOCK_STRIPES as u64) as usize;
+        // A poisoned stripe only means another request panicked while holding it; the guarded
+        // data lives in fjall, not behind the mutex, so continuing is safe.
+        match self.locks[stripe].lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Replica-local operations
+
+    /// Applies a client write to the local replica under a new dot and returns the new state
+    /// (inserted but not yet durable).
+    fn apply_local_write(&self, key: &ItemKey, value: Value, ctx: &VersionVector) -> Result<ItemState, ApiError> {
+        let _g = self.lock(key);
+        let local = self.storage.get(key)?.unwrap_or_default();
+        let new = local.update(ctx, value, self.storage.actor())?;
+        self.storage.put(key, &new)?;
+        Ok(new)
+    }
+
+    /// Merges a replicated state into the local replica and waits until it is durable.
+    pub async fn merge_local(&self, key: &ItemKey, incoming: &ItemState) -> Result<(), ApiError> {
+        {
+            let _g = self.lock(key);
+            let local = self.storage.get(key)?.unwrap_or_default();
+            if !local.descends(incoming) {
+                let merged = ItemState::merged(&local, incoming);
+                self.storage.put(key, &merged)?;
+            }
+        }
+        // Even an unchanged state may not be durable yet (another writer inserted it a moment
+        // ago), so always wait for the group commit before acknowledging.
+        self.storage.sync().await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writes
+
+    /// Writes (or deletes, with `value = None`) one item at consistency `w`.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: ItemKey,
+        value: Option<Vec<u8>>,
+        ctx: VersionVector,
+        w: Level,
+        timeout: Duration,
+    ) -> Result<ItemState, ApiError> {
+        if let Some(v) = &value {
+            if v.len() > VALUE_BYTES_MAX {
+                return Err(ApiError::ValueTooLarge(format!(
+                    "value must be at most {VALUE_BYTES_MAX} bytes, got {} bytes",
+                    v.len()
+                )));
+            }
+        }
+        let n = self.replication_factor(&key.table);
+        let w = w.resolve("w", n)?;
+        let pref = self.preference(&key);
+        if pref.contains(&self.me) {
+            return self.coordinate_write(key, value, ctx, w, timeout).await;
+        }
+        // Forward to the first live home replica; on a refused connection try the next one.
+        // A timeout is not retried elsewhere: the write may have happened, and retrying would
+        // only add a duplicate sibling. The client sees a timeout (unknown outcome).
+        let mut last_err = None;
+        for idx in pref.iter().copied().filter(|i| self.is_up(*i)) {
+            let req = Request::CoordinateWrite {
+                key: to_wire(&key),
+                value: value.clone(),
+                context: ctx.to_token(),
+                n: n as u32,
+                w: w as u32,
+                timeout_ms: timeout.as_millis() as u64,
+            };
+            // Give the remote coordinator its whole timeout plus a margin to report back.
+            match self.send(idx, req, timeout + Duration::from_millis(200)).await {
+                Ok(Response::Written { state }) => return decode_state(&state),
+                Ok(Response::QuorumFailed { needed, got, outcomes, message }) => {
+                    return Err(ApiError::Quorum(crate::error::QuorumDetails {
+                        needed: needed as usize,
+                        got: got as usize,
+                        outcomes,
+                        message,
+                    }))
+                }
+                Ok(Response::Error { code, message }) => return Err(ApiError::from_code(&code, message)),
+                Ok(other) => return Err(ApiError::Internal(format!("unexpected response {other:?}"))),
+                Err(TransportError::Timeout) => {
+                    return Err(ApiError::Timeout(format!(
+                        "write coordinator {} did not answer within {} ms; the write may or may not have been applied",
+                        self.name(idx),
+                        timeout.as_millis()
+                    )))
+                }
+                Err(e) => last_err = Some(format!("{}: {e}", self.name(idx))),
+            }
+        }
+        Err(ApiError::Unavailable(format!(
+            "no home replica of this key is reachable to coordinate the write ({})",
+            last_err.unwrap_or_else(|| "all are down".into())
+        )))
+    }
+
+    /// Runs at a home replica: local update under a new dot, then replication to the others.
+    pub async fn coordinate_write(
+        self: &Arc<Self>,
+        key: ItemKey,
+        value: Option<Vec<u8>>,
+        ctx: VersionVector,
+        w: usize,
+        timeout: Duration,
+    ) -> Result<ItemState, ApiError> {
+        let pref = self.preference(&key);
+        let value = match value {
+            Some(v) => Value::Data(v),
+            None => Value::Tombstone,
+        };
+        let new = self.apply_local_write(&key, value, &ctx)?;
+        let names: Vec<String> = pref.iter().map(|i| self.name(*i)).collect();
+        let deadline = self.now_ms() + timeout.as_millis() as u64;
+        let mut coord = WriteCoordinator::new(names, w, deadline);
+        let (tx, mut rx) = mpsc::channel::<(String, Result<(), String>)>(pref.len());
+        for &idx in &pref {
+            let name = self.name(idx);
+            if idx != self.me && !self.is_up(idx) {
+                coord.skip(&name);
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => "down").increment(1);
+                continue;
+            }
+            let node = self.clone();
+            let tx = tx.clone();
+            let key = key.clone();
+            let state = new.clone();
+            tokio::spawn(async move {
+                let result = if idx == node.me {
+                    node.storage.sync().await.map_err(|e| e.to_string())
+                } else {
+                    let req = Request::Replicate { key: to_wire(&key), state: state.encode() };
+                    match node.send(idx, req, timeout).await {
+                        Ok(Response::Ack) => Ok(()),
+                        Ok(Response::Error { message, .. }) => Err(message),
+                        Ok(other) => Err(format!("unexpected response {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                let outcome = match &result {
+                    Ok(()) => "ok",
+                    Err(m) if m == "timeout" => "timeout",
+                    Err(_) => "error",
+                };
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => outcome).increment(1);
+                let _ = tx.send((name, result)).await;
+            });
+        }
+        drop(tx);
+        loop {
+            if let Some(decision) = coord.decision() {
+                return decision.map(|()| new).map_err(ApiError::from);
+            }
+            let wait = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some((name, result))) => coord.on_response(&name, result),
+                // Every replica answered, or the deadline passed: let the machine time out the rest.
+                Ok(None) | Err(_) => coord.tick(self.now_ms().max(deadline)),
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reads
+
+    /// Reads one item at consistency `r`, merging the replicas' sibling sets.
+    pub async fn read(self: &Arc<Self>, key: ItemKey, r: Level, timeout: Duration) -> Result<ItemState, ApiError> {
+        let n = self.replication_factor(&key.table);
+        let r = r.resolve("r", n)?;
+        let pref = self.preference(&key);
+        let names: Vec<String> = pref.iter().map(|i| self.name(*i)).collect();
+        let deadline = self.now_ms() + timeout.as_millis() as u64;
+        let mut coord: ReadCoordinator<ItemState> = ReadCoordinator::new(names, r, deadline);
+        let (tx, mut rx) = mpsc::channel::<(String, Result<ItemState, String>)>(pref.len());
+        for &idx in &pref {
+            let name = self.name(idx);
+            if idx != self.me && !self.is_up(idx) {
+                coord.skip(&name);
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => "down").increment(1);
+                continue;
+            }
+            let node = self.clone();
+            let tx = tx.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let result = if idx == node.me {
+                    node.storage.get(&key).map(Option::unwrap_or_default).map_err(|e| e.to_string())
+                } else {
+                    match node.send(idx, Request::Read { key: to_wire(&key) }, timeout).await {
+                        Ok(Response::Item { state }) => ItemState::decode(&state).map_err(|e| e.to_string()),
+                        Ok(Response::Error { message, .. }) => Err(message),
+                        Ok(other) => Err(format!("unexpected response {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(m) if m == "timeout" => "timeout",
+                    Err(_) => "error",
+                };
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => outcome).increment(1);
+                let _ = tx.send((name, result)).await;
+            });
+        }
+        drop(tx);
+        // The coordinator runs in its own task so it can answer at R replies and keep listening
+        // for the stragglers it needs to decide read repair.
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut answer_tx = Some(answer_tx);
+            loop {
+                if let (Some(decision), Some(_)) = (coord.decision(), answer_tx.as_ref()) {
+                    if let Some(tx) = answer_tx.take() {
+                        let _ = tx.send(decision);
+                    }
+                }
+                if coord.is_finished() {
+                    break;
+                }
+                let wait = Duration::from_millis(deadline.saturating_sub(node.now_ms()));
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some((name, result))) => coord.on_response(&name, result),
+                    Ok(None) | Err(_) => coord.tick(node.now_ms().max(deadline)),
+                }
+            }
+            if let (Some(decision), Some(tx)) = (coord.decision(), answer_tx.take()) {
+                let _ = tx.send(decision);
+            }
+            for (replica, state) in coord.repairs() {
+                node.read_repair(key.clone(), replica, state, timeout);
+            }
+        });
+        match answer_rx.await {
+            Ok(decision) => decision.map_err(ApiError::from),
+            Err(_) => Err(ApiError::Internal("read coordinator stopped without a decision".into())),
+        }
+    }
+
+    /// Sends the merged state to one stale replica (in the background).
+    fn read_repair(self: &Arc<Self>, key: ItemKey, replica: String, state: ItemState, timeout: Duration) {
+        let Some(idx) = self.ring.index_of(&replica) else { return };
+        metrics::counter!("quorumdb_read_repairs_total").increment(1);
+        let node = self.clone();
+        tokio::spawn(async move {
+            if idx == node.me {
+                let _ = node.merge_local(&key, &state).await;
+            } else {
+                let _ = node.send(idx, Request::Replicate { key: to_wire(&key), state: state.encode() }, timeout).await;
+            }
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Scans
+
+    /// Reads one page of a partition, sort keys in `[from, to)`, merging replicas' items.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn scan(
+        self: &Arc<Self>,
+        table: &str,
+        partition: &[u8],
+        mut from: Option<Vec<u8>>,
+        mut to: Option<Vec<u8>>,
+        limit: usize,
+        reverse: bool,
+        cursor: Option<&str>,
+        r: Level,
+        timeout: Duration,
+    ) -> Result<ScanResult, ApiError> {
+        if let Some(c) = cursor {
+            let (c_reverse, last) = decode_cursor(c)?;
+            if c_reverse != reverse {
+                return Err(ApiError::BadRequest("cursor was issued for the other scan direction".into()));
+            }
+            if reverse {
+                // Continue strictly below the last key returned.
+                to = Some(match to {
+                    Some(t) if t < last => t,
+                    _ => last,
+                });
+            } else {
+                // The smallest key strictly greater than `last` is `last ‖ 0x00`.
+                let mut next = last;
+                next.push(0);
+                from = Some(match from {
+                    Some(f) if f > next => f,
+                    _ => next,
+                });
+            }
+        }
+        let key = ItemKey::new(table, partition, b"")?;
+        let n = self.replication_factor(table);
+        let r = r.resolve("r", n)?;
+        let pref = self.preference(&key);
+        let names: Vec<String> = pref.iter().map(|i| self.name(*i)).collect();
+        let deadline = self.now_ms() + timeout.as_millis() as u64;
+        let mut coord: ReadCoordinator<ScanMerge> = ReadCoordinator::new(names, r, deadline);
+        let (tx, mut rx) = mpsc::channel::<(String, Result<ScanMerge, String>)>(pref.len());
+        for &idx in &pref {
+            let name = self.name(idx);
+            if idx != self.me && !self.is_up(idx) {
+                coord.skip(&name);
+                continue;
+            }
+            let node = self.clone();
+            let tx = tx.clone();
+            let (table, partition, from, to) = (table.to_owned(), partition.to_vec(), from.clone(), to.clone());
+            tokio::spawn(async move {
+                let result = if idx == node.me {
+                    node.storage
+                        .scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)
+                        .map(|p| ScanMerge::from_page(p.items, p.exhausted, reverse))
+                        .map_err(|e| e.to_string())
+                } else {
+                    let req = Request::Scan { table, partition, from, to, limit: limit as u32, reverse };
+                    match node.send(idx, req, timeout).await {
+                        Ok(Response::Page { items, exhausted }) => items
+                            .into_iter()
+                            .map(|(k, s)| ItemState::decode(&s).map(|s| (k, s)))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(|items| ScanMerge::from_page(items, exhausted, reverse))
+                            .map_err(|e| e.to_string()),
+                        Ok(Response::Error { message, .. }) => Err(message),
+                        Ok(other) => Err(format!("unexpected response {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                let _ = tx.send((name, result)).await;
+            });
+        }
+        drop(tx);
+        let merged = loop {
+            if let Some(decision) = coord.decision() {
+                break decision.map_err(ApiError::from)?;
+            }
+            let wait = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some((name, result))) => coord.on_response(&name, result),
+                Ok(None) | Err(_) => coord.tick(self.now_ms().max(deadline)),
+            }
+        };
+        Ok(merged.into_result(limit))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Peer request handling
+
+    pub async fn handle_peer(self: Arc<Self>, _from: String, req: Request) -> Response {
+        match self.handle_peer_inner(req).await {
+            Ok(r) => r,
+            Err(e) => match e {
+                ApiError::Quorum(d) => Response::QuorumFailed {
+                    needed: d.needed as u32,
+                    got: d.got as u32,
+                    outcomes: d.outcomes,
+                    message: d.message,
+                },
+                other => Response::Error { code: other.code().into(), message: other.to_string() },
+            },
+        }
+    }
+
+    async fn handle_peer_inner(self: &Arc<Self>, req: Request) -> Result<Response, ApiError> {
+        match req {
+            Request::Ping => Ok(Response::Pong),
+            Request::Read { key } => {
+                let key = from_wire(key)?;
+                let state = self.storage.get(&key)?.unwrap_or_default();
+                Ok(Response::Item { state: state.encode() })
+            }
+            Request::Replicate { key, state } => {
+                let key = from_wire(key)?;
+                let state = decode_state(&state)?;
+                self.merge_local(&key, &state).await?;
+                Ok(Response::Ack)
+            }
+            Request::Scan { table, partition, from, to, limit, reverse } => {
+                let limit = (limit as usize).min(quorumdb_core::limits::SCAN_PAGE_LEN_MAX);
+                let page = self.storage.scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)?;
+                Ok(Response::Page {
+                    items: page.items.into_iter().map(|(k, s)| (k, s.encode())).collect(),
+                    exhausted: page.exhausted,
+                })
+            }
+            Request::CoordinateWrite { key, value, context, n: _, w, timeout_ms } => {
+                let key = from_wire(key)?;
+                if !self.preference(&key).contains(&self.me) {
+                    return Err(ApiError::Unavailable(format!(
+                        "{} is not a home replica of this key (member lists differ?)",
+                        self.id()
+                    )));
+                }
+                let ctx = VersionVector::from_token(&context)?;
+                let timeout = Duration::from_millis(timeout_ms.min(crate::config::REQUEST_TIMEOUT_MS_MAX));
+                let n = self.replication_factor(&key.table);
+                let w = (w as usize).clamp(1, n);
+                let state = self.coordinate_write(key, value, ctx, w, timeout).await?;
+                Ok(Response::Written { state: state.encode() })
+            }
+        }
+    }
+}
+
+fn xxhash_stripe(bytes: &[u8]) -> u64 {
+    // Any decent hash works for striping; reuse the placement hash function family.
+    quorumdb_core::key::placement_hash("lock", bytes)
+}
+
+pub fn to_wire(key: &ItemKey) -> WireKey {
+    WireKey { table: key.table.clone(), partition: key.partition.clone(), sort: key.sort.clone() }
+}
+
+fn from_wire(key: WireKey) -> Result<ItemKey, ApiError> {
+    Ok(ItemKey::new(&key.table, &key.partition, &key.sort)?)
+}
+
+fn decode_state(bytes: &[u8]) -> Result<ItemState, ApiError> {
+    ItemState::decode(bytes).map_err(|e| ApiError::Internal(format!("peer sent a corrupt item state: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scan merging
+
+/// One replica's scan page (or the merge of several), as a [`Mergeable`] for the read coordinator.
+#[derive(Clone, Debug)]
+pub struct ScanMerge {
+    items: BTreeMap<Vec<u8>, ItemState>,
+    /// Every key up to (forward) / down to (reverse) this bound is known to all merged pages;
+    /// `None` when every merged page reached the end of the range.
+    bound: Option<Vec<u8>>,
+    reverse: bool,
+}
+
+impl ScanMerge {
+    fn from_page(items: Vec<(Vec<u8>, ItemState)>, exhausted: bool, reverse: bool) -> Self {
+        let bound = if exhausted { None } else { items.last().map(|(k, _)| k.clone()) };
+        ScanMerge { items: items.into_iter().collect(), bound, reverse }
+    }
+
+    fn within(&self, k: &[u8]) -> bool {
+        match &self.bound {
+            None => true,
+            Some(b) if self.reverse => k >= b.as_slice(),
+            Some(b) => k <= b.as_slice(),
+        }
+    }
+
+    fn into_result(self, limit: usize) -> ScanResult {
+        let within: Vec<(Vec<u8>, ItemState)> = {
+            let mut v: Vec<_> = self.items.iter().filter(|(k, _)| self.within(k)).map(|(k, s)| (k.clone(), s.clone())).collect();
+            if self.reverse {
+                v.reverse();
+            }
+            v
+        };
+        let mut items = Vec::new();
+        let mut last_examined: Option<Vec<u8>> = None;
+        let mut truncated = false;
+        for (k, s) in within {
+            if items.len() == limit {
+                truncated = true;
+                break;
+            }
+            last_examined = Some(k.clone());
+            if !s.is_deleted() {
+                items.push((k, s));
+            }
+        }
+        let next = if truncated {
+            last_examined.map(|k| encode_cursor(self.reverse, &k))
+        } else {
+            // Everything within the bound was examined; continue from the bound if pages were partial.
+            self.bound.as_ref().map(|b| encode_cursor(self.reverse, b))
+        };
+        ScanResult { items, next }
+    }
+}
+
+impl Mergeable for ScanMerge {
+    fn merge_from(&mut self, other: &Self) {
+        for (k, s) in &other.items {
+            self.items.entry(k.clone()).and_modify(|mine| mine.merge(s)).or_insert_with(|| s.clone());
+        }
+        self.bound = match (self.bound.take(), other.bound.clone()) {
+            (None, b) | (b, None) => b,
+            (Some(a), Some(b)) => Some(if self.reverse { a.max(b) } else { a.min(b) }),
+        };
+    }
+
+    /// Scans do not read-repair (a full-range repair is anti-entropy's job), so a page never
+    /// asks for one.
+    fn descends(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+fn encode_cursor(reverse: bool, last: &[u8]) -> String {
+    use base64::Engine;
+    let mut raw = vec![if reverse { b'r' } else { b'f' }];
+    raw.extend_from_slice(last);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Result<(bool, Vec<u8>), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::BadRequest("malformed scan cursor: pass back the `next` value of the previous page".into());
+    if cursor.len() > 4 * quorumdb_core::limits::SORT_KEY_BYTES_MAX {
+        return Err(bad());
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let (&dir, last) = raw.split_first().ok_or_else(bad)?;
+    match dir {
+        b'f' => Ok((false, last.to_vec())),
+        b'r' => Ok((true, last.to_vec())),
+        _ => Err(bad()),
+    }
+}

@@ -1,0 +1,364 @@
+//! Node-to-node transport: one persistent, multiplexed TCP connection from each node to each
+//! peer, carrying length-prefixed postcard frames with request ids.
+//!
+//! ```text
+//!  caller ──request()──► PeerClient ──(permit: peer_inflight_max)──► Conn.tx ─► writer task ─► TCP
+//!     ▲                       │ pending[id] = oneshot                                   │
+//!     └──── response ◄────────┴──────────────── reader task ◄─────────────────────────┘
+//! ```
+//!
+//! Every frame sent or received passes [`FaultLayer::on_send`]/[`FaultLayer::on_receive`], the one
+//! place where the lab's nemesis drops, delays or cuts messages per peer and direction.
+//! Each node dials its peers for its own requests, so a pair of nodes uses two connections,
+//! one per direction of requests; responses travel back on the connection of their request.
+
+use crate::wire::{Frame, Hello, Request, Response, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// How long a connection attempt may take before the peer counts as unreachable.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Frames queued for one connection's writer before senders wait (backpressure to callers).
+pub const WRITE_QUEUE_LEN_MAX: usize = 4_096;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    #[error("timeout")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("connection lost")]
+    Disconnected,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault layer
+
+/// What the fault layer does with one message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaultAction {
+    Deliver,
+    Drop,
+    Delay(Duration),
+}
+
+/// Nemesis rules. Empty by default: every message is delivered at once.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FaultRules {
+    /// Peers this node must not send to (one-way partition, outgoing side).
+    #[serde(default)]
+    pub block_send_to: HashSet<String>,
+    /// Peers whose messages this node ignores (one-way partition, incoming side).
+    #[serde(default)]
+    pub block_receive_from: HashSet<String>,
+    /// Probability in [0, 1] that any message is dropped.
+    #[serde(default)]
+    pub drop_probability: f64,
+    /// Added one-way delay of every sent message, plus uniform jitter in [0, delay_jitter_ms].
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub delay_jitter_ms: u64,
+}
+
+#[derive(Default)]
+pub struct FaultLayer {
+    rules: RwLock<FaultRules>,
+}
+
+impl FaultLayer {
+    pub fn set(&self, rules: FaultRules) {
+        if let Ok(mut r) = self.rules.write() {
+            *r = rules;
+        }
+    }
+
+    pub fn get(&self) -> FaultRules {
+        self.rules.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn on_send(&self, peer: &str) -> FaultAction {
+        let Ok(r) = self.rules.read() else { return FaultAction::Deliver };
+        if r.block_send_to.contains(peer) || (r.drop_probability > 0.0 && rand::random::<f64>() < r.drop_probability) {
+            return FaultAction::Drop;
+        }
+        if r.delay_ms > 0 || r.delay_jitter_ms > 0 {
+            let jitter = if r.delay_jitter_ms > 0 { rand::random_range(0..=r.delay_jitter_ms) } else { 0 };
+            return FaultAction::Delay(Duration::from_millis(r.delay_ms + jitter));
+        }
+        FaultAction::Deliver
+    }
+
+    pub fn on_receive(&self, peer: &str) -> FaultAction {
+        let Ok(r) = self.rules.read() else { return FaultAction::Deliver };
+        if r.block_receive_from.contains(peer) {
+            FaultAction::Drop
+        } else {
+            FaultAction::Deliver
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Framing
+
+async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(frame.len())
+        .ok()
+        .filter(|l| (*l as usize) <= FRAME_BYTES_MAX)
+        .ok_or_else(|| std::io::Error::other("frame too large"))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(frame).await
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}")));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // postcard only fails on serializers' own errors (not on our plain data types).
+    postcard::to_stdvec(v).unwrap_or_default()
+}
+
+/// Writes queued frames, flushing when the queue momentarily empties (batches small frames).
+async fn writer_loop(mut rx: mpsc::Receiver<Vec<u8>>, half: tokio::net::tcp::OwnedWriteHalf) {
+    let mut w = BufWriter::new(half);
+    while let Some(frame) = rx.recv().await {
+        if write_frame(&mut w, &frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = rx.try_recv() {
+            if write_frame(&mut w, &frame).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+
+struct Conn {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Requests awaiting their response, by id. The reader task completes them; when the
+    /// connection dies the map is cleared, which drops the senders and fails the waiters.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    alive: AtomicBool,
+}
+
+/// Requests to one peer.
+pub struct PeerClient {
+    my_id: String,
+    peer_id: String,
+    addr: String,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// Bounds requests in flight to this peer; callers wait for a permit (within their timeout).
+    inflight: Semaphore,
+    next_id: AtomicU64,
+    faults: Arc<FaultLayer>,
+}
+
+impl PeerClient {
+    pub fn new(my_id: String, peer_id: String, addr: String, inflight_max: usize, faults: Arc<FaultLayer>) -> Self {
+        PeerClient {
+            my_id,
+            peer_id,
+            addr,
+            conn: tokio::sync::Mutex::new(None),
+            inflight: Semaphore::new(inflight_max),
+            next_id: AtomicU64::new(1),
+            faults,
+        }
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    async fn connection(&self) -> Result<Arc<Conn>, TransportError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.alive.load(Ordering::Acquire) {
+                return Ok(c.clone());
+            }
+        }
+        let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| TransportError::Connect(format!("connect to {} timed out", self.addr)))?
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let hello = Hello { protocol_version: PROTOCOL_VERSION, node_id: self.my_id.clone() };
+        let handshake = async {
+            write_frame(&mut wr, &encode(&hello)).await?;
+            read_frame(&mut rd).await
+        };
+        let reply = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), handshake)
+            .await
+            .map_err(|_| TransportError::Connect("handshake timed out".into()))?
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let reply: Hello = postcard::from_bytes(&reply).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        if reply.protocol_version != PROTOCOL_VERSION {
+            return Err(TransportError::Protocol(format!(
+                "peer speaks protocol {}, we speak {PROTOCOL_VERSION}",
+                reply.protocol_version
+            )));
+        }
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
+        let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), alive: AtomicBool::new(true) });
+        tokio::spawn(writer_loop(rx, wr));
+        {
+            let conn = conn.clone();
+            let faults = self.faults.clone();
+            let peer = self.peer_id.clone();
+            tokio::spawn(async move {
+                while let Ok(buf) = read_frame(&mut rd).await {
+                    let Ok(Frame::Response { id, body }) = postcard::from_bytes::<Frame>(&buf) else { break };
+                    if faults.on_receive(&peer) == FaultAction::Drop {
+                        continue;
+                    }
+                    let waiter = conn.pending.lock().ok().and_then(|mut p| p.remove(&id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(body);
+                    }
+                }
+                conn.alive.store(false, Ordering::Release);
+                if let Ok(mut p) = conn.pending.lock() {
+                    p.clear();
+                }
+            });
+        }
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request and waits for its response, all within `timeout`.
+    pub async fn request(&self, body: Request, timeout: Duration) -> Result<Response, TransportError> {
+        tokio::time::timeout(timeout, self.request_inner(body)).await.map_err(|_| TransportError::Timeout)?
+    }
+
+    async fn request_inner(&self, body: Request) -> Result<Response, TransportError> {
+        let _permit = self.inflight.acquire().await.map_err(|_| TransportError::Disconnected)?;
+        match self.faults.on_send(&self.peer_id) {
+            // A dropped message looks to the sender exactly like a lost one: no answer, ever.
+            FaultAction::Drop => std::future::pending::<()>().await,
+            FaultAction::Delay(d) => tokio::time::sleep(d).await,
+            FaultAction::Deliver => {}
+        }
+        let conn = self.connection().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = conn.pending.lock() {
+            p.insert(id, tx);
+        }
+        // Remove our entry however this future ends (response, timeout, cancellation).
+        struct Cleanup<'a>(&'a Conn, u64);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut p) = self.0.pending.lock() {
+                    p.remove(&self.1);
+                }
+            }
+        }
+        let _cleanup = Cleanup(&conn, id);
+        conn.tx.send(encode(&Frame::Request { id, body })).await.map_err(|_| TransportError::Disconnected)?;
+        rx.await.map_err(|_| TransportError::Disconnected)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// Handles one inbound request from the named peer.
+pub type Handler = Arc<dyn Fn(String, Request) -> BoxFuture<Response> + Send + Sync>;
+
+/// Accepts peer connections until the listener fails.
+pub async fn serve(listener: TcpListener, my_id: String, handler: Handler, inflight_max: usize, faults: Arc<FaultLayer>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let my_id = my_id.clone();
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(stream, my_id, handler, inflight_max, faults).await {
+                tracing::debug!(error = %e, "peer connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    my_id: String,
+    handler: Handler,
+    inflight_max: usize,
+    faults: Arc<FaultLayer>,
+) -> Result<(), TransportError> {
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), read_frame(&mut rd))
+        .await
+        .map_err(|_| TransportError::Timeout)?
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let hello: Hello = postcard::from_bytes(&hello).map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let mine = Hello { protocol_version: PROTOCOL_VERSION, node_id: my_id };
+    write_frame(&mut wr, &encode(&mine)).await.map_err(|e| TransportError::Protocol(e.to_string()))?;
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(TransportError::Protocol(format!("peer speaks protocol {}", hello.protocol_version)));
+    }
+    let peer = hello.node_id;
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
+    tokio::spawn(writer_loop(rx, wr));
+    // Acquiring before spawning means a peer that floods us stops being read (TCP backpressure).
+    let inflight = Arc::new(Semaphore::new(inflight_max));
+    loop {
+        let buf = read_frame(&mut rd).await.map_err(|_| TransportError::Disconnected)?;
+        let frame: Frame = postcard::from_bytes(&buf).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let Frame::Request { id, body } = frame else {
+            return Err(TransportError::Protocol("expected a request".into()));
+        };
+        if faults.on_receive(&peer) == FaultAction::Drop {
+            continue;
+        }
+        let permit = inflight.clone().acquire_owned().await.map_err(|_| TransportError::Disconnected)?;
+        let handler = handler.clone();
+        let tx = tx.clone();
+        let peer = peer.clone();
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            let response = handler(peer.clone(), body).await;
+            drop(permit);
+            match faults.on_send(&peer) {
+                FaultAction::Drop => return,
+                FaultAction::Delay(d) => tokio::time::sleep(d).await,
+                FaultAction::Deliver => {}
+            }
+            let _ = tx.send(encode(&Frame::Response { id, body: response })).await;
+        });
+    }
+}

@@ -1,0 +1,78 @@
+//! Node-to-node messages. These are wire DTOs, separate from the core's internal types, so a
+//! refactor inside `quorumdb-core` cannot silently change the protocol. Item states travel as
+//! the core's versioned binary encoding (`ItemState::encode`), causality contexts as tokens.
+//!
+//! Frames are `u32` big-endian length + postcard body. Every connection starts with a
+//! [`Hello`] carrying [`PROTOCOL_VERSION`]; a peer speaking another version is refused.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame accepted. A frame holds at most one scan page of item states
+/// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
+/// with margin while still refusing garbage lengths from a confused peer.
+pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub node_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireKey {
+    pub table: String,
+    pub partition: Vec<u8>,
+    pub sort: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Frame {
+    Request { id: u64, body: Request },
+    Response { id: u64, body: Response },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness probe.
+    Ping,
+    /// Asks a home replica to coordinate a write: apply it locally under a new dot, replicate
+    /// the resulting state and wait for `w` acknowledgements.
+    CoordinateWrite {
+        key: WireKey,
+        /// `None` writes a tombstone.
+        value: Option<Vec<u8>>,
+        context: String,
+        n: u32,
+        w: u32,
+        timeout_ms: u64,
+    },
+    /// Merge this state into the local replica and acknowledge once durable.
+    Replicate { key: WireKey, state: Vec<u8> },
+    /// Return the local state of one item (empty encoding when absent).
+    Read { key: WireKey },
+    /// Return one page of a partition's items.
+    Scan {
+        table: String,
+        partition: Vec<u8>,
+        from: Option<Vec<u8>>,
+        to: Option<Vec<u8>>,
+        limit: u32,
+        reverse: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    Ack,
+    Item { state: Vec<u8> },
+    Page { items: Vec<(Vec<u8>, Vec<u8>)>, exhausted: bool },
+    /// Result of a coordinated write: the new state's encoding.
+    Written { state: Vec<u8> },
+    /// The coordinated write did not reach its quorum.
+    QuorumFailed { needed: u32, got: u32, outcomes: Vec<(String, String)>, message: String },
+    Error { code: String, message: String },
+}

@@ -1,0 +1,290 @@
+//! Command-line interface. The client commands' output formats are a contract that other
+//! tooling depends on (see README and docs/api.md); change them only deliberately.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use quorumdb_client::{Client, ReadOptions, ScanOptions, WriteOptions};
+use quorumdb_node::config::{ConfigOverrides, Durability, NodeConfig};
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "quorumdb", version, about = "A Dynamo-style replicated data platform and distributed-systems lab")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node.
+    Server(ServerArgs),
+    /// Start a local cluster of separate server processes.
+    Demo(crate::demo::DemoArgs),
+    /// Write a value; prints the new causality token.
+    Put(PutArgs),
+    /// Read a key; one line per sibling (text) or {"values": [...], "context": ...} (json).
+    Get(GetArgs),
+    /// Delete a key (a tombstone that supersedes what the context, or a quorum read, saw).
+    Delete(DeleteArgs),
+    /// Read a range of sort keys inside one partition.
+    Scan(ScanArgs),
+    /// Show the cluster's members, their state and ring ownership.
+    Status(StatusArgs),
+    /// YCSB-style load generator.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "QUORUMDB_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "QUORUMDB_NODE_ID")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "QUORUMDB_ZONE")]
+    pub zone: Option<String>,
+    /// HTTP API listen address, e.g. 127.0.0.1:7701.
+    #[arg(long, env = "QUORUMDB_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Peer (node-to-node) listen address, e.g. 127.0.0.1:7801.
+    #[arg(long, env = "QUORUMDB_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    #[arg(long, env = "QUORUMDB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Default replication factor N of tables.
+    #[arg(long, env = "QUORUMDB_REPLICATION_FACTOR")]
+    pub replication_factor: Option<usize>,
+    /// fsync (default) or buffered.
+    #[arg(long, env = "QUORUMDB_DURABILITY")]
+    pub durability: Option<Durability>,
+    #[arg(long, env = "QUORUMDB_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Static members: id@zone@peer_addr@http_url, comma-separated.
+    #[arg(long, env = "QUORUMDB_MEMBERS")]
+    pub members: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EndpointArg {
+    /// Node to talk to.
+    #[arg(long, env = "QUORUMDB_ENDPOINT", default_value = "http://127.0.0.1:7701")]
+    pub endpoint: String,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableOrJson {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    pub table: String,
+    pub key: String,
+    /// The value; `-` reads it from stdin.
+    pub value: String,
+    #[arg(long)]
+    pub sort_key: Option<String>,
+    /// Write consistency: a number or one|quorum|all.
+    #[arg(long)]
+    pub w: Option<String>,
+    /// Causality token from an earlier read: the write supersedes what that read saw.
+    #[arg(long)]
+    pub context: Option<String>,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    pub table: String,
+    pub key: String,
+    #[arg(long)]
+    pub sort_key: Option<String>,
+    /// Read consistency: a number or one|quorum|all.
+    #[arg(long)]
+    pub r: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    pub table: String,
+    pub key: String,
+    #[arg(long)]
+    pub sort_key: Option<String>,
+    #[arg(long)]
+    pub w: Option<String>,
+    #[arg(long)]
+    pub context: Option<String>,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    pub table: String,
+    pub key: String,
+    /// First sort key (inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last sort key (exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub reverse: bool,
+    /// Continue after the page whose `next` this is.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    #[arg(long)]
+    pub r: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: TableOrJson,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Server(a) => server(a).await.map(|()| 0),
+        Command::Demo(a) => crate::demo::run(a).await,
+        Command::Put(a) => put(a).await,
+        Command::Get(a) => get(a).await,
+        Command::Delete(a) => delete(a).await,
+        Command::Scan(a) => scan(a).await,
+        Command::Status(a) => status(a).await,
+        Command::Bench(a) => crate::bench::run(a).await.map(|()| 0),
+    }
+}
+
+async fn server(a: ServerArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUORUMDB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let overrides = ConfigOverrides {
+        node_id: a.node_id,
+        zone: a.zone,
+        http_listen: a.http_listen,
+        peer_listen: a.peer_listen,
+        data_dir: a.data_dir,
+        replication_factor: a.replication_factor,
+        durability: a.durability,
+        request_timeout_ms: a.request_timeout_ms,
+        members: a.members,
+    };
+    let config = NodeConfig::load(a.config.as_deref(), overrides)?;
+    quorumdb_node::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn client(e: &EndpointArg) -> Result<Client> {
+    Ok(Client::new(&e.endpoint)?)
+}
+
+async fn put(a: PutArgs) -> Result<i32> {
+    let value = if a.value == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read the value from stdin")?;
+        s
+    } else {
+        a.value
+    };
+    let opts = WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None };
+    let r = client(&a.endpoint)?.put(&a.table, &a.key, &value, &opts).await?;
+    println!("{}", r.context);
+    Ok(0)
+}
+
+async fn get(a: GetArgs) -> Result<i32> {
+    let opts = ReadOptions { r: a.r, sort_key: a.sort_key, timeout_ms: None };
+    let r = client(&a.endpoint)?.get(&a.table, &a.key, &opts).await?;
+    let found = !r.values.is_empty();
+    match a.output {
+        TextOrJson::Json => println!("{}", serde_json::json!({"values": r.values, "context": r.context})),
+        TextOrJson::Text => {
+            if found {
+                for v in &r.values {
+                    println!("{v}");
+                }
+                if r.values.len() > 1 {
+                    eprintln!("{} siblings; context {}", r.values.len(), r.context);
+                }
+            } else {
+                eprintln!("not found: {}/{}", a.table, a.key);
+            }
+        }
+    }
+    Ok(if found { 0 } else { 1 })
+}
+
+async fn delete(a: DeleteArgs) -> Result<i32> {
+    let opts = WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None };
+    let r = client(&a.endpoint)?.delete(&a.table, &a.key, &opts).await?;
+    println!("{}", r.context);
+    Ok(0)
+}
+
+async fn scan(a: ScanArgs) -> Result<i32> {
+    let opts = ScanOptions { from: a.from, to: a.to, limit: a.limit, reverse: a.reverse, cursor: a.cursor, r: a.r };
+    let r = client(&a.endpoint)?.scan(&a.table, &a.key, &opts).await?;
+    match a.output {
+        TextOrJson::Json => println!("{}", serde_json::to_string(&r)?),
+        TextOrJson::Text => {
+            for item in &r.items {
+                println!("{}\t{}", item.sort_key, item.values.join("\t"));
+            }
+            if let Some(next) = &r.next {
+                eprintln!("more: --cursor {next}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn status(a: StatusArgs) -> Result<i32> {
+    let r = client(&a.endpoint)?.status().await?;
+    match a.output {
+        TableOrJson::Json => println!("{}", serde_json::to_string(&r)?),
+        TableOrJson::Table => {
+            println!("{:<8} {:<6} {:<28} {:<6} {:>9}", "ID", "ZONE", "ADDRESS", "STATE", "OWNERSHIP");
+            for n in &r.nodes {
+                println!("{:<8} {:<6} {:<28} {:<6} {:>8.1}%", n.id, n.zone, n.address, n.state, n.ownership * 100.0);
+            }
+        }
+    }
+    Ok(0)
+}

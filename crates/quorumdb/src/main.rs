@@ -1,0 +1,32 @@
+//! The `quorumdb` binary: `server`, `demo`, client commands and `bench`.
+
+mod bench;
+mod cli;
+mod demo;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = match runtime.block_on(cli::dispatch(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            1
+        }
+    };
+    // Dropping the runtime could wait on blocking tasks (stdin readers); exit directly.
+    std::process::exit(code);
+}
+
+/// Renders an error chain as one line: "outer: inner: root".
+pub fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}

@@ -1,0 +1,179 @@
+//! Multi-process tests: real `quorumdb server` processes (5 nodes, 3 zones, N=3) over loopback.
+
+mod common;
+
+use common::Cluster;
+use quorumdb_client::{ClientError, ReadOptions, ScanOptions, WriteOptions};
+use quorumdb_core::key::ItemKey;
+use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
+
+fn w(level: &str) -> WriteOptions {
+    WriteOptions { w: Some(level.into()), ..Default::default() }
+}
+
+fn r(level: &str) -> ReadOptions {
+    ReadOptions { r: Some(level.into()), ..Default::default() }
+}
+
+/// The home replicas of `table/key` in the test cluster, computed like the servers do.
+fn replicas_of(c: &Cluster, table: &str, key: &str) -> Vec<String> {
+    let members = c.nodes.iter().map(|n| Member { id: n.id.clone(), zone: n.zone.clone() }).collect();
+    let ring = Ring::new(members, VNODES_PER_NODE_DEFAULT).unwrap();
+    let hash = ItemKey::new(table, key.as_bytes(), b"").unwrap().placement_hash();
+    ring.preference_list(hash, 3).into_iter().map(|i| c.nodes[i].id.clone()).collect()
+}
+
+/// Proves an acknowledged W=quorum write survives a SIGKILL of one replica for an R=quorum
+/// read, and that W=all then fails with a 503 that names the dead replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_write_survives_replica_kill_and_w_all_names_missing_replica() {
+    let mut c = Cluster::start("kill", 5, 3, 3);
+    let reps = replicas_of(&c, "profiles", "alice");
+    let victim = c.index(&reps[1]);
+    // Coordinate through a node that is not the victim.
+    let via = (0..5).find(|i| *i != victim).unwrap();
+    c.client(via).put("profiles", "alice", "v1", &w("quorum")).await.unwrap();
+    c.kill(victim);
+    let got = c.client(via).get("profiles", "alice", &r("quorum")).await.unwrap();
+    assert_eq!(got.values, vec!["v1".to_string()]);
+
+    let err = c.client(via).put("profiles", "alice", "v2", &w("all")).await.unwrap_err();
+    match err {
+        ClientError::Api { status, code, message, body } => {
+            assert_eq!(status, 503, "{message}");
+            assert_eq!(code, "quorum_not_reached");
+            assert!(message.contains("needed 3 acks, got 2"), "{message}");
+            assert!(message.contains(&reps[1]), "message must name {}: {message}", reps[1]);
+            assert_eq!(body["error"]["needed"], 3);
+            assert_eq!(body["error"]["answered"], 2);
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+}
+
+/// Proves every acknowledged write is still readable after every node is stopped (SIGKILL,
+/// like a power cut of the processes) and restarted from the same data directories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_full_cluster_restart() {
+    let mut c = Cluster::start("restart", 5, 3, 3);
+    let client = c.client(0);
+    let keys = 200;
+    for i in 0..keys {
+        client.put("t", &format!("k{i}"), &format!("v{i}"), &w("quorum")).await.unwrap();
+    }
+    for i in 0..5 {
+        c.kill(i);
+    }
+    for i in 0..5 {
+        c.spawn(i);
+    }
+    c.wait_ready();
+    let client = c.client(3);
+    for i in 0..keys {
+        let got = client.get("t", &format!("k{i}"), &r("quorum")).await.unwrap();
+        assert_eq!(got.values, vec![format!("v{i}")], "key k{i} lost after restart");
+    }
+}
+
+/// Proves two blind writes become two siblings and a write carrying the merged token
+/// supersedes both, leaving one value; and that a delete stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siblings_merge_and_delete() {
+    let c = Cluster::start("siblings", 5, 3, 3);
+    let (a, b) = (c.client(0), c.client(4));
+    a.put("carts", "bob", "apple", &w("quorum")).await.unwrap();
+    b.put("carts", "bob", "pear", &w("quorum")).await.unwrap();
+    let got = a.get("carts", "bob", &r("quorum")).await.unwrap();
+    let mut values = got.values.clone();
+    values.sort();
+    assert_eq!(values, vec!["apple".to_string(), "pear".to_string()]);
+
+    let opts = WriteOptions { w: Some("quorum".into()), context: Some(got.context), ..Default::default() };
+    b.put("carts", "bob", "apple+pear", &opts).await.unwrap();
+    let got = a.get("carts", "bob", &r("all")).await.unwrap();
+    assert_eq!(got.values, vec!["apple+pear".to_string()]);
+
+    a.delete("carts", "bob", &w("quorum")).await.unwrap();
+    for _ in 0..3 {
+        let got = b.get("carts", "bob", &r("quorum")).await.unwrap();
+        assert!(got.values.is_empty(), "deleted key came back: {:?}", got.values);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let got = a.get("carts", "bob", &r("all")).await.unwrap();
+    assert!(got.values.is_empty());
+}
+
+/// Proves range scans inside a partition honour from/to/limit/reverse and page with a cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pages_through_a_partition() {
+    let c = Cluster::start("scan", 5, 3, 3);
+    let client = c.client(1);
+    for i in 0..25 {
+        let opts = WriteOptions { sort_key: Some(format!("{i:03}")), ..w("quorum") };
+        client.put("feed", "carol", &format!("event {i}"), &opts).await.unwrap();
+    }
+    let opts = WriteOptions { sort_key: Some("010".into()), ..w("quorum") };
+    client.delete("feed", "carol", &opts).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let page = client
+            .scan("feed", "carol", &ScanOptions { limit: Some(7), cursor: cursor.clone(), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 7);
+        seen.extend(page.items.iter().map(|i| i.sort_key.clone()));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..25).filter(|i| *i != 10).map(|i| format!("{i:03}")).collect();
+    assert_eq!(seen, expected);
+
+    let page = client
+        .scan(
+            "feed",
+            "carol",
+            &ScanOptions { from: Some("005".into()), to: Some("009".into()), reverse: true, ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let keys: Vec<&str> = page.items.iter().map(|i| i.sort_key.as_str()).collect();
+    assert_eq!(keys, ["008", "007", "006", "005"]);
+    assert_eq!(page.items[0].values, vec!["event 8".to_string()]);
+}
+
+/// Proves bad input gets a 4xx with a JSON error body naming the problem, and the node keeps
+/// serving afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_clear_4xx() {
+    let c = Cluster::start("badinput", 5, 3, 3);
+    let base = &c.nodes[0].http;
+    let http = reqwest::Client::new();
+    let big_key = "k".repeat(2000);
+    let big_value = serde_json::json!({ "value": "x".repeat(1024 * 1024 + 1) }).to_string();
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        ("invalid w", http.put(format!("{base}/v1/tables/t/items/k?w=most")).body(r#"{"value":"v"}"#), 400, "invalid_consistency"),
+        ("w above N", http.put(format!("{base}/v1/tables/t/items/k?w=4")).body(r#"{"value":"v"}"#), 400, "invalid_consistency"),
+        ("r zero", http.get(format!("{base}/v1/tables/t/items/k?r=0")), 400, "invalid_consistency"),
+        ("oversized key", http.put(format!("{base}/v1/tables/t/items/{big_key}")).body(r#"{"value":"v"}"#), 413, "key_too_large"),
+        ("oversized value", http.put(format!("{base}/v1/tables/t/items/k")).body(big_value), 413, "value_too_large"),
+        ("malformed token", http.put(format!("{base}/v1/tables/t/items/k")).body(r#"{"value":"v","context":"!!!"}"#), 400, "malformed_context"),
+        ("malformed JSON", http.put(format!("{base}/v1/tables/t/items/k")).body("{value:"), 400, "bad_request"),
+        ("unknown route", http.get(format!("{base}/v2/nothing")), 404, "unknown_route"),
+        ("huge scan limit", http.get(format!("{base}/v1/tables/t/partitions/k?limit=1000000")), 400, "bad_request"),
+        ("unknown parameter", http.get(format!("{base}/v1/tables/t/items/k?R=all")), 400, "bad_request"),
+        ("bad table name", http.get(format!("{base}/v1/tables/a%20b/items/k")), 400, "bad_request"),
+    ];
+    for (what, req, status, code) in cases {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let body: serde_json::Value = resp.json().await.unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: {body}");
+    }
+    // Still serving.
+    c.client(0).put("t", "k", "fine", &w("quorum")).await.unwrap();
+    assert_eq!(c.client(0).get("t", "k", &r("quorum")).await.unwrap().values, vec!["fine".to_string()]);
+}
