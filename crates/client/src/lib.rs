@@ -247,12 +247,7 @@ impl Client {
 
     /// Reads `table`/`key`. A missing or deleted item is not an error: it comes back with no
     /// values and a context that a later write can carry.
-    pub async fn get(
-        &self,
-        table: &str,
-        key: &str,
-        opts: &ReadOptions,
-    ) -> Result<GetResponse, ClientError> {
+    pub async fn get(&self, table: &str, key: &str, opts: &ReadOptions) -> Result<GetResponse, ClientError> {
         let mut url = self.url(&["v1", "tables", table, "items", key])?;
         {
             let mut q = url.query_pairs_mut();
@@ -272,8 +267,7 @@ impl Client {
             let err = api_error(status, &bytes);
             if let ClientError::Api { code, body, .. } = &err {
                 if code == "not_found" {
-                    let context =
-                        body.get("context").and_then(|c| c.as_str()).unwrap_or_default().to_owned();
+                    let context = body.get("context").and_then(|c| c.as_str()).unwrap_or_default().to_owned();
                     return Ok(GetResponse { values: Vec::new(), context });
                 }
             }
@@ -345,12 +339,7 @@ impl Client {
                  cannot be addressed in a URL path"
             );
             let body = serde_json::json!({"error": {"code": "bad_request", "message": message}});
-            return Err(ClientError::Api {
-                status: 400,
-                code: "bad_request".to_owned(),
-                message,
-                body,
-            });
+            return Err(ClientError::Api { status: 400, code: "bad_request".to_owned(), message, body });
         }
         let mut url = self.base.clone();
         // `with_timeout` refused cannot-be-a-base URLs, so this branch is unreachable in
@@ -364,10 +353,7 @@ impl Client {
 
     /// Sends a request and reads the whole answer; any failure before a full answer arrives
     /// is a transport error naming this endpoint.
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, Vec<u8>), ClientError> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let transport = |e: reqwest::Error| ClientError::Transport {
             endpoint: self.endpoint.clone(),
             detail: transport_detail(&e),
@@ -518,11 +504,7 @@ mod tests {
 
     /// Serves exactly one connection on 127.0.0.1 with a canned status and body, and reports
     /// the request it received.
-    async fn canned(
-        status: u16,
-        content_type: &str,
-        body: &str,
-    ) -> (String, tokio::task::JoinHandle<Seen>) {
+    async fn canned(status: u16, content_type: &str, body: &str) -> (String, tokio::task::JoinHandle<Seen>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let response = format!(
@@ -573,10 +555,7 @@ mod tests {
     #[test]
     fn url_encodes_awkward_keys_as_one_segment() {
         let url = client().url(&["v1", "tables", "t", "items", "a/b?c#d%e f/é"]).unwrap();
-        assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:7701/v1/tables/t/items/a%2Fb%3Fc%23d%25e%20f%2F%C3%A9"
-        );
+        assert_eq!(url.as_str(), "http://127.0.0.1:7701/v1/tables/t/items/a%2Fb%3Fc%23d%25e%20f%2F%C3%A9");
     }
 
     /// A path prefix in the endpoint is kept and a trailing slash does not double up.
@@ -674,11 +653,8 @@ mod tests {
     async fn put_round_trip() {
         let (endpoint, seen) = canned(200, "application/json", r#"{"context":"tok1"}"#).await;
         let c = Client::new(&endpoint).unwrap();
-        let opts = WriteOptions {
-            w: Some("2".into()),
-            context: Some("tok0".into()),
-            ..WriteOptions::default()
-        };
+        let opts =
+            WriteOptions { w: Some("2".into()), context: Some("tok0".into()), ..WriteOptions::default() };
         let resp = c.put("t", "k/1", "v\"1", &opts).await.unwrap();
         assert_eq!(resp, WriteResponse { context: "tok1".into() });
         let seen = seen.await.unwrap();
@@ -722,11 +698,8 @@ mod tests {
     async fn put_conflict_is_api_error() {
         let body = r#"{"error":{"code":"too_many_siblings","message":"item has 64 siblings"}}"#;
         let (endpoint, _seen) = canned(409, "application/json", body).await;
-        let err = Client::new(&endpoint)
-            .unwrap()
-            .put("t", "k", "v", &WriteOptions::default())
-            .await
-            .unwrap_err();
+        let err =
+            Client::new(&endpoint).unwrap().put("t", "k", "v", &WriteOptions::default()).await.unwrap_err();
         assert_eq!((err.status(), err.code()), (Some(409), Some("too_many_siblings")));
         assert_eq!(err.to_string(), "item has 64 siblings");
     }
@@ -761,10 +734,7 @@ mod tests {
         let c = Client::new(&endpoint).unwrap();
         let opts = WriteOptions { context: Some("before".into()), ..WriteOptions::default() };
         assert_eq!(c.delete("t", "k", &opts).await.unwrap().context, "after");
-        assert_eq!(
-            seen.await.unwrap().request_line,
-            "DELETE /v1/tables/t/items/k?context=before HTTP/1.1"
-        );
+        assert_eq!(seen.await.unwrap().request_line, "DELETE /v1/tables/t/items/k?context=before HTTP/1.1");
     }
 
     /// Cluster status decodes node entries.

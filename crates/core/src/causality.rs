@@ -178,10 +178,7 @@ impl VersionVector {
 
     /// Whether `self` knows every write `other` knows (`self ⊔ other = self`).
     pub fn descends(&self, other: &VersionVector) -> bool {
-        other
-            .entries
-            .iter()
-            .all(|(&actor, &counter)| self.get(actor) >= counter)
+        other.entries.iter().all(|(&actor, &counter)| self.get(actor) >= counter)
     }
 
     /// Number of actors with at least one known write.
@@ -196,9 +193,7 @@ impl VersionVector {
 
     /// Entries in actor order.
     pub fn iter(&self) -> impl Iterator<Item = (ActorId, u64)> + '_ {
-        self.entries
-            .iter()
-            .map(|(&actor, &counter)| (actor, counter))
+        self.entries.iter().map(|(&actor, &counter)| (actor, counter))
     }
 
     /// Records that `actor`'s writes up to `counter` are known.
@@ -207,9 +202,7 @@ impl VersionVector {
         if dot.counter == 0 {
             return;
         }
-        self.merge(&VersionVector {
-            entries: BTreeMap::from([(dot.actor, dot.counter)]),
-        });
+        self.merge(&VersionVector { entries: BTreeMap::from([(dot.actor, dot.counter)]) });
     }
 
     /// The opaque token handed to clients with every read and expected back with every write.
@@ -245,17 +238,13 @@ impl VersionVector {
         // bytes, which is at least the number of characters; any non-ASCII token is invalid
         // base64 anyway.
         if s.len() > CONTEXT_TOKEN_CHARS_MAX {
-            return Err(format!(
-                "token is {} bytes long, the limit is {CONTEXT_TOKEN_CHARS_MAX}",
-                s.len()
-            ));
+            return Err(format!("token is {} bytes long, the limit is {CONTEXT_TOKEN_CHARS_MAX}", s.len()));
         }
         if s.is_empty() {
             return Err("token is empty (send no token at all to write without context)".into());
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(|e| format!("not URL-safe base64 without padding ({e})"))?;
+        let bytes =
+            URL_SAFE_NO_PAD.decode(s).map_err(|e| format!("not URL-safe base64 without padding ({e})"))?;
         let mut reader = Reader::new(&bytes);
         let version = reader.u8("format version")?;
         if version != TOKEN_FORMAT_VERSION {
@@ -271,11 +260,7 @@ impl VersionVector {
     /// Exact length of [`VersionVector::encode_into`]'s output.
     fn encoded_len(&self) -> usize {
         varint_len(self.entries.len() as u64)
-            + self
-                .entries
-                .values()
-                .map(|&c| 8 + varint_len(c))
-                .sum::<usize>()
+            + self.entries.values().map(|&c| 8 + varint_len(c)).sum::<usize>()
     }
 
     /// `varint count | count × (actor u64 LE, counter varint)`, shared by tokens and states.
@@ -399,18 +384,13 @@ impl ItemState {
 
     /// No live data: never written, or every live sibling is a delete. Reads report "not found".
     pub fn is_deleted(&self) -> bool {
-        !self
-            .siblings
-            .iter()
-            .any(|(_, value)| matches!(value, Value::Data(_)))
+        !self.siblings.iter().any(|(_, value)| matches!(value, Value::Data(_)))
     }
 
     /// Whether a delete is among the siblings (live data may sit next to it). The node uses it
     /// to find items whose tombstones it may collect.
     pub fn has_tombstone(&self) -> bool {
-        self.siblings
-            .iter()
-            .any(|(_, value)| matches!(value, Value::Tombstone))
+        self.siblings.iter().any(|(_, value)| matches!(value, Value::Tombstone))
     }
 
     /// The write `value` by the replica `actor`, for a client that read `client_ctx`.
@@ -439,49 +419,33 @@ impl ItemState {
     ) -> Result<ItemState, CausalityError> {
         let local_counter = self.ctx.get(actor);
         let client_counter = client_ctx.get(actor);
-        let counter = local_counter
-            .max(client_counter)
-            .checked_add(1)
-            .ok_or_else(|| {
-                // Honest counters grow by one per write and cannot get here; only a forged token or
-                // a corrupted state can. Blame whichever one carries the impossible counter.
-                let message = format!("counter of actor {actor} is at its maximum");
-                if client_counter == u64::MAX {
-                    CausalityError::MalformedToken(message)
-                } else {
-                    CausalityError::MalformedState(message)
-                }
-            })?;
+        let counter = local_counter.max(client_counter).checked_add(1).ok_or_else(|| {
+            // Honest counters grow by one per write and cannot get here; only a forged token or
+            // a corrupted state can. Blame whichever one carries the impossible counter.
+            let message = format!("counter of actor {actor} is at its maximum");
+            if client_counter == u64::MAX {
+                CausalityError::MalformedToken(message)
+            } else {
+                CausalityError::MalformedState(message)
+            }
+        })?;
         let dot = Dot { actor, counter };
 
         let mut ctx = self.ctx.clone();
         ctx.merge(client_ctx);
         ctx.observe(dot);
         if ctx.len() > VERSION_VECTOR_LEN_MAX && ctx.len() > self.ctx.len() {
-            return Err(CausalityError::VersionVectorTooLong {
-                max: VERSION_VECTOR_LEN_MAX,
-            });
+            return Err(CausalityError::VersionVectorTooLong { max: VERSION_VECTOR_LEN_MAX });
         }
 
         // Count before cloning any value, so a refused write copies nothing.
-        let kept = self
-            .siblings
-            .iter()
-            .filter(|(d, _)| !client_ctx.covers(*d))
-            .count();
+        let kept = self.siblings.iter().filter(|(d, _)| !client_ctx.covers(*d)).count();
         let siblings_len = kept + 1;
         if siblings_len > SIBLINGS_LEN_MAX && siblings_len > self.siblings.len() {
-            return Err(CausalityError::TooManySiblings {
-                max: SIBLINGS_LEN_MAX,
-            });
+            return Err(CausalityError::TooManySiblings { max: SIBLINGS_LEN_MAX });
         }
         let mut siblings = Vec::with_capacity(siblings_len);
-        siblings.extend(
-            self.siblings
-                .iter()
-                .filter(|(d, _)| !client_ctx.covers(*d))
-                .cloned(),
-        );
+        siblings.extend(self.siblings.iter().filter(|(d, _)| !client_ctx.covers(*d)).cloned());
         // The new counter exceeds every counter of `actor` in `self.ctx`, and every sibling is
         // covered by that context, so the new dot is not present yet; insert it in order.
         let position = siblings.partition_point(|(d, _)| *d < dot);
@@ -674,9 +638,7 @@ impl ItemState {
                 }
             }
             if !ctx.covers(dot) {
-                return Err(format!(
-                    "sibling {i}: dot {dot} is not covered by the context {ctx}"
-                ));
+                return Err(format!("sibling {i}: dot {dot} is not covered by the context {ctx}"));
             }
             let value = match reader.u8("sibling kind")? {
                 KIND_TOMBSTONE => Value::Tombstone,
@@ -748,19 +710,13 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self, what: &str) -> Result<u8, String> {
-        let (&byte, rest) = self
-            .rest
-            .split_first()
-            .ok_or_else(|| Self::truncated(what))?;
+        let (&byte, rest) = self.rest.split_first().ok_or_else(|| Self::truncated(what))?;
         self.rest = rest;
         Ok(byte)
     }
 
     fn u64_le(&mut self, what: &str) -> Result<u64, String> {
-        let (head, rest) = self
-            .rest
-            .split_at_checked(8)
-            .ok_or_else(|| Self::truncated(what))?;
+        let (head, rest) = self.rest.split_at_checked(8).ok_or_else(|| Self::truncated(what))?;
         let array: [u8; 8] = head.try_into().map_err(|_| Self::truncated(what))?;
         self.rest = rest;
         Ok(u64::from_le_bytes(array))
@@ -803,14 +759,9 @@ impl<'a> Reader<'a> {
     }
 
     fn bytes(&mut self, len: u64, what: &str) -> Result<&'a [u8], String> {
-        let split = usize::try_from(len)
-            .ok()
-            .and_then(|len| self.rest.split_at_checked(len));
+        let split = usize::try_from(len).ok().and_then(|len| self.rest.split_at_checked(len));
         let (head, rest) = split.ok_or_else(|| {
-            format!(
-                "truncated: {what} claims {len} bytes but only {} remain",
-                self.rest.len()
-            )
+            format!("truncated: {what} claims {len} bytes but only {} remain", self.rest.len())
         })?;
         self.rest = rest;
         Ok(head)
@@ -838,10 +789,7 @@ mod tests {
     fn vv(entries: &[(u64, u64)]) -> VersionVector {
         let mut out = VersionVector::new();
         for &(actor, counter) in entries {
-            out.observe(Dot {
-                actor: ActorId(actor),
-                counter,
-            });
+            out.observe(Dot { actor: ActorId(actor), counter });
         }
         out
     }
@@ -851,17 +799,11 @@ mod tests {
     }
 
     fn write(state: &ItemState, ctx: &VersionVector, value: Value, actor: u64) -> ItemState {
-        state
-            .update(ctx, value, ActorId(actor))
-            .expect("write within limits")
+        state.update(ctx, value, ActorId(actor)).expect("write within limits")
     }
 
     fn values(state: &ItemState) -> Vec<String> {
-        state
-            .values()
-            .into_iter()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect()
+        state.values().into_iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect()
     }
 
     fn merge_via_join(a: &VersionVector, b: &VersionVector) -> VersionVector {
@@ -890,19 +832,9 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Write {
-            at: usize,
-            ctx: CtxSource,
-            delete: bool,
-            padding: u8,
-        },
-        Sync {
-            from: usize,
-            to: usize,
-        },
-        Read {
-            at: usize,
-        },
+        Write { at: usize, ctx: CtxSource, delete: bool, padding: u8 },
+        Sync { from: usize, to: usize },
+        Read { at: usize },
     }
 
     /// One acknowledged write: its dot, the value it stored and the context its client sent.
@@ -935,13 +867,8 @@ mod tests {
     }
 
     fn history_strategy() -> impl Strategy<Value = History> {
-        (
-            prop::collection::btree_set(any::<u64>(), 1..=4),
-            prop::collection::vec(op_strategy(), 0..28),
-        )
-            .prop_map(|(actors, ops)| {
-                simulate(&actors.into_iter().map(ActorId).collect::<Vec<_>>(), &ops)
-            })
+        (prop::collection::btree_set(any::<u64>(), 1..=4), prop::collection::vec(op_strategy(), 0..28))
+            .prop_map(|(actors, ops)| simulate(&actors.into_iter().map(ActorId).collect::<Vec<_>>(), &ops))
     }
 
     fn simulate(actors: &[ActorId], ops: &[Op]) -> History {
@@ -952,12 +879,7 @@ mod tests {
         let mut writes: Vec<WriteRecord> = Vec::new();
         for op in ops {
             match op {
-                Op::Write {
-                    at,
-                    ctx,
-                    delete,
-                    padding,
-                } => {
+                Op::Write { at, ctx, delete, padding } => {
                     let at = at % n;
                     let actor = actors[at];
                     let client_ctx = match ctx {
@@ -986,11 +908,7 @@ mod tests {
                     let dot = Dot { actor, counter };
                     let next = local.update(&client_ctx, value.clone(), actor).unwrap();
                     assert!(next.siblings().contains(&(dot, value.clone())));
-                    writes.push(WriteRecord {
-                        dot,
-                        value,
-                        client_ctx,
-                    });
+                    writes.push(WriteRecord { dot, value, client_ctx });
                     replicas[at] = next;
                     snapshots.push(replicas[at].clone());
                 }
@@ -1002,20 +920,14 @@ mod tests {
                 Op::Read { at } => reads.push(replicas[at % n].context().clone()),
             }
         }
-        History {
-            replicas,
-            snapshots,
-            writes,
-        }
+        History { replicas, snapshots, writes }
     }
 
     /// Version vectors with arbitrary actors and counters, including more entries than one
     /// write may create (merges can produce those, and their tokens must round-trip).
     fn version_vector_strategy() -> impl Strategy<Value = VersionVector> {
-        prop::collection::btree_map(any::<u64>(), 1..=u64::MAX, 0..80).prop_map(|entries| {
-            VersionVector {
-                entries: entries.into_iter().map(|(a, c)| (ActorId(a), c)).collect(),
-            }
+        prop::collection::btree_map(any::<u64>(), 1..=u64::MAX, 0..80).prop_map(|entries| VersionVector {
+            entries: entries.into_iter().map(|(a, c)| (ActorId(a), c)).collect(),
         })
     }
 
@@ -1025,33 +937,24 @@ mod tests {
     /// such input (a corrupted peer), and these states reach the defensive branches of
     /// `descends` that reachable states never take.
     fn arbitrary_valid_state_strategy() -> impl Strategy<Value = ItemState> {
-        (
-            prop::collection::vec(0..4u64, 3),
-            prop::collection::vec((any::<bool>(), 0..3u8), 12),
-        )
-            .prop_map(|(counters, picks)| {
+        (prop::collection::vec(0..4u64, 3), prop::collection::vec((any::<bool>(), 0..3u8), 12)).prop_map(
+            |(counters, picks)| {
                 let mut ctx = VersionVector::new();
                 let mut siblings = Vec::new();
                 for (actor, &max) in counters.iter().enumerate() {
                     for counter in 1..=max {
-                        let dot = Dot {
-                            actor: ActorId(actor as u64),
-                            counter,
-                        };
+                        let dot = Dot { actor: ActorId(actor as u64), counter };
                         ctx.observe(dot);
                         let (keep, value) = picks[actor * 4 + counter as usize - 1];
                         if keep {
-                            let value = if value == 0 {
-                                Value::Tombstone
-                            } else {
-                                Value::Data(vec![value])
-                            };
+                            let value = if value == 0 { Value::Tombstone } else { Value::Data(vec![value]) };
                             siblings.push((dot, value));
                         }
                     }
                 }
                 ItemState { ctx, siblings }
-            })
+            },
+        )
     }
 
     proptest! {
@@ -1298,13 +1201,7 @@ mod tests {
     fn new_dot_outruns_client_context_after_counter_restart() {
         let client_ctx = vv(&[(7, 5)]);
         let s = write(&ItemState::new(), &client_ctx, data("after wipe"), 7);
-        assert_eq!(
-            s.siblings()[0].0,
-            Dot {
-                actor: ActorId(7),
-                counter: 6
-            }
-        );
+        assert_eq!(s.siblings()[0].0, Dot { actor: ActorId(7), counter: 6 });
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1355,18 +1252,9 @@ mod tests {
             s = write(&s, &VersionVector::new(), data(&format!("v{i}")), 1);
         }
         assert_eq!(s.siblings().len(), SIBLINGS_LEN_MAX);
-        let err = s
-            .update(&VersionVector::new(), data("one more"), ActorId(1))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            CausalityError::TooManySiblings {
-                max: SIBLINGS_LEN_MAX
-            }
-        );
-        assert!(err
-            .to_string()
-            .contains("write back with its causality token"));
+        let err = s.update(&VersionVector::new(), data("one more"), ActorId(1)).unwrap_err();
+        assert_eq!(err, CausalityError::TooManySiblings { max: SIBLINGS_LEN_MAX });
+        assert!(err.to_string().contains("write back with its causality token"));
 
         let resolved = write(&s, &s.context().clone(), data("merged"), 1);
         assert_eq!(values(&resolved), ["merged"]);
@@ -1388,12 +1276,7 @@ mod tests {
         assert_eq!(ItemState::decode(&full.encode()).unwrap(), full);
 
         let blind = full.update(&VersionVector::new(), data("x"), ActorId(1));
-        assert_eq!(
-            blind,
-            Err(CausalityError::TooManySiblings {
-                max: SIBLINGS_LEN_MAX
-            })
-        );
+        assert_eq!(blind, Err(CausalityError::TooManySiblings { max: SIBLINGS_LEN_MAX }));
         // Supersedes all of a's siblings: shrinks the item, so it is accepted.
         let shrink = write(&full, a.context(), data("x"), 1);
         assert_eq!(shrink.siblings().len(), SIBLINGS_LEN_MAX + 1);
@@ -1402,24 +1285,13 @@ mod tests {
     /// Proves a write whose context would name too many actors is refused with a typed error.
     #[test]
     fn version_vector_too_long_is_refused() {
-        let entries: Vec<(u64, u64)> = (1..=VERSION_VECTOR_LEN_MAX as u64)
-            .map(|a| (a, 1))
-            .collect();
+        let entries: Vec<(u64, u64)> = (1..=VERSION_VECTOR_LEN_MAX as u64).map(|a| (a, 1)).collect();
         let client_ctx = vv(&entries);
         // The writing actor is already in the context: the result does not grow, so it is fine.
-        assert!(ItemState::new()
-            .update(&client_ctx, data("ok"), ActorId(1))
-            .is_ok());
+        assert!(ItemState::new().update(&client_ctx, data("ok"), ActorId(1)).is_ok());
         // A new actor would make it one too many.
-        let err = ItemState::new()
-            .update(&client_ctx, data("no"), ActorId(0))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            CausalityError::VersionVectorTooLong {
-                max: VERSION_VECTOR_LEN_MAX
-            }
-        );
+        let err = ItemState::new().update(&client_ctx, data("no"), ActorId(0)).unwrap_err();
+        assert_eq!(err, CausalityError::VersionVectorTooLong { max: VERSION_VECTOR_LEN_MAX });
     }
 
     /// Proves an exhausted counter (only reachable with a forged token or state) is a typed
@@ -1427,9 +1299,7 @@ mod tests {
     #[test]
     fn counter_overflow_is_a_typed_error() {
         let forged = vv(&[(1, u64::MAX)]);
-        let err = ItemState::new()
-            .update(&forged, data("x"), ActorId(1))
-            .unwrap_err();
+        let err = ItemState::new().update(&forged, data("x"), ActorId(1)).unwrap_err();
         assert!(matches!(err, CausalityError::MalformedToken(ref m) if m.contains("maximum")));
     }
 
@@ -1455,10 +1325,7 @@ mod tests {
     #[test]
     fn token_format_is_pinned() {
         assert_eq!(VersionVector::new().to_token(), "AQA");
-        assert_eq!(
-            VersionVector::from_token("AQA").unwrap(),
-            VersionVector::new()
-        );
+        assert_eq!(VersionVector::from_token("AQA").unwrap(), VersionVector::new());
         let v = vv(&[(0x0102_0304_0506_0708, 3), (0xff, 1)]);
         let token = v.to_token();
         let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
@@ -1475,12 +1342,7 @@ mod tests {
     /// data would become unreadable).
     #[test]
     fn state_format_is_pinned() {
-        let s = write(
-            &ItemState::new(),
-            &VersionVector::new(),
-            Value::Tombstone,
-            1,
-        );
+        let s = write(&ItemState::new(), &VersionVector::new(), Value::Tombstone, 1);
         let s = write(&s, &VersionVector::new(), data("hi"), 0xff);
         let s = write(&s, &vv(&[(0xff, 1)]), data("hi"), 0xff);
         let expected: &[u8] = &[
@@ -1493,16 +1355,8 @@ mod tests {
         assert_eq!(s.encode(), expected);
         assert_eq!(ItemState::decode(expected).unwrap(), s);
         assert_eq!(ItemState::new().encode(), [1, 0, 0]);
-        let empty_value = write(
-            &ItemState::new(),
-            &VersionVector::new(),
-            Value::Data(vec![]),
-            1,
-        );
-        assert_eq!(
-            ItemState::decode(&empty_value.encode()).unwrap(),
-            empty_value
-        );
+        let empty_value = write(&ItemState::new(), &VersionVector::new(), Value::Data(vec![]), 1);
+        assert_eq!(ItemState::decode(&empty_value.encode()).unwrap(), empty_value);
         assert_eq!(empty_value.values(), [&[] as &[u8]]);
     }
 
@@ -1520,54 +1374,21 @@ mod tests {
             ("AQB".into(), "not URL-safe base64"), // non-zero trailing bits
             (b64(&[2, 0]), "unsupported format version 2"),
             (b64(&[1]), "truncated"),
-            (
-                b64(&[1, 1, 5, 0, 0]),
-                "truncated: version vector claims 1 entries",
-            ),
+            (b64(&[1, 1, 5, 0, 0]), "truncated: version vector claims 1 entries"),
             (b64(&[1, 0, 0]), "1 unexpected trailing bytes"),
-            (
-                b64(&[[1, 1].as_slice(), &one_entry(5, 0)].concat()),
-                "has counter 0",
-            ),
-            (
-                b64(&[[1, 2].as_slice(), &one_entry(5, 1), &one_entry(5, 2)].concat()),
-                "sorted and unique",
-            ),
-            (
-                b64(&[[1, 2].as_slice(), &one_entry(6, 1), &one_entry(5, 1)].concat()),
-                "sorted and unique",
-            ),
+            (b64(&[[1, 1].as_slice(), &one_entry(5, 0)].concat()), "has counter 0"),
+            (b64(&[[1, 2].as_slice(), &one_entry(5, 1), &one_entry(5, 2)].concat()), "sorted and unique"),
+            (b64(&[[1, 2].as_slice(), &one_entry(6, 1), &one_entry(5, 1)].concat()), "sorted and unique"),
             (b64(&[1, 0x80, 0]), "not minimally encoded"),
-            (
-                b64(&[
-                    [1, 1].as_slice(),
-                    &[5, 0, 0, 0, 0, 0, 0, 0],
-                    &[0xff; 9],
-                    &[2],
-                ]
-                .concat()),
-                "overflows",
-            ),
-            (
-                b64(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]),
-                "claims 4294967295 entries",
-            ),
+            (b64(&[[1, 1].as_slice(), &[5, 0, 0, 0, 0, 0, 0, 0], &[0xff; 9], &[2]].concat()), "overflows"),
+            (b64(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]), "claims 4294967295 entries"),
         ];
         for (token, expected) in cases {
             let err = VersionVector::from_token(&token).unwrap_err();
             let message = err.to_string();
-            assert!(
-                matches!(err, CausalityError::MalformedToken(_)),
-                "{token}: {message}"
-            );
-            assert!(
-                message.starts_with("malformed causality token: "),
-                "{message}"
-            );
-            assert!(
-                message.contains(expected),
-                "{token:?}: {message:?} lacks {expected:?}"
-            );
+            assert!(matches!(err, CausalityError::MalformedToken(_)), "{token}: {message}");
+            assert!(message.starts_with("malformed causality token: "), "{message}");
+            assert!(message.contains(expected), "{token:?}: {message:?} lacks {expected:?}");
         }
     }
 
@@ -1580,62 +1401,29 @@ mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (vec![], "truncated: input ends inside the format version"),
             (vec![9, 0, 0], "unsupported format version 9"),
-            (
-                vec![1, 0],
-                "truncated: input ends inside the sibling list length",
-            ),
+            (vec![1, 0], "truncated: input ends inside the sibling list length"),
             (vec![1, 0, 0, 0], "1 unexpected trailing bytes"),
             (vec![1, 0, 5], "sibling list claims 5 entries"),
-            (
-                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[0, 0]]),
-                "counters start at 1",
-            ),
-            (
-                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[3, 0]]),
-                "not covered by the context",
-            ),
-            (
-                cat(&[&[1], &ctx_1_2, &[1], &actor(2), &[1, 0]]),
-                "not covered by the context",
-            ),
-            (
-                cat(&[&[1], &ctx_1_2, &[2], &actor(1), &[2, 0], &actor(1), &[1, 0]]),
-                "sorted and unique",
-            ),
-            (
-                cat(&[&[1], &ctx_1_2, &[2], &actor(1), &[1, 0], &actor(1), &[1, 0]]),
-                "sorted and unique",
-            ),
-            (
-                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 7]]),
-                "unknown kind byte 7",
-            ),
-            (
-                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1, 5, b'a']]),
-                "value claims 5 bytes",
-            ),
+            (cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[0, 0]]), "counters start at 1"),
+            (cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[3, 0]]), "not covered by the context"),
+            (cat(&[&[1], &ctx_1_2, &[1], &actor(2), &[1, 0]]), "not covered by the context"),
+            (cat(&[&[1], &ctx_1_2, &[2], &actor(1), &[2, 0], &actor(1), &[1, 0]]), "sorted and unique"),
+            (cat(&[&[1], &ctx_1_2, &[2], &actor(1), &[1, 0], &actor(1), &[1, 0]]), "sorted and unique"),
+            (cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 7]]), "unknown kind byte 7"),
+            (cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1, 5, b'a']]), "value claims 5 bytes"),
             (
                 cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1], &[0xff; 9], &[1]]),
                 "value claims 18446744073709551615 bytes",
             ),
-            (
-                cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1, 0x81, 0]]),
-                "not minimally encoded",
-            ),
+            (cat(&[&[1], &ctx_1_2, &[1], &actor(1), &[1, 1, 0x81, 0]]), "not minimally encoded"),
             (cat(&[&[1, 1], &actor(1), &[0], &[0]]), "has counter 0"),
         ];
         for (bytes, expected) in cases {
             let err = ItemState::decode(&bytes).unwrap_err();
             let message = err.to_string();
-            assert!(
-                matches!(err, CausalityError::MalformedState(_)),
-                "{bytes:?}: {message}"
-            );
+            assert!(matches!(err, CausalityError::MalformedState(_)), "{bytes:?}: {message}");
             assert!(message.starts_with("malformed item state: "), "{message}");
-            assert!(
-                message.contains(expected),
-                "{bytes:?}: {message:?} lacks {expected:?}"
-            );
+            assert!(message.contains(expected), "{bytes:?}: {message:?} lacks {expected:?}");
         }
     }
 
@@ -1643,14 +1431,7 @@ mod tests {
     #[test]
     fn display_formats() {
         assert_eq!(ActorId(0xff).to_string(), "00000000000000ff");
-        assert_eq!(
-            Dot {
-                actor: ActorId(1),
-                counter: 2
-            }
-            .to_string(),
-            "0000000000000001:2"
-        );
+        assert_eq!(Dot { actor: ActorId(1), counter: 2 }.to_string(), "0000000000000001:2");
         assert_eq!(VersionVector::new().to_string(), "{}");
         assert_eq!(
             vv(&[(0x3f2a_9c01_d4e5_b6a7, 3), (0xff, 1)]).to_string(),
@@ -1662,12 +1443,7 @@ mod tests {
     #[test]
     fn varint_len_matches_encoding() {
         for shift in 0..64 {
-            for value in [
-                (1u64 << shift) - 1,
-                1u64 << shift,
-                (1u64 << shift) + 1,
-                u64::MAX,
-            ] {
+            for value in [(1u64 << shift) - 1, 1u64 << shift, (1u64 << shift) + 1, u64::MAX] {
                 let mut out = Vec::new();
                 write_varint(&mut out, value);
                 assert_eq!(out.len(), varint_len(value), "{value}");

@@ -5,18 +5,18 @@
 //! known-down verdict) in, and calls `tick(now_ms)` from its timer. The machine only decides.
 //!
 //! ```text
-//!   node shell                                   WriteCoordinator / ReadCoordinator
-//!   ──────────                                   ──────────────────────────────────
-//!   ring.preference_list(hash, n) ──► new(replicas, needed, deadline_ms)
-//!   replica known down ─────────────► skip(replica)                      ─┐
-//!   send request to the others                                            │ each event may
-//!   response / transport error ─────► on_response(replica, result)        ├─► decide, once:
-//!   timer fires ────────────────────► tick(now_ms)                       ─┘
-//!                                                                           Ok   when `needed` OK
-//!   decision() ◄───────────────────── Some(Ok | Err(QuorumError))             replies are in
-//!     └─► answer the client                                                 Err  when success is
-//!   is_finished()? stop listening                                              impossible, or at
-//!   repairs() (reads) ──► send merged state to stale replicas                  the deadline
+//!   node shell                                 coordinator (this module)
+//!   ──────────                                 ─────────────────────────
+//!   ring.preference_list(hash, n) ──────────►  new(replicas, needed, deadline_ms)
+//!   replica known down ─────────────────────►  skip(replica)                   ─┐ each event may
+//!   send the request to the others                                              │ take the
+//!   reply or transport error ───────────────►  on_response(replica, result)     │ decision, once:
+//!   timer fires ────────────────────────────►  tick(now_ms)                    ─┘
+//!                                                                                 Ok:  `needed` OK
+//!   answer the client  ◄────────────────────  decision() = Some(Ok | Err)             replies in
+//!   stop listening     ◄────────────────────  is_finished()                       Err: success is
+//!   read repair        ◄────────────────────  repairs()  (reads only)                  impossible,
+//!                                                                                  or deadline hit
 //! ```
 //!
 //! The decision is sticky: the client gets one answer, as early as it is certain. Responses that
@@ -111,9 +111,11 @@ impl fmt::Display for QuorumError {
     /// `quorum not reached: needed 3 acks, got 2 (n4: timeout)` for writes,
     /// `quorum not reached: needed 2 replies, got 1 (n2: timeout, n3: error: disk full)` for reads.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.op {
-            Op::Write => "acks",
-            Op::Read => "replies",
+        let unit = match (self.op, self.needed) {
+            (Op::Write, 1) => "ack",
+            (Op::Write, _) => "acks",
+            (Op::Read, 1) => "reply",
+            (Op::Read, _) => "replies",
         };
         write!(f, "quorum not reached: needed {} {unit}, got {}", self.needed, self.got)?;
         let mut failed = self.outcomes.iter().filter(|(_, outcome)| *outcome != Outcome::Ok);
@@ -210,7 +212,12 @@ impl Tally {
     }
 
     fn error(&self, op: Op) -> QuorumError {
-        QuorumError { op, needed: self.needed, got: self.count(&Outcome::Ok), outcomes: self.outcomes.clone() }
+        QuorumError {
+            op,
+            needed: self.needed,
+            got: self.count(&Outcome::Ok),
+            outcomes: self.outcomes.clone(),
+        }
     }
 
     fn is_finished(&self) -> bool {
@@ -307,7 +314,12 @@ impl<S: Mergeable> ReadCoordinator<S> {
     /// the replicas are distinct.
     pub fn new(replicas: Vec<String>, needed: usize, deadline_ms: u64) -> Self {
         let states = vec![None; replicas.len()];
-        ReadCoordinator { tally: Tally::new(replicas, needed, deadline_ms), states, merged: None, decision: None }
+        ReadCoordinator {
+            tally: Tally::new(replicas, needed, deadline_ms),
+            states,
+            merged: None,
+            decision: None,
+        }
     }
 
     /// Marks a replica known to be down: the read is not sent to it. Fails the read at once if
@@ -398,8 +410,16 @@ impl<S: Mergeable> ReadCoordinator<S> {
     }
 }
 
-// `impl Mergeable for crate::causality::ItemState` belongs here once causality.rs exports
-// `ItemState::merge` and `ItemState::descends`; see the module that defines them.
+/// Item states are what reads merge in production. `ItemState::merge` is the join and
+/// `ItemState::descends` its order; causality.rs states and property-tests the laws.
+impl Mergeable for crate::causality::ItemState {
+    fn merge_from(&mut self, other: &Self) {
+        self.merge(other);
+    }
+    fn descends(&self, other: &Self) -> bool {
+        crate::causality::ItemState::descends(self, other)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -452,7 +472,8 @@ mod tests {
         let err = w.decision().unwrap().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "quorum not reached: needed 2 acks, got 0 (n1: error: disk full, n2: error: io error, n3: no reply)"
+            "quorum not reached: needed 2 acks, got 0 \
+             (n1: error: disk full, n2: error: io error, n3: no reply)"
         );
         assert!(!w.is_finished(), "n3 may still answer");
     }
@@ -466,7 +487,7 @@ mod tests {
         w.on_response("n1", Err("a".into()));
         assert_eq!(
             w.decision().unwrap().unwrap_err().to_string(),
-            "quorum not reached: needed 1 acks, got 0 (n1: error: a, n2: error: b)"
+            "quorum not reached: needed 1 ack, got 0 (n1: error: a, n2: error: b)"
         );
         assert!(w.is_finished());
     }
@@ -480,7 +501,10 @@ mod tests {
         w.tick(99);
         assert_eq!(w.decision(), None);
         w.tick(100);
-        assert_eq!(w.decision().unwrap().unwrap_err().to_string(), "quorum not reached: needed 3 acks, got 2 (n4: timeout)");
+        assert_eq!(
+            w.decision().unwrap().unwrap_err().to_string(),
+            "quorum not reached: needed 3 acks, got 2 (n4: timeout)"
+        );
         assert!(w.is_finished());
     }
 
@@ -567,7 +591,10 @@ mod tests {
         assert_eq!(r.decision(), Some(Ok(set(&[1, 2]))), "sticky");
         assert_eq!(r.merged(), Some(&set(&[1, 2, 3])));
         let all = set(&[1, 2, 3]);
-        assert_eq!(r.repairs(), vec![("n1".into(), all.clone()), ("n2".into(), all.clone()), ("n3".into(), all)]);
+        assert_eq!(
+            r.repairs(),
+            vec![("n1".into(), all.clone()), ("n2".into(), all.clone()), ("n3".into(), all)]
+        );
     }
 
     /// Proves replicas that errored or were skipped are not read-repaired, and a replica already
@@ -608,6 +635,25 @@ mod tests {
         WriteCoordinator::new(names(&["n1", "n1"]), 1, 10);
     }
 
+    /// Proves the production state type plugs in: a read over `ItemState` replicas holding
+    /// concurrent writes answers with both siblings and repairs exactly the replicas lacking one.
+    #[test]
+    fn read_over_item_states() {
+        use crate::causality::{ActorId, ItemState, Value, VersionVector};
+        let blind = VersionVector::new();
+        let a = ItemState::new().update(&blind, Value::Data(b"a".to_vec()), ActorId(1)).unwrap();
+        let b = ItemState::new().update(&blind, Value::Data(b"b".to_vec()), ActorId(2)).unwrap();
+        let both = ItemState::merged(&a, &b);
+        let mut r = ReadCoordinator::new(names(&["n1", "n2", "n3"]), 2, 100);
+        r.on_response("n1", Ok(a));
+        r.on_response("n2", Ok(b));
+        assert_eq!(r.decision(), Some(Ok(both.clone())));
+        assert_eq!(both.siblings().len(), 2, "concurrent writes are both kept");
+        r.on_response("n3", Ok(both.clone()));
+        let repaired: Vec<String> = r.repairs().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(repaired, names(&["n1", "n2"]));
+    }
+
     /// One event fed to a coordinator in the model-based tests below.
     #[derive(Clone, Debug)]
     enum Event {
@@ -628,8 +674,7 @@ mod tests {
     }
 
     fn scenario() -> impl Strategy<Value = (usize, usize, Vec<Event>)> {
-        (1usize..=REPLICATION_FACTOR_MAX)
-            .prop_flat_map(|len| (Just(len), 1..=len, events(len)))
+        (1usize..=REPLICATION_FACTOR_MAX).prop_flat_map(|len| (Just(len), 1..=len, events(len)))
     }
 
     proptest! {
@@ -680,7 +725,9 @@ mod tests {
             for event in events {
                 match event {
                     Event::Ok(i, v) => {
-                        let pending_or_timeout = r.outcomes().get(i).is_some_and(|(_, o)| matches!(o, Outcome::Pending | Outcome::Timeout));
+                        let awaited =
+                            |(_, o): &(String, Outcome)| matches!(o, Outcome::Pending | Outcome::Timeout);
+                        let pending_or_timeout = r.outcomes().get(i).is_some_and(awaited);
                         if pending_or_timeout {
                             accepted[i] = Some(set(&[v, 10 + i as u32]));
                         }

@@ -22,9 +22,7 @@ pub enum KeyError {
 pub fn validate_table(table: &str) -> Result<(), KeyError> {
     let ok = !table.is_empty()
         && table.len() <= TABLE_NAME_BYTES_MAX
-        && table
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
     if ok {
         Ok(())
     } else {

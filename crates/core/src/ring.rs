@@ -7,16 +7,16 @@
 //! land in as many distinct zones as possible:
 //!
 //! ```text
-//!            hash(key)
-//!               │            tokens clockwise from hash(key):
-//!               ▼              t7:a(z1)  t8:b(z1)  t9:c(z2)  t10:a(z1)  t11:d(z3) ...
-//!        ╭── ─ ─●─ ─ ──╮                 │         │         │           │
-//!      t11             t7      zone-aware take 1st  skip      take 2nd    take 3rd
-//!      │     2^64 ring  │      (z1 is new)  (z1 used) (z2 new)  (seen)  (z3 new)
-//!      t10             t8
-//!        ╰── ─ ─ ─ ─ ──╯       preference_list(hash, 3) = [a, c, d]   primary = a
-//!             t9               preference_list(hash, 4) = [a, c, d, b]  (skipped b fills in
-//!                                                                     once every zone is used)
+//!   hash(key)
+//!     │   walk clockwise from hash(key), one token at a time
+//!     ▼
+//!   ──┼─●───────────●───────────●───────────●───────────●─────────────►  (wraps from 2^64 to 0)
+//!       t7:a(z1)    t8:b(z1)    t9:c(z2)    t10:a(z1)   t11:d(z3)
+//!       take        skip        take        -           take
+//!       z1 is new   z1 used     z2 is new   a seen      z3 is new
+//!
+//!   preference_list(hash, 3) = [a, c, d]      primary(hash) = a, the owner of t7
+//!   preference_list(hash, 4) = [a, c, d, b]   every zone is used, so skipped b fills slot 4
 //! ```
 //!
 //! The rule, for `n` replicas: walk clockwise over distinct members; take a member only if its
@@ -289,14 +289,11 @@ impl Ring {
     /// Length of the arc closed by `tokens[token]`, in hash units. Computed in u128 so that a
     /// ring with a single token owns exactly 2^64 and the arcs always sum to exactly 2^64.
     fn arc_len(&self, token: usize) -> u128 {
-        let (Some(&end), Some(&last)) = (self.tokens.get(token), self.tokens.last()) else {
-            return 0;
-        };
-        let previous = if token == 0 { last } else { self.tokens.get(token - 1).copied().unwrap_or(last) };
-        if token == 0 {
-            u128::from(end) + (1u128 << 64) - u128::from(previous)
-        } else {
-            u128::from(end) - u128::from(previous)
+        let position = |i: usize| self.tokens.get(i).copied().map_or(0, u128::from);
+        match token.checked_sub(1) {
+            Some(previous) => position(token) - position(previous),
+            // The first arc wraps: it starts at the last token, one full turn (2^64) back.
+            None => position(0) + (1u128 << 64) - position(self.tokens.len().saturating_sub(1)),
         }
     }
 }
@@ -369,7 +366,9 @@ impl Walker {
         let tokens_len = ring.owners.len();
         // Bounded by one full turn of the ring: by then every member has been seen.
         for step in 0..tokens_len {
-            if self.chosen.len() == len || (zones_used == ring.zones_len && self.chosen.len() + self.skipped.len() >= len) {
+            if self.chosen.len() == len
+                || (zones_used == ring.zones_len && self.chosen.len() + self.skipped.len() >= len)
+            {
                 break;
             }
             let Some(&member) = ring.owners.get((start + step) % tokens_len) else { break };
@@ -484,7 +483,8 @@ mod tests {
         /// same preference lists (compared by id) and the same ownership per id.
         #[test]
         fn member_order_does_not_matter(
-            (members, shuffled) in member_lists().prop_flat_map(|m| (Just(m.clone()), Just(m).prop_shuffle())),
+            (members, shuffled) in
+                member_lists().prop_flat_map(|m| (Just(m.clone()), Just(m).prop_shuffle())),
             n in 1usize..=9,
             hashes in prop::collection::vec(any::<u64>(), 8),
         ) {
@@ -497,7 +497,8 @@ mod tests {
                 prop_assert_eq!(ids(&a, a.preference_list(hash, n)), ids(&b, b.preference_list(hash, n)));
             }
             let by_id = |ring: &Ring| -> Vec<(String, f64)> {
-                let mut v: Vec<_> = ring.members().iter().map(|m| m.id.clone()).zip(ring.ownership()).collect();
+                let ids = ring.members().iter().map(|m| m.id.clone());
+                let mut v: Vec<_> = ids.zip(ring.ownership()).collect();
                 v.sort_by(|x, y| x.0.cmp(&y.0));
                 v
             };
@@ -636,7 +637,8 @@ mod tests {
             let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
             let over = ratios.iter().filter(|&&r| r > 1.25).count();
             println!(
-                "vnodes {vnodes:5}: mean {mean:.3} p99 {:.3} p99.99 {:.3} worst {:.3} over-1.25 {over}/{samples} build {build_ms:.3} ms",
+                "vnodes {vnodes:5}: mean {mean:.3} p99 {:.3} p99.99 {:.3} worst {:.3} \
+                 over-1.25 {over}/{samples} build {build_ms:.3} ms",
                 q(0.99),
                 q(0.9999),
                 q(1.0)
@@ -652,7 +654,9 @@ mod tests {
             let load = ring.replica_ownership(3);
             let max = load.iter().copied().fold(0.0, f64::max);
             let fair = 3.0 / members_len as f64;
-            println!("{members_len} members in {zones} zones: build {build_ms:.1} ms, max replica load {:.3} x fair", max / fair);
+            let ratio = max / fair;
+            println!("{members_len} members in {zones} zones: build {build_ms:.1} ms");
+            println!("  max replica load (n = 3) {ratio:.3} x fair");
         }
     }
 }

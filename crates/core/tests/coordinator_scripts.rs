@@ -96,6 +96,9 @@ fn render_decision(decision: Result<String, QuorumError>) -> String {
 #[derive(Default)]
 struct Runner {
     request: Option<Request>,
+    /// Set for blocks of several commands: each command's output is then printed under the
+    /// command itself, so it is clear which event caused what.
+    echo: bool,
 }
 
 impl Runner {
@@ -104,7 +107,11 @@ impl Runner {
     }
 
     /// Applies one event and prints what it changed.
-    fn event(&mut self, replica: Option<&str>, apply: impl FnOnce(&mut Request)) -> Result<String, Box<dyn Error>> {
+    fn event(
+        &mut self,
+        replica: Option<&str>,
+        apply: impl FnOnce(&mut Request),
+    ) -> Result<String, Box<dyn Error>> {
         let request = self.request()?;
         let before = request.observe();
         apply(request);
@@ -146,7 +153,9 @@ impl Runner {
             Request::Write { needed, deadline_ms, .. } => {
                 writeln!(out, "write w={needed} deadline={deadline_ms}")?
             }
-            Request::Read { needed, deadline_ms, .. } => writeln!(out, "read r={needed} deadline={deadline_ms}")?,
+            Request::Read { needed, deadline_ms, .. } => {
+                writeln!(out, "read r={needed} deadline={deadline_ms}")?
+            }
         }
         for (name, outcome) in &observed.outcomes {
             writeln!(out, "{name}: {outcome}")?;
@@ -175,17 +184,35 @@ impl goldenscript::Runner for Runner {
         let output = match command.name.as_str() {
             "write" | "read" => {
                 // Goldenscript's unquoted strings cannot hold commas, so lists are positional.
-                let replicas: Vec<String> = std::iter::from_fn(|| args.next_pos()).map(str::to_owned).collect();
+                let replicas: Vec<String> =
+                    std::iter::from_fn(|| args.next_pos()).map(str::to_owned).collect();
                 let needed_key = if command.name == "write" { "w" } else { "r" };
                 let needed: usize = args.take_key(needed_key).ok_or("w= or r= not given")?.parse()?;
                 let deadline_ms: u64 = args.take_key("deadline").ok_or("deadline= not given")?.parse()?;
                 let request = if command.name == "write" {
-                    Request::Write { needed, deadline_ms, coordinator: WriteCoordinator::new(replicas, needed, deadline_ms) }
+                    Request::Write {
+                        needed,
+                        deadline_ms,
+                        coordinator: WriteCoordinator::new(replicas, needed, deadline_ms),
+                    }
                 } else {
-                    Request::Read { needed, deadline_ms, coordinator: ReadCoordinator::new(replicas, needed, deadline_ms) }
+                    Request::Read {
+                        needed,
+                        deadline_ms,
+                        coordinator: ReadCoordinator::new(replicas, needed, deadline_ms),
+                    }
                 };
                 self.request = Some(request);
-                String::new()
+                format!(
+                    "waiting for {}\n",
+                    self.request()?
+                        .observe()
+                        .outcomes
+                        .iter()
+                        .map(|(r, _)| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
             "ack" => {
                 let replica = args.next_pos().ok_or("replica not given")?;
@@ -197,7 +224,8 @@ impl goldenscript::Runner for Runner {
             }
             "reply" => {
                 let replica = args.next_pos().ok_or("replica not given")?;
-                let value = Set(std::iter::from_fn(|| args.next_pos()).map(str::parse).collect::<Result<_, _>>()?);
+                let value =
+                    Set(std::iter::from_fn(|| args.next_pos()).map(str::parse).collect::<Result<_, _>>()?);
                 args.reject_next()?;
                 self.event(Some(replica), |request| match request {
                     Request::Read { coordinator, .. } => coordinator.on_response(replica, Ok(value)),
@@ -235,7 +263,19 @@ impl goldenscript::Runner for Runner {
             }
             name => return Err(format!("unknown command {name}").into()),
         };
-        Ok(output)
+        if !self.echo {
+            return Ok(output);
+        }
+        let mut echoed = format!("{command}\n");
+        for line in output.lines() {
+            writeln!(echoed, "  {line}")?;
+        }
+        Ok(echoed)
+    }
+
+    fn start_block(&mut self, block: &goldenscript::Block) -> Result<String, Box<dyn Error>> {
+        self.echo = block.commands.len() > 1;
+        Ok(String::new())
     }
 }
 

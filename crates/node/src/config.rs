@@ -134,10 +134,8 @@ impl NodeConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
             }
             None => toml::Table::new(),
         };
@@ -175,8 +173,8 @@ impl NodeConfig {
         }
         if let Some(spec) = o.members {
             let members = parse_members(&spec)?;
-            let arr = toml::Value::try_from(members)
-                .map_err(|e| ConfigError::Invalid(format!("members: {e}")))?;
+            let arr =
+                toml::Value::try_from(members).map_err(|e| ConfigError::Invalid(format!("members: {e}")))?;
             set(&mut value, "members", arr);
         }
         let where_ = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("<flags>"));

@@ -82,7 +82,9 @@ impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::PartitionKeyLength { got, .. } if got == 0 => ApiError::BadRequest(e.to_string()),
-            KeyError::PartitionKeyLength { .. } | KeyError::SortKeyLength { .. } => ApiError::KeyTooLarge(e.to_string()),
+            KeyError::PartitionKeyLength { .. } | KeyError::SortKeyLength { .. } => {
+                ApiError::KeyTooLarge(e.to_string())
+            }
             other => ApiError::BadRequest(other.to_string()),
         }
     }

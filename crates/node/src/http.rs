@@ -15,7 +15,9 @@ use axum::{Json, Router};
 use quorumdb_core::causality::{ItemState, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
-use quorumdb_core::limits::{CONTEXT_TOKEN_CHARS_MAX, SCAN_PAGE_LEN_DEFAULT, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX};
+use quorumdb_core::limits::{
+    CONTEXT_TOKEN_CHARS_MAX, SCAN_PAGE_LEN_DEFAULT, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX,
+};
 use serde_json::{json, Value as Json_};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -55,7 +57,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Quorum(d) = &self {
             error["needed"] = json!(d.needed);
             error["answered"] = json!(d.got);
-            error["replicas"] = d.outcomes.iter().map(|(node, outcome)| json!({"node": node, "outcome": outcome})).collect();
+            error["replicas"] =
+                d.outcomes.iter().map(|(node, outcome)| json!({"node": node, "outcome": outcome})).collect();
         }
         (status, Json(json!({ "error": error }))).into_response()
     }
@@ -137,7 +140,8 @@ fn finish(op: &'static str, lvl: &str, started: Instant, result: Result<Response
         Ok(_) => "ok",
         Err(e) => e.code(),
     };
-    metrics::counter!("quorumdb_requests_total", "op" => op, "level" => lvl.to_owned(), "outcome" => outcome).increment(1);
+    metrics::counter!("quorumdb_requests_total", "op" => op, "level" => lvl.to_owned(), "outcome" => outcome)
+        .increment(1);
     metrics::histogram!("quorumdb_request_duration_seconds", "op" => op, "level" => lvl.to_owned())
         .record(started.elapsed().as_secs_f64());
     match result {
@@ -147,7 +151,12 @@ fn finish(op: &'static str, lvl: &str, started: Instant, result: Result<Response
 }
 
 fn level_label(p: &Result<Params, ApiError>, name: &str) -> String {
-    p.as_ref().ok().and_then(|p| p.get(name)).map(|s| s.to_ascii_lowercase()).filter(|s| s.len() <= 8).unwrap_or_else(|| "quorum".into())
+    p.as_ref()
+        .ok()
+        .and_then(|p| p.get(name))
+        .map(|s| s.to_ascii_lowercase())
+        .filter(|s| s.len() <= 8)
+        .unwrap_or_else(|| "quorum".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,7 +178,8 @@ async fn get_item(
         let body = json!({"values": values_json(&state), "context": state.context().to_token()});
         if state.is_deleted() {
             let mut body = body;
-            body["error"] = json!({"code": "not_found", "message": format!("key {key:?} not found in table {table:?}")});
+            body["error"] =
+                json!({"code": "not_found", "message": format!("key {key:?} not found in table {table:?}")});
             return Ok((StatusCode::NOT_FOUND, Json(body)).into_response());
         }
         Ok((StatusCode::OK, Json(body)).into_response())
@@ -196,11 +206,16 @@ async fn put_item(
             }
             _ => ApiError::BadRequest(format!("cannot read body: {}", e.body_text())),
         })?;
-        let doc: Json_ = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("body must be JSON like {{\"value\": \"...\", \"context\": \"...\"}}: {e}")))?;
+        let doc: Json_ = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "body must be JSON like {{\"value\": \"...\", \"context\": \"...\"}}: {e}"
+            ))
+        })?;
         let obj = doc.as_object().ok_or_else(|| ApiError::BadRequest("body must be a JSON object".into()))?;
         if let Some(bad) = obj.keys().find(|k| *k != "value" && *k != "context") {
-            return Err(ApiError::BadRequest(format!("unknown body field {bad:?}; expected \"value\" and optional \"context\"")));
+            return Err(ApiError::BadRequest(format!(
+                "unknown body field {bad:?}; expected \"value\" and optional \"context\""
+            )));
         }
         let value = obj
             .get("value")
@@ -209,10 +224,15 @@ async fn put_item(
         let ctx = match obj.get("context") {
             None | Some(Json_::Null) => VersionVector::new(),
             Some(Json_::String(t)) => context(Some(t))?,
-            Some(_) => return Err(ApiError::BadRequest("body field \"context\" must be a string or null".into())),
+            Some(_) => {
+                return Err(ApiError::BadRequest("body field \"context\" must be a string or null".into()))
+            }
         };
         let item = item_key(&table, &key, &p)?;
-        let state = s.node.write(item, Some(value.as_bytes().to_vec()), ctx, level(&p, "w")?, timeout(&s.node, &p)?).await?;
+        let state = s
+            .node
+            .write(item, Some(value.as_bytes().to_vec()), ctx, level(&p, "w")?, timeout(&s.node, &p)?)
+            .await?;
         Ok((StatusCode::OK, Json(json!({"context": state.context().to_token()}))).into_response())
     }
     .await;
@@ -328,7 +348,8 @@ async fn get_faults(State(s): State<AppState>) -> Response {
 async fn put_faults(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let result = (|| {
         let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        let rules: FaultRules = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid fault rules: {e}")))?;
+        let rules: FaultRules = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid fault rules: {e}")))?;
         if !(0.0..=1.0).contains(&rules.drop_probability) {
             return Err(ApiError::BadRequest("drop_probability must be within [0, 1]".into()));
         }

@@ -43,7 +43,10 @@ pub fn metrics_handle() -> Result<PrometheusHandle, NodeError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
         .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full("quorumdb_fsync_batch_writes".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+            b.set_buckets_for_metric(
+                Matcher::Full("quorumdb_fsync_batch_writes".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            )
         })
         .map_err(|e| NodeError::Setup(e.to_string()))?
         .install_recorder()
@@ -52,7 +55,10 @@ pub fn metrics_handle() -> Result<PrometheusHandle, NodeError> {
 }
 
 /// Runs one node until `shutdown` resolves.
-pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     let metrics = metrics_handle()?;
     let storage = storage::Storage::open(&config.data_dir, config.durability)?;
     let peer_listener = tokio::net::TcpListener::bind(&config.peer_listen)

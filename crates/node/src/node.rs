@@ -25,7 +25,7 @@ use crate::transport::{FaultLayer, PeerClient, TransportError};
 use crate::wire::{Request, Response, WireKey};
 use quorumdb_core::causality::{ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
-use quorumdb_core::coordinator::{Mergeable, ReadCoordinator, WriteCoordinator};
+use quorumdb_core::coordinator::{Mergeable, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::limits::VALUE_BYTES_MAX;
 use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
@@ -128,7 +128,12 @@ impl Node {
             h.failing_since_ms.store(0, Ordering::Release);
         } else {
             // Keep the first failure time; `max(1)` because 0 means healthy.
-            let _ = h.failing_since_ms.compare_exchange(0, self.now_ms().max(1), Ordering::AcqRel, Ordering::Acquire);
+            let _ = h.failing_since_ms.compare_exchange(
+                0,
+                self.now_ms().max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -150,7 +155,11 @@ impl Node {
                 tokio::spawn(async move {
                     let ok = matches!(node.send(idx, Request::Ping, interval).await, Ok(Response::Pong));
                     node.record(idx, ok);
-                    metrics::gauge!("quorumdb_peer_up", "peer" => node.name(idx)).set(if node.is_up(idx) { 1.0 } else { 0.0 });
+                    metrics::gauge!("quorumdb_peer_up", "peer" => node.name(idx)).set(if node.is_up(idx) {
+                        1.0
+                    } else {
+                        0.0
+                    });
                 });
             }
             tokio::time::sleep(interval).await;
@@ -193,7 +202,12 @@ impl Node {
 
     /// Applies a client write to the local replica under a new dot and returns the new state
     /// (inserted but not yet durable).
-    fn apply_local_write(&self, key: &ItemKey, value: Value, ctx: &VersionVector) -> Result<ItemState, ApiError> {
+    fn apply_local_write(
+        &self,
+        key: &ItemKey,
+        value: Value,
+        ctx: &VersionVector,
+    ) -> Result<ItemState, ApiError> {
         let _g = self.lock(key);
         let local = self.storage.get(key)?.unwrap_or_default();
         let new = local.update(ctx, value, self.storage.actor())?;
@@ -308,7 +322,8 @@ impl Node {
             let name = self.name(idx);
             if idx != self.me && !self.is_up(idx) {
                 coord.skip(&name);
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => "down").increment(1);
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => "down")
+                    .increment(1);
                 continue;
             }
             let node = self.clone();
@@ -332,14 +347,19 @@ impl Node {
                     Err(m) if m == "timeout" => "timeout",
                     Err(_) => "error",
                 };
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => outcome).increment(1);
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => outcome)
+                    .increment(1);
                 let _ = tx.send((name, result)).await;
             });
         }
         drop(tx);
         loop {
-            if let Some(decision) = coord.decision() {
-                return decision.map(|()| new).map_err(ApiError::from);
+            match coord.decision() {
+                Some(Ok(())) => return Ok(new),
+                // A failure is reported once every replica answered (or the deadline passed), so
+                // the error tells the client how many replicas really hold the write.
+                Some(Err(e)) if coord.is_finished() => return Err(final_error(e, coord.outcomes()).into()),
+                _ => {}
             }
             let wait = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
             match tokio::time::timeout(wait, rx.recv()).await {
@@ -354,7 +374,12 @@ impl Node {
     // Reads
 
     /// Reads one item at consistency `r`, merging the replicas' sibling sets.
-    pub async fn read(self: &Arc<Self>, key: ItemKey, r: Level, timeout: Duration) -> Result<ItemState, ApiError> {
+    pub async fn read(
+        self: &Arc<Self>,
+        key: ItemKey,
+        r: Level,
+        timeout: Duration,
+    ) -> Result<ItemState, ApiError> {
         let n = self.replication_factor(&key.table);
         let r = r.resolve("r", n)?;
         let pref = self.preference(&key);
@@ -366,7 +391,8 @@ impl Node {
             let name = self.name(idx);
             if idx != self.me && !self.is_up(idx) {
                 coord.skip(&name);
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => "down").increment(1);
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => "down")
+                    .increment(1);
                 continue;
             }
             let node = self.clone();
@@ -388,7 +414,8 @@ impl Node {
                     Err(m) if m == "timeout" => "timeout",
                     Err(_) => "error",
                 };
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => outcome).increment(1);
+                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => outcome)
+                    .increment(1);
                 let _ = tx.send((name, result)).await;
             });
         }
@@ -400,10 +427,20 @@ impl Node {
         tokio::spawn(async move {
             let mut answer_tx = Some(answer_tx);
             loop {
-                if let (Some(decision), Some(_)) = (coord.decision(), answer_tx.as_ref()) {
-                    if let Some(tx) = answer_tx.take() {
-                        let _ = tx.send(decision);
+                // Answer at success; report a failure only once every replica answered or the
+                // deadline passed, so the error names the final outcome of each replica.
+                match coord.decision() {
+                    Some(Ok(state)) => {
+                        if let Some(tx) = answer_tx.take() {
+                            let _ = tx.send(Ok(state));
+                        }
                     }
+                    Some(Err(e)) if coord.is_finished() => {
+                        if let Some(tx) = answer_tx.take() {
+                            let _ = tx.send(Err(final_error(e, coord.outcomes())));
+                        }
+                    }
+                    _ => {}
                 }
                 if coord.is_finished() {
                     break;
@@ -436,7 +473,9 @@ impl Node {
             if idx == node.me {
                 let _ = node.merge_local(&key, &state).await;
             } else {
-                let _ = node.send(idx, Request::Replicate { key: to_wire(&key), state: state.encode() }, timeout).await;
+                let _ = node
+                    .send(idx, Request::Replicate { key: to_wire(&key), state: state.encode() }, timeout)
+                    .await;
             }
         });
     }
@@ -495,7 +534,8 @@ impl Node {
             }
             let node = self.clone();
             let tx = tx.clone();
-            let (table, partition, from, to) = (table.to_owned(), partition.to_vec(), from.clone(), to.clone());
+            let (table, partition, from, to) =
+                (table.to_owned(), partition.to_vec(), from.clone(), to.clone());
             tokio::spawn(async move {
                 let result = if idx == node.me {
                     node.storage
@@ -567,7 +607,8 @@ impl Node {
             }
             Request::Scan { table, partition, from, to, limit, reverse } => {
                 let limit = (limit as usize).min(quorumdb_core::limits::SCAN_PAGE_LEN_MAX);
-                let page = self.storage.scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)?;
+                let page =
+                    self.storage.scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)?;
                 Ok(Response::Page {
                     items: page.items.into_iter().map(|(k, s)| (k, s.encode())).collect(),
                     exhausted: page.exhausted,
@@ -590,6 +631,14 @@ impl Node {
             }
         }
     }
+}
+
+/// Rebuilds a quorum error from the replicas' final outcomes (the decision-time error may
+/// still list replicas that answered later).
+fn final_error(mut e: QuorumError, outcomes: &[(String, Outcome)]) -> QuorumError {
+    e.got = outcomes.iter().filter(|(_, o)| *o == Outcome::Ok).count();
+    e.outcomes = outcomes.to_vec();
+    e
 }
 
 fn xxhash_stripe(bytes: &[u8]) -> u64 {
@@ -638,7 +687,12 @@ impl ScanMerge {
 
     fn into_result(self, limit: usize) -> ScanResult {
         let within: Vec<(Vec<u8>, ItemState)> = {
-            let mut v: Vec<_> = self.items.iter().filter(|(k, _)| self.within(k)).map(|(k, s)| (k.clone(), s.clone())).collect();
+            let mut v: Vec<_> = self
+                .items
+                .iter()
+                .filter(|(k, _)| self.within(k))
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect();
             if self.reverse {
                 v.reverse();
             }
@@ -694,7 +748,9 @@ fn encode_cursor(reverse: bool, last: &[u8]) -> String {
 
 fn decode_cursor(cursor: &str) -> Result<(bool, Vec<u8>), ApiError> {
     use base64::Engine;
-    let bad = || ApiError::BadRequest("malformed scan cursor: pass back the `next` value of the previous page".into());
+    let bad = || {
+        ApiError::BadRequest("malformed scan cursor: pass back the `next` value of the previous page".into())
+    };
     if cursor.len() > 4 * quorumdb_core::limits::SORT_KEY_BYTES_MAX {
         return Err(bad());
     }

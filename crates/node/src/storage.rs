@@ -129,9 +129,7 @@ impl Storage {
     pub fn get(&self, key: &ItemKey) -> Result<Option<ItemState>, StorageError> {
         match self.data.get(key.storage_key())? {
             None => Ok(None),
-            Some(raw) => ItemState::decode(&raw)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt(e.to_string())),
+            Some(raw) => ItemState::decode(&raw).map(Some).map_err(|e| StorageError::Corrupt(e.to_string())),
         }
     }
 
@@ -223,12 +221,7 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 type Waiter = oneshot::Sender<Result<(), StorageError>>;
 
 /// The group-commit thread: one fsync per batch of concurrent writers.
-fn group_commit_loop(
-    db: Database,
-    mode: PersistMode,
-    rx: mpsc::Receiver<Waiter>,
-    poisoned: Arc<AtomicBool>,
-) {
+fn group_commit_loop(db: Database, mode: PersistMode, rx: mpsc::Receiver<Waiter>, poisoned: Arc<AtomicBool>) {
     let mut batch: Vec<Waiter> = Vec::new();
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -277,7 +270,8 @@ mod tests {
         {
             let s = Storage::open(&d, Durability::Fsync).unwrap();
             actor = s.actor();
-            let st = ItemState::new().update(&VersionVector::new(), Value::Data(b"v".to_vec()), actor).unwrap();
+            let st =
+                ItemState::new().update(&VersionVector::new(), Value::Data(b"v".to_vec()), actor).unwrap();
             s.put(&key, &st).unwrap();
             s.sync().await.unwrap();
         }
@@ -292,13 +286,15 @@ mod tests {
     async fn scan_bounds() {
         let d = dir("scan");
         let s = Storage::open(&d, Durability::Buffered).unwrap();
-        let st = ItemState::new().update(&VersionVector::new(), Value::Data(b"v".to_vec()), s.actor()).unwrap();
+        let st =
+            ItemState::new().update(&VersionVector::new(), Value::Data(b"v".to_vec()), s.actor()).unwrap();
         for sk in ["a", "b", "c", "d"] {
             s.put(&ItemKey::new("t", b"p", sk.as_bytes()).unwrap(), &st).unwrap();
         }
         s.put(&ItemKey::new("t", b"p2", b"a").unwrap(), &st).unwrap();
         s.put(&ItemKey::new("t", b"o", b"z").unwrap(), &st).unwrap();
-        let keys = |p: ScanPage| p.items.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
+        let keys =
+            |p: ScanPage| p.items.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
         assert_eq!(keys(s.scan("t", b"p", None, None, 10, false).unwrap()), ["a", "b", "c", "d"]);
         assert_eq!(keys(s.scan("t", b"p", Some(b"b"), Some(b"d"), 10, false).unwrap()), ["b", "c"]);
         assert_eq!(keys(s.scan("t", b"p", None, None, 2, true).unwrap()), ["d", "c"]);

@@ -89,7 +89,9 @@ impl FaultLayer {
 
     pub fn on_send(&self, peer: &str) -> FaultAction {
         let Ok(r) = self.rules.read() else { return FaultAction::Deliver };
-        if r.block_send_to.contains(peer) || (r.drop_probability > 0.0 && rand::random::<f64>() < r.drop_probability) {
+        if r.block_send_to.contains(peer)
+            || (r.drop_probability > 0.0 && rand::random::<f64>() < r.drop_probability)
+        {
             return FaultAction::Drop;
         }
         if r.delay_ms > 0 || r.delay_jitter_ms > 0 {
@@ -180,7 +182,13 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    pub fn new(my_id: String, peer_id: String, addr: String, inflight_max: usize, faults: Arc<FaultLayer>) -> Self {
+    pub fn new(
+        my_id: String,
+        peer_id: String,
+        addr: String,
+        inflight_max: usize,
+        faults: Arc<FaultLayer>,
+    ) -> Self {
         PeerClient {
             my_id,
             peer_id,
@@ -203,10 +211,11 @@ impl PeerClient {
                 return Ok(c.clone());
             }
         }
-        let stream = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| TransportError::Connect(format!("connect to {} timed out", self.addr)))?
-            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let stream =
+            tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), TcpStream::connect(&self.addr))
+                .await
+                .map_err(|_| TransportError::Connect(format!("connect to {} timed out", self.addr)))?
+                .map_err(|e| TransportError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let hello = Hello { protocol_version: PROTOCOL_VERSION, node_id: self.my_id.clone() };
@@ -218,7 +227,8 @@ impl PeerClient {
             .await
             .map_err(|_| TransportError::Connect("handshake timed out".into()))?
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        let reply: Hello = postcard::from_bytes(&reply).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let reply: Hello =
+            postcard::from_bytes(&reply).map_err(|e| TransportError::Protocol(e.to_string()))?;
         if reply.protocol_version != PROTOCOL_VERSION {
             return Err(TransportError::Protocol(format!(
                 "peer speaks protocol {}, we speak {PROTOCOL_VERSION}",
@@ -295,7 +305,13 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub type Handler = Arc<dyn Fn(String, Request) -> BoxFuture<Response> + Send + Sync>;
 
 /// Accepts peer connections until the listener fails.
-pub async fn serve(listener: TcpListener, my_id: String, handler: Handler, inflight_max: usize, faults: Arc<FaultLayer>) {
+pub async fn serve(
+    listener: TcpListener,
+    my_id: String,
+    handler: Handler,
+    inflight_max: usize,
+    faults: Arc<FaultLayer>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;

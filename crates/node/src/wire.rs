@@ -68,11 +68,26 @@ pub enum Request {
 pub enum Response {
     Pong,
     Ack,
-    Item { state: Vec<u8> },
-    Page { items: Vec<(Vec<u8>, Vec<u8>)>, exhausted: bool },
+    Item {
+        state: Vec<u8>,
+    },
+    Page {
+        items: Vec<(Vec<u8>, Vec<u8>)>,
+        exhausted: bool,
+    },
     /// Result of a coordinated write: the new state's encoding.
-    Written { state: Vec<u8> },
+    Written {
+        state: Vec<u8>,
+    },
     /// The coordinated write did not reach its quorum.
-    QuorumFailed { needed: u32, got: u32, outcomes: Vec<(String, String)>, message: String },
-    Error { code: String, message: String },
+    QuorumFailed {
+        needed: u32,
+        got: u32,
+        outcomes: Vec<(String, String)>,
+        message: String,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
 }

@@ -207,9 +207,10 @@ fn parse_value_bytes(s: &str) -> Result<usize, String> {
 /// turning every request into a `400 invalid_consistency`. The server still decides whether a
 /// count fits the table's replication factor.
 fn parse_consistency(s: &str) -> Result<String, String> {
-    let ok = matches!(s, "one" | "quorum" | "all") || s.parse::<u32>().is_ok_and(|n| n >= 1);
+    let level = s.trim().to_ascii_lowercase();
+    let ok = matches!(level.as_str(), "one" | "quorum" | "all") || level.parse::<u32>().is_ok_and(|n| n >= 1);
     if ok {
-        Ok(s.to_owned())
+        Ok(level)
     } else {
         Err("expected a replica count (1, 2, ...) or one, quorum, all".to_owned())
     }
@@ -501,11 +502,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Load (unless disabled) and measure; returns the report without printing it.
 pub async fn execute(args: &BenchArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(!args.endpoints.is_empty(), "give at least one --endpoint");
-    let clients = args
-        .endpoints
-        .iter()
-        .map(|e| Client::new(e))
-        .collect::<Result<Vec<Client>, ClientError>>()?;
+    let clients =
+        args.endpoints.iter().map(|e| Client::new(e)).collect::<Result<Vec<Client>, ClientError>>()?;
     let chooser = KeyChooser::new(args.records)?;
     if args.preload() {
         load(args, &clients).await?;
@@ -833,11 +831,9 @@ mod tests {
     /// Endpoints repeat or comma-separate; r/w, workload and -o parse; bad values are refused.
     #[test]
     fn args_parse_and_validate() {
-        let a = parse(&[
-            "--endpoint", "http://a:1", "--endpoint", "http://b:2,http://c:3", "--workload", "c",
-            "--r", "one", "--w", "2", "-o", "json",
-        ])
-        .unwrap();
+        let argv =
+            "--endpoint http://a:1 --endpoint http://b:2,http://c:3 --workload c --r One --w 2 -o json";
+        let a = parse(&argv.split_whitespace().collect::<Vec<_>>()).unwrap();
         assert_eq!(a.endpoints, ["http://a:1", "http://b:2", "http://c:3"]);
         assert_eq!((a.r.as_deref(), a.w.as_deref()), (Some("one"), Some("2")));
         assert_eq!((a.workload, a.output), (Workload::C, OutputFormat::Json));
@@ -929,11 +925,10 @@ mod tests {
     #[tokio::test]
     async fn end_to_end_against_fake_node() {
         let (endpoint, seen) = fake_node().await;
-        let mut args = parse(&[
-            "--endpoint", &endpoint, "--ops", "400", "--records", "50", "--concurrency", "4",
-            "--workload", "a", "--value-bytes", "16",
-        ])
-        .unwrap();
+        let argv = format!(
+            "--endpoint {endpoint} --ops 400 --records 50 --concurrency 4 --workload a --value-bytes 16"
+        );
+        let mut args = parse(&argv.split_whitespace().collect::<Vec<_>>()).unwrap();
         args.table = "bt".into();
         let report = execute(&args).await.unwrap();
         assert_eq!(report.ops, 400);
@@ -950,7 +945,8 @@ mod tests {
         assert_eq!(puts.len() as u64, report.updates);
         assert!(puts.iter().any(|(_, _, b)| b.contains(r#""context":"ctx""#)));
         let json = report.to_json();
-        for field in ["ops_per_sec", "p50_ms", "p99_ms", "p999_ms", "errors", "reads", "updates", "elapsed_s"] {
+        for field in ["ops_per_sec", "p50_ms", "p99_ms", "p999_ms", "errors", "reads", "updates", "elapsed_s"]
+        {
             assert!(json.get(field).is_some(), "missing {field}");
         }
         assert!(report.to_text().contains("throughput"));
@@ -971,7 +967,8 @@ mod tests {
     async fn errors_are_counted_without_load() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let endpoint = format!("http://127.0.0.1:{port}");
-        let args = parse(&["--endpoint", &endpoint, "--ops", "20", "--no-load", "--concurrency", "2"]).unwrap();
+        let args =
+            parse(&["--endpoint", &endpoint, "--ops", "20", "--no-load", "--concurrency", "2"]).unwrap();
         let report = execute(&args).await.unwrap();
         assert_eq!((report.ops, report.errors), (20, 20));
         assert_eq!(report.errors_by_kind.get("transport"), Some(&20));

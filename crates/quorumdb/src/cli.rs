@@ -9,7 +9,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "quorumdb", version, about = "A Dynamo-style replicated data platform and distributed-systems lab")]
+#[command(
+    name = "quorumdb",
+    version,
+    about = "A Dynamo-style replicated data platform and distributed-systems lab"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -259,7 +263,8 @@ async fn delete(a: DeleteArgs) -> Result<i32> {
 }
 
 async fn scan(a: ScanArgs) -> Result<i32> {
-    let opts = ScanOptions { from: a.from, to: a.to, limit: a.limit, reverse: a.reverse, cursor: a.cursor, r: a.r };
+    let opts =
+        ScanOptions { from: a.from, to: a.to, limit: a.limit, reverse: a.reverse, cursor: a.cursor, r: a.r };
     let r = client(&a.endpoint)?.scan(&a.table, &a.key, &opts).await?;
     match a.output {
         TextOrJson::Json => println!("{}", serde_json::to_string(&r)?),
@@ -282,7 +287,14 @@ async fn status(a: StatusArgs) -> Result<i32> {
         TableOrJson::Table => {
             println!("{:<8} {:<6} {:<28} {:<6} {:>9}", "ID", "ZONE", "ADDRESS", "STATE", "OWNERSHIP");
             for n in &r.nodes {
-                println!("{:<8} {:<6} {:<28} {:<6} {:>8.1}%", n.id, n.zone, n.address, n.state, n.ownership * 100.0);
+                println!(
+                    "{:<8} {:<6} {:<28} {:<6} {:>8.1}%",
+                    n.id,
+                    n.zone,
+                    n.address,
+                    n.state,
+                    n.ownership * 100.0
+                );
             }
         }
     }

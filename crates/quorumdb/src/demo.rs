@@ -97,7 +97,11 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     let (dir, temporary) = match &a.data_dir {
         Some(d) => (d.clone(), false),
         None => {
-            let d = std::env::temp_dir().join(format!("quorumdb-demo-{}-{:x}", std::process::id(), rand::random::<u32>()));
+            let d = std::env::temp_dir().join(format!(
+                "quorumdb-demo-{}-{:x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
             (d, true)
         }
     };
@@ -117,7 +121,8 @@ async fn run_in(a: &DemoArgs, dir: &Path) -> Result<i32> {
         let node_dir = dir.join(&c.node_id);
         std::fs::create_dir_all(&node_dir)?;
         let config_path = node_dir.join("quorumdb.toml");
-        std::fs::write(&config_path, c.to_toml()).with_context(|| format!("cannot write {}", config_path.display()))?;
+        std::fs::write(&config_path, c.to_toml())
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(node_dir.join("server.log"))?;
         let child = Command::new(&exe)
             .arg("server")
@@ -138,7 +143,12 @@ async fn run_in(a: &DemoArgs, dir: &Path) -> Result<i32> {
         if started.elapsed() > Duration::from_millis(READY_TIMEOUT_MS) {
             let ids: Vec<&str> = pending.iter().map(|c| c.node_id.as_str()).collect();
             stop_all(&mut nodes).await;
-            bail!("nodes {} not ready after {} ms; see their server.log under {}", ids.join(", "), READY_TIMEOUT_MS, dir.display());
+            bail!(
+                "nodes {} not ready after {} ms; see their server.log under {}",
+                ids.join(", "),
+                READY_TIMEOUT_MS,
+                dir.display()
+            );
         }
         let mut still = Vec::new();
         for c in pending {
@@ -151,7 +161,10 @@ async fn run_in(a: &DemoArgs, dir: &Path) -> Result<i32> {
             if let Ok(Some(status)) = n.child.try_wait() {
                 let id = n.id.clone();
                 stop_all(&mut nodes).await;
-                bail!("node {id} exited during start-up ({status}); see {}", dir.join(&id).join("server.log").display());
+                bail!(
+                    "node {id} exited during start-up ({status}); see {}",
+                    dir.join(&id).join("server.log").display()
+                );
             }
         }
         if !pending.is_empty() {

@@ -52,7 +52,17 @@ fn demo_contract_and_client_commands() {
         let line = lines.next().unwrap().unwrap();
         let parts: Vec<&str> = line.split(' ').collect();
         assert_eq!(parts.len(), 7, "{line}");
-        assert_eq!(&parts[..6], ["node", &format!("n{i}"), "zone", &format!("z{i}"), &format!("http://127.0.0.1:{}", base + i), "pid"]);
+        assert_eq!(
+            &parts[..6],
+            [
+                "node",
+                &format!("n{i}"),
+                "zone",
+                &format!("z{i}"),
+                &format!("http://127.0.0.1:{}", base + i),
+                "pid"
+            ]
+        );
         pids.push(parts[6].parse::<u32>().unwrap());
     }
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
@@ -76,7 +86,8 @@ fn demo_contract_and_client_commands() {
     assert_eq!(v["values"], serde_json::json!([]));
 
     for sk in ["a", "b", "c"] {
-        let (code, _, err) = quorumdb(&ep, &["put", "feed", "u1", &format!("e-{sk}"), "--sort-key", sk, "--w", "all"]);
+        let (code, _, err) =
+            quorumdb(&ep, &["put", "feed", "u1", &format!("e-{sk}"), "--sort-key", sk, "--w", "all"]);
         assert_eq!(code, 0, "{err}");
     }
     let (code, out, _) = quorumdb(&ep, &["scan", "feed", "u1", "--limit", "2", "-o", "json"]);
@@ -121,7 +132,10 @@ fn demo_contract_and_client_commands() {
     };
     assert_eq!(status.code(), Some(0));
     for pid in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "node pid {pid} still running");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+            "node pid {pid} still running"
+        );
     }
     // Data is kept with --data-dir.
     assert!(dir.join("n1").join("data").exists());

@@ -118,7 +118,11 @@ async fn scan_pages_through_a_partition() {
     let mut cursor = None;
     for _ in 0..10 {
         let page = client
-            .scan("feed", "carol", &ScanOptions { limit: Some(7), cursor: cursor.clone(), ..Default::default() })
+            .scan(
+                "feed",
+                "carol",
+                &ScanOptions { limit: Some(7), cursor: cursor.clone(), ..Default::default() },
+            )
             .await
             .unwrap();
         assert!(page.items.len() <= 7);
@@ -135,7 +139,12 @@ async fn scan_pages_through_a_partition() {
         .scan(
             "feed",
             "carol",
-            &ScanOptions { from: Some("005".into()), to: Some("009".into()), reverse: true, ..Default::default() },
+            &ScanOptions {
+                from: Some("005".into()),
+                to: Some("009".into()),
+                reverse: true,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -154,22 +163,58 @@ async fn bad_input_is_a_clear_4xx() {
     let big_key = "k".repeat(2000);
     let big_value = serde_json::json!({ "value": "x".repeat(1024 * 1024 + 1) }).to_string();
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        ("invalid w", http.put(format!("{base}/v1/tables/t/items/k?w=most")).body(r#"{"value":"v"}"#), 400, "invalid_consistency"),
-        ("w above N", http.put(format!("{base}/v1/tables/t/items/k?w=4")).body(r#"{"value":"v"}"#), 400, "invalid_consistency"),
+        (
+            "invalid w",
+            http.put(format!("{base}/v1/tables/t/items/k?w=most")).body(r#"{"value":"v"}"#),
+            400,
+            "invalid_consistency",
+        ),
+        (
+            "w above N",
+            http.put(format!("{base}/v1/tables/t/items/k?w=4")).body(r#"{"value":"v"}"#),
+            400,
+            "invalid_consistency",
+        ),
         ("r zero", http.get(format!("{base}/v1/tables/t/items/k?r=0")), 400, "invalid_consistency"),
-        ("oversized key", http.put(format!("{base}/v1/tables/t/items/{big_key}")).body(r#"{"value":"v"}"#), 413, "key_too_large"),
-        ("oversized value", http.put(format!("{base}/v1/tables/t/items/k")).body(big_value), 413, "value_too_large"),
-        ("malformed token", http.put(format!("{base}/v1/tables/t/items/k")).body(r#"{"value":"v","context":"!!!"}"#), 400, "malformed_context"),
-        ("malformed JSON", http.put(format!("{base}/v1/tables/t/items/k")).body("{value:"), 400, "bad_request"),
+        (
+            "oversized key",
+            http.put(format!("{base}/v1/tables/t/items/{big_key}")).body(r#"{"value":"v"}"#),
+            413,
+            "key_too_large",
+        ),
+        (
+            "oversized value",
+            http.put(format!("{base}/v1/tables/t/items/k")).body(big_value),
+            413,
+            "value_too_large",
+        ),
+        (
+            "malformed token",
+            http.put(format!("{base}/v1/tables/t/items/k")).body(r#"{"value":"v","context":"!!!"}"#),
+            400,
+            "malformed_context",
+        ),
+        (
+            "malformed JSON",
+            http.put(format!("{base}/v1/tables/t/items/k")).body("{value:"),
+            400,
+            "bad_request",
+        ),
         ("unknown route", http.get(format!("{base}/v2/nothing")), 404, "unknown_route"),
-        ("huge scan limit", http.get(format!("{base}/v1/tables/t/partitions/k?limit=1000000")), 400, "bad_request"),
+        (
+            "huge scan limit",
+            http.get(format!("{base}/v1/tables/t/partitions/k?limit=1000000")),
+            400,
+            "bad_request",
+        ),
         ("unknown parameter", http.get(format!("{base}/v1/tables/t/items/k?R=all")), 400, "bad_request"),
         ("bad table name", http.get(format!("{base}/v1/tables/a%20b/items/k")), 400, "bad_request"),
     ];
     for (what, req, status, code) in cases {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{what}");
-        let body: serde_json::Value = resp.json().await.unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
+        let body: serde_json::Value =
+            resp.json().await.unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
         assert_eq!(body["error"]["code"], code, "{what}: {body}");
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: {body}");
     }

@@ -160,7 +160,8 @@ mod reqwest {
     use std::io::{Read, Write};
     pub fn blocking_get_ok(url: &str) -> bool {
         let rest = url.trim_start_matches("http://");
-        let (addr, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+        let (addr, path) =
+            rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
         let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
         let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
         if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
