@@ -81,7 +81,7 @@ impl From<StorageError> for ApiError {
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
         match e {
-            KeyError::PartitionKeyLength { got, .. } if got == 0 => ApiError::BadRequest(e.to_string()),
+            KeyError::PartitionKeyLength { got: 0, .. } => ApiError::BadRequest(e.to_string()),
             KeyError::PartitionKeyLength { .. } | KeyError::SortKeyLength { .. } => {
                 ApiError::KeyTooLarge(e.to_string())
             }
