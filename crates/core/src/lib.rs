@@ -19,9 +19,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod antientropy;
 pub mod causality;
 pub mod consistency;
 pub mod coordinator;
+pub mod handoff;
 pub mod key;
 pub mod limits;
+pub mod merkle;
 pub mod ring;

@@ -22,7 +22,7 @@ use crate::config::NodeConfig;
 use crate::error::ApiError;
 use crate::storage::Storage;
 use crate::transport::{FaultLayer, PeerClient, TransportError};
-use crate::wire::{Request, Response, WireKey};
+use crate::wire::{PageItem, Request, Response, WireKey};
 use quorumdb_core::causality::{ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::coordinator::{Mergeable, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
@@ -547,7 +547,7 @@ impl Node {
                     match node.send(idx, req, timeout).await {
                         Ok(Response::Page { items, exhausted }) => items
                             .into_iter()
-                            .map(|(k, s)| ItemState::decode(&s).map(|s| (k, s)))
+                            .map(|i| ItemState::decode(&i.state).map(|s| (i.sort, s)))
                             .collect::<Result<Vec<_>, _>>()
                             .map(|items| ScanMerge::from_page(items, exhausted, reverse))
                             .map_err(|e| e.to_string()),
@@ -610,7 +610,11 @@ impl Node {
                 let page =
                     self.storage.scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)?;
                 Ok(Response::Page {
-                    items: page.items.into_iter().map(|(k, s)| (k, s.encode())).collect(),
+                    items: page
+                        .items
+                        .into_iter()
+                        .map(|(sort, s)| PageItem { sort, state: s.encode() })
+                        .collect(),
                     exhausted: page.exhausted,
                 })
             }

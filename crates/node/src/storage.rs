@@ -144,12 +144,19 @@ impl Storage {
     pub async fn sync(&self) -> Result<(), StorageError> {
         self.check_writable()?;
         let (tx, rx) = oneshot::channel();
-        // `send` blocks only when SYNC_QUEUE_LEN_MAX waiters are queued; do that off the runtime.
-        let sender = self.sync_tx.clone();
-        tokio::task::spawn_blocking(move || sender.send(tx))
-            .await
-            .map_err(|e| StorageError::Engine(format!("sync task failed: {e}")))?
-            .map_err(|_| StorageError::Engine("group commit thread is gone".into()))?;
+        let gone = || StorageError::Engine("group commit thread is gone".into());
+        match self.sync_tx.try_send(tx) {
+            Ok(()) => {}
+            // The queue is full (a slow disk): wait for a slot off the async runtime.
+            Err(mpsc::TrySendError::Full(tx)) => {
+                let sender = self.sync_tx.clone();
+                tokio::task::spawn_blocking(move || sender.send(tx))
+                    .await
+                    .map_err(|e| StorageError::Engine(format!("sync task failed: {e}")))?
+                    .map_err(|_| gone())?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(gone()),
+        }
         rx.await.map_err(|_| StorageError::Engine("group commit thread is gone".into()))?
     }
 

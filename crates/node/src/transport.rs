@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Frames queued for one connection's writer before senders wait (backpressure to callers).
 pub const WRITE_QUEUE_LEN_MAX: usize = 4_096;
+/// Read buffer per connection; a few typical frames, so one syscall reads several.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TransportError {
@@ -142,7 +144,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 /// Writes queued frames, flushing when the queue momentarily empties (batches small frames).
 async fn writer_loop(mut rx: mpsc::Receiver<Vec<u8>>, half: tokio::net::tcp::OwnedWriteHalf) {
-    let mut w = BufWriter::new(half);
+    let mut w = BufWriter::with_capacity(READ_BUFFER_BYTES, half);
     while let Some(frame) = rx.recv().await {
         if write_frame(&mut w, &frame).await.is_err() {
             return;
@@ -235,6 +237,9 @@ impl PeerClient {
                 reply.protocol_version
             )));
         }
+        // Buffered reads turn the two read calls per frame (length, body) into about one
+        // syscall per batch of frames.
+        let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
         let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), alive: AtomicBool::new(true) });
         tokio::spawn(writer_loop(rx, wr));
@@ -348,6 +353,7 @@ async fn serve_conn(
         return Err(TransportError::Protocol(format!("peer speaks protocol {}", hello.protocol_version)));
     }
     let peer = hello.node_id;
+    let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
     tokio::spawn(writer_loop(rx, wr));
     // Acquiring before spawning means a peer that floods us stops being read (TCP backpressure).

@@ -24,7 +24,9 @@ pub struct Hello {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WireKey {
     pub table: String,
+    #[serde(with = "serde_bytes")]
     pub partition: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub sort: Vec<u8>,
 }
 
@@ -43,6 +45,7 @@ pub enum Request {
     CoordinateWrite {
         key: WireKey,
         /// `None` writes a tombstone.
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         context: String,
         n: u32,
@@ -50,14 +53,21 @@ pub enum Request {
         timeout_ms: u64,
     },
     /// Merge this state into the local replica and acknowledge once durable.
-    Replicate { key: WireKey, state: Vec<u8> },
+    Replicate {
+        key: WireKey,
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+    },
     /// Return the local state of one item (empty encoding when absent).
     Read { key: WireKey },
     /// Return one page of a partition's items.
     Scan {
         table: String,
+        #[serde(with = "serde_bytes")]
         partition: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         from: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
         to: Option<Vec<u8>>,
         limit: u32,
         reverse: bool,
@@ -69,14 +79,16 @@ pub enum Response {
     Pong,
     Ack,
     Item {
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
     Page {
-        items: Vec<(Vec<u8>, Vec<u8>)>,
+        items: Vec<PageItem>,
         exhausted: bool,
     },
     /// Result of a coordinated write: the new state's encoding.
     Written {
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
     /// The coordinated write did not reach its quorum.
@@ -90,4 +102,14 @@ pub enum Response {
         code: String,
         message: String,
     },
+}
+
+/// One item of a scan page: sort key and encoded state. Byte fields use `serde_bytes` so they
+/// are encoded as one length-prefixed blob instead of a sequence of varint bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PageItem {
+    #[serde(with = "serde_bytes")]
+    pub sort: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
 }
