@@ -127,6 +127,25 @@ pub struct StatusResponse {
     pub nodes: Vec<NodeStatus>,
 }
 
+/// What one replica holds locally for an item (from `inspect`, which repairs nothing).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplicaView {
+    pub node: String,
+    pub zone: String,
+    /// `up` or `down` (down also when the replica did not answer the inspection).
+    pub state: String,
+    pub values: Vec<String>,
+    pub tombstone: bool,
+    /// Human-readable version vector of the replica's causal context.
+    pub version: String,
+}
+
+/// Every home replica's local view of one item.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InspectResponse {
+    pub replicas: Vec<ReplicaView>,
+}
+
 /// Everything that can go wrong in a call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -327,6 +346,21 @@ impl Client {
     /// Cluster membership, zones, liveness and ring ownership as the node sees them.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         let url = self.url(&["v1", "cluster", "status"])?;
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// What each home replica of `table`/`key` holds locally, without repairing anything.
+    pub async fn inspect(
+        &self,
+        table: &str,
+        key: &str,
+        sort_key: Option<&str>,
+    ) -> Result<InspectResponse, ClientError> {
+        let mut url = self.url(&["v1", "tables", table, "items", key, "replicas"])?;
+        if let Some(sk) = sort_key {
+            url.query_pairs_mut().append_pair("sort_key", sk);
+        }
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
         self.decode(status, &bytes)
     }

@@ -53,9 +53,11 @@ impl ItemKey {
         placement_hash(&self.table, &self.partition)
     }
 
-    /// Storage key: `len(table) u8 | table | len(partition) u16 BE | partition | sort`.
-    /// Length prefixes make the encoding prefix-free per partition, so all items of a partition
-    /// are contiguous and ordered by the raw bytes of their sort key.
+    /// Storage key: `placement_hash u64 BE | len(table) u8 | table | len(partition) u16 BE |
+    /// partition | sort`. Leading with the placement hash orders the disk by ring position, so
+    /// every token range (and every anti-entropy leaf) is one contiguous key range. The length
+    /// prefixes make the encoding prefix-free per partition, so all items of a partition are
+    /// contiguous and ordered by the raw bytes of their sort key.
     pub fn storage_key(&self) -> Vec<u8> {
         let mut out = partition_prefix(&self.table, &self.partition);
         out.extend_from_slice(&self.sort);
@@ -64,7 +66,8 @@ impl ItemKey {
 
     /// Inverse of [`ItemKey::storage_key`].
     pub fn from_storage_key(raw: &[u8]) -> Result<Self, KeyError> {
-        let (&tlen, rest) = raw.split_first().ok_or(KeyError::MalformedStorageKey)?;
+        let rest = raw.get(8..).ok_or(KeyError::MalformedStorageKey)?;
+        let (&tlen, rest) = rest.split_first().ok_or(KeyError::MalformedStorageKey)?;
         let tlen = usize::from(tlen);
         let table = rest.get(..tlen).ok_or(KeyError::MalformedStorageKey)?;
         let rest = rest.get(tlen..).ok_or(KeyError::MalformedStorageKey)?;
@@ -92,8 +95,9 @@ pub fn validate_sort(sort: &[u8]) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The storage-key prefix shared by every item of one partition.
-pub fn partition_prefix(table: &str, partition: &[u8]) -> Vec<u8> {
+/// The length-prefixed identity of a partition: `len(table) u8 | table | len(partition) u16 BE |
+/// partition`.
+fn partition_ident(table: &str, partition: &[u8]) -> Vec<u8> {
     // Limits guarantee both lengths fit their prefixes; assert it so a future limit change
     // cannot silently corrupt the encoding.
     const _: () = assert!(TABLE_NAME_BYTES_MAX <= u8::MAX as usize);
@@ -107,10 +111,25 @@ pub fn partition_prefix(table: &str, partition: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The storage-key prefix shared by every item of one partition: its placement hash, then its
+/// identity.
+pub fn partition_prefix(table: &str, partition: &[u8]) -> Vec<u8> {
+    let ident = partition_ident(table, partition);
+    let mut out = Vec::with_capacity(8 + ident.len());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&ident).to_be_bytes());
+    out.extend_from_slice(&ident);
+    out
+}
+
+/// The placement hash stored in the first 8 bytes of a storage key.
+pub fn storage_key_hash(raw: &[u8]) -> Option<u64> {
+    raw.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+}
+
 /// Position of a partition on the ring. xxh3 is stable across platforms and releases, which
 /// placement needs: every node must compute the same preference list for the same key.
 pub fn placement_hash(table: &str, partition: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(&partition_prefix(table, partition))
+    xxhash_rust::xxh3::xxh3_64(&partition_ident(table, partition))
 }
 
 #[cfg(test)]
@@ -131,6 +150,7 @@ mod tests {
             let kb = ItemKey::new("t", &p, &b).unwrap();
             prop_assert_eq!(ItemKey::from_storage_key(&ka.storage_key()).unwrap(), ka.clone());
             prop_assert_eq!(ka.storage_key().cmp(&kb.storage_key()), a.cmp(&b));
+            prop_assert_eq!(storage_key_hash(&ka.storage_key()), Some(ka.placement_hash()));
         }
     }
 

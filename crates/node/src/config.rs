@@ -41,6 +41,33 @@ impl std::str::FromStr for Durability {
     }
 }
 
+/// What a read does about stale replicas it notices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadRepair {
+    /// Repair stale replicas of the read set before answering: a later quorum read cannot
+    /// return an older state than this one did (monotonic quorum reads), at the cost of latency
+    /// when replicas diverge.
+    #[default]
+    Blocking,
+    /// Answer first, repair in the background: cheaper, no monotonicity across readers.
+    Async,
+    /// Never repair on reads; convergence is left to hinted handoff and anti-entropy.
+    Off,
+}
+
+impl std::str::FromStr for ReadRepair {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "blocking" => Ok(ReadRepair::Blocking),
+            "async" => Ok(ReadRepair::Async),
+            "off" => Ok(ReadRepair::Off),
+            other => Err(format!("read_repair must be blocking, async or off, got {other:?}")),
+        }
+    }
+}
+
 /// One member of the static cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberConfig {
@@ -72,6 +99,9 @@ pub struct NodeConfig {
     pub replication_factor: usize,
     #[serde(default)]
     pub durability: Durability,
+    /// Default read-repair mode; requests may override it with `read_repair=`.
+    #[serde(default)]
+    pub read_repair: ReadRepair,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     #[serde(default = "default_heartbeat_interval_ms")]

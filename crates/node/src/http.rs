@@ -2,6 +2,7 @@
 //! JSON; it translates requests into [`Node`] calls and [`ApiError`]s into status codes with a
 //! JSON body `{"error": {"code": ..., "message": ...}}`.
 
+use crate::config::ReadRepair;
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::FaultRules;
@@ -38,6 +39,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
+        .route("/v1/tables/{table}/items/{key}/replicas", get(inspect_item))
         .route("/v1/tables/{table}/partitions/{key}", get(scan_partition))
         .route("/v1/cluster/status", get(status))
         .route("/v1/admin/faults", get(get_faults).put(put_faults))
@@ -168,13 +170,17 @@ async fn get_item(
     q: Result<Query<Params>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "r", "timeout_ms"]);
+    let p = params(q, &["sort_key", "r", "read_repair", "timeout_ms"]);
     let lvl = level_label(&p, "r");
     let result = async {
         let (table, key) = path2(path)?;
         let p = p?;
         let item = item_key(&table, &key, &p)?;
-        let state = s.node.read(item, level(&p, "r")?, timeout(&s.node, &p)?).await?;
+        let repair = match p.get("read_repair") {
+            None => s.node.config.read_repair,
+            Some(m) => m.parse::<ReadRepair>().map_err(ApiError::BadRequest)?,
+        };
+        let state = s.node.read(item, level(&p, "r")?, repair, timeout(&s.node, &p)?).await?;
         let body = json!({"values": values_json(&state), "context": state.context().to_token()});
         if state.is_deleted() {
             let mut body = body;
@@ -257,13 +263,56 @@ async fn delete_item(
             Some(t) => context(Some(t))?,
             // A delete without a token deletes what a quorum of replicas holds now: read the
             // context first. Without this, a blind tombstone would only be one more sibling.
-            None => s.node.read(item.clone(), Level::Quorum, timeout).await?.context().clone(),
+            None => {
+                s.node.read(item.clone(), Level::Quorum, ReadRepair::Off, timeout).await?.context().clone()
+            }
         };
         let state = s.node.write(item, None, ctx, w, timeout).await?;
         Ok((StatusCode::OK, Json(json!({"context": state.context().to_token()}))).into_response())
     }
     .await;
     finish("delete", &lvl, started, result)
+}
+
+async fn inspect_item(
+    State(s): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<Params>, QueryRejection>,
+) -> Response {
+    let result = async {
+        let (table, key) = path2(path)?;
+        let p = params(q, &["sort_key", "timeout_ms"])?;
+        let item = item_key(&table, &key, &p)?;
+        let views = s.node.inspect(item, timeout(&s.node, &p)?).await;
+        let replicas: Vec<Json_> = views
+            .into_iter()
+            .map(|(idx, result)| {
+                let member = &s.node.config.members[idx];
+                match result {
+                    Ok(state) => json!({
+                        "node": member.id,
+                        "zone": member.zone,
+                        "state": if s.node.is_up(idx) { "up" } else { "down" },
+                        "values": values_json(&state),
+                        "tombstone": state.has_tombstone() && state.is_deleted(),
+                        "version": state.context().to_string(),
+                    }),
+                    Err(e) => json!({
+                        "node": member.id,
+                        "zone": member.zone,
+                        "state": "down",
+                        "values": [],
+                        "tombstone": false,
+                        "version": "",
+                        "error": e,
+                    }),
+                }
+            })
+            .collect();
+        Ok::<_, ApiError>((StatusCode::OK, Json(json!({ "replicas": replicas }))).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn scan_partition(

@@ -18,7 +18,7 @@
 //! Writes are coordinated by a home replica because a new dot must be generated against that
 //! replica's durable local state (counter = highest seen + 1); a non-replica cannot do that.
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, ReadRepair};
 use crate::error::ApiError;
 use crate::storage::Storage;
 use crate::transport::{FaultLayer, PeerClient, TransportError};
@@ -378,6 +378,7 @@ impl Node {
         self: &Arc<Self>,
         key: ItemKey,
         r: Level,
+        repair: ReadRepair,
         timeout: Duration,
     ) -> Result<ItemState, ApiError> {
         let n = self.replication_factor(&key.table);
@@ -426,13 +427,33 @@ impl Node {
         let node = self.clone();
         tokio::spawn(async move {
             let mut answer_tx = Some(answer_tx);
+            // Replicas already repaired before answering (blocking mode); not repaired twice.
+            let mut repaired: Vec<String> = Vec::new();
             loop {
                 // Answer at success; report a failure only once every replica answered or the
                 // deadline passed, so the error names the final outcome of each replica.
                 match coord.decision() {
-                    Some(Ok(state)) => {
+                    Some(Ok(state)) if answer_tx.is_some() => {
+                        if repair == ReadRepair::Blocking {
+                            // Repair the stale replicas of the read set before answering, so a
+                            // later quorum read cannot observe an older state (monotonic reads).
+                            let repairs = coord.repairs();
+                            repaired = repairs.iter().map(|(r, _)| r.clone()).collect();
+                            let left = Duration::from_millis(deadline.saturating_sub(node.now_ms()));
+                            let waits = repairs.into_iter().map(|(replica, st)| {
+                                let node = node.clone();
+                                let key = key.clone();
+                                tokio::spawn(async move { node.repair_one(key, replica, st, left).await })
+                            });
+                            for w in waits.collect::<Vec<_>>() {
+                                let _ = w.await;
+                            }
+                        }
                         if let Some(tx) = answer_tx.take() {
                             let _ = tx.send(Ok(state));
+                        }
+                        if repair == ReadRepair::Off {
+                            return;
                         }
                     }
                     Some(Err(e)) if coord.is_finished() => {
@@ -454,8 +475,14 @@ impl Node {
             if let (Some(decision), Some(tx)) = (coord.decision(), answer_tx.take()) {
                 let _ = tx.send(decision);
             }
-            for (replica, state) in coord.repairs() {
-                node.read_repair(key.clone(), replica, state, timeout);
+            if repair != ReadRepair::Off && coord.decision().is_some_and(|d| d.is_ok()) {
+                for (replica, state) in coord.repairs() {
+                    if !repaired.contains(&replica) {
+                        let node = node.clone();
+                        let key = key.clone();
+                        tokio::spawn(async move { node.repair_one(key, replica, state, timeout).await });
+                    }
+                }
             }
         });
         match answer_rx.await {
@@ -464,20 +491,48 @@ impl Node {
         }
     }
 
-    /// Sends the merged state to one stale replica (in the background).
-    fn read_repair(self: &Arc<Self>, key: ItemKey, replica: String, state: ItemState, timeout: Duration) {
+    /// Sends the merged state to one stale replica and waits for its acknowledgement.
+    async fn repair_one(self: Arc<Self>, key: ItemKey, replica: String, state: ItemState, timeout: Duration) {
         let Some(idx) = self.ring.index_of(&replica) else { return };
         metrics::counter!("quorumdb_read_repairs_total").increment(1);
-        let node = self.clone();
-        tokio::spawn(async move {
-            if idx == node.me {
-                let _ = node.merge_local(&key, &state).await;
-            } else {
-                let _ = node
-                    .send(idx, Request::Replicate { key: to_wire(&key), state: state.encode() }, timeout)
-                    .await;
-            }
-        });
+        if idx == self.me {
+            let _ = self.merge_local(&key, &state).await;
+        } else {
+            let _ = self
+                .send(idx, Request::Replicate { key: to_wire(&key), state: state.encode() }, timeout)
+                .await;
+        }
+    }
+
+    /// Every home replica's local state of one item, as (node index, state or error), in
+    /// preference-list order. Repairs nothing: this is how an operator sees divergence.
+    pub async fn inspect(
+        self: &Arc<Self>,
+        key: ItemKey,
+        timeout: Duration,
+    ) -> Vec<(usize, Result<ItemState, String>)> {
+        let pref = self.preference(&key);
+        let mut set = tokio::task::JoinSet::new();
+        for &idx in &pref {
+            let node = self.clone();
+            let key = key.clone();
+            set.spawn(async move {
+                let result = if idx == node.me {
+                    node.storage.get(&key).map(Option::unwrap_or_default).map_err(|e| e.to_string())
+                } else {
+                    match node.send(idx, Request::Read { key: to_wire(&key) }, timeout).await {
+                        Ok(Response::Item { state }) => ItemState::decode(&state).map_err(|e| e.to_string()),
+                        Ok(Response::Error { message, .. }) => Err(message),
+                        Ok(other) => Err(format!("unexpected response {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                (idx, result)
+            });
+        }
+        let mut out: Vec<_> = set.join_all().await;
+        out.sort_by_key(|(idx, _)| pref.iter().position(|p| p == idx));
+        out
     }
 
     // -----------------------------------------------------------------------------------------

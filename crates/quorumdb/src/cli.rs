@@ -35,6 +35,8 @@ pub enum Command {
     Scan(ScanArgs),
     /// Show the cluster's members, their state and ring ownership.
     Status(StatusArgs),
+    /// Show what each replica of a key holds locally (repairs nothing).
+    Inspect(InspectArgs),
     /// YCSB-style load generator.
     Bench(crate::bench::BenchArgs),
 }
@@ -161,6 +163,18 @@ pub struct ScanArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct InspectArgs {
+    pub table: String,
+    pub key: String,
+    #[arg(long)]
+    pub sort_key: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+#[derive(Args, Debug)]
 pub struct StatusArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: TableOrJson,
@@ -178,6 +192,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Delete(a) => delete(a).await,
         Command::Scan(a) => scan(a).await,
         Command::Status(a) => status(a).await,
+        Command::Inspect(a) => inspect(a).await,
         Command::Bench(a) => crate::bench::run(a).await.map(|()| 0),
     }
 }
@@ -294,6 +309,31 @@ async fn status(a: StatusArgs) -> Result<i32> {
                     n.address,
                     n.state,
                     n.ownership * 100.0
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn inspect(a: InspectArgs) -> Result<i32> {
+    let r = client(&a.endpoint)?.inspect(&a.table, &a.key, a.sort_key.as_deref()).await?;
+    match a.output {
+        TextOrJson::Json => println!("{}", serde_json::to_string(&r)?),
+        TextOrJson::Text => {
+            println!(
+                "{:<8} {:<6} {:<6} {:<9} {:<40} VALUES",
+                "NODE", "ZONE", "STATE", "TOMBSTONE", "VERSION"
+            );
+            for rep in &r.replicas {
+                println!(
+                    "{:<8} {:<6} {:<6} {:<9} {:<40} {}",
+                    rep.node,
+                    rep.zone,
+                    rep.state,
+                    rep.tombstone,
+                    rep.version,
+                    rep.values.join(" | ")
                 );
             }
         }

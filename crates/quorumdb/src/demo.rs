@@ -73,6 +73,7 @@ pub fn cluster_configs(a: &DemoArgs, dir: &Path) -> Result<Vec<NodeConfig>> {
                 data_dir: dir.join(format!("n{i}")).join("data"),
                 replication_factor: a.replicas,
                 durability: a.durability,
+                read_repair: Default::default(),
                 request_timeout_ms: quorumdb_node::config::REQUEST_TIMEOUT_MS_DEFAULT,
                 heartbeat_interval_ms: quorumdb_node::config::HEARTBEAT_INTERVAL_MS_DEFAULT,
                 failure_timeout_ms: quorumdb_node::config::FAILURE_TIMEOUT_MS_DEFAULT,

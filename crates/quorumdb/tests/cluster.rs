@@ -222,3 +222,34 @@ async fn bad_input_is_a_clear_4xx() {
     c.client(0).put("t", "k", "fine", &w("quorum")).await.unwrap();
     assert_eq!(c.client(0).get("t", "k", &r("quorum")).await.unwrap().values, vec!["fine".to_string()]);
 }
+
+/// Proves `inspect` shows a replica that missed a write while it was down, and that a quorum
+/// read with blocking read repair brings it up to date before answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_divergence_and_blocking_read_repair_fixes_it() {
+    let mut c = Cluster::start("repair", 5, 3, 3);
+    let reps = replicas_of(&c, "profiles", "dave");
+    let victim = c.index(&reps[2]);
+    let via = (0..5).find(|i| *i != victim).unwrap();
+    c.kill(victim);
+    c.client(via).put("profiles", "dave", "v1", &w("quorum")).await.unwrap();
+    c.spawn(victim);
+    c.wait_ready();
+    let view = c.client(via).inspect("profiles", "dave", None).await.unwrap();
+    assert_eq!(view.replicas.len(), 3);
+    let stale = view.replicas.iter().find(|r| r.node == reps[2]).unwrap();
+    assert!(stale.values.is_empty(), "restarted replica should not have the write yet: {stale:?}");
+    let fresh = view.replicas.iter().filter(|r| r.values == vec!["v1".to_string()]).count();
+    assert_eq!(fresh, 2);
+
+    // R=all so the stale replica is certainly in the read set; blocking repair answers only
+    // after it was repaired.
+    let opts = ReadOptions { r: Some("all".into()), ..Default::default() };
+    assert_eq!(c.client(via).get("profiles", "dave", &opts).await.unwrap().values, vec!["v1".to_string()]);
+    let view = c.client(via).inspect("profiles", "dave", None).await.unwrap();
+    for r in &view.replicas {
+        assert_eq!(r.values, vec!["v1".to_string()], "replica {} not repaired", r.node);
+        assert!(!r.tombstone);
+        assert!(r.version.starts_with('{'), "human-readable version: {}", r.version);
+    }
+}
