@@ -365,6 +365,20 @@ impl Client {
         self.decode(status, &bytes)
     }
 
+    /// The node's fault-injection rules (the lab's nemesis), as JSON.
+    pub async fn faults(&self) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(&["v1", "admin", "faults"])?;
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Replaces the node's fault-injection rules; returns the rules now in force.
+    pub async fn set_faults(&self, rules: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(&["v1", "admin", "faults"])?;
+        let (status, bytes) = self.send(self.http.request(Method::PUT, url).json(rules)).await?;
+        self.decode(status, &bytes)
+    }
+
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
     fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
         if let Some(bad) = segments.iter().find(|s| !addressable(s)) {

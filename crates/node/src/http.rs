@@ -387,7 +387,8 @@ async fn status(State(s): State<AppState>) -> Response {
             })
         })
         .collect();
-    (StatusCode::OK, Json(json!({"nodes": nodes, "reporter": node.id()}))).into_response()
+    (StatusCode::OK, Json(json!({"nodes": nodes, "reporter": node.id(), "wall_ms": node.wall_ms()})))
+        .into_response()
 }
 
 async fn get_faults(State(s): State<AppState>) -> Response {

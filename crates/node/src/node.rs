@@ -111,6 +111,17 @@ impl Node {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Wall-clock milliseconds since the Unix epoch as this node believes it, including any
+    /// skew the lab injected. Only for timestamps that users see or compare (LWW); never for
+    /// timeouts.
+    pub fn wall_ms(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        now.saturating_add(self.faults.clock_offset_ms())
+    }
+
     pub fn id(&self) -> &str {
         &self.config.node_id
     }

@@ -71,18 +71,29 @@ pub struct FaultRules {
     pub delay_ms: u64,
     #[serde(default)]
     pub delay_jitter_ms: u64,
+    /// Added to this node's wall clock (milliseconds, may be negative): clock skew for the lab.
+    /// Only wall-clock consumers (LWW timestamps) see it; timeouts use the monotonic clock.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 #[derive(Default)]
 pub struct FaultLayer {
     rules: RwLock<FaultRules>,
+    /// Copy of `rules.clock_offset_ms`, read on every wall-clock access without the lock.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl FaultLayer {
     pub fn set(&self, rules: FaultRules) {
+        self.clock_offset_ms.store(rules.clock_offset_ms, Ordering::Release);
         if let Ok(mut r) = self.rules.write() {
             *r = rules;
         }
+    }
+
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_offset_ms.load(Ordering::Acquire)
     }
 
     pub fn get(&self) -> FaultRules {

@@ -39,6 +39,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// YCSB-style load generator.
     Bench(crate::bench::BenchArgs),
+    /// Inject faults into a running cluster: partitions, drops, delays, clock skew.
+    Nemesis(crate::nemesis::NemesisArgs),
 }
 
 #[derive(Args, Debug)]
@@ -194,6 +196,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Status(a) => status(a).await,
         Command::Inspect(a) => inspect(a).await,
         Command::Bench(a) => crate::bench::run(a).await.map(|()| 0),
+        Command::Nemesis(a) => crate::nemesis::run(a).await,
     }
 }
 
