@@ -68,6 +68,32 @@ impl std::str::FromStr for ReadRepair {
     }
 }
 
+/// Which replicas count toward a request's R or W.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QuorumMode {
+    /// Only the key's N home replicas count. R + W > N then guarantees that a read sees every
+    /// write acknowledged before it started; writes fail when too many home replicas are down.
+    #[default]
+    Strict,
+    /// As in Dynamo: when a home replica is down, the next live node on the ring stands in,
+    /// keeps the write as a durable hint and counts toward W (and answers reads from its hints).
+    /// Writes stay available through more failures, but R + W > N no longer implies that a
+    /// read intersects the replicas holding the latest write until the hints are handed off.
+    Sloppy,
+}
+
+impl std::str::FromStr for QuorumMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(QuorumMode::Strict),
+            "sloppy" => Ok(QuorumMode::Sloppy),
+            other => Err(format!("quorum must be strict or sloppy, got {other:?}")),
+        }
+    }
+}
+
 /// One member of the static cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberConfig {
@@ -102,6 +128,9 @@ pub struct NodeConfig {
     /// Default read-repair mode; requests may override it with `read_repair=`.
     #[serde(default)]
     pub read_repair: ReadRepair,
+    /// Default quorum mode; requests may override it with `quorum=`.
+    #[serde(default)]
+    pub quorum: QuorumMode,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     #[serde(default = "default_heartbeat_interval_ms")]

@@ -2,7 +2,7 @@
 //! JSON; it translates requests into [`Node`] calls and [`ApiError`]s into status codes with a
 //! JSON body `{"error": {"code": ..., "message": ...}}`.
 
-use crate::config::ReadRepair;
+use crate::config::{QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::FaultRules;
@@ -117,6 +117,13 @@ fn timeout(node: &Node, p: &Params) -> Result<Duration, ApiError> {
     }
 }
 
+fn quorum_mode(node: &Node, p: &Params) -> Result<QuorumMode, ApiError> {
+    match p.get("quorum") {
+        None => Ok(node.config.quorum),
+        Some(m) => m.parse().map_err(ApiError::BadRequest),
+    }
+}
+
 fn context(token: Option<&str>) -> Result<VersionVector, ApiError> {
     match token {
         None | Some("") => Ok(VersionVector::new()),
@@ -170,7 +177,7 @@ async fn get_item(
     q: Result<Query<Params>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "r", "read_repair", "timeout_ms"]);
+    let p = params(q, &["sort_key", "r", "read_repair", "quorum", "timeout_ms"]);
     let lvl = level_label(&p, "r");
     let result = async {
         let (table, key) = path2(path)?;
@@ -180,7 +187,10 @@ async fn get_item(
             None => s.node.config.read_repair,
             Some(m) => m.parse::<ReadRepair>().map_err(ApiError::BadRequest)?,
         };
-        let state = s.node.read(item, level(&p, "r")?, repair, timeout(&s.node, &p)?).await?;
+        let state = s
+            .node
+            .read(item, level(&p, "r")?, repair, quorum_mode(&s.node, &p)?, timeout(&s.node, &p)?)
+            .await?;
         let body = json!({"values": values_json(&state), "context": state.context().to_token()});
         if state.is_deleted() {
             let mut body = body;
@@ -201,7 +211,7 @@ async fn put_item(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "w", "timeout_ms"]);
+    let p = params(q, &["sort_key", "w", "quorum", "timeout_ms"]);
     let lvl = level_label(&p, "w");
     let result = async {
         let (table, key) = path2(path)?;
@@ -237,7 +247,14 @@ async fn put_item(
         let item = item_key(&table, &key, &p)?;
         let state = s
             .node
-            .write(item, Some(value.as_bytes().to_vec()), ctx, level(&p, "w")?, timeout(&s.node, &p)?)
+            .write(
+                item,
+                Some(value.as_bytes().to_vec()),
+                ctx,
+                level(&p, "w")?,
+                quorum_mode(&s.node, &p)?,
+                timeout(&s.node, &p)?,
+            )
             .await?;
         Ok((StatusCode::OK, Json(json!({"context": state.context().to_token()}))).into_response())
     }
@@ -251,23 +268,27 @@ async fn delete_item(
     q: Result<Query<Params>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "w", "context", "timeout_ms"]);
+    let p = params(q, &["sort_key", "w", "context", "quorum", "timeout_ms"]);
     let lvl = level_label(&p, "w");
     let result = async {
         let (table, key) = path2(path)?;
         let p = p?;
         let item = item_key(&table, &key, &p)?;
         let w = level(&p, "w")?;
+        let mode = quorum_mode(&s.node, &p)?;
         let timeout = timeout(&s.node, &p)?;
         let ctx = match p.get("context") {
             Some(t) => context(Some(t))?,
             // A delete without a token deletes what a quorum of replicas holds now: read the
             // context first. Without this, a blind tombstone would only be one more sibling.
-            None => {
-                s.node.read(item.clone(), Level::Quorum, ReadRepair::Off, timeout).await?.context().clone()
-            }
+            None => s
+                .node
+                .read(item.clone(), Level::Quorum, ReadRepair::Off, mode, timeout)
+                .await?
+                .context()
+                .clone(),
         };
-        let state = s.node.write(item, None, ctx, w, timeout).await?;
+        let state = s.node.write(item, None, ctx, w, mode, timeout).await?;
         Ok((StatusCode::OK, Json(json!({"context": state.context().to_token()}))).into_response())
     }
     .await;
@@ -387,8 +408,15 @@ async fn status(State(s): State<AppState>) -> Response {
             })
         })
         .collect();
-    (StatusCode::OK, Json(json!({"nodes": nodes, "reporter": node.id(), "wall_ms": node.wall_ms()})))
-        .into_response()
+    let hints = node.hint_stats();
+    let body = json!({
+        "nodes": nodes,
+        "reporter": node.id(),
+        "wall_ms": node.wall_ms(),
+        "hints_queued": hints.len,
+        "hints_bytes": hints.bytes,
+    });
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 async fn get_faults(State(s): State<AppState>) -> Response {

@@ -90,6 +90,7 @@ pub async fn run(
         node.faults.clone(),
     ));
     tokio::spawn(node.clone().heartbeat_loop());
+    tokio::spawn(node.clone().handoff_loop());
     let app = http::router(http::AppState { node: node.clone(), metrics });
     node.ready.store(true, Ordering::Release);
     axum::serve(http_listener, app)

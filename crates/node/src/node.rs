@@ -18,7 +18,7 @@
 //! Writes are coordinated by a home replica because a new dot must be generated against that
 //! replica's durable local state (counter = highest seen + 1); a non-replica cannot do that.
 
-use crate::config::{NodeConfig, ReadRepair};
+use crate::config::{NodeConfig, QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::storage::Storage;
 use crate::transport::{FaultLayer, PeerClient, TransportError};
@@ -26,6 +26,7 @@ use crate::wire::{PageItem, Request, Response, WireKey};
 use quorumdb_core::causality::{ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::coordinator::{Mergeable, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
+use quorumdb_core::handoff::{HandoffCommand, Hint, HintLimits, HintQueue};
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::limits::VALUE_BYTES_MAX;
 use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
@@ -60,6 +61,9 @@ pub struct Node {
     /// Origin of the node's monotonic millisecond clock handed to the core state machines.
     started: Instant,
     pub ready: AtomicBool,
+    /// Hints for replicas that missed writes (see [`quorumdb_core::handoff`]); mirrored durably
+    /// in the storage's `hints` keyspace.
+    hints: std::sync::Mutex<HintQueue>,
 }
 
 /// The result of a scan at the coordinator.
@@ -93,6 +97,13 @@ impl Node {
             .collect();
         let health = config.members.iter().map(|_| PeerHealth::default()).collect();
         let locks = (0..KEY_LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
+        let stored = storage.load_hints().map_err(|e| e.to_string())?;
+        let (hints, dropped) = HintQueue::restore(HintLimits::default(), stored, unix_ms());
+        for cmd in dropped {
+            if let HandoffCommand::Drop { id, .. } | HandoffCommand::Delete { id } = cmd {
+                storage.delete_hint(id).map_err(|e| e.to_string())?;
+            }
+        }
         Ok(Arc::new(Node {
             config,
             ring,
@@ -104,6 +115,7 @@ impl Node {
             locks,
             started: Instant::now(),
             ready: AtomicBool::new(false),
+            hints: std::sync::Mutex::new(hints),
         }))
     }
 
@@ -252,6 +264,7 @@ impl Node {
         value: Option<Vec<u8>>,
         ctx: VersionVector,
         w: Level,
+        mode: QuorumMode,
         timeout: Duration,
     ) -> Result<ItemState, ApiError> {
         if let Some(v) = &value {
@@ -266,7 +279,7 @@ impl Node {
         let w = w.resolve("w", n)?;
         let pref = self.preference(&key);
         if pref.contains(&self.me) {
-            return self.coordinate_write(key, value, ctx, w, timeout).await;
+            return self.coordinate_write(key, value, ctx, w, mode, timeout).await;
         }
         // Forward to the first live home replica; on a refused connection try the next one.
         // A timeout is not retried elsewhere: the write may have happened, and retrying would
@@ -279,6 +292,7 @@ impl Node {
                 context: ctx.to_token(),
                 n: n as u32,
                 w: w as u32,
+                sloppy: mode == QuorumMode::Sloppy,
                 timeout_ms: timeout.as_millis() as u64,
             };
             // Give the remote coordinator its whole timeout plus a margin to report back.
@@ -310,6 +324,36 @@ impl Node {
         )))
     }
 
+    /// The nodes a request for `key` goes to: the live home replicas, and in sloppy mode, for
+    /// each home replica known down, the next live node further along the ring standing in for
+    /// it. Returns `(targets as (node, stands_in_for), home replicas known down)`.
+    fn request_targets(&self, key: &ItemKey, mode: QuorumMode) -> (Vec<(usize, Option<usize>)>, Vec<usize>) {
+        let pref = self.preference(key);
+        let mut targets = Vec::with_capacity(pref.len());
+        let mut down = Vec::new();
+        for &idx in &pref {
+            if idx == self.me || self.is_up(idx) {
+                targets.push((idx, None));
+            } else {
+                down.push(idx);
+            }
+        }
+        if mode == QuorumMode::Sloppy && !down.is_empty() {
+            let all = self.ring.preference_list(key.placement_hash(), self.ring.members().len());
+            let mut fallbacks = all.into_iter().filter(|i| !pref.contains(i) && self.is_up(*i));
+            for &home in &down {
+                // The coordinator machines bound their replica lists; stay within it.
+                if targets.len() + down.len() >= quorumdb_core::limits::REPLICATION_FACTOR_MAX {
+                    break;
+                }
+                if let Some(f) = fallbacks.next() {
+                    targets.push((f, Some(home)));
+                }
+            }
+        }
+        (targets, down)
+    }
+
     /// Runs at a home replica: local update under a new dot, then replication to the others.
     pub async fn coordinate_write(
         self: &Arc<Self>,
@@ -317,26 +361,27 @@ impl Node {
         value: Option<Vec<u8>>,
         ctx: VersionVector,
         w: usize,
+        mode: QuorumMode,
         timeout: Duration,
     ) -> Result<ItemState, ApiError> {
-        let pref = self.preference(&key);
         let value = match value {
             Some(v) => Value::Data(v),
             None => Value::Tombstone,
         };
         let new = self.apply_local_write(&key, value, &ctx)?;
-        let names: Vec<String> = pref.iter().map(|i| self.name(*i)).collect();
+        let (targets, down) = self.request_targets(&key, mode);
+        let mut names: Vec<String> = targets.iter().map(|(i, _)| self.name(*i)).collect();
+        names.extend(down.iter().map(|i| self.name(*i)));
         let deadline = self.now_ms() + timeout.as_millis() as u64;
         let mut coord = WriteCoordinator::new(names, w, deadline);
-        let (tx, mut rx) = mpsc::channel::<(String, Result<(), String>)>(pref.len());
-        for &idx in &pref {
+        for &idx in &down {
+            coord.skip(&self.name(idx));
+            metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => "down")
+                .increment(1);
+        }
+        let (tx, mut rx) = mpsc::channel::<(String, Result<(), String>)>(targets.len().max(1));
+        for &(idx, stands_in_for) in &targets {
             let name = self.name(idx);
-            if idx != self.me && !self.is_up(idx) {
-                coord.skip(&name);
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => "down")
-                    .increment(1);
-                continue;
-            }
             let node = self.clone();
             let tx = tx.clone();
             let key = key.clone();
@@ -345,7 +390,14 @@ impl Node {
                 let result = if idx == node.me {
                     node.storage.sync().await.map_err(|e| e.to_string())
                 } else {
-                    let req = Request::Replicate { key: to_wire(&key), state: state.encode() };
+                    let req = match stands_in_for {
+                        None => Request::Replicate { key: to_wire(&key), state: state.encode() },
+                        Some(home) => Request::StoreHint {
+                            target: node.name(home),
+                            key: to_wire(&key),
+                            state: state.encode(),
+                        },
+                    };
                     match node.send(idx, req, timeout).await {
                         Ok(Response::Ack) => Ok(()),
                         Ok(Response::Error { message, .. }) => Err(message),
@@ -364,21 +416,171 @@ impl Node {
             });
         }
         drop(tx);
-        loop {
-            match coord.decision() {
-                Some(Ok(())) => return Ok(new),
-                // A failure is reported once every replica answered (or the deadline passed), so
-                // the error tells the client how many replicas really hold the write.
-                Some(Err(e)) if coord.is_finished() => return Err(final_error(e, coord.outcomes()).into()),
-                _ => {}
+        // The machine runs in its own task so the client gets its answer at W acks while the
+        // task keeps listening to the stragglers and then hints the replicas that missed it.
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let node = self.clone();
+        let written = new.clone();
+        tokio::spawn(async move {
+            let mut answer_tx = Some(answer_tx);
+            loop {
+                match coord.decision() {
+                    Some(Ok(())) => {
+                        if let Some(tx) = answer_tx.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    // A failure is reported once every replica answered (or the deadline
+                    // passed), so the error tells the client how many replicas hold the write.
+                    Some(Err(e)) if coord.is_finished() => {
+                        if let Some(tx) = answer_tx.take() {
+                            let _ = tx.send(Err(final_error(e, coord.outcomes())));
+                        }
+                    }
+                    _ => {}
+                }
+                if coord.is_finished() {
+                    break;
+                }
+                let wait = Duration::from_millis(deadline.saturating_sub(node.now_ms()));
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some((name, result))) => coord.on_response(&name, result),
+                    // Every replica answered, or the deadline passed: the machine times out the rest.
+                    Ok(None) | Err(_) => coord.tick(node.now_ms().max(deadline)),
+                }
             }
-            let wait = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
-            match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some((name, result))) => coord.on_response(&name, result),
-                // Every replica answered, or the deadline passed: let the machine time out the rest.
-                Ok(None) | Err(_) => coord.tick(self.now_ms().max(deadline)),
+            // Hint every home replica that does not hold the write and has no stand-in that does.
+            let ok = |name: &str| coord.outcomes().iter().any(|(n, o)| n == name && *o == Outcome::Ok);
+            let covered = |home: usize| targets.iter().any(|(f, s)| *s == Some(home) && ok(&node.name(*f)));
+            let homes = node.preference(&key);
+            let mut hinted = false;
+            for home in homes.into_iter().filter(|h| *h != node.me) {
+                if !ok(&node.name(home)) && !covered(home) {
+                    node.add_hint(node.name(home), &key, &written);
+                    hinted = true;
+                }
+            }
+            // Hints are what makes up for the missed replica: make them durable now rather
+            // than with whichever write happens to come next.
+            if hinted {
+                let _ = node.storage.sync().await;
+            }
+        });
+        match answer_rx.await {
+            Ok(Ok(())) => Ok(new),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ApiError::Internal("write coordinator stopped without a decision".into())),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Hinted handoff
+
+    /// Queues a hint for `target` and stores it (durable with the next group commit). A refused
+    /// hint (queue full) is counted; anti-entropy repairs that replica instead.
+    fn add_hint(&self, target: String, key: &ItemKey, state: &ItemState) {
+        let hint = Hint { target, key: key.storage_key(), state: state.encode(), created_ms: unix_ms() };
+        let mut q = match self.hints.lock() {
+            Ok(q) => q,
+            Err(p) => p.into_inner(),
+        };
+        match q.add(hint.clone(), unix_ms()) {
+            Ok(added) => {
+                metrics::counter!("quorumdb_hints_added_total").increment(1);
+                let stored = self.storage.put_hint(added.id, &hint);
+                let removed = added.superseded.map(|old| self.storage.delete_hint(old));
+                if let Err(e) = stored.and(removed.unwrap_or(Ok(()))) {
+                    tracing::warn!(error = %e, "cannot store hint; anti-entropy will repair the replica");
+                }
+            }
+            Err(refused) => {
+                metrics::counter!("quorumdb_hints_refused_total").increment(1);
+                tracing::debug!(%refused, "hint refused; anti-entropy will repair the replica");
             }
         }
+        let stats = q.stats();
+        metrics::gauge!("quorumdb_hints_queued").set(stats.len as f64);
+        metrics::gauge!("quorumdb_hints_bytes").set(stats.bytes as f64);
+    }
+
+    /// Hinted states this node keeps for `key` (as a sloppy-quorum stand-in), merged.
+    fn hinted_state(&self, key: &ItemKey) -> Option<ItemState> {
+        let q = self.hints.lock().ok()?;
+        let storage_key = key.storage_key();
+        let mut merged: Option<ItemState> = None;
+        for m in self.ring.members() {
+            if let Some((_, hint)) = q.get(&m.id, &storage_key) {
+                if let Ok(st) = ItemState::decode(&hint.state) {
+                    merged = Some(match merged {
+                        None => st,
+                        Some(acc) => ItemState::merged(&acc, &st),
+                    });
+                }
+            }
+        }
+        merged
+    }
+
+    /// Delivers hints to their targets when they are up, forever.
+    pub async fn handoff_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(HANDOFF_TICK_MS)).await;
+            let cmds = {
+                let Ok(mut q) = self.hints.lock() else { continue };
+                q.tick(unix_ms(), |t| self.ring.index_of(t).is_some_and(|i| self.is_up(i)))
+            };
+            self.run_handoff_commands(cmds);
+        }
+    }
+
+    fn run_handoff_commands(self: &Arc<Self>, cmds: Vec<HandoffCommand>) {
+        for cmd in cmds {
+            match cmd {
+                HandoffCommand::Deliver { id, target, key, state } => {
+                    let node = self.clone();
+                    tokio::spawn(async move {
+                        let delivered = match (node.ring.index_of(&target), ItemKey::from_storage_key(&key)) {
+                            (Some(idx), Ok(item)) => {
+                                let req = Request::Replicate { key: to_wire(&item), state };
+                                let timeout = Duration::from_millis(node.config.request_timeout_ms);
+                                matches!(node.send(idx, req, timeout).await, Ok(Response::Ack))
+                            }
+                            // A hint for a member that no longer exists cannot be delivered.
+                            _ => false,
+                        };
+                        let next = {
+                            let Ok(mut q) = node.hints.lock() else { return };
+                            if delivered {
+                                metrics::counter!("quorumdb_hints_delivered_total").increment(1);
+                                q.on_delivered(id, unix_ms())
+                            } else {
+                                q.on_failed(id, unix_ms());
+                                Vec::new()
+                            }
+                        };
+                        node.run_handoff_commands(next);
+                    });
+                }
+                HandoffCommand::Delete { id } => {
+                    let _ = self.storage.delete_hint(id);
+                }
+                HandoffCommand::Drop { id, reason } => {
+                    metrics::counter!("quorumdb_hints_dropped_total", "reason" => reason.to_string())
+                        .increment(1);
+                    let _ = self.storage.delete_hint(id);
+                }
+            }
+        }
+        if let Ok(q) = self.hints.lock() {
+            let stats = q.stats();
+            metrics::gauge!("quorumdb_hints_queued").set(stats.len as f64);
+            metrics::gauge!("quorumdb_hints_bytes").set(stats.bytes as f64);
+        }
+    }
+
+    /// Current hint-queue statistics.
+    pub fn hint_stats(&self) -> quorumdb_core::handoff::HintStats {
+        self.hints.lock().map(|q| q.stats()).unwrap_or_default()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -390,23 +592,24 @@ impl Node {
         key: ItemKey,
         r: Level,
         repair: ReadRepair,
+        mode: QuorumMode,
         timeout: Duration,
     ) -> Result<ItemState, ApiError> {
         let n = self.replication_factor(&key.table);
         let r = r.resolve("r", n)?;
-        let pref = self.preference(&key);
-        let names: Vec<String> = pref.iter().map(|i| self.name(*i)).collect();
+        let (targets, down) = self.request_targets(&key, mode);
+        let mut names: Vec<String> = targets.iter().map(|(i, _)| self.name(*i)).collect();
+        names.extend(down.iter().map(|i| self.name(*i)));
         let deadline = self.now_ms() + timeout.as_millis() as u64;
         let mut coord: ReadCoordinator<ItemState> = ReadCoordinator::new(names, r, deadline);
-        let (tx, mut rx) = mpsc::channel::<(String, Result<ItemState, String>)>(pref.len());
-        for &idx in &pref {
+        for &idx in &down {
+            coord.skip(&self.name(idx));
+            metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => "down")
+                .increment(1);
+        }
+        let (tx, mut rx) = mpsc::channel::<(String, Result<ItemState, String>)>(targets.len().max(1));
+        for &(idx, _) in &targets {
             let name = self.name(idx);
-            if idx != self.me && !self.is_up(idx) {
-                coord.skip(&name);
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => "down")
-                    .increment(1);
-                continue;
-            }
             let node = self.clone();
             let tx = tx.clone();
             let key = key.clone();
@@ -662,8 +865,24 @@ impl Node {
             Request::Ping => Ok(Response::Pong),
             Request::Read { key } => {
                 let key = from_wire(key)?;
-                let state = self.storage.get(&key)?.unwrap_or_default();
+                let mut state = self.storage.get(&key)?.unwrap_or_default();
+                // A sloppy-quorum stand-in answers from the hints it keeps for the key.
+                if !self.preference(&key).contains(&self.me) {
+                    if let Some(hinted) = self.hinted_state(&key) {
+                        state.merge(&hinted);
+                    }
+                }
                 Ok(Response::Item { state: state.encode() })
+            }
+            Request::StoreHint { target, key, state } => {
+                let key = from_wire(key)?;
+                let state = decode_state(&state)?;
+                if self.ring.index_of(&target).is_none() {
+                    return Err(ApiError::BadRequest(format!("hint for unknown member {target:?}")));
+                }
+                self.add_hint(target, &key, &state);
+                self.storage.sync().await?;
+                Ok(Response::Ack)
             }
             Request::Replicate { key, state } => {
                 let key = from_wire(key)?;
@@ -684,7 +903,7 @@ impl Node {
                     exhausted: page.exhausted,
                 })
             }
-            Request::CoordinateWrite { key, value, context, n: _, w, timeout_ms } => {
+            Request::CoordinateWrite { key, value, context, n: _, w, sloppy, timeout_ms } => {
                 let key = from_wire(key)?;
                 if !self.preference(&key).contains(&self.me) {
                     return Err(ApiError::Unavailable(format!(
@@ -696,7 +915,8 @@ impl Node {
                 let timeout = Duration::from_millis(timeout_ms.min(crate::config::REQUEST_TIMEOUT_MS_MAX));
                 let n = self.replication_factor(&key.table);
                 let w = (w as usize).clamp(1, n);
-                let state = self.coordinate_write(key, value, ctx, w, timeout).await?;
+                let mode = if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict };
+                let state = self.coordinate_write(key, value, ctx, w, mode, timeout).await?;
                 Ok(Response::Written { state: state.encode() })
             }
         }
@@ -709,6 +929,18 @@ fn final_error(mut e: QuorumError, outcomes: &[(String, Outcome)]) -> QuorumErro
     e.got = outcomes.iter().filter(|(_, o)| *o == Outcome::Ok).count();
     e.outcomes = outcomes.to_vec();
     e
+}
+
+/// How often the handoff loop looks for hints to deliver.
+const HANDOFF_TICK_MS: u64 = 100;
+
+/// Unskewed wall-clock milliseconds: hint ages must survive restarts, so they cannot use the
+/// per-process monotonic clock.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn xxhash_stripe(bytes: &[u8]) -> u64 {

@@ -20,6 +20,7 @@
 use crate::config::Durability;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use quorumdb_core::causality::{ActorId, ItemState};
+use quorumdb_core::handoff::{Hint, HintId};
 use quorumdb_core::key::{partition_prefix, ItemKey};
 use std::ops::Bound;
 use std::path::Path;
@@ -28,6 +29,9 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 use thiserror::Error;
 use tokio::sync::oneshot;
+
+/// Version byte of stored hint records.
+const HINT_FORMAT_VERSION: u8 = 1;
 
 /// Most durability waiters queued at once. Writers beyond this wait for a slot, which bounds the
 /// memory of a stalled disk to this many small oneshot senders.
@@ -55,6 +59,9 @@ impl From<fjall::Error> for StorageError {
 pub struct Storage {
     db: Database,
     data: Keyspace,
+    /// Hinted-handoff queue: hint id (u64 BE) → encoded [`Hint`]. Shares the journal, so the
+    /// group commit makes hints durable together with data.
+    hints: Keyspace,
     /// This data directory's actor id, used to stamp dots of writes it coordinates. A fresh
     /// random id per data directory means a wiped node never reuses an old (actor, counter).
     actor: ActorId,
@@ -78,6 +85,7 @@ impl Storage {
         let db = Database::builder(dir.join("fjall")).manual_journal_persist(true).open()?;
         let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
         let actor = match meta.get("actor_id")? {
             Some(raw) => {
                 let bytes: [u8; 8] = raw
@@ -108,7 +116,7 @@ impl Storage {
                 .map_err(|e| StorageError::Engine(format!("cannot start group commit: {e}")))?;
         }
         metrics::gauge!("quorumdb_storage_poisoned").set(0.0);
-        Ok(Arc::new(Storage { db, data, actor, sync_tx, poisoned }))
+        Ok(Arc::new(Storage { db, data, hints, actor, sync_tx, poisoned }))
     }
 
     pub fn actor(&self) -> ActorId {
@@ -201,6 +209,57 @@ impl Storage {
             items.push((sort, state));
         }
         Ok(ScanPage { items, exhausted })
+    }
+
+    /// Stores a hint (not yet durable: call [`Storage::sync`]).
+    pub fn put_hint(&self, id: HintId, hint: &Hint) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let mut v = Vec::with_capacity(16 + hint.target.len() + hint.key.len() + hint.state.len());
+        v.push(HINT_FORMAT_VERSION);
+        v.extend_from_slice(&hint.created_ms.to_be_bytes());
+        v.push(
+            u8::try_from(hint.target.len())
+                .map_err(|_| StorageError::Engine("hint target id too long".into()))?,
+        );
+        v.extend_from_slice(hint.target.as_bytes());
+        v.extend_from_slice(&(hint.key.len() as u32).to_be_bytes());
+        v.extend_from_slice(&hint.key);
+        v.extend_from_slice(&hint.state);
+        self.hints.insert(id.0.to_be_bytes(), v)?;
+        Ok(())
+    }
+
+    pub fn delete_hint(&self, id: HintId) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.hints.remove(id.0.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Every stored hint, for restoring the queue at start-up.
+    pub fn load_hints(&self) -> Result<Vec<(HintId, Hint)>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.hints.iter() {
+            let (k, v) = guard.into_inner()?;
+            let corrupt = || StorageError::Corrupt("malformed hint record".into());
+            let id = HintId(u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt())?));
+            let (&version, rest) = v.split_first().ok_or_else(corrupt)?;
+            if version != HINT_FORMAT_VERSION {
+                return Err(corrupt());
+            }
+            let created_ms =
+                u64::from_be_bytes(rest.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+            let tlen = usize::from(*rest.get(8).ok_or_else(corrupt)?);
+            let target = rest.get(9..9 + tlen).ok_or_else(corrupt)?;
+            let target = String::from_utf8(target.to_vec()).map_err(|_| corrupt())?;
+            let rest = rest.get(9 + tlen..).ok_or_else(corrupt)?;
+            let klen =
+                u32::from_be_bytes(rest.get(..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?)
+                    as usize;
+            let key = rest.get(4..4 + klen).ok_or_else(corrupt)?.to_vec();
+            let state = rest.get(4 + klen..).ok_or_else(corrupt)?.to_vec();
+            out.push((id, Hint { target, key, state, created_ms }));
+        }
+        Ok(out)
     }
 
     /// Number of stored items (approximate, O(1)).

@@ -50,10 +50,19 @@ pub enum Request {
         context: String,
         n: u32,
         w: u32,
+        sloppy: bool,
         timeout_ms: u64,
     },
     /// Merge this state into the local replica and acknowledge once durable.
     Replicate {
+        key: WireKey,
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+    },
+    /// Keep `state` as a durable hint for home replica `target` (this node is a sloppy-quorum
+    /// fallback) and acknowledge once durable.
+    StoreHint {
+        target: String,
         key: WireKey,
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,

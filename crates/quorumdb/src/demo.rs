@@ -74,6 +74,7 @@ pub fn cluster_configs(a: &DemoArgs, dir: &Path) -> Result<Vec<NodeConfig>> {
                 replication_factor: a.replicas,
                 durability: a.durability,
                 read_repair: Default::default(),
+                quorum: Default::default(),
                 request_timeout_ms: quorumdb_node::config::REQUEST_TIMEOUT_MS_DEFAULT,
                 heartbeat_interval_ms: quorumdb_node::config::HEARTBEAT_INTERVAL_MS_DEFAULT,
                 failure_timeout_ms: quorumdb_node::config::FAILURE_TIMEOUT_MS_DEFAULT,

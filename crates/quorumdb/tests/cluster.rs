@@ -253,3 +253,67 @@ async fn inspect_shows_divergence_and_blocking_read_repair_fixes_it() {
         assert!(r.version.starts_with('{'), "human-readable version: {}", r.version);
     }
 }
+
+/// Total hints queued across the given nodes, read from each node's status.
+async fn hints_queued(c: &Cluster, nodes: &[usize]) -> u64 {
+    let http = reqwest::Client::new();
+    let mut total = 0;
+    for &i in nodes {
+        let v: serde_json::Value = http
+            .get(format!("{}/v1/cluster/status", c.nodes[i].http))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        total += v["hints_queued"].as_u64().unwrap();
+    }
+    total
+}
+
+/// Proves hinted handoff: writes a replica missed while it was down are queued as durable
+/// hints, survive a SIGKILL restart of every node that holds them, and are delivered once the
+/// replica is back, with no client read involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_survive_restart_and_are_handed_off() {
+    let mut c = Cluster::start("hints", 5, 3, 3);
+    let victim = c.index("n5");
+    c.kill(victim);
+    let others: Vec<usize> = (0..5).filter(|i| *i != victim).collect();
+    let mut missed = Vec::new();
+    for i in 0..120 {
+        let key = format!("k{i}");
+        c.client(others[i % 4]).put("h", &key, &format!("v{i}"), &w("quorum")).await.unwrap();
+        if replicas_of(&c, "h", &key).contains(&"n5".to_string()) {
+            missed.push((key, format!("v{i}")));
+        }
+    }
+    assert!(missed.len() > 20, "n5 should be a replica of many keys, got {}", missed.len());
+    // Hints are recorded just after the write is acknowledged; give them a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hints_queued(&c, &others).await < missed.len() as u64 {
+        assert!(std::time::Instant::now() < deadline, "hints not queued");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for &i in &others {
+        c.kill(i);
+    }
+    for &i in &others {
+        c.spawn(i);
+    }
+    c.wait_ready();
+    assert_eq!(hints_queued(&c, &others).await, missed.len() as u64, "hints lost across restart");
+    c.spawn(victim);
+    c.wait_ready();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while hints_queued(&c, &others).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "hints not delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (key, value) in &missed {
+        let view = c.client(0).inspect("h", key, None).await.unwrap();
+        let n5 = view.replicas.iter().find(|r| r.node == "n5").unwrap();
+        assert_eq!(n5.values, vec![value.clone()], "n5 missing {key} after handoff");
+    }
+}
