@@ -506,6 +506,32 @@ impl ItemState {
         debug_assert_eq!(self.check_invariants(), Ok(()));
     }
 
+    /// The same state with only the siblings `keep` accepts. The context is unchanged, so a
+    /// dropped sibling counts as superseded: merges never bring it back. Used by last-writer-wins
+    /// tables, which keep only the sibling with the highest timestamp.
+    pub fn retain_siblings(&self, keep: impl Fn(&Dot, &Value) -> bool) -> ItemState {
+        let siblings = self.siblings.iter().filter(|(d, v)| keep(d, v)).cloned().collect();
+        ItemState { ctx: self.ctx.clone(), siblings }
+    }
+
+    /// The same state with every data value passed through `f`, for presenting values to a
+    /// client (for example stripping a last-writer-wins timestamp). Not for storing: values
+    /// take part in merge tie-breaks.
+    pub fn map_values(&self, f: impl Fn(&[u8]) -> Value) -> ItemState {
+        let siblings = self
+            .siblings
+            .iter()
+            .map(|(d, v)| {
+                let v = match v {
+                    Value::Data(bytes) => f(bytes),
+                    Value::Tombstone => Value::Tombstone,
+                };
+                (*d, v)
+            })
+            .collect();
+        ItemState { ctx: self.ctx.clone(), siblings }
+    }
+
     /// `a ⊔ b` as a new state.
     pub fn merged(a: &ItemState, b: &ItemState) -> ItemState {
         let mut out = a.clone();

@@ -106,11 +106,28 @@ pub struct MemberConfig {
     pub http: String,
 }
 
-/// A table whose replication factor differs from the cluster default.
+/// How a table resolves concurrent writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictMode {
+    /// Keep every concurrent write as a sibling until a client supersedes them (default).
+    #[default]
+    Siblings,
+    /// Last writer wins by hybrid-logical-clock timestamp taken at the coordinating replica.
+    /// Concurrent writes are silently discarded, and under clock skew a write acknowledged later
+    /// in real time can lose to an earlier one: offered to show that problem and for users who
+    /// knowingly prefer it.
+    Lww,
+}
+
+/// A table whose settings differ from the cluster defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableConfig {
     pub name: String,
+    #[serde(default = "default_replication_factor")]
     pub replication_factor: usize,
+    #[serde(default)]
+    pub conflict: ConflictMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,6 +306,11 @@ impl NodeConfig {
             .find(|t| t.name == table)
             .map(|t| t.replication_factor)
             .unwrap_or(self.replication_factor)
+    }
+
+    /// The conflict mode of `table`.
+    pub fn conflict_of(&self, table: &str) -> ConflictMode {
+        self.tables.iter().find(|t| t.name == table).map(|t| t.conflict).unwrap_or_default()
     }
 
     pub fn to_toml(&self) -> String {

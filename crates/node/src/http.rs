@@ -191,8 +191,9 @@ async fn get_item(
             .node
             .read(item, level(&p, "r")?, repair, quorum_mode(&s.node, &p)?, timeout(&s.node, &p)?)
             .await?;
-        let body = json!({"values": values_json(&state), "context": state.context().to_token()});
-        if state.is_deleted() {
+        let view = s.node.client_view(&table, &state);
+        let body = json!({"values": values_json(&view), "context": state.context().to_token()});
+        if view.is_deleted() {
             let mut body = body;
             body["error"] =
                 json!({"code": "not_found", "message": format!("key {key:?} not found in table {table:?}")});
@@ -310,14 +311,17 @@ async fn inspect_item(
             .map(|(idx, result)| {
                 let member = &s.node.config.members[idx];
                 match result {
-                    Ok(state) => json!({
-                        "node": member.id,
-                        "zone": member.zone,
-                        "state": if s.node.is_up(idx) { "up" } else { "down" },
-                        "values": values_json(&state),
-                        "tombstone": state.has_tombstone() && state.is_deleted(),
-                        "version": state.context().to_string(),
-                    }),
+                    Ok(raw) => {
+                        let state = s.node.client_view(&table, &raw);
+                        json!({
+                            "node": member.id,
+                            "zone": member.zone,
+                            "state": if s.node.is_up(idx) { "up" } else { "down" },
+                            "values": values_json(&state),
+                            "tombstone": state.has_tombstone() && state.is_deleted(),
+                            "version": state.context().to_string(),
+                        })
+                    }
                     Err(e) => json!({
                         "node": member.id,
                         "zone": member.zone,
@@ -377,8 +381,12 @@ async fn scan_partition(
         let items: Vec<Json_> = result
             .items
             .iter()
-            .map(|(sk, st)| {
-                json!({"sort_key": String::from_utf8_lossy(sk), "values": values_json(st), "context": st.context().to_token()})
+            .filter_map(|(sk, st)| {
+                let view = s.node.client_view(&table, st);
+                // An LWW delete is a timestamped value, only recognisable in the client view.
+                (!view.is_deleted()).then(|| {
+                    json!({"sort_key": String::from_utf8_lossy(sk), "values": values_json(&view), "context": st.context().to_token()})
+                })
             })
             .collect();
         Ok((StatusCode::OK, Json(json!({"items": items, "next": result.next}))).into_response())

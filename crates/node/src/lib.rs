@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod lww;
 pub mod node;
 pub mod storage;
 pub mod transport;

@@ -18,8 +18,9 @@
 //! Writes are coordinated by a home replica because a new dot must be generated against that
 //! replica's durable local state (counter = highest seen + 1); a non-replica cannot do that.
 
-use crate::config::{NodeConfig, QuorumMode, ReadRepair};
+use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
 use crate::error::ApiError;
+use crate::lww;
 use crate::storage::Storage;
 use crate::transport::{FaultLayer, PeerClient, TransportError};
 use crate::wire::{PageItem, Request, Response, WireKey};
@@ -64,6 +65,8 @@ pub struct Node {
     /// Hints for replicas that missed writes (see [`quorumdb_core::handoff`]); mirrored durably
     /// in the storage's `hints` keyspace.
     hints: std::sync::Mutex<HintQueue>,
+    /// Last hybrid-logical-clock timestamp issued or observed (last-writer-wins tables).
+    hlc: AtomicU64,
 }
 
 /// The result of a scan at the coordinator.
@@ -116,6 +119,7 @@ impl Node {
             started: Instant::now(),
             ready: AtomicBool::new(false),
             hints: std::sync::Mutex::new(hints),
+            hlc: AtomicU64::new(0),
         }))
     }
 
@@ -233,25 +237,71 @@ impl Node {
     ) -> Result<ItemState, ApiError> {
         let _g = self.lock(key);
         let local = self.storage.get(key)?.unwrap_or_default();
-        let new = local.update(ctx, value, self.storage.actor())?;
-        self.storage.put(key, &new)?;
+        let new = match self.config.conflict_of(&key.table) {
+            ConflictMode::Siblings => local.update(ctx, value, self.storage.actor())?,
+            ConflictMode::Lww => {
+                // The write becomes a concurrent sibling stamped with this replica's clock, and
+                // resolution keeps the highest timestamp: the client's context plays no part.
+                let stamped = lww::stamp(self.hlc_now(), value);
+                lww::resolve(&local.update(&VersionVector::new(), stamped, self.storage.actor())?)
+            }
+        };
+        self.store(key, &local, &new)?;
         Ok(new)
     }
 
     /// Merges a replicated state into the local replica and waits until it is durable.
     pub async fn merge_local(&self, key: &ItemKey, incoming: &ItemState) -> Result<(), ApiError> {
+        let lww = self.config.conflict_of(&key.table) == ConflictMode::Lww;
+        if lww {
+            // Hybrid logical clock receive rule: never stamp below a timestamp already seen.
+            self.hlc.fetch_max(lww::max_timestamp(incoming), Ordering::AcqRel);
+        }
         {
             let _g = self.lock(key);
             let local = self.storage.get(key)?.unwrap_or_default();
             if !local.descends(incoming) {
-                let merged = ItemState::merged(&local, incoming);
-                self.storage.put(key, &merged)?;
+                let mut merged = ItemState::merged(&local, incoming);
+                if lww {
+                    merged = lww::resolve(&merged);
+                }
+                self.store(key, &local, &merged)?;
             }
         }
         // Even an unchanged state may not be durable yet (another writer inserted it a moment
         // ago), so always wait for the group commit before acknowledging.
         self.storage.sync().await?;
         Ok(())
+    }
+
+    /// Replaces `old` by `new` for `key` in storage (not yet durable). Every change of a stored
+    /// item goes through here, so derived structures stay in step with the data.
+    fn store(&self, key: &ItemKey, _old: &ItemState, new: &ItemState) -> Result<(), ApiError> {
+        self.storage.put(key, new)?;
+        Ok(())
+    }
+
+    /// A new hybrid-logical-clock timestamp: `(wall ms << 16) | logical`, strictly greater than
+    /// every timestamp this node issued or observed. The wall clock includes injected skew.
+    fn hlc_now(&self) -> u64 {
+        let physical = (self.wall_ms().max(0) as u64) << 16;
+        let mut last = self.hlc.load(Ordering::Acquire);
+        loop {
+            let next = physical.max(last + 1);
+            match self.hlc.compare_exchange(last, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// The state as a client sees it: for last-writer-wins tables, the winning value without
+    /// its timestamp (or nothing, if the winner is a delete).
+    pub fn client_view(&self, table: &str, state: &ItemState) -> ItemState {
+        match self.config.conflict_of(table) {
+            ConflictMode::Siblings => state.clone(),
+            ConflictMode::Lww => lww::client_view(&lww::resolve(state)),
+        }
     }
 
     // -----------------------------------------------------------------------------------------

@@ -317,3 +317,43 @@ async fn hints_survive_restart_and_are_handed_off() {
         assert_eq!(n5.values, vec![value.clone()], "n5 missing {key} after handoff");
     }
 }
+
+/// Proves the clock-skew hazard of last-writer-wins: a node 10 s ahead, cut off from the
+/// others, acknowledges "first"; the others then acknowledge "second"; after the partition
+/// heals, the `lww` table keeps "first" (the acknowledged later write is lost) while the
+/// default siblings table keeps both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lww_table_loses_the_later_write_under_clock_skew() {
+    let c = Cluster::start_with("lww", 3, 3, 3, "[[tables]]\nname = \"lwwt\"\nconflict = \"lww\"\n");
+    let http = reqwest::Client::new();
+    let set_faults = |i: usize, rules: serde_json::Value| {
+        let req = http.put(format!("{}/v1/admin/faults", c.nodes[i].http)).json(&rules);
+        async move { assert!(req.send().await.unwrap().status().is_success()) }
+    };
+    let cut = serde_json::json!(["n2", "n3"]);
+    set_faults(
+        0,
+        serde_json::json!({"clock_offset_ms": 10_000, "block_send_to": cut, "block_receive_from": cut}),
+    )
+    .await;
+    for table in ["lwwt", "sib"] {
+        c.client(0).put(table, "x", "first", &w("one")).await.unwrap();
+    }
+    for table in ["lwwt", "sib"] {
+        c.client(1).put(table, "x", "second", &w("quorum")).await.unwrap();
+    }
+    set_faults(0, serde_json::json!({"clock_offset_ms": 10_000})).await;
+    // Once n3 sees n1 up again, an R=all read merges all three replicas.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let lww = loop {
+        match c.client(2).get("lwwt", "x", &r("all")).await {
+            Ok(v) => break v,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "R=all never succeeded: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(lww.values, vec!["first".to_string()], "skewed LWW keeps the earlier write");
+    let mut sib = c.client(2).get("sib", "x", &r("all")).await.unwrap().values;
+    sib.sort();
+    assert_eq!(sib, vec!["first".to_string(), "second".to_string()], "siblings keep both");
+}

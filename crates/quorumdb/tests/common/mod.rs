@@ -30,6 +30,11 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 impl Cluster {
     /// Starts `nodes` servers in `zones` zones (node i in zone z((i-1) mod zones + 1)), N = `n`.
     pub fn start(name: &str, nodes: usize, zones: usize, n: usize) -> Cluster {
+        Cluster::start_with(name, nodes, zones, n, "")
+    }
+
+    /// Like [`Cluster::start`], appending `extra` TOML (e.g. `[[tables]]`) to every config.
+    pub fn start_with(name: &str, nodes: usize, zones: usize, n: usize, extra: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("qdb-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -53,7 +58,7 @@ impl Cluster {
             let text = format!(
                 "node_id = \"n{id}\"\nzone = \"z{zone}\"\nhttp_listen = \"127.0.0.1:{http}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
                  data_dir = \"{data}\"\nreplication_factor = {n}\nrequest_timeout_ms = 1500\nheartbeat_interval_ms = 200\n\
-                 failure_timeout_ms = 1000\n{members}",
+                 failure_timeout_ms = 1000\n{extra}\n{members}",
                 id = i + 1,
                 zone = i % zones + 1,
                 http = ports[i],
