@@ -146,6 +146,22 @@ pub struct InspectResponse {
     pub replicas: Vec<ReplicaView>,
 }
 
+/// One node's anti-entropy repair progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RepairProgress {
+    pub running: bool,
+    pub table: Option<String>,
+    pub exchanges_total: usize,
+    pub exchanges_done: usize,
+    pub exchanges_failed: usize,
+    pub keys_pushed: u64,
+    pub keys_pulled: u64,
+    pub item_bytes: u64,
+    pub digests_received: u64,
+    pub leaves_differing: u64,
+    pub passes_completed: u64,
+}
+
 /// Everything that can go wrong in a call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -376,6 +392,23 @@ impl Client {
     pub async fn set_faults(&self, rules: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
         let url = self.url(&["v1", "admin", "faults"])?;
         let (status, bytes) = self.send(self.http.request(Method::PUT, url).json(rules)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Starts a full anti-entropy pass on this node (optionally for one table).
+    pub async fn start_repair(&self, table: Option<&str>) -> Result<serde_json::Value, ClientError> {
+        let mut url = self.url(&["v1", "admin", "repair"])?;
+        if let Some(t) = table {
+            url.query_pairs_mut().append_pair("table", t);
+        }
+        let (status, bytes) = self.send(self.http.request(Method::POST, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Progress of this node's current or last repair pass.
+    pub async fn repair_progress(&self) -> Result<RepairProgress, ClientError> {
+        let url = self.url(&["v1", "admin", "repair"])?;
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
         self.decode(status, &bytes)
     }
 

@@ -2,10 +2,11 @@
 //! replicas compare during anti-entropy (see [`crate::antientropy`]).
 //!
 //! Every item (storage key + encoded state) has a 64-bit [`item_digest`] and falls into one of
-//! [`LEAVES`] leaf buckets chosen by a seeded hash of its storage key ([`leaf_of`]). A leaf's hash
-//! is the XOR of the digests of its items; an inner node's hash is the xxh3 of its [`FANOUT`]
-//! children's hashes. Two replicas holding the same items have the same tree, and a subtree whose
-//! hashes agree needs no further look.
+//! [`LEAVES`] leaf buckets by its ring position: the top 12 bits of its storage key, which leads
+//! with the item's placement hash ([`leaf_of`]). A leaf's hash is the XOR of the digests of its
+//! items; an inner node's hash is the xxh3 of its [`FANOUT`] children's hashes. Two replicas
+//! holding the same items have the same tree, and a subtree whose hashes agree needs no further
+//! look.
 //!
 //! ```text
 //!   level 0                         root = xxh3(c0 | c1 | … | c15)
@@ -29,39 +30,56 @@
 //! each touched inner node, not one per write. Inner nodes hash their children (rather than XOR
 //! them) so that equal differences in two sibling subtrees cannot cancel out.
 //!
+//! ## Why leaves follow the ring
+//!
+//! Since storage keys lead with the placement hash, a leaf is one contiguous range of storage
+//! keys ([`leaf_key_range`]): a replica lists a leaf with one range scan of its data, and needs
+//! no secondary leaf → keys index that every write would have to maintain (and that could drift
+//! from the data). The price is granularity. Each replica set has its own tree, and its items
+//! occupy only the leaves overlapping its ring arcs; and all items of one partition share a leaf,
+//! so a very wide partition makes one wide leaf. Hashing the whole storage key would spread items
+//! evenly over all leaves, at the cost of that index.
+//!
 //! ## Why 16 × 16 × 16 = 4096 leaves
 //!
-//! The tree is sized for a replica set holding around 100 000 items, and stays reasonable well
-//! beyond:
+//! Measured with 1 000 000 single-item partitions, replication factor 3 and the default virtual
+//! nodes (the ignored test `measure_leaf_occupancy` reproduces it):
 //!
-//! - 100 000 items / 4096 leaves ≈ 25 items per leaf. Finding a one-item difference costs three
-//!   rounds of 16 hashes (384 bytes) and one leaf listing of about 25 `(storage key, digest)`
-//!   pairs, a few KiB. With 10 million items the listing grows to about 2 400 pairs (~150 KiB),
-//!   still cheap for a background task.
+//! ```text
+//!   members/zones   items per replica set   leaves it uses   items per used leaf (mean / max)
+//!        5 / 5             ~100 000            ~620 of 4096             ~165 / ~290
+//!        5 / 3             ~250 000           ~1480 of 4096             ~170 / ~300
+//!        9 / 3              ~37 000            ~350 of 4096             ~105 / ~290
+//! ```
+//!
+//! - A one-item difference costs three rounds of 16 hashes (384 bytes) and one leaf listing of
+//!   ~165 `(storage key, digest)` pairs, ~10 KiB. Ten times the items make it ~100 KiB, still
+//!   cheap for a background task.
 //! - Memory is 4096 × 8 bytes of leaves plus 273 inner hashes and their dirty flags, about
-//!   35 KiB per tree. The node keeps one tree per replica set it belongs to, a few dozen at most.
+//!   35 KiB per tree; a node keeps one tree per replica set it belongs to, a few dozen at most.
 //! - Depth 3 means an exchange takes 4 round trips (three levels of hashes, then the keys), and
 //!   a level-2 request carries at most 256 parents (32 KiB of hashes in reply).
 //!
-//! A deeper or wider tree would only pay off with far more items per replica set; a shallower one
-//! (256 leaves) would send ~400 pairs for a single differing key at 100 000 items.
+//! One more level (65 536 leaves) would cut listings ~16-fold for 16 times the memory
+//! (~550 KiB per tree) and a fifth round trip; worth it only at far more items per replica set.
 //!
 //! ## Protocol stability
 //!
-//! [`FANOUT`], [`DEPTH`], the seeds and the hash functions are part of the peer protocol: two
-//! nodes compare trees built by possibly different binaries, so changing any of them needs a
-//! protocol version bump. The digest covers the *encoded* state, so it relies on
-//! `ItemState::encode` being canonical (equal states encode to equal bytes), which it is.
+//! [`FANOUT`], [`DEPTH`], the leaf function, the digest seed and the hash functions are part of
+//! the peer protocol: two nodes compare trees built by possibly different binaries, so changing
+//! any of them (or the storage key layout) needs a protocol version bump. The digest covers the
+//! *encoded* state, so it relies on `ItemState::encode` being canonical (equal states encode to
+//! equal bytes), which it is: contexts and siblings are encoded in sorted order.
 //!
 //! Non-goals: the tree does not list the keys of a leaf. The node answers "which items are in
-//! leaf L" from its own storage (or a digest index), and the tree never touches storage.
+//! leaf L" by scanning [`leaf_key_range`] in its own storage; the tree never touches storage.
 
 use std::fmt;
 
 use thiserror::Error;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-/// Children per inner node. A power of two, so leaf positions are bit fields of a hash.
+/// Children per inner node. A power of two, so each level's position is a bit field of the key.
 pub const FANOUT: usize = 16;
 
 /// Levels below the root. Leaves live at level `DEPTH`, the root at level 0.
@@ -98,22 +116,19 @@ const INNER_LEN: usize = level_offset(DEPTH);
 /// All nodes, inner and leaves.
 const NODES_LEN: usize = level_offset(DEPTH + 1);
 
-/// Bits of a hash that select a leaf.
+/// Leading bits of a storage key that select its leaf.
 const LEAF_BITS: u32 = LEAVES.trailing_zeros();
 
-/// Seed of the leaf-placement hash. It must differ from the unseeded xxh3 that
-/// [`crate::key::placement_hash`] uses: a storage key with an empty sort key *is* the partition
-/// prefix, so an unseeded hash would put every such item of a replica set (whose placement
-/// hashes share one arc of the ring) into the few leaves covering that arc.
-const LEAF_SEED: u64 = 0x6c65_6166_5f71_6462; // "leaf_qdb"
+/// Bytes of a storage key that determine its leaf.
+const LEAF_PREFIX_BYTES: usize = (LEAF_BITS as usize).div_ceil(8);
 
-/// Seed of the item digest, so a digest never equals the leaf-placement hash of the same bytes.
+/// Seed of the item digest, so a digest is not the unseeded xxh3 used elsewhere of the same bytes.
 const DIGEST_SEED: u64 = 0x6974_656d_5f71_6462; // "item_qdb"
 
 const _: () = assert!(FANOUT.is_power_of_two() && FANOUT >= 2);
 const _: () = assert!(DEPTH >= 1);
 const _: () = assert!(LEAVES == 1 << LEAF_BITS);
-const _: () = assert!(LEAF_BITS <= 32, "leaf index is taken from the top bits of a 64-bit hash");
+const _: () = assert!(LEAF_BITS <= 32, "leaf index is taken from the top bits of a 64-bit prefix");
 const _: () = assert!(NODES_LEN == INNER_LEN + LEAVES);
 
 /// The digest of one item: xxh3 of the storage key's length, the key, and the encoded state.
@@ -126,10 +141,38 @@ pub fn item_digest(storage_key: &[u8], encoded_state: &[u8]) -> u64 {
     hasher.digest()
 }
 
-/// The leaf bucket of an item: the top [`LEAVES`]`.log2()` bits of a seeded xxh3 of its storage
-/// key. It depends on the key only, so a key stays in its bucket whatever its state.
+/// The leaf bucket of an item: the top 12 bits of its storage key, read as a big-endian number
+/// (keys shorter than 8 bytes are zero-padded). Storage keys lead with the item's placement hash
+/// (see [`crate::key::ItemKey::storage_key`]), so this is the item's ring position, and each leaf
+/// is one contiguous range of storage keys: [`leaf_key_range`].
 pub fn leaf_of(storage_key: &[u8]) -> usize {
-    (xxh3_64_with_seed(storage_key, LEAF_SEED) >> (64 - LEAF_BITS)) as usize
+    let mut prefix = [0u8; 8];
+    for (slot, byte) in prefix.iter_mut().zip(storage_key) {
+        *slot = *byte;
+    }
+    (u64::from_be_bytes(prefix) >> (64 - LEAF_BITS)) as usize
+}
+
+/// The storage keys of `leaf`: every key `k` with `start <= k` and, if `end` is given,
+/// `k < end`, byte-wise — exactly the keys with `leaf_of(k) == leaf`. A replica answers a leaf
+/// listing with one range scan over these bounds (keeping the items of the replica set asked
+/// about: a leaf can hold items of several replica sets).
+pub fn leaf_key_range(leaf: usize) -> Result<(Vec<u8>, Option<Vec<u8>>), MerkleError> {
+    if leaf >= LEAVES {
+        return Err(MerkleError::NoSuchNode { level: DEPTH, index: leaf, width: LEAVES });
+    }
+    // The shortest byte string that is the big-endian prefix of the leaf's first position: trailing
+    // zero bytes are dropped so that short keys (zero-padded by `leaf_of`) also sort inside.
+    let bound = |leaf: usize| {
+        let bytes = ((leaf as u64) << (64 - LEAF_BITS)).to_be_bytes();
+        let mut out = bytes.get(..LEAF_PREFIX_BYTES).unwrap_or_default().to_vec();
+        while out.last() == Some(&0) {
+            out.pop();
+        }
+        out
+    };
+    let end = (leaf + 1 < LEAVES).then(|| bound(leaf + 1));
+    Ok((bound(leaf), end))
 }
 
 /// The hash a leaf holding items with these digests has: their XOR. The node uses it to rebuild
@@ -344,8 +387,9 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
+    /// A realistic storage key (placement hash first) for partition `p{i}`.
     fn key(i: u32) -> Vec<u8> {
-        format!("key-{i}").into_bytes()
+        crate::key::ItemKey::new("t", format!("p{i}").as_bytes(), b"").unwrap().storage_key()
     }
 
     /// Every leaf hash of a tree, for whole-tree comparisons.
@@ -401,34 +445,66 @@ mod tests {
         assert_eq!(item_digest(b"k", b"v"), item_digest(b"k", b"v"));
     }
 
-    /// Proves items of one replica set spread over the leaves even when their storage keys are
-    /// bare partition prefixes, whose unseeded xxh3 is the placement hash and therefore clustered
-    /// on the ring: the leaf hash is seeded differently.
+    /// Proves the leaf of a storage key is its ring position (the top bits of the placement hash
+    /// it starts with), so every sort key of a partition shares its leaf, and partitions spread
+    /// over the leaves.
     #[test]
-    fn leaves_spread_for_keys_of_one_ring_arc() {
-        use crate::key::{partition_prefix, placement_hash};
-        // Keep only partitions whose placement hash falls into one 1/16 arc of the ring, as the
-        // items of one replica set do.
-        let keys: Vec<Vec<u8>> = (0..200_000u32)
-            .map(|i| i.to_string())
-            .filter(|p| placement_hash("t", p.as_bytes()) >> 60 == 0)
-            .map(|p| partition_prefix("t", p.as_bytes()))
-            .take(10_000)
-            .collect();
-        assert_eq!(keys.len(), 10_000);
-        let used: BTreeSet<usize> = keys.iter().map(|k| leaf_of(k)).collect();
+    fn leaf_is_ring_position() {
+        use crate::key::ItemKey;
+        let mut used = BTreeSet::new();
+        for i in 0..10_000u32 {
+            let item = ItemKey::new("t", format!("p{i}").as_bytes(), b"sort").unwrap();
+            let leaf = leaf_of(&item.storage_key());
+            assert_eq!(leaf as u64, item.placement_hash() >> (64 - LEAF_BITS));
+            let other_sort = ItemKey::new("t", format!("p{i}").as_bytes(), b"zzz").unwrap();
+            assert_eq!(leaf_of(&other_sort.storage_key()), leaf);
+            used.insert(leaf);
+        }
         // 10 000 balls into 4096 bins leave about 4096·e^(-2.44) ≈ 357 bins empty.
         assert!(used.len() > 3500, "only {} leaves used", used.len());
-        // And items of one partition (same prefix, different sort keys) spread too.
-        let prefix = partition_prefix("t", b"big-partition");
-        let used: BTreeSet<usize> = (0..1000u32)
-            .map(|i| {
-                let mut k = prefix.clone();
-                k.extend_from_slice(&i.to_be_bytes());
-                leaf_of(&k)
-            })
-            .collect();
-        assert!(used.len() > 800, "only {} leaves used", used.len());
+    }
+
+    /// Proves the range bounds of the first, a middle and the last leaf, and that a leaf index
+    /// past the end is an error.
+    #[test]
+    fn leaf_key_range_bounds() {
+        assert_eq!(leaf_key_range(0).unwrap(), (vec![], Some(vec![0x00, 0x10])));
+        assert_eq!(leaf_key_range(0x6b3).unwrap(), (vec![0x6b, 0x30], Some(vec![0x6b, 0x40])));
+        assert_eq!(leaf_key_range(0x6bf).unwrap(), (vec![0x6b, 0xf0], Some(vec![0x6c])));
+        assert_eq!(leaf_key_range(LEAVES - 1).unwrap(), (vec![0xff, 0xf0], None));
+        assert!(leaf_key_range(LEAVES).is_err());
+    }
+
+    /// Measures how many leaves each replica set's items occupy with ring-ordered leaves; the
+    /// table in the module docs comes from here. Run with
+    /// `cargo test --release -p quorumdb-core measure_leaf_occupancy -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_leaf_occupancy() {
+        use crate::key::ItemKey;
+        use crate::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
+        for (members, zones) in [(5usize, 5usize), (5, 3), (9, 3)] {
+            let members: Vec<Member> =
+                (0..members).map(|i| Member::new(format!("n{i}"), format!("z{}", i % zones))).collect();
+            let ring = Ring::new(members.clone(), VNODES_PER_NODE_DEFAULT).unwrap();
+            let mut sets: BTreeMap<Vec<usize>, BTreeMap<usize, usize>> = BTreeMap::new();
+            for i in 0..1_000_000u32 {
+                let item = ItemKey::new("t", format!("p{i}").as_bytes(), b"").unwrap();
+                let mut set = ring.preference_list(item.placement_hash(), 3);
+                set.sort();
+                *sets.entry(set).or_default().entry(leaf_of(&item.storage_key())).or_default() += 1;
+            }
+            for (set, leaves) in &sets {
+                let items: usize = leaves.values().sum();
+                let max = leaves.values().max().copied().unwrap_or(0);
+                let mean = items as f64 / leaves.len() as f64;
+                println!(
+                    "{}/{zones} {set:?}: {items} items, {} leaves, {mean:.0} per leaf, max {max}",
+                    members.len(),
+                    leaves.len()
+                );
+            }
+        }
     }
 
     /// Proves out-of-range lookups, as a bad peer request would make, are errors, not panics.
@@ -508,6 +584,23 @@ mod tests {
     }
 
     proptest! {
+        /// Proves every byte string lies in the key range of its leaf, and that leaves are
+        /// monotone in byte order (so each leaf is one contiguous range), short keys included.
+        #[test]
+        fn leaf_is_a_contiguous_key_range(
+            a in proptest::collection::vec(any::<u8>(), 0..12),
+            b in proptest::collection::vec(any::<u8>(), 0..12),
+        ) {
+            for k in [&a, &b] {
+                let (start, end) = leaf_key_range(leaf_of(k)).unwrap();
+                prop_assert!(start.as_slice() <= k.as_slice());
+                prop_assert!(end.is_none_or(|end| k.as_slice() < end.as_slice()));
+            }
+            if a <= b {
+                prop_assert!(leaf_of(&a) <= leaf_of(&b));
+            }
+        }
+
         /// Proves a tree maintained incrementally through random puts, overwrites and deletes
         /// equals, at every level, the tree built from scratch from the final item set.
         #[test]

@@ -252,9 +252,7 @@ impl History {
                 break;
             }
             let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            if content.len() > OP_LINE_BYTES_MAX
-                || (buf.last() != Some(&b'\n') && n as u64 == limit)
-            {
+            if content.len() > OP_LINE_BYTES_MAX || (buf.last() != Some(&b'\n') && n as u64 == limit) {
                 return Err(HistoryError::LineTooLong { line, bytes_max: OP_LINE_BYTES_MAX });
             }
             let content = content.strip_suffix(b"\r").unwrap_or(content);
@@ -264,8 +262,8 @@ impl History {
             if ops.len() >= HISTORY_OPS_LEN_MAX {
                 return Err(HistoryError::TooManyOps { ops_len_max: HISTORY_OPS_LEN_MAX });
             }
-            let op: Op = serde_json::from_slice(content)
-                .map_err(|source| HistoryError::Decode { line, source })?;
+            let op: Op =
+                serde_json::from_slice(content).map_err(|source| HistoryError::Decode { line, source })?;
             ops.push(op);
         }
         Ok(History { ops })
@@ -358,10 +356,11 @@ fn decode(
     field: TokenField,
     token: Option<&str>,
 ) -> Result<Option<VersionVector>, HistoryError> {
-    token
-        .map(VersionVector::from_token)
-        .transpose()
-        .map_err(|source| HistoryError::MalformedToken { index, field, source })
+    token.map(VersionVector::from_token).transpose().map_err(|source| HistoryError::MalformedToken {
+        index,
+        field,
+        source,
+    })
 }
 
 #[cfg(test)]

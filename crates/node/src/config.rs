@@ -18,6 +18,16 @@ pub const FAILURE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 /// Most requests one node keeps in flight towards one peer; more wait for a slot (backpressure).
 pub const PEER_INFLIGHT_MAX_DEFAULT: usize = 1_024;
 
+/// Pause between background anti-entropy passes.
+pub const ANTIENTROPY_INTERVAL_MS_DEFAULT: u64 = 10_000;
+/// Anti-entropy transfer budget: 16 MiB/s keeps repair well below what one disk and one
+/// network link serve, so client traffic keeps priority.
+pub const ANTIENTROPY_BYTES_PER_SECOND_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
+/// Pause between tombstone garbage-collection passes.
+pub const TOMBSTONE_GC_INTERVAL_MS_DEFAULT: u64 = 60_000;
+/// Tombstone grace: one hour beyond the hint age limit (3 h).
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = quorumdb_core::handoff::HINT_AGE_MS_MAX_DEFAULT + 60 * 60 * 1000;
+
 /// When a replica may acknowledge a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +166,27 @@ pub struct NodeConfig {
     pub failure_timeout_ms: u64,
     #[serde(default = "default_peer_inflight_max")]
     pub peer_inflight_max: usize,
+    /// Queue hints for replicas that miss writes (default true). Off leaves convergence to
+    /// read repair and anti-entropy; useful to measure them alone.
+    #[serde(default = "default_true")]
+    pub hinted_handoff: bool,
+    /// Maintain Merkle trees on every write and run anti-entropy (default true).
+    #[serde(default = "default_true")]
+    pub antientropy: bool,
+    /// Pause between background anti-entropy passes; 0 disables them (repair on demand only).
+    #[serde(default = "default_antientropy_interval_ms")]
+    pub antientropy_interval_ms: u64,
+    /// Most bytes of item states anti-entropy moves per second, so repair never starves clients.
+    #[serde(default = "default_antientropy_bytes_per_second_max")]
+    pub antientropy_bytes_per_second_max: u64,
+    /// Pause between tombstone garbage-collection passes.
+    #[serde(default = "default_tombstone_gc_interval_ms")]
+    pub tombstone_gc_interval_ms: u64,
+    /// A tombstone is purged only this long after this replica first held it, and only once
+    /// every home replica holds it. Must exceed the hint age limit, so no queued hint can
+    /// carry an older version to a replica after the purge.
+    #[serde(default = "default_tombstone_grace_ms")]
+    pub tombstone_grace_ms: u64,
     #[serde(default)]
     pub members: Vec<MemberConfig>,
     #[serde(default)]
@@ -176,6 +207,21 @@ fn default_failure_timeout_ms() -> u64 {
 }
 fn default_peer_inflight_max() -> usize {
     PEER_INFLIGHT_MAX_DEFAULT
+}
+fn default_true() -> bool {
+    true
+}
+fn default_antientropy_interval_ms() -> u64 {
+    ANTIENTROPY_INTERVAL_MS_DEFAULT
+}
+fn default_antientropy_bytes_per_second_max() -> u64 {
+    ANTIENTROPY_BYTES_PER_SECOND_MAX_DEFAULT
+}
+fn default_tombstone_gc_interval_ms() -> u64 {
+    TOMBSTONE_GC_INTERVAL_MS_DEFAULT
+}
+fn default_tombstone_grace_ms() -> u64 {
+    TOMBSTONE_GRACE_MS_DEFAULT
 }
 
 #[derive(Debug, Error)]
@@ -293,6 +339,9 @@ impl NodeConfig {
         if self.peer_inflight_max == 0 {
             return bad("peer_inflight_max must be at least 1".into());
         }
+        if self.tombstone_gc_interval_ms == 0 || self.antientropy_bytes_per_second_max == 0 {
+            return bad("tombstone_gc_interval_ms and antientropy_bytes_per_second_max must be > 0".into());
+        }
         if self.heartbeat_interval_ms == 0 || self.failure_timeout_ms <= self.heartbeat_interval_ms {
             return bad("failure_timeout_ms must exceed heartbeat_interval_ms (> 0)".into());
         }
@@ -306,6 +355,30 @@ impl NodeConfig {
             .find(|t| t.name == table)
             .map(|t| t.replication_factor)
             .unwrap_or(self.replication_factor)
+    }
+
+    /// A config with every optional field at its default.
+    pub fn with_defaults(
+        node_id: String,
+        zone: String,
+        http_listen: String,
+        peer_listen: String,
+        data_dir: PathBuf,
+        members: Vec<MemberConfig>,
+    ) -> Result<Self, ConfigError> {
+        let mut t = toml::Table::new();
+        t.insert("node_id".into(), node_id.into());
+        t.insert("zone".into(), zone.into());
+        t.insert("http_listen".into(), http_listen.into());
+        t.insert("peer_listen".into(), peer_listen.into());
+        t.insert("data_dir".into(), data_dir.to_string_lossy().into_owned().into());
+        let members =
+            toml::Value::try_from(members).map_err(|e| ConfigError::Invalid(format!("members: {e}")))?;
+        t.insert("members".into(), members);
+        toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: PathBuf::from("<defaults>"),
+            message: e.to_string(),
+        })
     }
 
     /// The conflict mode of `table`.

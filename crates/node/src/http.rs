@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tables/{table}/partitions/{key}", get(scan_partition))
         .route("/v1/cluster/status", get(status))
         .route("/v1/admin/faults", get(get_faults).put(put_faults))
+        .route("/v1/admin/repair", get(repair_progress).post(start_repair))
         .route("/metrics", get(metrics_route))
         .route("/livez", get(|| async { (StatusCode::OK, Json(json!({"status": "live"}))) }))
         .route("/readyz", get(readyz))
@@ -443,6 +444,30 @@ async fn put_faults(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
         Ok((StatusCode::OK, Json(rules)).into_response())
     })();
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn start_repair(State(s): State<AppState>, q: Result<Query<Params>, QueryRejection>) -> Response {
+    let result = (|| {
+        let p = params(q, &["table"])?;
+        let table = p.get("table").cloned();
+        if let Some(t) = &table {
+            quorumdb_core::key::validate_table(t)?;
+        }
+        if !s.node.ae.enabled {
+            return Err(ApiError::Unavailable(
+                "anti-entropy is disabled on this node (antientropy = false)".into(),
+            ));
+        }
+        let node = s.node.clone();
+        tokio::spawn(async move { node.antientropy_pass(table, true).await });
+        Ok((StatusCode::ACCEPTED, Json(json!({"started": true}))).into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn repair_progress(State(s): State<AppState>) -> Response {
+    let progress = s.node.ae.progress.lock().map(|p| p.clone()).unwrap_or_default();
+    (StatusCode::OK, Json(progress)).into_response()
 }
 
 async fn metrics_route(State(s): State<AppState>) -> Response {

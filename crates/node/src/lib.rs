@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod antientropy;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -69,6 +70,10 @@ pub async fn run(
         .await
         .map_err(|source| NodeError::Bind { addr: config.http_listen.clone(), source })?;
     let node = node::Node::new(config, storage).map_err(NodeError::Setup)?;
+    let started = std::time::Instant::now();
+    let items =
+        node.rebuild_trees().map_err(|e| NodeError::Setup(format!("cannot rebuild Merkle trees: {e}")))?;
+    tracing::info!(items, ms = started.elapsed().as_millis() as u64, "Merkle trees rebuilt");
     tracing::info!(
         node = node.id(),
         actor = %node.storage.actor(),
@@ -92,6 +97,8 @@ pub async fn run(
     ));
     tokio::spawn(node.clone().heartbeat_loop());
     tokio::spawn(node.clone().handoff_loop());
+    tokio::spawn(node.clone().antientropy_loop());
+    tokio::spawn(node.clone().gc_loop());
     let app = http::router(http::AppState { node: node.clone(), metrics });
     node.ready.store(true, Ordering::Release);
     axum::serve(http_listener, app)

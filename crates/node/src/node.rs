@@ -18,6 +18,7 @@
 //! Writes are coordinated by a home replica because a new dot must be generated against that
 //! replica's durable local state (counter = highest seen + 1); a non-replica cannot do that.
 
+use crate::antientropy::AntiEntropy;
 use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::lww;
@@ -67,6 +68,8 @@ pub struct Node {
     hints: std::sync::Mutex<HintQueue>,
     /// Last hybrid-logical-clock timestamp issued or observed (last-writer-wins tables).
     hlc: AtomicU64,
+    /// Merkle trees and repair progress (see [`crate::antientropy`]).
+    pub ae: AntiEntropy,
 }
 
 /// The result of a scan at the coordinator.
@@ -100,6 +103,7 @@ impl Node {
             .collect();
         let health = config.members.iter().map(|_| PeerHealth::default()).collect();
         let locks = (0..KEY_LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
+        let antientropy = config.antientropy;
         let stored = storage.load_hints().map_err(|e| e.to_string())?;
         let (hints, dropped) = HintQueue::restore(HintLimits::default(), stored, unix_ms());
         for cmd in dropped {
@@ -120,6 +124,7 @@ impl Node {
             ready: AtomicBool::new(false),
             hints: std::sync::Mutex::new(hints),
             hlc: AtomicU64::new(0),
+            ae: AntiEntropy::new(antientropy),
         }))
     }
 
@@ -140,6 +145,26 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.config.node_id
+    }
+
+    /// The id of member `idx`.
+    pub(crate) fn member_name(&self, idx: usize) -> String {
+        self.name(idx)
+    }
+
+    /// The home replicas of `key`, primary first.
+    pub(crate) fn preference_of(&self, key: &ItemKey) -> Vec<usize> {
+        self.preference(key)
+    }
+
+    /// One request to peer `idx` (liveness is recorded from the outcome).
+    pub(crate) async fn peer_request(
+        &self,
+        idx: usize,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        self.send(idx, req, timeout).await.map_err(|e| e.to_string())
     }
 
     fn name(&self, idx: usize) -> String {
@@ -236,7 +261,7 @@ impl Node {
         ctx: &VersionVector,
     ) -> Result<ItemState, ApiError> {
         let _g = self.lock(key);
-        let local = self.storage.get(key)?.unwrap_or_default();
+        let (old_raw, local) = self.load(key)?;
         let new = match self.config.conflict_of(&key.table) {
             ConflictMode::Siblings => local.update(ctx, value, self.storage.actor())?,
             ConflictMode::Lww => {
@@ -246,8 +271,19 @@ impl Node {
                 lww::resolve(&local.update(&VersionVector::new(), stamped, self.storage.actor())?)
             }
         };
-        self.store(key, &local, &new)?;
+        self.store(key, old_raw.as_deref(), &local, &new)?;
         Ok(new)
+    }
+
+    /// The stored encoding and decoded state of an item (empty state when absent).
+    fn load(&self, key: &ItemKey) -> Result<(Option<Vec<u8>>, ItemState), ApiError> {
+        let raw = self.storage.get_raw(key)?;
+        let state = match &raw {
+            Some(bytes) => ItemState::decode(bytes)
+                .map_err(|e| ApiError::Internal(format!("stored item is corrupt: {e}")))?,
+            None => ItemState::new(),
+        };
+        Ok((raw, state))
     }
 
     /// Merges a replicated state into the local replica and waits until it is durable.
@@ -259,13 +295,13 @@ impl Node {
         }
         {
             let _g = self.lock(key);
-            let local = self.storage.get(key)?.unwrap_or_default();
-            if !local.descends(incoming) {
+            let (old_raw, local) = self.load(key)?;
+            if !local.descends(incoming) && !self.is_purged_echo(key, old_raw.is_none(), incoming)? {
                 let mut merged = ItemState::merged(&local, incoming);
                 if lww {
                     merged = lww::resolve(&merged);
                 }
-                self.store(key, &local, &merged)?;
+                self.store(key, old_raw.as_deref(), &local, &merged)?;
             }
         }
         // Even an unchanged state may not be durable yet (another writer inserted it a moment
@@ -274,10 +310,49 @@ impl Node {
         Ok(())
     }
 
-    /// Replaces `old` by `new` for `key` in storage (not yet durable). Every change of a stored
-    /// item goes through here, so derived structures stay in step with the data.
-    fn store(&self, key: &ItemKey, _old: &ItemState, new: &ItemState) -> Result<(), ApiError> {
-        self.storage.put(key, new)?;
+    /// Whether `incoming` is a tombstone this replica already purged (sent back by a replica
+    /// that has not purged it yet): storing it again would restart its grace period forever.
+    fn is_purged_echo(&self, key: &ItemKey, absent: bool, incoming: &ItemState) -> Result<bool, ApiError> {
+        if !absent || !(incoming.has_tombstone() && incoming.is_deleted()) {
+            return Ok(false);
+        }
+        Ok(match self.storage.purge_record(&key.storage_key())? {
+            Some((_, final_state)) => ItemState::decode(&final_state).is_ok_and(|f| f.descends(incoming)),
+            None => false,
+        })
+    }
+
+    /// Replaces the stored item (encoded as `old_raw`, decoded as `old`) by `new` (not yet
+    /// durable). Every change of a stored item goes through here, so the Merkle trees and
+    /// tombstone records stay in step with the data.
+    fn store(
+        &self,
+        key: &ItemKey,
+        old_raw: Option<&[u8]>,
+        old: &ItemState,
+        new: &ItemState,
+    ) -> Result<(), ApiError> {
+        let encoded = new.encode();
+        self.storage.put_encoded(key, encoded.clone())?;
+        let was_tombstone = old.has_tombstone() && old.is_deleted();
+        self.after_store(key, old_raw, Some((&encoded, new)), was_tombstone);
+        Ok(())
+    }
+
+    /// Removes a tombstone every replica holds (garbage collection), if it is still what is
+    /// stored, and remembers the purge.
+    pub(crate) fn purge(&self, key: &ItemKey, expected: &ItemState) -> Result<(), ApiError> {
+        let _g = self.lock(key);
+        let (old_raw, local) = self.load(key)?;
+        if &local != expected {
+            return Ok(());
+        }
+        let sk = key.storage_key();
+        self.storage.remove(key)?;
+        self.storage.record_purge(&sk, unix_ms(), &expected.encode())?;
+        self.after_store(key, old_raw.as_deref(), None, true);
+        self.storage.unmark_tombstone(&sk)?;
+        metrics::counter!("quorumdb_tombstones_purged_total").increment(1);
         Ok(())
     }
 
@@ -529,6 +604,9 @@ impl Node {
     /// Queues a hint for `target` and stores it (durable with the next group commit). A refused
     /// hint (queue full) is counted; anti-entropy repairs that replica instead.
     fn add_hint(&self, target: String, key: &ItemKey, state: &ItemState) {
+        if !self.config.hinted_handoff {
+            return;
+        }
         let hint = Hint { target, key: key.storage_key(), state: state.encode(), created_ms: unix_ms() };
         let mut q = match self.hints.lock() {
             Ok(q) => q,
@@ -913,6 +991,10 @@ impl Node {
     async fn handle_peer_inner(self: &Arc<Self>, req: Request) -> Result<Response, ApiError> {
         match req {
             Request::Ping => Ok(Response::Pong),
+            req @ (Request::AeHashes { .. }
+            | Request::AeLeafKeys { .. }
+            | Request::StartRepair { .. }
+            | Request::TombstoneHeld { .. }) => self.handle_ae(req),
             Request::Read { key } => {
                 let key = from_wire(key)?;
                 let mut state = self.storage.get(&key)?.unwrap_or_default();

@@ -62,6 +62,12 @@ pub struct Storage {
     /// Hinted-handoff queue: hint id (u64 BE) → encoded [`Hint`]. Shares the journal, so the
     /// group commit makes hints durable together with data.
     hints: Keyspace,
+    /// Tombstone-only items: storage key → unix ms when this replica first held the tombstone.
+    /// Drives garbage collection without scanning all data.
+    tombstones: Keyspace,
+    /// Recently purged tombstones: storage key → unix ms of the purge | encoded state. Lets the
+    /// replica ignore the same tombstone when a slower replica sends it back.
+    purged: Keyspace,
     /// This data directory's actor id, used to stamp dots of writes it coordinates. A fresh
     /// random id per data directory means a wiped node never reuses an old (actor, counter).
     actor: ActorId,
@@ -86,6 +92,8 @@ impl Storage {
         let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
+        let tombstones = db.keyspace("tombstones", KeyspaceCreateOptions::default)?;
+        let purged = db.keyspace("purged", KeyspaceCreateOptions::default)?;
         let actor = match meta.get("actor_id")? {
             Some(raw) => {
                 let bytes: [u8; 8] = raw
@@ -116,7 +124,7 @@ impl Storage {
                 .map_err(|e| StorageError::Engine(format!("cannot start group commit: {e}")))?;
         }
         metrics::gauge!("quorumdb_storage_poisoned").set(0.0);
-        Ok(Arc::new(Storage { db, data, hints, actor, sync_tx, poisoned }))
+        Ok(Arc::new(Storage { db, data, hints, tombstones, purged, actor, sync_tx, poisoned }))
     }
 
     pub fn actor(&self) -> ActorId {
@@ -145,6 +153,109 @@ impl Storage {
     pub fn put(&self, key: &ItemKey, state: &ItemState) -> Result<(), StorageError> {
         self.check_writable()?;
         self.data.insert(key.storage_key(), state.encode())?;
+        Ok(())
+    }
+
+    /// Inserts an already encoded state (not yet durable).
+    pub fn put_encoded(&self, key: &ItemKey, encoded: Vec<u8>) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.data.insert(key.storage_key(), encoded)?;
+        Ok(())
+    }
+
+    /// Removes an item entirely (tombstone garbage collection). Not yet durable.
+    pub fn remove(&self, key: &ItemKey) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.data.remove(key.storage_key())?;
+        Ok(())
+    }
+
+    /// Raw `(storage key, encoded state)` pairs with `lo <= key < hi` (`hi = None`: to the end).
+    pub fn scan_raw(
+        &self,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let upper = match hi {
+            Some(h) => Bound::Excluded(h),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for guard in self.data.range::<Vec<u8>, _>((Bound::Included(lo), upper)) {
+            let (k, v) = guard.into_inner()?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Raw encoded state of one item, if stored.
+    pub fn get_raw(&self, key: &ItemKey) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.data.get(key.storage_key())?.map(|v| v.to_vec()))
+    }
+
+    /// Every raw `(storage key, encoded state)` pair, for rebuilding derived structures at start.
+    pub fn for_each_raw(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<(), StorageError> {
+        for guard in self.data.iter() {
+            let (k, v) = guard.into_inner()?;
+            f(&k, &v);
+        }
+        Ok(())
+    }
+
+    pub fn mark_tombstone(&self, storage_key: &[u8], since_ms: u64) -> Result<(), StorageError> {
+        self.tombstones.insert(storage_key, since_ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    pub fn unmark_tombstone(&self, storage_key: &[u8]) -> Result<(), StorageError> {
+        self.tombstones.remove(storage_key)?;
+        Ok(())
+    }
+
+    /// Up to `limit` tombstone records `(storage key, since unix ms)`.
+    pub fn tombstones(&self, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.tombstones.iter().take(limit) {
+            let (k, v) = guard.into_inner()?;
+            let since = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            out.push((k.to_vec(), since));
+        }
+        Ok(out)
+    }
+
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.approximate_len()
+    }
+
+    /// Records that `storage_key` was purged at `at_ms` with this final (tombstone) state.
+    pub fn record_purge(&self, storage_key: &[u8], at_ms: u64, state: &[u8]) -> Result<(), StorageError> {
+        let mut v = at_ms.to_be_bytes().to_vec();
+        v.extend_from_slice(state);
+        self.purged.insert(storage_key, v)?;
+        Ok(())
+    }
+
+    /// The purge record of a key: (purge unix ms, encoded final state).
+    pub fn purge_record(&self, storage_key: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        Ok(self.purged.get(storage_key)?.and_then(|v| {
+            let at = v.get(..8)?.try_into().ok().map(u64::from_be_bytes)?;
+            Some((at, v.get(8..)?.to_vec()))
+        }))
+    }
+
+    /// Up to `limit` purge records `(storage key, purge unix ms)`, for expiring them.
+    pub fn purge_records(&self, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.purged.iter().take(limit) {
+            let (k, v) = guard.into_inner()?;
+            let at = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            out.push((k.to_vec(), at));
+        }
+        Ok(out)
+    }
+
+    pub fn forget_purge(&self, storage_key: &[u8]) -> Result<(), StorageError> {
+        self.purged.remove(storage_key)?;
         Ok(())
     }
 

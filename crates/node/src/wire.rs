@@ -67,6 +67,18 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
+    /// Anti-entropy: the children hashes of `parents` at `level` of one tree.
+    AeHashes { tree: WireTree, level: u32, parents: Vec<u32> },
+    /// Anti-entropy: the `(storage key, digest)` pairs of these leaves of one tree.
+    AeLeafKeys { tree: WireTree, leaves: Vec<u32> },
+    /// Tombstone GC: does this replica hold exactly this tombstone (or has it purged it)?
+    TombstoneHeld {
+        key: WireKey,
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+    },
+    /// Start a full anti-entropy pass on this node (all trees, or one table's).
+    StartRepair { table: Option<String> },
     /// Return the local state of one item (empty encoding when absent).
     Read { key: WireKey },
     /// Return one page of a partition's items.
@@ -83,10 +95,40 @@ pub enum Request {
     },
 }
 
+/// Names one Merkle tree: a table and the sorted member ids of one replica set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct WireTree {
+    pub table: String,
+    pub set: Vec<String>,
+}
+
+/// One leaf's listing: `(storage key, item digest)` pairs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeafListing {
+    pub leaf: u32,
+    pub items: Vec<KeyDigest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyDigest {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub digest: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     Pong,
     Ack,
+    Hashes {
+        hashes: Vec<u64>,
+    },
+    Held {
+        held: bool,
+    },
+    LeafKeys {
+        leaves: Vec<LeafListing>,
+    },
     Item {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,

@@ -37,6 +37,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Show what each replica of a key holds locally (repairs nothing).
     Inspect(InspectArgs),
+    /// Run a full anti-entropy pass on every node and show its progress.
+    Repair(RepairArgs),
     /// YCSB-style load generator.
     Bench(crate::bench::BenchArgs),
     /// Inject faults into a running cluster: partitions, drops, delays, clock skew.
@@ -177,6 +179,20 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Only this table's trees.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Wait until every node finished its pass, showing progress.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+#[derive(Args, Debug)]
 pub struct StatusArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: TableOrJson,
@@ -195,6 +211,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Scan(a) => scan(a).await,
         Command::Status(a) => status(a).await,
         Command::Inspect(a) => inspect(a).await,
+        Command::Repair(a) => repair(a).await,
         Command::Bench(a) => crate::bench::run(a).await.map(|()| 0),
         Command::Nemesis(a) => crate::nemesis::run(a).await,
     }
@@ -342,4 +359,77 @@ async fn inspect(a: InspectArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// How long `repair --wait` waits for every node's pass before giving up.
+const REPAIR_WAIT_MS_MAX: u64 = 3_600_000;
+
+async fn repair(a: RepairArgs) -> Result<i32> {
+    use std::io::IsTerminal;
+    let seed = client(&a.endpoint)?;
+    let status = seed.status().await?;
+    let mut nodes = Vec::new();
+    for n in status.nodes.iter().filter(|n| n.state == "up") {
+        let c = Client::new(&n.address)?;
+        let before = c.repair_progress().await.with_context(|| format!("node {}", n.id))?.passes_completed;
+        c.start_repair(a.table.as_deref()).await.with_context(|| format!("node {}", n.id))?;
+        nodes.push((n.id.clone(), c, before));
+    }
+    let skipped: Vec<&str> = status.nodes.iter().filter(|n| n.state != "up").map(|n| n.id.as_str()).collect();
+    if !skipped.is_empty() {
+        eprintln!("skipping nodes that are down: {}", skipped.join(", "));
+    }
+    if !a.wait {
+        println!("repair started on {} nodes", nodes.len());
+        return Ok(0);
+    }
+    let tty = std::io::stderr().is_terminal() && a.output == TextOrJson::Text;
+    let bar = if tty { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+    let started = std::time::Instant::now();
+    let mut last_line = String::new();
+    let totals = loop {
+        let mut done = 0usize;
+        let mut total = 0usize;
+        let mut finished = true;
+        let mut sum = quorumdb_client::RepairProgress::default();
+        for (id, c, before) in &nodes {
+            let p = c.repair_progress().await.with_context(|| format!("node {id}"))?;
+            finished &= !p.running && p.passes_completed > *before;
+            done += p.exchanges_done;
+            total += p.exchanges_total;
+            sum.keys_pushed += p.keys_pushed;
+            sum.keys_pulled += p.keys_pulled;
+            sum.item_bytes += p.item_bytes;
+            sum.exchanges_failed += p.exchanges_failed;
+        }
+        let msg =
+            format!("{} keys pushed, {} pulled, {} bytes", sum.keys_pushed, sum.keys_pulled, sum.item_bytes);
+        if tty {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(msg.clone());
+        } else if a.output == TextOrJson::Text {
+            let line = format!("exchanges {done}/{total}: {msg}");
+            if line != last_line {
+                println!("{line}");
+                last_line = line;
+            }
+        }
+        if finished {
+            break sum;
+        }
+        if started.elapsed().as_millis() as u64 > REPAIR_WAIT_MS_MAX {
+            anyhow::bail!("repair did not finish within {} s", REPAIR_WAIT_MS_MAX / 1000);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    bar.finish_and_clear();
+    match a.output {
+        TextOrJson::Json => println!("{}", serde_json::to_string(&totals)?),
+        TextOrJson::Text => println!(
+            "repair complete: {} keys pushed, {} pulled, {} bytes of item data, {} failed exchanges",
+            totals.keys_pushed, totals.keys_pulled, totals.item_bytes, totals.exchanges_failed
+        ),
+    }
+    Ok(if totals.exchanges_failed > 0 { 1 } else { 0 })
 }

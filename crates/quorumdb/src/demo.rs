@@ -65,23 +65,16 @@ pub fn cluster_configs(a: &DemoArgs, dir: &Path) -> Result<Vec<NodeConfig>> {
         .collect();
     (1..=a.nodes)
         .map(|i| {
-            let c = NodeConfig {
-                node_id: format!("n{i}"),
-                zone: zone(i),
-                http_listen: format!("127.0.0.1:{}", http(i)),
-                peer_listen: format!("127.0.0.1:{}", peer(i)),
-                data_dir: dir.join(format!("n{i}")).join("data"),
-                replication_factor: a.replicas,
-                durability: a.durability,
-                read_repair: Default::default(),
-                quorum: Default::default(),
-                request_timeout_ms: quorumdb_node::config::REQUEST_TIMEOUT_MS_DEFAULT,
-                heartbeat_interval_ms: quorumdb_node::config::HEARTBEAT_INTERVAL_MS_DEFAULT,
-                failure_timeout_ms: quorumdb_node::config::FAILURE_TIMEOUT_MS_DEFAULT,
-                peer_inflight_max: quorumdb_node::config::PEER_INFLIGHT_MAX_DEFAULT,
-                members: members.clone(),
-                tables: Vec::new(),
-            };
+            let mut c = NodeConfig::with_defaults(
+                format!("n{i}"),
+                zone(i),
+                format!("127.0.0.1:{}", http(i)),
+                format!("127.0.0.1:{}", peer(i)),
+                dir.join(format!("n{i}")).join("data"),
+                members.clone(),
+            )?;
+            c.replication_factor = a.replicas;
+            c.durability = a.durability;
             c.validate()?;
             Ok(c)
         })

@@ -18,12 +18,19 @@
 //!
 //! The register starts absent. `fail` ops never happened and are dropped. `info` ops may have
 //! taken effect at any instant after their invocation, or never: their completion is treated as
-//! +∞ and the search may leave them out. An `info` read observed nothing and is dropped. An
-//! `info` write whose value no `ok` read returned is dropped too: in any linearization containing
-//! it, no read sits between it and the next write, so removing it changes nothing, and keeping it
-//! would let the search place it in exponentially many ways (each timeout would double the
-//! work). Causality tokens play no part here: this checker asks what a client of a single-copy
+//! +∞ and the search may leave them out. An `info` read observed nothing and is dropped.
+//! Causality tokens play no part here: this checker asks what a client of a single-copy
 //! register could have seen, regardless of how the store tracks versions.
+//!
+//! `info` ops are what makes such searches explode (each pending one may or may not have
+//! happened, doubling the configurations), so three exact reductions keep them in check, each
+//! preserving the verdict (the property tests compare against brute force):
+//! - An `info` write whose value no `ok` read returned is dropped: in any linearization
+//!   containing it no read sits between it and the next write, so removing it changes nothing.
+//! - For the same reason an `info` write is only tried while some `ok` read of its value is
+//!   still unlinearized.
+//! - Pending `info` deletes are interchangeable (same effect, no deadline), so only the
+//!   earliest-invoked unlinearized one is ever tried.
 //!
 //! ## The search
 //!
@@ -273,12 +280,11 @@ fn check_key(
             input: Input::Read(ABSENT),
         };
         result.verdict = Verdict::NotLinearizable;
-        result.counterexample =
-            counterexample(d, &ops, &probe, CounterexampleKind::Siblings, None, config);
+        result.counterexample = counterexample(d, &ops, &probe, CounterexampleKind::Siblings, None, config);
         return result;
     }
 
-    let mut search = Search::new(&ops);
+    let mut search = Search::new(&ops, values.len());
     let outcome = search.run(config);
     result.steps = search.steps;
     match outcome {
@@ -429,15 +435,28 @@ impl Hasher for FxHasher {
 
 struct Search<'a> {
     ops: &'a [SearchOp],
+    /// Node 0 is the head; then one node per call and per return, in time order.
     entries: Vec<Entry>,
+    /// Links of the doubly linked list over `entries` (`NIL` at the ends).
     next: Vec<usize>,
     prev: Vec<usize>,
+    /// For each `info` delete, its rank among `info` deletes in invocation order (else `NIL`).
+    /// All deletes have the same effect and an `info` op has no deadline, so two pending `info`
+    /// deletes are interchangeable: the search only ever lifts the earliest unlifted one, which
+    /// keeps the lifted ones a prefix of this order and avoids exploring every subset of them.
+    info_delete_rank: Vec<usize>,
+    /// How many `info` deletes are lifted (always the first ones by rank, see above).
+    info_deletes_lifted: usize,
+    /// Per value id: `ok` reads of that value not lifted yet. An `info` write is only worth
+    /// lifting while one of them is pending: placed after the last read of its value, it would be
+    /// followed by no read of it and could be removed from the linearization (module docs).
+    reads_pending: Vec<u32>,
     steps: u64,
     deepest: Option<Stuck>,
 }
 
 impl<'a> Search<'a> {
-    fn new(ops: &'a [SearchOp]) -> Search<'a> {
+    fn new(ops: &'a [SearchOp], values_len: usize) -> Search<'a> {
         // (time, 0 = call / 1 = return, op): calls sort before returns at equal times.
         let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(ops.len() * 2);
         for (i, op) in ops.iter().enumerate() {
@@ -450,6 +469,8 @@ impl<'a> Search<'a> {
         let mut entries = Vec::with_capacity(events.len() + 1);
         entries.push(Entry { op: NIL, ret: NIL, is_call: false });
         let mut call_of = vec![NIL; ops.len()];
+        let mut info_delete_rank = vec![NIL; ops.len()];
+        let mut info_deletes = 0;
         for (node, &(_, kind, op)) in events.iter().enumerate().map(|(n, e)| (n + 1, e)) {
             let is_call = kind == 0;
             entries.push(Entry { op, ret: NIL, is_call });
@@ -460,11 +481,74 @@ impl<'a> Search<'a> {
                     entry.ret = node;
                 }
             }
+            let info_delete =
+                ops.get(op).is_some_and(|o| o.complete_ns.is_none() && matches!(o.input, Input::Delete));
+            if is_call && info_delete {
+                if let Some(rank) = info_delete_rank.get_mut(op) {
+                    *rank = info_deletes;
+                    info_deletes += 1;
+                }
+            }
+        }
+        let mut reads_pending = vec![0u32; values_len];
+        for op in ops.iter().filter(|o| o.complete_ns.is_some()) {
+            if let Input::Read(v) = op.input {
+                if let Some(pending) = reads_pending.get_mut(v as usize) {
+                    *pending += 1;
+                }
+            }
         }
         let len = entries.len();
         let next = (0..len).map(|n| if n + 1 < len { n + 1 } else { NIL }).collect();
         let prev = (0..len).map(|n| if n == 0 { NIL } else { n - 1 }).collect();
-        Search { ops, entries, next, prev, steps: 0, deepest: None }
+        Search {
+            ops,
+            entries,
+            next,
+            prev,
+            info_delete_rank,
+            info_deletes_lifted: 0,
+            reads_pending,
+            steps: 0,
+            deepest: None,
+        }
+    }
+
+    /// Whether lifting `op` now can lead anywhere new (see `info_delete_rank`, `reads_pending`).
+    fn worth_trying(&self, op: usize) -> bool {
+        let o = &self.ops[op];
+        if o.complete_ns.is_some() {
+            return true;
+        }
+        match o.input {
+            Input::Delete => self.info_delete_rank[op] == self.info_deletes_lifted,
+            Input::Write(v) => self.reads_pending.get(v as usize).is_some_and(|&n| n > 0),
+            Input::Read(_) => true,
+        }
+    }
+
+    /// Bookkeeping for `worth_trying` when `op` is lifted or put back.
+    fn account(&mut self, op: usize, lifted: bool) {
+        let o = &self.ops[op];
+        match (o.input, o.complete_ns) {
+            (Input::Delete, None) => {
+                if lifted {
+                    self.info_deletes_lifted += 1;
+                } else {
+                    self.info_deletes_lifted = self.info_deletes_lifted.saturating_sub(1);
+                }
+            }
+            (Input::Read(v), Some(_)) => {
+                if let Some(pending) = self.reads_pending.get_mut(v as usize) {
+                    if lifted {
+                        *pending = pending.saturating_sub(1);
+                    } else {
+                        *pending += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Removes a call node and its return node from the list (their own links are kept, so
@@ -526,16 +610,17 @@ impl<'a> Search<'a> {
             let call = self.entries.get(node).filter(|e| e.is_call).map(|e| e.op);
             if let Some(op) = call {
                 let (word, bit) = (op / 64, 1u64 << (op % 64));
-                let accepted = self.ops[op].input.step(state);
+                let accepted = if self.worth_trying(op) { self.ops[op].input.step(state) } else { None };
                 if let Some(new_state) = accepted {
                     linearized[word] |= bit;
                     if cache.insert(Config { linearized: linearized.clone(), state: new_state }) {
-                        if cache.len() as u64 * config_bytes > limits.cache_bytes_max {
+                        if (cache.len() as u64).saturating_mul(config_bytes) > limits.cache_bytes_max {
                             return Outcome::Unknown(UnknownReason::CacheExhausted);
                         }
                         stack.push((node, state));
                         state = new_state;
                         self.lift(node);
+                        self.account(op, true);
                         if self.ops[op].complete_ns.is_some() {
                             ok_remaining -= 1;
                         }
@@ -567,6 +652,7 @@ impl<'a> Search<'a> {
             };
             self.unlift(call_node);
             let op = self.entries[call_node].op;
+            self.account(op, false);
             linearized[op / 64] &= !(1u64 << (op % 64));
             if self.ops[op].complete_ns.is_some() {
                 ok_remaining += 1;

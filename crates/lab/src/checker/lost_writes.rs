@@ -96,39 +96,36 @@ pub fn check_lost_writes(
     run(&Decoded::new(history)?, final_state, config)
 }
 
+/// One key's final read, decoded.
+struct FinalRead<'a> {
+    values: &'a [String],
+    context: Option<VersionVector>,
+}
+
 pub(crate) fn run(
     d: &Decoded<'_>,
     final_state: &FinalState,
     config: &CheckConfig,
 ) -> Result<LostWritesReport, CheckError> {
     let examples_len_max = config.examples_len_max;
-    let mut finals: BTreeMap<(&str, &str), (&[String], Option<VersionVector>)> = BTreeMap::new();
+    let mut finals: BTreeMap<(&str, &str), FinalRead<'_>> = BTreeMap::new();
     for item in &final_state.items {
-        let context = item
-            .context
-            .as_deref()
-            .map(VersionVector::from_token)
-            .transpose()
-            .map_err(|source| CheckError::MalformedFinalContext {
-                table: item.table.clone(),
-                key: item.key.clone(),
-                source,
+        let context =
+            item.context.as_deref().map(VersionVector::from_token).transpose().map_err(|source| {
+                CheckError::MalformedFinalContext { table: item.table.clone(), key: item.key.clone(), source }
             })?;
         let id = (item.table.as_str(), item.key.as_str());
-        if finals.insert(id, (item.values.as_slice(), context)).is_some() {
-            return Err(CheckError::DuplicateFinalItem {
-                table: item.table.clone(),
-                key: item.key.clone(),
-            });
+        if finals.insert(id, FinalRead { values: &item.values, context }).is_some() {
+            return Err(CheckError::DuplicateFinalItem { table: item.table.clone(), key: item.key.clone() });
         }
     }
 
     let mut report = LostWritesReport::default();
     for (&(table, key), indices) in &d.keys {
-        let writes_ok = indices
-            .iter()
-            .any(|&i| d.ops[i].kind == OpKind::Write && d.ops[i].result == OpResult::Ok);
-        let Some((final_values, final_context)) = finals.get(&(table, key)) else {
+        let writes_ok =
+            indices.iter().any(|&i| d.ops[i].kind == OpKind::Write && d.ops[i].result == OpResult::Ok);
+        let Some(FinalRead { values: final_values, context: final_context }) = finals.get(&(table, key))
+        else {
             if writes_ok {
                 return Err(CheckError::MissingFinalItem { table: table.into(), key: key.into() });
             }
@@ -150,9 +147,7 @@ pub(crate) fn run(
         // The first op in `superseders` (starting near `w`'s invoke, wrapping around) whose
         // token covers `w` and whose result is accepted by `accept`.
         let superseded_by = |w: usize, accept: &dyn Fn(OpResult) -> bool| -> Option<usize> {
-            let Some(w_ctx) = d.context_out[w].as_ref() else {
-                return None;
-            };
+            let w_ctx = d.context_out[w].as_ref()?;
             let start = superseders.partition_point(|&i| d.ops[i].invoke_ns < d.ops[w].invoke_ns);
             let (before, after) = superseders.split_at(start);
             after.iter().chain(before).copied().find(|&i| {

@@ -74,10 +74,7 @@ pub struct CheckConfig {
 
 impl Default for CheckConfig {
     fn default() -> Self {
-        Self {
-            examples_len_max: EXAMPLES_LEN_DEFAULT,
-            linearizability: LinearizabilityLimits::default(),
-        }
+        Self { examples_len_max: EXAMPLES_LEN_DEFAULT, linearizability: LinearizabilityLimits::default() }
     }
 }
 

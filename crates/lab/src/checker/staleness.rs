@@ -145,14 +145,14 @@ pub(crate) fn run(d: &Decoded<'_>, config: &CheckConfig) -> StalenessReport {
             report.reads_checked += 1;
             report.stale += u64::from(stale);
             count(&mut report.buckets, delta_ns, stale);
-            let group = groups
-                .entry((read.setting.as_deref(), read.phase.as_deref()))
-                .or_insert_with(|| StalenessGroup {
+            let group = groups.entry((read.setting.as_deref(), read.phase.as_deref())).or_insert_with(|| {
+                StalenessGroup {
                     setting: read.setting.clone(),
                     phase: read.phase.clone(),
                     buckets: empty_buckets(),
                     ..Default::default()
-                });
+                }
+            });
             group.reads_checked += 1;
             group.stale += u64::from(stale);
             count(&mut group.buckets, delta_ns, stale);

@@ -132,6 +132,25 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP: the process stays, but answers nothing (a GC pause, a hung VM).
+    pub fn pause(&self, i: usize) {
+        let pid = self.nodes[i].child.as_ref().unwrap().id();
+        assert!(Command::new("kill").arg("-STOP").arg(pid.to_string()).status().unwrap().success());
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&self, i: usize) {
+        let pid = self.nodes[i].child.as_ref().unwrap().id();
+        assert!(Command::new("kill").arg("-CONT").arg(pid.to_string()).status().unwrap().success());
+    }
+
+    /// Removes a (stopped) node's data directory, as a replaced disk would.
+    pub fn wipe(&self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "stop the node before wiping it");
+        let data = self.nodes[i].config.parent().unwrap().join("data");
+        std::fs::remove_dir_all(data).unwrap();
+    }
+
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
