@@ -27,6 +27,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod sim;
 
 pub use checker::{check_all, check_all_with, CheckConfig, CheckError, Report};
 pub use history::{FinalItem, FinalState, History, HistoryError, Op, OpKind, OpResult};

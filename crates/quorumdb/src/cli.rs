@@ -43,6 +43,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Inject faults into a running cluster: partitions, drops, delays, clock skew.
     Nemesis(crate::nemesis::NemesisArgs),
+    /// The lab: fault-injection scenarios on a real local cluster, and seeded simulation.
+    Lab(crate::lab::LabArgs),
 }
 
 #[derive(Args, Debug)]
@@ -214,6 +216,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Repair(a) => repair(a).await,
         Command::Bench(a) => crate::bench::run(a).await.map(|()| 0),
         Command::Nemesis(a) => crate::nemesis::run(a).await,
+        Command::Lab(a) => crate::lab::run(a).await,
     }
 }
 

@@ -3,6 +3,8 @@
 mod bench;
 mod cli;
 mod demo;
+mod lab;
+mod lab_sim;
 mod nemesis;
 
 use clap::Parser;
