@@ -61,6 +61,8 @@ pub struct ReadOptions {
     pub sort_key: Option<String>,
     /// Server-side quorum timeout in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// `linearizable`: quorum read plus a blocking write-back of the result to the read quorum.
+    pub consistency: Option<String>,
 }
 
 /// Options of a partition scan (one page).
@@ -291,6 +293,9 @@ impl Client {
             }
             if let Some(r) = &opts.r {
                 q.append_pair("r", r);
+            }
+            if let Some(c) = &opts.consistency {
+                q.append_pair("consistency", c);
             }
             if let Some(ms) = opts.timeout_ms {
                 q.append_pair("timeout_ms", &ms.to_string());
@@ -759,7 +764,12 @@ mod tests {
         let body = r#"{"values":[],"context":"ctx","error":{"code":"not_found","message":"no item"}}"#;
         let (endpoint, seen) = canned(404, "application/json", body).await;
         let c = Client::new(&endpoint).unwrap();
-        let opts = ReadOptions { r: Some("one".into()), sort_key: Some("s".into()), timeout_ms: None };
+        let opts = ReadOptions {
+            r: Some("one".into()),
+            sort_key: Some("s".into()),
+            timeout_ms: None,
+            consistency: None,
+        };
         let resp = c.get("t", "k", &opts).await.unwrap();
         assert_eq!(resp, GetResponse { values: vec![], context: "ctx".into() });
         assert_eq!(seen.await.unwrap().request_line, "GET /v1/tables/t/items/k?sort_key=s&r=one HTTP/1.1");

@@ -64,6 +64,10 @@ pub enum ReadRepair {
     Async,
     /// Never repair on reads; convergence is left to hinted handoff and anti-entropy.
     Off,
+    /// Like `Blocking`, but the read fails unless every stale replica of the read quorum
+    /// acknowledged the write-back: what `consistency=linearizable` reads use. Not a config value.
+    #[serde(skip)]
+    WriteBack,
 }
 
 impl std::str::FromStr for ReadRepair {

@@ -178,7 +178,7 @@ async fn get_item(
     q: Result<Query<Params>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "r", "read_repair", "quorum", "timeout_ms"]);
+    let p = params(q, &["sort_key", "r", "read_repair", "quorum", "consistency", "timeout_ms"]);
     let lvl = level_label(&p, "r");
     let result = async {
         let (table, key) = path2(path)?;
@@ -188,10 +188,26 @@ async fn get_item(
             None => s.node.config.read_repair,
             Some(m) => m.parse::<ReadRepair>().map_err(ApiError::BadRequest)?,
         };
-        let state = s
-            .node
-            .read(item, level(&p, "r")?, repair, quorum_mode(&s.node, &p)?, timeout(&s.node, &p)?)
-            .await?;
+        let mut r = level(&p, "r")?;
+        let mut repair = repair;
+        match p.get("consistency").map(String::as_str) {
+            None | Some("quorum") => {}
+            // Quorum read plus a blocking write-back of what it returns to the read quorum
+            // (ABD-style): a later read cannot return an older value than this one did.
+            Some("linearizable") => {
+                if p.contains_key("r") || p.contains_key("read_repair") {
+                    return Err(ApiError::BadRequest(
+                        "consistency=linearizable sets r=quorum and its own write-back; drop r and read_repair".into(),
+                    ));
+                }
+                r = Level::Quorum;
+                repair = ReadRepair::WriteBack;
+            }
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!("consistency must be quorum or linearizable, got {other:?}")))
+            }
+        }
+        let state = s.node.read(item, r, repair, quorum_mode(&s.node, &p)?, timeout(&s.node, &p)?).await?;
         let view = s.node.client_view(&table, &state);
         let body = json!({"values": values_json(&view), "context": state.context().to_token()});
         if view.is_deleted() {

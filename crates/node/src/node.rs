@@ -776,7 +776,8 @@ impl Node {
                 // deadline passed, so the error names the final outcome of each replica.
                 match coord.decision() {
                     Some(Ok(state)) if answer_tx.is_some() => {
-                        if repair == ReadRepair::Blocking {
+                        let mut failed: Vec<String> = Vec::new();
+                        if matches!(repair, ReadRepair::Blocking | ReadRepair::WriteBack) {
                             // Repair the stale replicas of the read set before answering, so a
                             // later quorum read cannot observe an older state (monotonic reads).
                             let repairs = coord.repairs();
@@ -785,14 +786,29 @@ impl Node {
                             let waits = repairs.into_iter().map(|(replica, st)| {
                                 let node = node.clone();
                                 let key = key.clone();
-                                tokio::spawn(async move { node.repair_one(key, replica, st, left).await })
+                                tokio::spawn(async move {
+                                    let ok = node.clone().repair_one(key, replica.clone(), st, left).await;
+                                    (replica, ok)
+                                })
                             });
                             for w in waits.collect::<Vec<_>>() {
-                                let _ = w.await;
+                                if let Ok((replica, false)) = w.await {
+                                    failed.push(replica);
+                                }
                             }
                         }
                         if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Ok(state));
+                            // A linearizable read may only answer once a quorum holds what it
+                            // returns; otherwise a later read could miss it.
+                            let answer = if repair == ReadRepair::WriteBack && !failed.is_empty() {
+                                Err(ApiError::Unavailable(format!(
+                                    "linearizable read: write-back to {} failed; the value read is not yet on a quorum",
+                                    failed.join(", ")
+                                )))
+                            } else {
+                                Ok(state)
+                            };
+                            let _ = tx.send(answer);
                         }
                         if repair == ReadRepair::Off {
                             return;
@@ -800,7 +816,7 @@ impl Node {
                     }
                     Some(Err(e)) if coord.is_finished() => {
                         if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Err(final_error(e, coord.outcomes())));
+                            let _ = tx.send(Err(final_error(e, coord.outcomes()).into()));
                         }
                     }
                     _ => {}
@@ -815,7 +831,7 @@ impl Node {
                 }
             }
             if let (Some(decision), Some(tx)) = (coord.decision(), answer_tx.take()) {
-                let _ = tx.send(decision);
+                let _ = tx.send(decision.map_err(ApiError::from));
             }
             if repair != ReadRepair::Off && coord.decision().is_some_and(|d| d.is_ok()) {
                 for (replica, state) in coord.repairs() {
@@ -828,21 +844,27 @@ impl Node {
             }
         });
         match answer_rx.await {
-            Ok(decision) => decision.map_err(ApiError::from),
+            Ok(decision) => decision,
             Err(_) => Err(ApiError::Internal("read coordinator stopped without a decision".into())),
         }
     }
 
-    /// Sends the merged state to one stale replica and waits for its acknowledgement.
-    async fn repair_one(self: Arc<Self>, key: ItemKey, replica: String, state: ItemState, timeout: Duration) {
-        let Some(idx) = self.ring.index_of(&replica) else { return };
+    /// Sends the merged state to one stale replica and waits for its acknowledgement; returns
+    /// whether the replica acknowledged.
+    async fn repair_one(
+        self: Arc<Self>,
+        key: ItemKey,
+        replica: String,
+        state: ItemState,
+        timeout: Duration,
+    ) -> bool {
+        let Some(idx) = self.ring.index_of(&replica) else { return false };
         metrics::counter!("quorumdb_read_repairs_total").increment(1);
         if idx == self.me {
-            let _ = self.merge_local(&key, &state).await;
+            self.merge_local(&key, &state).await.is_ok()
         } else {
-            let _ = self
-                .send(idx, Request::Replicate { key: to_wire(&key), state: state.encode() }, timeout)
-                .await;
+            let req = Request::Replicate { key: to_wire(&key), state: state.encode() };
+            matches!(self.send(idx, req, timeout).await, Ok(Response::Ack))
         }
     }
 

@@ -121,8 +121,11 @@ pub struct GetArgs {
     #[arg(long)]
     pub sort_key: Option<String>,
     /// Read consistency: a number or one|quorum|all.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "linearizable")]
     pub r: Option<String>,
+    /// Quorum read that writes what it returns back to the read quorum before answering.
+    #[arg(long)]
+    pub linearizable: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: TextOrJson,
     #[command(flatten)]
@@ -272,7 +275,8 @@ async fn put(a: PutArgs) -> Result<i32> {
 }
 
 async fn get(a: GetArgs) -> Result<i32> {
-    let opts = ReadOptions { r: a.r, sort_key: a.sort_key, timeout_ms: None };
+    let consistency = a.linearizable.then(|| "linearizable".to_string());
+    let opts = ReadOptions { r: a.r, sort_key: a.sort_key, timeout_ms: None, consistency };
     let r = client(&a.endpoint)?.get(&a.table, &a.key, &opts).await?;
     let found = !r.values.is_empty();
     match a.output {

@@ -357,3 +357,27 @@ async fn lww_table_loses_the_later_write_under_clock_skew() {
     sib.sort();
     assert_eq!(sib, vec!["first".to_string(), "second".to_string()], "siblings keep both");
 }
+
+/// Proves `consistency=linearizable` reads return the acknowledged value after a replica missed
+/// it, leave a quorum holding what they returned, and refuse to be mixed with `r`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_read_writes_back_to_a_quorum() {
+    let mut c = Cluster::start_with("linear", 5, 3, 3, "hinted_handoff = false\nantientropy = false\n");
+    let reps = replicas_of(&c, "acct", "erin");
+    let (a, b) = (c.index(&reps[1]), c.index(&reps[2]));
+    let via = (0..5).find(|i| *i != a && *i != b).unwrap();
+    c.kill(b);
+    c.client(via).put("acct", "erin", "100", &w("quorum")).await.unwrap();
+    c.spawn(b);
+    c.wait_ready();
+    let opts = ReadOptions { consistency: Some("linearizable".into()), ..Default::default() };
+    let got = c.client(via).get("acct", "erin", &opts).await.unwrap();
+    assert_eq!(got.values, vec!["100".to_string()]);
+    let view = c.client(via).inspect("acct", "erin", None).await.unwrap();
+    let holding = view.replicas.iter().filter(|r| r.values == vec!["100".to_string()]).count();
+    assert!(holding >= 2, "{view:?}");
+    let bad =
+        ReadOptions { consistency: Some("linearizable".into()), r: Some("one".into()), ..Default::default() };
+    let err = c.client(via).get("acct", "erin", &bad).await.unwrap_err();
+    assert!(err.to_string().contains("linearizable"), "{err}");
+}
