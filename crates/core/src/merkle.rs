@@ -43,7 +43,7 @@
 //! ## Why 16 × 16 × 16 = 4096 leaves
 //!
 //! Measured with 1 000 000 single-item partitions, replication factor 3 and the default virtual
-//! nodes (the ignored test `measure_leaf_occupancy` reproduces it):
+//! nodes (`cargo run --release -p quorumdb-core --example measure_leaf_occupancy` reproduces it):
 //!
 //! ```text
 //!   members/zones   items per replica set   leaves it uses   items per used leaf (mean / max)
@@ -473,38 +473,6 @@ mod tests {
         assert_eq!(leaf_key_range(0x6bf).unwrap(), (vec![0x6b, 0xf0], Some(vec![0x6c])));
         assert_eq!(leaf_key_range(LEAVES - 1).unwrap(), (vec![0xff, 0xf0], None));
         assert!(leaf_key_range(LEAVES).is_err());
-    }
-
-    /// Measures how many leaves each replica set's items occupy with ring-ordered leaves; the
-    /// table in the module docs comes from here. Run with
-    /// `cargo test --release -p quorumdb-core measure_leaf_occupancy -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn measure_leaf_occupancy() {
-        use crate::key::ItemKey;
-        use crate::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
-        for (members, zones) in [(5usize, 5usize), (5, 3), (9, 3)] {
-            let members: Vec<Member> =
-                (0..members).map(|i| Member::new(format!("n{i}"), format!("z{}", i % zones))).collect();
-            let ring = Ring::new(members.clone(), VNODES_PER_NODE_DEFAULT).unwrap();
-            let mut sets: BTreeMap<Vec<usize>, BTreeMap<usize, usize>> = BTreeMap::new();
-            for i in 0..1_000_000u32 {
-                let item = ItemKey::new("t", format!("p{i}").as_bytes(), b"").unwrap();
-                let mut set = ring.preference_list(item.placement_hash(), 3);
-                set.sort();
-                *sets.entry(set).or_default().entry(leaf_of(&item.storage_key())).or_default() += 1;
-            }
-            for (set, leaves) in &sets {
-                let items: usize = leaves.values().sum();
-                let max = leaves.values().max().copied().unwrap_or(0);
-                let mean = items as f64 / leaves.len() as f64;
-                println!(
-                    "{}/{zones} {set:?}: {items} items, {} leaves, {mean:.0} per leaf, max {max}",
-                    members.len(),
-                    leaves.len()
-                );
-            }
-        }
     }
 
     /// Proves out-of-range lookups, as a bad peer request would make, are errors, not panics.

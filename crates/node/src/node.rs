@@ -313,7 +313,7 @@ impl Node {
     /// Whether `incoming` is a tombstone this replica already purged (sent back by a replica
     /// that has not purged it yet): storing it again would restart its grace period forever.
     fn is_purged_echo(&self, key: &ItemKey, absent: bool, incoming: &ItemState) -> Result<bool, ApiError> {
-        if !absent || !(incoming.has_tombstone() && incoming.is_deleted()) {
+        if !(absent && incoming.has_tombstone() && incoming.is_deleted()) {
             return Ok(false);
         }
         Ok(match self.storage.purge_record(&key.storage_key())? {

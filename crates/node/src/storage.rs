@@ -77,6 +77,9 @@ pub struct Storage {
     poisoned: Arc<AtomicBool>,
 }
 
+/// A stored item as raw bytes: (storage key, encoded state).
+pub type RawItem = (Vec<u8>, Vec<u8>);
+
 /// A page of a partition scan at one replica.
 pub struct ScanPage {
     pub items: Vec<(Vec<u8>, ItemState)>,
@@ -175,7 +178,7 @@ impl Storage {
         &self,
         lo: Vec<u8>,
         hi: Option<Vec<u8>>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<RawItem>, StorageError> {
         let upper = match hi {
             Some(h) => Bound::Excluded(h),
             None => Bound::Unbounded,
