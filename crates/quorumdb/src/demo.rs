@@ -42,6 +42,31 @@ pub struct DemoArgs {
     /// fsync (default) or buffered.
     #[arg(long, default_value = "fsync")]
     pub durability: Durability,
+    /// Override any node config field, e.g. `--set antientropy=false --set read_repair="async"`
+    /// (the value is TOML; a bare word is taken as a string). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+/// Applies `KEY=VALUE` overrides (TOML values) to a config.
+fn apply_overrides(c: NodeConfig, overrides: &[String]) -> Result<NodeConfig> {
+    if overrides.is_empty() {
+        return Ok(c);
+    }
+    let mut table: toml::Table = toml::from_str(&c.to_toml()).context("config does not round-trip")?;
+    for o in overrides {
+        let Some((key, raw)) = o.split_once('=') else {
+            bail!("--set {o:?}: expected KEY=VALUE");
+        };
+        let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+            Err(_) => toml::Value::String(raw.to_owned()),
+        };
+        table.insert(key.trim().to_owned(), value);
+    }
+    let c: NodeConfig = toml::Value::Table(table).try_into().map_err(|e| anyhow::anyhow!("--set: {e}"))?;
+    c.validate()?;
+    Ok(c)
 }
 
 /// The configs of a demo cluster, one per node (also used by the lab and tests).
@@ -75,6 +100,7 @@ pub fn cluster_configs(a: &DemoArgs, dir: &Path) -> Result<Vec<NodeConfig>> {
             )?;
             c.replication_factor = a.replicas;
             c.durability = a.durability;
+            let c = apply_overrides(c, &a.overrides)?;
             c.validate()?;
             Ok(c)
         })
