@@ -73,7 +73,7 @@ aecost() {
     "$Q" nemesis --endpoint "$(ep 1)" heal >/dev/null
     sleep 2
     printf "differing keys %6d: " "$k"
-    "$Q" repair --wait --endpoint "$(ep 1)" --table bench -o json
+    "$Q" repair --wait --local --endpoint "$(ep 3)" --table bench -o json
   done
   stop_demo
 }
