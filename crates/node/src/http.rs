@@ -160,13 +160,19 @@ fn finish(op: &'static str, lvl: &str, started: Instant, result: Result<Response
     }
 }
 
-fn level_label(p: &Result<Params, ApiError>, name: &str) -> String {
-    p.as_ref()
-        .ok()
-        .and_then(|p| p.get(name))
-        .map(|s| s.to_ascii_lowercase())
-        .filter(|s| s.len() <= 8)
-        .unwrap_or_else(|| "quorum".into())
+/// The metrics label for a request's consistency level. Only valid levels become labels (a
+/// client sending garbage must not create unbounded label values); the rest are "invalid".
+fn level_label(p: &Result<Params, ApiError>, name: &'static str) -> String {
+    let Ok(p) = p else { return "invalid".into() };
+    if p.get("consistency").is_some_and(|c| c == "linearizable") {
+        return "linearizable".into();
+    }
+    match p.get(name).map(|s| Level::parse(name, s)) {
+        None => "quorum".into(),
+        Some(Ok(Level::Count(c))) if c <= quorumdb_core::limits::REPLICATION_FACTOR_MAX => c.to_string(),
+        Some(Ok(Level::Count(_))) | Some(Err(_)) => "invalid".into(),
+        Some(Ok(level)) => level.to_string(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
