@@ -57,14 +57,19 @@ impl Cluster {
             let config = node_dir.join("quorumdb.toml");
             let text = format!(
                 "node_id = \"n{id}\"\nzone = \"z{zone}\"\nhttp_listen = \"127.0.0.1:{http}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
-                 data_dir = \"{data}\"\nreplication_factor = {n}\nrequest_timeout_ms = 1500\nheartbeat_interval_ms = 200\n\
-                 failure_timeout_ms = 1000\n{extra}\n{members}",
+                 data_dir = \"{data}\"\nreplication_factor = {n}\nrequest_timeout_ms = 1500\n{timing}\n{extra}\n{members}",
                 id = i + 1,
                 zone = i % zones + 1,
                 http = ports[i],
                 peer = ports[nodes + i],
                 data = node_dir.join("data").display(),
                 members = members.join("\n"),
+                // Fast failure detection keeps tests short, unless the test sets its own.
+                timing = if extra.contains("failure_timeout_ms") {
+                    ""
+                } else {
+                    "heartbeat_interval_ms = 200\nfailure_timeout_ms = 1000"
+                },
             );
             std::fs::write(&config, text).unwrap();
             procs.push(NodeProc {
