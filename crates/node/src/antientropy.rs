@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 /// Most exchanges one tree and peer run back to back in one round while a bound cut the
 /// previous one short (`more_remaining`): 64 × `EXCHANGE_KEYS_MAX` keys per round at most.
 const EXCHANGES_PER_ROUND_MAX: usize = 64;
-/// Tombstones examined per GC pass.
+/// Tombstones checked with their replicas per GC pass (each check is one request per replica).
 const GC_BATCH_LEN_MAX: usize = 1_000;
 
 /// Names a tree: a table and the sorted member indexes of a replica set.
@@ -477,10 +477,7 @@ impl Node {
         let now = unix_ms();
         let grace = self.config.tombstone_grace_ms;
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        for (sk, since) in self.storage.tombstones(GC_BATCH_LEN_MAX)? {
-            if now.saturating_sub(since) < grace {
-                continue;
-            }
+        for (sk, _since) in self.storage.tombstones_older_than(now, grace, GC_BATCH_LEN_MAX)? {
             let Ok(key) = ItemKey::from_storage_key(&sk) else {
                 self.storage.unmark_tombstone(&sk)?;
                 continue;

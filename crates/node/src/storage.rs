@@ -215,13 +215,25 @@ impl Storage {
         Ok(())
     }
 
-    /// Up to `limit` tombstone records `(storage key, since unix ms)`.
-    pub fn tombstones(&self, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
+    /// Up to `limit` tombstone records `(storage key, since unix ms)` that are at least
+    /// `min_age_ms` old at `now_ms`. Scans every record (local, cheap) so young tombstones at
+    /// the front of the keyspace cannot starve old ones behind them.
+    pub fn tombstones_older_than(
+        &self,
+        now_ms: u64,
+        min_age_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
         let mut out = Vec::new();
-        for guard in self.tombstones.iter().take(limit) {
+        for guard in self.tombstones.iter() {
+            if out.len() == limit {
+                break;
+            }
             let (k, v) = guard.into_inner()?;
             let since = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            out.push((k.to_vec(), since));
+            if now_ms.saturating_sub(since) >= min_age_ms {
+                out.push((k.to_vec(), since));
+            }
         }
         Ok(out)
     }
