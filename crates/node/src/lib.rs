@@ -106,7 +106,7 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Setup(format!("http server failed: {e}")))?;
     tracing::info!(node = node.id(), "node stopping");
-    // Make everything durable before exit even in buffered mode.
-    node.storage.database().persist(fjall::PersistMode::SyncAll).map_err(storage::StorageError::from)?;
+    // Make everything durable before exit even in buffered mode, and record the clean stop.
+    node.storage.close_cleanly()?;
     Ok(())
 }

@@ -607,11 +607,19 @@ impl Node {
         if !self.config.hinted_handoff {
             return;
         }
-        let hint = Hint { target, key: key.storage_key(), state: state.encode(), created_ms: unix_ms() };
+        let storage_key = key.storage_key();
         let mut q = match self.hints.lock() {
             Ok(q) => q,
             Err(p) => p.into_inner(),
         };
+        // A new hint replaces the queued one for the same target and key, so it must carry
+        // both: a stand-in collects hints from several coordinators whose states may be
+        // concurrent.
+        let merged = match q.get(&target, &storage_key).and_then(|(_, h)| ItemState::decode(&h.state).ok()) {
+            Some(queued) => ItemState::merged(&queued, state),
+            None => state.clone(),
+        };
+        let hint = Hint { target, key: storage_key, state: merged.encode(), created_ms: unix_ms() };
         match q.add(hint.clone(), unix_ms()) {
             Ok(added) => {
                 metrics::counter!("quorumdb_hints_added_total").increment(1);
