@@ -78,12 +78,14 @@ async fn paused_replica_converges_without_reads() {
     c.pause(4);
     // Writes forwarded to a paused coordinator would time out (unknown outcome); wait until the
     // failure detector routes around it, as clients of a real cluster see after ~1 s.
-    until("n5 seen down", Duration::from_secs(10), || async {
-        let s = c.client(0).status().await.unwrap();
-        let n5 = s.nodes.iter().find(|n| n.id == "n5").unwrap();
-        (n5.state != "down").then(|| "still up".to_string())
-    })
-    .await;
+    for via in 0..4 {
+        until("n5 seen down by every gateway", Duration::from_secs(10), || async {
+            let s = c.client(via).status().await.unwrap();
+            let n5 = s.nodes.iter().find(|n| n.id == "n5").unwrap();
+            (n5.state != "down").then(|| format!("n{} still sees n5 up", via + 1))
+        })
+        .await;
+    }
     write_keys(&c, &[0, 1, 2, 3], "p", 2000).await;
     c.resume(4);
     let started = Instant::now();
