@@ -1,0 +1,964 @@
+//! The simulated world: one clock, one random source, one network, the nodes, the clients and
+//! the fault schedule, and the checks of both phases. See the module docs of [`super`].
+
+use super::net::{chance, Endpoint, Envelope, NetConfig, Network, PPM};
+use super::node::{mask_of, members_of, show, Msg, Reply, SimNode};
+use super::{
+    Bug, FailureKind, SimFailure, SimOptions, SimRun, SimStats, CLIENTS_LEN, CLIENT_TIMEOUT_MS,
+    CLOCK_SKEW_MS_MAX, EVENTS_MAX, FSYNC_MS_MAX, KEYS_LEN, LIVENESS_MS_MAX, NODES_MAX, QUIESCENCE_CHECK_MS,
+    REPLICATION_FACTOR, VIOLATIONS_LEN_MAX, VNODES, ZONES_LEN,
+};
+use crate::checker::{check_lost_writes, CheckConfig, LostWritesReport};
+use crate::history::{FinalState, History, Op, OpKind, OpResult};
+use quorumdb_core::antientropy::ExchangeLimits;
+use quorumdb_core::causality::{Dot, ItemState, Value, VersionVector};
+use quorumdb_core::consistency::Level;
+use quorumdb_core::handoff::HintLimits;
+use quorumdb_core::key::ItemKey;
+use quorumdb_core::ring::{Member, Ring};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The simulated table.
+const TABLE: &str = "t";
+
+/// History times are nanoseconds; the simulation counts milliseconds.
+const NS_PER_MS: u64 = 1_000_000;
+
+/// Pause between two faults of the safety phase.
+const FAULT_GAP_MS_MIN: u64 = 50;
+const FAULT_GAP_MS_MAX: u64 = 600;
+/// How long a crashed node stays down: from shorter than a heartbeat to several request
+/// timeouts, so both "nobody noticed" and "everyone routed around it" happen.
+const DOWN_MS_MIN: u64 = 20;
+const DOWN_MS_MAX: u64 = 1_500;
+/// How long a paused process stays stopped.
+const PAUSE_MS_MIN: u64 = 20;
+const PAUSE_MS_MAX: u64 = 800;
+/// How long a partition lasts.
+const PARTITION_MS_MIN: u64 = 50;
+const PARTITION_MS_MAX: u64 = 2_000;
+/// How long a burst of message loss lasts, and how lossy it is.
+const BURST_MS_MIN: u64 = 20;
+const BURST_MS_MAX: u64 = 500;
+const BURST_DROP_PPM_MIN: u32 = 300_000;
+/// Client think time between two operations.
+const THINK_MS_MAX: u64 = 20;
+/// One-way latency range of the simulated links and their rare slow messages.
+const LATENCY_MS_MAX: u64 = 8;
+const SLOW_MS_MAX: u64 = 300;
+const SLOW_PPM: u32 = 20_000;
+/// Loss and duplication rates of the safety phase's background noise (bursts come on top).
+const DROP_PPM_MAX: u32 = 20_000;
+const DUPLICATE_PPM: u32 = 10_000;
+
+/// Everything a node timer or fault can schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Timer {
+    NodeTick { node: usize, incarnation: u64 },
+    Sync { node: usize, incarnation: u64 },
+    ClientNext { client: usize },
+    ClientTimeout { client: usize, op: u64 },
+    Restart { node: usize },
+    Heal { generation: u64 },
+    BurstEnd { generation: u64 },
+    NextFault,
+    CheckQuiescence,
+}
+
+/// A crash that fires when one of its victims is about to complete a group commit: the moment
+/// a node holds the most data it has not yet made durable, hence the worst moment to lose power.
+/// Correct replicas survive a crash at any instant, so choosing the instant adversarially (as
+/// FoundationDB's simulator does) only adds pressure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Armed {
+    Node(usize),
+    Zone(usize),
+    Cluster,
+}
+
+impl Armed {
+    fn hits(self, node: usize) -> bool {
+        match self {
+            Armed::Node(n) => n == node,
+            Armed::Zone(z) => node % ZONES_LEN == z,
+            Armed::Cluster => true,
+        }
+    }
+}
+
+/// One key of the simulated table, with its placement worked out once.
+pub(super) struct SimKey {
+    /// `k0`, `k1`, …: the key in the history.
+    pub(super) name: String,
+    pub(super) storage: Vec<u8>,
+    /// Home replicas, primary first.
+    pub(super) pref: Vec<usize>,
+    /// The replica set as a bit mask: names the Merkle tree the key belongs to.
+    pub(super) range: u64,
+}
+
+/// Per-seed protocol knobs, drawn from the seed so that different seeds explore different
+/// corners (tiny hint queues, exchanges cut short, slow or fast group commits).
+pub(super) struct Params {
+    pub(super) fsync_ms_max: u64,
+    pub(super) hint_limits: HintLimits,
+    pub(super) exchange_limits: ExchangeLimits,
+}
+
+/// Ghost state: what the checks know and no node does.
+#[derive(Default)]
+pub(super) struct Ghost {
+    /// Every dot ever minted per key, with its value: a dot must name exactly one write of its
+    /// item (counters are per item, so the same dot names one write of each key).
+    pub(super) minted: BTreeMap<(usize, Dot), Value>,
+    /// Per (node, key), the join of every state the node acknowledged as durable.
+    pub(super) acked: BTreeMap<(usize, usize), ItemState>,
+    pub(super) violations: Vec<String>,
+    pub(super) violations_total: u64,
+}
+
+/// Counters the nodes bump; copied into [`SimStats`].
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) syncs: u64,
+    pub(super) hints_added: u64,
+    pub(super) hints_refused: u64,
+    pub(super) hints_delivered: u64,
+    pub(super) hints_dropped: u64,
+    pub(super) read_repairs: u64,
+    pub(super) exchanges_done: u64,
+    pub(super) exchanges_failed: u64,
+    pub(super) keys_pushed: u64,
+    pub(super) keys_pulled: u64,
+}
+
+/// What every node handler may touch besides its own node: time, randomness, the network,
+/// timers, the cluster layout and the ghost.
+pub(super) struct Cx {
+    /// True time, ms since the start of the run.
+    pub(super) now_ms: u64,
+    pub(super) rng: StdRng,
+    pub(super) net: Network<Msg>,
+    /// Timers by (time, sequence); the sequence keeps ties in scheduling order.
+    timers: BTreeMap<(u64, u64), Timer>,
+    timer_seq: u64,
+    /// Request, job and op ids: unique across the run, so a reply can never be matched to a
+    /// request of another incarnation.
+    next_id: u64,
+    pub(super) faults: bool,
+    pub(super) bug: Option<Bug>,
+    pub(super) names: Vec<String>,
+    pub(super) keys: Vec<SimKey>,
+    key_by_storage: BTreeMap<Vec<u8>, usize>,
+    /// The replica sets each node belongs to.
+    pub(super) ranges_of: Vec<Vec<u64>>,
+    pub(super) params: Params,
+    pub(super) ghost: Ghost,
+    pub(super) counters: Counters,
+}
+
+impl Cx {
+    /// Sends from a node.
+    pub(super) fn send(&mut self, from: usize, to: Endpoint, msg: Msg) {
+        let now = self.now_ms;
+        self.net.send(&mut self.rng, now, Endpoint::Node(from), to, msg);
+    }
+
+    pub(super) fn timer(&mut self, at_ms: u64, timer: Timer) {
+        self.timers.insert((at_ms, self.timer_seq), timer);
+        self.timer_seq += 1;
+    }
+
+    pub(super) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(super) fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    pub(super) fn key_index(&self, storage_key: &[u8]) -> Option<usize> {
+        self.key_by_storage.get(storage_key).copied()
+    }
+
+    pub(super) fn key_name(&self, key: usize) -> String {
+        self.keys.get(key).map_or_else(|| format!("key #{key}"), |k| k.name.clone())
+    }
+
+    /// A node's clock offset for a new incarnation.
+    pub(super) fn draw_skew_ms(&mut self) -> u64 {
+        if self.faults {
+            self.rng.random_range(0..=CLOCK_SKEW_MS_MAX)
+        } else {
+            0
+        }
+    }
+
+    /// Records a safety violation; the run goes on, so that the end-of-run checks still say
+    /// what the violation cost.
+    pub(super) fn violation(&mut self, message: String) {
+        self.ghost.violations_total += 1;
+        if self.ghost.violations.len() < VIOLATIONS_LEN_MAX {
+            self.ghost.violations.push(format!("t={} ms: {message}", self.now_ms));
+        }
+    }
+
+    /// Invariant: a dot names exactly one write. Checked when a node mints it.
+    pub(super) fn mint(&mut self, node: usize, key: usize, dot: Dot, value: Value) {
+        if let Some(earlier) = self.ghost.minted.get(&(key, dot)) {
+            let message = format!(
+                "{} minted dot {dot} for {} = {}, but it already names the write of {}",
+                self.names[node],
+                self.key_name(key),
+                super::node::show_value(&value),
+                super::node::show_value(earlier)
+            );
+            self.violation(message);
+            return;
+        }
+        self.ghost.minted.insert((key, dot), value);
+    }
+
+    /// A node acknowledged `state` of `key` as durable.
+    pub(super) fn record_ack(&mut self, node: usize, key: usize, state: &ItemState) {
+        self.ghost.acked.entry((node, key)).or_default().merge(state);
+    }
+}
+
+/// A client process: one operation at a time, remembering the context of its last read of
+/// each key.
+#[derive(Default)]
+struct Client {
+    pending: Option<Pending>,
+    contexts: BTreeMap<usize, VersionVector>,
+}
+
+/// The operation a client waits for.
+struct Pending {
+    op: u64,
+    /// Its record in the history.
+    index: usize,
+    key: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Clients and faults.
+    Safety,
+    /// Faults healed, clients done: converge.
+    Liveness,
+    /// Quiescent (or failed): stop.
+    Done,
+}
+
+struct World {
+    opts: SimOptions,
+    cx: Cx,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    ops: Vec<Op>,
+    phase: Phase,
+    /// Link behaviour outside drop bursts.
+    base_net: NetConfig,
+    ops_issued: u64,
+    /// Written values are `w1`, `w2`, …: unique across keys, as the checkers require.
+    writes_issued: u64,
+    /// Generations of the partition and drop burst in force, so that an old heal does not end
+    /// a newer fault.
+    partition_generation: u64,
+    burst_generation: u64,
+    liveness_started_ms: u64,
+    /// A crash waiting for its victims' next group commit; see [`Armed`].
+    armed: Option<Armed>,
+    stats: SimStats,
+    failure: Option<SimFailure>,
+    final_state: FinalState,
+}
+
+/// Runs one seed to the end.
+pub(super) fn run(opts: &SimOptions) -> SimRun {
+    let mut world = match World::new(*opts) {
+        Ok(world) => world,
+        Err(failure) => {
+            return SimRun {
+                stats: SimStats { seed: opts.seed, ..SimStats::default() },
+                history: History::default(),
+                final_state: FinalState::default(),
+                failure: Some(failure),
+            }
+        }
+    };
+    world.run_loop();
+    world.into_run()
+}
+
+impl World {
+    fn new(opts: SimOptions) -> Result<World, SimFailure> {
+        let setup = |message: String| SimFailure {
+            options: opts,
+            kind: FailureKind::Setup,
+            at_ms: 0,
+            details: vec![message],
+            lost_writes: 0,
+        };
+        let mut rng = StdRng::seed_from_u64(opts.seed);
+        let nodes_len = opts.nodes.clamp(1, NODES_MAX);
+        let names: Vec<String> = (0..nodes_len).map(|i| format!("n{i}")).collect();
+        let members = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Member::new(name.clone(), format!("z{}", i % ZONES_LEN)))
+            .collect();
+        let ring = Ring::new(members, VNODES).map_err(|e| setup(e.to_string()))?;
+        let n = REPLICATION_FACTOR.min(nodes_len);
+        let mut keys = Vec::with_capacity(KEYS_LEN);
+        let mut key_by_storage = BTreeMap::new();
+        for i in 0..KEYS_LEN {
+            let name = format!("k{i}");
+            let item = ItemKey::new(TABLE, name.as_bytes(), b"").map_err(|e| setup(e.to_string()))?;
+            let pref = ring.preference_list(item.placement_hash(), n);
+            let storage = item.storage_key();
+            key_by_storage.insert(storage.clone(), i);
+            keys.push(SimKey { name, storage, range: mask_of(&pref), pref });
+        }
+        let ranges_of = (0..nodes_len)
+            .map(|node| {
+                let ranges: BTreeSet<u64> =
+                    keys.iter().filter(|k| k.pref.contains(&node)).map(|k| k.range).collect();
+                ranges.into_iter().collect()
+            })
+            .collect();
+
+        // Ranges reach the extremes on purpose: a one-hint queue forces refusals (anti-entropy
+        // must cover them), half-second hint expiry forces drops, one-leaf two-key exchanges
+        // force `more_remaining`, and a 1 ms group commit narrows the crash window a 20 ms one
+        // widens.
+        let params = Params {
+            fsync_ms_max: rng.random_range(1..=FSYNC_MS_MAX),
+            hint_limits: HintLimits {
+                hints_len_max: rng.random_range(1..=32),
+                hint_bytes_max: HintLimits::default().hint_bytes_max,
+                hint_age_ms_max: rng.random_range(500..=20_000),
+                inflight_per_target_max: rng.random_range(1..=4),
+            },
+            exchange_limits: ExchangeLimits {
+                leaves_max: rng.random_range(1..=8),
+                keys_max: rng.random_range(2..=8),
+            },
+        };
+        let base_net = NetConfig {
+            latency_ms_min: 1,
+            latency_ms_max: LATENCY_MS_MAX,
+            slow_ppm: SLOW_PPM,
+            slow_ms_max: SLOW_MS_MAX,
+            drop_ppm: if opts.faults { rng.random_range(0..=DROP_PPM_MAX) } else { 0 },
+            duplicate_ppm: if opts.faults { DUPLICATE_PPM } else { 0 },
+        };
+        let mut cx = Cx {
+            now_ms: 0,
+            rng,
+            net: Network::new(base_net),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            next_id: 0,
+            faults: opts.faults,
+            bug: opts.bug,
+            names,
+            keys,
+            key_by_storage,
+            ranges_of,
+            params,
+            ghost: Ghost::default(),
+            counters: Counters::default(),
+        };
+        let mut nodes: Vec<SimNode> = (0..nodes_len).map(|i| SimNode::new(i, &mut cx)).collect();
+        for node in &mut nodes {
+            node.boot(&mut cx);
+        }
+        for client in 0..CLIENTS_LEN {
+            let at = cx.rng.random_range(0..=THINK_MS_MAX);
+            cx.timer(at, Timer::ClientNext { client });
+        }
+        if opts.faults {
+            let at = cx.rng.random_range(FAULT_GAP_MS_MIN..=FAULT_GAP_MS_MAX);
+            cx.timer(at, Timer::NextFault);
+        }
+        let mut world = World {
+            opts,
+            cx,
+            nodes,
+            clients: (0..CLIENTS_LEN).map(|_| Client::default()).collect(),
+            ops: Vec::new(),
+            phase: Phase::Safety,
+            base_net,
+            ops_issued: 0,
+            writes_issued: 0,
+            partition_generation: 0,
+            burst_generation: 0,
+            liveness_started_ms: 0,
+            armed: None,
+            stats: SimStats { seed: opts.seed, ..SimStats::default() },
+            failure: None,
+            final_state: FinalState::default(),
+        };
+        world.maybe_end_safety();
+        Ok(world)
+    }
+
+    /// Processes events in time order until the run is done. Messages and timers due at the
+    /// same instant go messages first; either way the order is a function of the seed.
+    fn run_loop(&mut self) {
+        while self.phase != Phase::Done {
+            self.stats.events += 1;
+            if self.stats.events > EVENTS_MAX {
+                self.fail(FailureKind::NoConvergence, vec![format!("more than {EVENTS_MAX} events")]);
+                return;
+            }
+            let net_ms = self.cx.net.next_ms();
+            let timer_ms = self.cx.timers.first_key_value().map(|((at, _), _)| *at);
+            let message_first = match (net_ms, timer_ms) {
+                (Some(n), Some(t)) => n <= t,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => {
+                    // Node ticks never stop, so only a broken schedule gets here.
+                    self.fail(FailureKind::NoConvergence, vec!["the event queue ran dry".into()]);
+                    return;
+                }
+            };
+            if message_first {
+                if let Some((at, envelope)) = self.cx.net.pop() {
+                    self.cx.now_ms = self.cx.now_ms.max(at);
+                    if let Some(envelope) = envelope {
+                        self.deliver(envelope);
+                    }
+                }
+            } else if let Some(((at, _), timer)) = self.cx.timers.pop_first() {
+                self.cx.now_ms = self.cx.now_ms.max(at);
+                self.on_timer(timer);
+            }
+        }
+    }
+
+    fn deliver(&mut self, envelope: Envelope<Msg>) {
+        match envelope.to {
+            Endpoint::Client(client) => {
+                if let Msg::ClientReply { op, reply } = envelope.msg {
+                    self.complete(client, op, reply);
+                }
+            }
+            Endpoint::Node(n) => {
+                let Some(node) = self.nodes.get_mut(n) else { return };
+                if !node.up {
+                    return;
+                }
+                if node.paused_until_ms > self.cx.now_ms {
+                    // A stopped process reads nothing; the message waits in its socket.
+                    let at = node.paused_until_ms;
+                    self.cx.net.deliver_at(at, envelope);
+                    return;
+                }
+                node.on_message(&mut self.cx, envelope.from, envelope.msg);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::NodeTick { node, incarnation } | Timer::Sync { node, incarnation } => {
+                let Some(n) = self.nodes.get_mut(node) else { return };
+                if !n.up || n.incarnation != incarnation {
+                    return;
+                }
+                if n.paused_until_ms > self.cx.now_ms {
+                    let at = n.paused_until_ms;
+                    self.cx.timer(at, timer);
+                    return;
+                }
+                if matches!(timer, Timer::Sync { .. }) {
+                    if let Some(armed) = self.armed.filter(|a| a.hits(node)) {
+                        // Power fails before this fsync completes.
+                        self.armed = None;
+                        let victims: Vec<usize> =
+                            (0..self.nodes.len()).filter(|&i| self.nodes[i].up && armed.hits(i)).collect();
+                        if armed != Armed::Node(node) {
+                            self.stats.power_losses += 1;
+                        }
+                        for victim in victims {
+                            self.crash(victim);
+                        }
+                        return;
+                    }
+                    n.on_sync(&mut self.cx);
+                } else {
+                    n.on_tick(&mut self.cx);
+                }
+            }
+            Timer::ClientNext { client } => self.issue(client),
+            Timer::ClientTimeout { client, op } => {
+                self.complete(client, op, Reply::Unknown("client timeout".into()));
+            }
+            Timer::Restart { node } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    if !n.up {
+                        n.restart(&mut self.cx);
+                    }
+                }
+            }
+            Timer::Heal { generation } => {
+                if generation == self.partition_generation {
+                    self.cx.net.heal();
+                }
+            }
+            Timer::BurstEnd { generation } => {
+                if generation == self.burst_generation {
+                    let config = self.net_config();
+                    self.cx.net.set_config(config);
+                }
+            }
+            Timer::NextFault => {
+                if self.phase == Phase::Safety {
+                    self.inject_fault();
+                    let at = self.cx.now_ms + self.cx.rng.random_range(FAULT_GAP_MS_MIN..=FAULT_GAP_MS_MAX);
+                    self.cx.timer(at, Timer::NextFault);
+                }
+            }
+            Timer::CheckQuiescence => self.check_quiescence(),
+        }
+    }
+
+    /// Link behaviour outside bursts: the seed's noise in the safety phase, none in liveness.
+    fn net_config(&self) -> NetConfig {
+        match self.phase {
+            Phase::Safety => self.base_net,
+            Phase::Liveness | Phase::Done => NetConfig { drop_ppm: 0, ..self.base_net },
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Clients
+
+    /// Starts the client's next operation, or lets it idle once the safety phase's ops are
+    /// issued.
+    fn issue(&mut self, client: usize) {
+        if self.phase != Phase::Safety || self.ops_issued >= self.opts.ops {
+            self.maybe_end_safety();
+            return;
+        }
+        let Some(c) = self.clients.get(client) else { return };
+        if c.pending.is_some() {
+            return;
+        }
+        self.ops_issued += 1;
+        let rng = &mut self.cx.rng;
+        let key = rng.random_range(0..KEYS_LEN);
+        let context = c.contexts.get(&key).cloned();
+        let roll = rng.random_range(0..100);
+        // Reads 45 %; writes with the last read's context 25 %; blind writes 20 %; deletes
+        // (always with a context: the lost-write checker needs it) 10 %.
+        let kind = match (roll, &context) {
+            (0..45, _) | (90.., None) => OpKind::Read,
+            (90.., Some(_)) => OpKind::Delete,
+            _ => OpKind::Write,
+        };
+        let context_in = match kind {
+            OpKind::Write if roll < 70 => context,
+            OpKind::Delete => context,
+            _ => None,
+        };
+        let level = match rng.random_range(0..10) {
+            0..3 => Level::One,
+            3..8 => Level::Quorum,
+            _ => Level::All,
+        };
+        let n = REPLICATION_FACTOR.min(self.nodes.len());
+        let needed = level.resolve("level", n).unwrap_or(1);
+        // Clients mostly talk to nodes that are up, as a load balancer with health checks would;
+        // sometimes to any node, which then never answers.
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up && self.nodes[i].paused_until_ms <= self.cx.now_ms)
+            .collect();
+        let gateway = if !live.is_empty() && chance(&mut self.cx.rng, PPM / 10 * 9) {
+            live[self.cx.rng.random_range(0..live.len())]
+        } else {
+            self.cx.rng.random_range(0..self.nodes.len())
+        };
+
+        let op = self.cx.next_id();
+        let (value, msg, setting) = match kind {
+            OpKind::Read => (None, Msg::ClientRead { op, key, r: needed }, format!("r{needed}")),
+            OpKind::Write | OpKind::Delete => {
+                let (value, stored) = if kind == OpKind::Write {
+                    self.writes_issued += 1;
+                    let v = format!("w{}", self.writes_issued);
+                    (Some(v.clone()), Value::Data(v.into_bytes()))
+                } else {
+                    (None, Value::Tombstone)
+                };
+                let ctx = context_in.clone().unwrap_or_default();
+                (value, Msg::ClientWrite { op, key, value: stored, ctx, w: needed }, format!("w{needed}"))
+            }
+        };
+        let now_ns = self.cx.now_ms * NS_PER_MS;
+        self.ops.push(Op {
+            process: client as u32,
+            kind,
+            table: TABLE.into(),
+            key: self.cx.key_name(key),
+            value,
+            values: Vec::new(),
+            invoke_ns: now_ns,
+            complete_ns: now_ns,
+            result: OpResult::Info,
+            context_in: context_in.map(|c| c.to_token()),
+            context_out: None,
+            setting: Some(setting),
+            phase: Some("safety".into()),
+            error: None,
+        });
+        if let Some(c) = self.clients.get_mut(client) {
+            c.pending = Some(Pending { op, index: self.ops.len() - 1, key });
+        }
+        let now = self.cx.now_ms;
+        self.cx.net.send(&mut self.cx.rng, now, Endpoint::Client(client), Endpoint::Node(gateway), msg);
+        self.cx.timer(now + CLIENT_TIMEOUT_MS, Timer::ClientTimeout { client, op });
+    }
+
+    /// Records the end of the client's pending op, if `op` is it (a late or duplicated reply
+    /// is not).
+    fn complete(&mut self, client: usize, op: u64, reply: Reply) {
+        let Some(c) = self.clients.get_mut(client) else { return };
+        let Some(pending) = c.pending.take_if(|p| p.op == op) else { return };
+        let Some(record) = self.ops.get_mut(pending.index) else { return };
+        record.complete_ns = self.cx.now_ms * NS_PER_MS;
+        match reply {
+            Reply::Written { ctx } => {
+                record.result = OpResult::Ok;
+                record.context_out = Some(ctx.to_token());
+            }
+            Reply::Read { state } => {
+                record.result = OpResult::Ok;
+                record.values =
+                    state.values().iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+                record.context_out = Some(state.context().to_token());
+                c.contexts.insert(pending.key, state.context().clone());
+            }
+            Reply::Fail(message) => {
+                record.result = OpResult::Fail;
+                record.error = Some(message);
+            }
+            Reply::Unknown(message) => {
+                // A read with an unknown outcome changed nothing either; `info` is still the
+                // honest record of a request that got no answer.
+                record.result = OpResult::Info;
+                record.error = Some(message);
+            }
+        }
+        let at = self.cx.now_ms + self.cx.rng.random_range(0..=THINK_MS_MAX);
+        self.cx.timer(at, Timer::ClientNext { client });
+        self.maybe_end_safety();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Faults
+
+    fn inject_fault(&mut self) {
+        let now = self.cx.now_ms;
+        let rng = &mut self.cx.rng;
+        match rng.random_range(0..100) {
+            // Crash one node, now or at its next group commit. At most a minority down at once,
+            // else most writes fail and little of interest happens.
+            0..25 => {
+                let down = self.nodes.iter().filter(|n| !n.up).count();
+                let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].up).collect();
+                if up.is_empty() || down >= (self.nodes.len().saturating_sub(1)) / 2 {
+                    return;
+                }
+                let node = up[rng.random_range(0..up.len())];
+                if self.armed.is_none() && rng.random_bool(0.5) {
+                    self.armed = Some(Armed::Node(node));
+                } else {
+                    self.crash(node);
+                }
+            }
+            // Power loss at the next group commit of a victim: every node of one zone, or
+            // (rarely) of the whole cluster. Correlated crashes are what fsync is for: only
+            // they take every copy of an unsynced write at once.
+            25..30 => {
+                if self.armed.is_some() {
+                    return;
+                }
+                self.armed = Some(if rng.random_range(0..3) == 0 {
+                    Armed::Cluster
+                } else {
+                    Armed::Zone(rng.random_range(0..ZONES_LEN))
+                });
+            }
+            30..50 => {
+                let candidates: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].up && self.nodes[i].paused_until_ms <= now)
+                    .collect();
+                if candidates.is_empty() {
+                    return;
+                }
+                let node = candidates[rng.random_range(0..candidates.len())];
+                self.nodes[node].paused_until_ms = now + rng.random_range(PAUSE_MS_MIN..=PAUSE_MS_MAX);
+                self.stats.pauses += 1;
+            }
+            50..80 => {
+                // Either one node cut off, or a random split in two.
+                let len = self.nodes.len();
+                let sides: Vec<BTreeSet<usize>> = if rng.random_bool(0.3) {
+                    let lone = rng.random_range(0..len);
+                    vec![BTreeSet::from([lone]), (0..len).filter(|&i| i != lone).collect()]
+                } else {
+                    let side: Vec<bool> = (0..len).map(|_| rng.random_bool(0.5)).collect();
+                    vec![(0..len).filter(|&i| side[i]).collect(), (0..len).filter(|&i| !side[i]).collect()]
+                };
+                self.partition_generation += 1;
+                let heal = now + rng.random_range(PARTITION_MS_MIN..=PARTITION_MS_MAX);
+                self.cx.net.partition(&sides);
+                self.cx.timer(heal, Timer::Heal { generation: self.partition_generation });
+                self.stats.partitions += 1;
+            }
+            _ => {
+                self.burst_generation += 1;
+                let drop_ppm = rng.random_range(BURST_DROP_PPM_MIN..=PPM);
+                let end = now + rng.random_range(BURST_MS_MIN..=BURST_MS_MAX);
+                self.cx.net.set_config(NetConfig { drop_ppm, ..self.base_net });
+                self.cx.timer(end, Timer::BurstEnd { generation: self.burst_generation });
+                self.stats.drop_bursts += 1;
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Phases
+
+    /// Ends the safety phase once every op is issued and answered: heal everything and start
+    /// waiting for convergence.
+    fn maybe_end_safety(&mut self) {
+        if self.phase != Phase::Safety
+            || self.ops_issued < self.opts.ops
+            || self.clients.iter().any(|c| c.pending.is_some())
+        {
+            return;
+        }
+        self.phase = Phase::Liveness;
+        self.armed = None;
+        self.stats.safety_ms = self.cx.now_ms;
+        self.liveness_started_ms = self.cx.now_ms;
+        self.cx.net.heal();
+        let config = self.net_config();
+        self.cx.net.set_config(config);
+        for node in &mut self.nodes {
+            node.paused_until_ms = 0;
+            if !node.up {
+                node.restart(&mut self.cx);
+            }
+        }
+        let at = self.cx.now_ms + QUIESCENCE_CHECK_MS;
+        self.cx.timer(at, Timer::CheckQuiescence);
+    }
+
+    /// Liveness: done once every node is settled and every key's home replicas agree; failed
+    /// if that takes longer than [`LIVENESS_MS_MAX`].
+    fn check_quiescence(&mut self) {
+        let unsettled: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.is_settled())
+            .map(|n| format!("{}: {}", self.cx.names[n.idx], n.unsettled_reason()))
+            .collect();
+        let diverged: Vec<String> = self
+            .cx
+            .keys
+            .iter()
+            .enumerate()
+            .filter_map(|(key, k)| {
+                let states: Vec<ItemState> = k.pref.iter().map(|&p| self.nodes[p].current(key)).collect();
+                let first = states.first()?;
+                states.iter().any(|s| s != first).then(|| {
+                    let each: Vec<String> = k
+                        .pref
+                        .iter()
+                        .zip(&states)
+                        .map(|(&p, s)| format!("{}: {}", self.cx.names[p], show(s)))
+                        .collect();
+                    format!("{} differs: {}", k.name, each.join("; "))
+                })
+            })
+            .collect();
+        if unsettled.is_empty() && diverged.is_empty() {
+            self.stats.liveness_ms = self.cx.now_ms - self.liveness_started_ms;
+            self.finish();
+            return;
+        }
+        if self.cx.now_ms - self.liveness_started_ms >= LIVENESS_MS_MAX {
+            let mut details = vec![format!("not quiescent {LIVENESS_MS_MAX} ms after the heal")];
+            details.extend(unsettled);
+            details.extend(diverged);
+            self.stats.liveness_ms = self.cx.now_ms - self.liveness_started_ms;
+            self.fail(FailureKind::NoConvergence, details);
+            return;
+        }
+        let at = self.cx.now_ms + QUIESCENCE_CHECK_MS;
+        self.cx.timer(at, Timer::CheckQuiescence);
+    }
+
+    /// The end-of-run checks on a quiescent cluster.
+    fn finish(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].check_acknowledged(&mut self.cx);
+        }
+        // Every replica set's trees agree with each other and with a rebuild from storage.
+        let ranges: BTreeSet<u64> = self.cx.keys.iter().map(|k| k.range).collect();
+        for range in ranges {
+            let members = members_of(range);
+            let mut roots = Vec::new();
+            for &m in &members {
+                let kept = self.nodes[m].tree_root(range);
+                let rebuilt = self.nodes[m].rebuilt_root(&self.cx, range);
+                if kept != rebuilt {
+                    self.cx.violation(format!(
+                        "{}: Merkle tree of replica set {:?} is out of step with storage",
+                        self.cx.names[m], members
+                    ));
+                }
+                roots.push(kept);
+            }
+            if roots.windows(2).any(|w| w[0] != w[1]) {
+                self.cx.violation(format!(
+                    "converged replica set {members:?} has different Merkle roots {roots:x?}"
+                ));
+            }
+        }
+
+        let mut final_state = FinalState::default();
+        for (key, k) in self.cx.keys.iter().enumerate() {
+            let Some(&home) = k.pref.first() else { continue };
+            let state = self.nodes[home].durable_state(key);
+            let values = state.values().iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+            final_state.push(TABLE, k.name.clone(), values, Some(state.context().to_token()));
+        }
+        self.final_state = final_state;
+        let history = History::new(self.ops.clone());
+        let report = match check_lost_writes(&history, &self.final_state, &CheckConfig::default()) {
+            Ok(report) => report,
+            Err(e) => {
+                self.fail(FailureKind::BadHistory, vec![e.to_string()]);
+                return;
+            }
+        };
+        self.stats.writes_acknowledged = report.acknowledged;
+        self.stats.writes_survived = report.survived;
+        self.stats.writes_superseded = report.superseded;
+        let findings = lost_write_findings(&report);
+        if self.cx.ghost.violations_total > 0 {
+            let mut details =
+                vec![format!("{} invariant violations; the first:", self.cx.ghost.violations_total)];
+            details.extend(self.cx.ghost.violations.iter().cloned());
+            if findings.is_empty() {
+                details.push("the lost-write checker found nothing".into());
+            } else {
+                details.push("and the lost-write checker:".into());
+                details.extend(findings);
+            }
+            self.fail(FailureKind::Invariant, details);
+        } else if !findings.is_empty() {
+            self.fail(FailureKind::LostWrites, findings);
+        } else {
+            self.phase = Phase::Done;
+        }
+        if let Some(failure) = &mut self.failure {
+            failure.lost_writes = report.lost;
+        }
+    }
+
+    /// Crashes a node and schedules its restart.
+    fn crash(&mut self, node: usize) {
+        let back = self.cx.now_ms + self.cx.rng.random_range(DOWN_MS_MIN..=DOWN_MS_MAX);
+        if let Some(n) = self.nodes.get_mut(node) {
+            self.stats.crashes += 1;
+            n.crash(&mut self.cx);
+            self.cx.timer(back, Timer::Restart { node });
+        }
+    }
+
+    fn fail(&mut self, kind: FailureKind, details: Vec<String>) {
+        self.phase = Phase::Done;
+        if self.failure.is_none() {
+            self.failure =
+                Some(SimFailure { options: self.opts, kind, at_ms: self.cx.now_ms, details, lost_writes: 0 });
+        }
+    }
+
+    fn into_run(mut self) -> SimRun {
+        let s = &mut self.stats;
+        s.ops = self.ops.len() as u64;
+        s.ops_ok = self.ops.iter().filter(|o| o.result == OpResult::Ok).count() as u64;
+        s.ops_failed = self.ops.iter().filter(|o| o.result == OpResult::Fail).count() as u64;
+        s.ops_unknown = self.ops.iter().filter(|o| o.result == OpResult::Info).count() as u64;
+        s.messages = self.cx.net.stats().clone();
+        let c = &self.cx.counters;
+        s.syncs = c.syncs;
+        s.hints_added = c.hints_added;
+        s.hints_refused = c.hints_refused;
+        s.hints_delivered = c.hints_delivered;
+        s.hints_dropped = c.hints_dropped;
+        s.read_repairs = c.read_repairs;
+        s.exchanges_done = c.exchanges_done;
+        s.exchanges_failed = c.exchanges_failed;
+        s.keys_pushed = c.keys_pushed;
+        s.keys_pulled = c.keys_pulled;
+        SimRun {
+            stats: self.stats,
+            history: History::new(self.ops),
+            final_state: self.final_state,
+            failure: self.failure,
+        }
+    }
+}
+
+/// The lost-write checker's findings, one line each, examples included.
+fn lost_write_findings(report: &LostWritesReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if report.lost > 0 {
+        out.push(format!("{} of {} acknowledged writes lost:", report.lost, report.acknowledged));
+        for lost in &report.lost_examples {
+            let op = &lost.write.op;
+            out.push(format!(
+                "  {} = {} by client {} acknowledged at t={} ms ({}), final values {:?}, final \
+                 context covers it: {}",
+                op.key,
+                op.value.as_deref().unwrap_or("?"),
+                op.process,
+                op.complete_ns / NS_PER_MS,
+                op.setting.as_deref().unwrap_or("?"),
+                lost.final_values,
+                lost.final_context_descends.map_or("unknown".into(), |d| d.to_string())
+            ));
+        }
+    }
+    if report.resurrected > 0 {
+        out.push(format!("{} superseded values came back:", report.resurrected));
+        for r in &report.resurrected_examples {
+            out.push(format!(
+                "  {} = {} superseded by op {}",
+                r.write.op.key,
+                r.write.op.value.as_deref().unwrap_or("?"),
+                r.superseded_by.index
+            ));
+        }
+    }
+    if report.unexpected_final_values > 0 {
+        out.push(format!("{} final values no write explains:", report.unexpected_final_values));
+        for u in &report.unexpected_examples {
+            out.push(format!("  {} = {}", u.key, u.value));
+        }
+    }
+    out
+}
