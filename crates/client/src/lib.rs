@@ -63,6 +63,8 @@ pub struct ReadOptions {
     pub timeout_ms: Option<u64>,
     /// `linearizable`: quorum read plus a blocking write-back of the result to the read quorum.
     pub consistency: Option<String>,
+    /// `blocking`, `async` or `off` (server default: the node's `read_repair`).
+    pub read_repair: Option<String>,
 }
 
 /// Options of a partition scan (one page).
@@ -296,6 +298,9 @@ impl Client {
             }
             if let Some(c) = &opts.consistency {
                 q.append_pair("consistency", c);
+            }
+            if let Some(m) = &opts.read_repair {
+                q.append_pair("read_repair", m);
             }
             if let Some(ms) = opts.timeout_ms {
                 q.append_pair("timeout_ms", &ms.to_string());

@@ -280,7 +280,7 @@ async fn put(a: PutArgs) -> Result<i32> {
 
 async fn get(a: GetArgs) -> Result<i32> {
     let consistency = a.linearizable.then(|| "linearizable".to_string());
-    let opts = ReadOptions { r: a.r, sort_key: a.sort_key, timeout_ms: None, consistency };
+    let opts = ReadOptions { r: a.r, sort_key: a.sort_key, timeout_ms: None, consistency, read_repair: None };
     let r = client(&a.endpoint)?.get(&a.table, &a.key, &opts).await?;
     let found = !r.values.is_empty();
     match a.output {
