@@ -774,6 +774,7 @@ mod tests {
             sort_key: Some("s".into()),
             timeout_ms: None,
             consistency: None,
+            read_repair: None,
         };
         let resp = c.get("t", "k", &opts).await.unwrap();
         assert_eq!(resp, GetResponse { values: vec![], context: "ctx".into() });

@@ -108,7 +108,9 @@ impl Storage {
         let clean = meta.get("clean_shutdown")?.is_some();
         let stored = match meta.get("actor_id")? {
             Some(raw) => Some(ActorId(u64::from_le_bytes(
-                raw.as_ref().try_into().map_err(|_| StorageError::Corrupt("actor_id is not 8 bytes".into()))?,
+                raw.as_ref()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("actor_id is not 8 bytes".into()))?,
             ))),
             None => None,
         };
@@ -194,11 +196,7 @@ impl Storage {
     }
 
     /// Raw `(storage key, encoded state)` pairs with `lo <= key < hi` (`hi = None`: to the end).
-    pub fn scan_raw(
-        &self,
-        lo: Vec<u8>,
-        hi: Option<Vec<u8>>,
-    ) -> Result<Vec<RawItem>, StorageError> {
+    pub fn scan_raw(&self, lo: Vec<u8>, hi: Option<Vec<u8>>) -> Result<Vec<RawItem>, StorageError> {
         let upper = match hi {
             Some(h) => Bound::Excluded(h),
             None => Bound::Unbounded,
