@@ -40,6 +40,8 @@ use std::fmt::Write as _;
 use std::ops::Bound;
 
 use goldenscript::{Command, Context};
+
+mod support;
 use quorumdb_core::antientropy::{self, Exchange, ExchangeLimits, ExchangeStats, LeafItems};
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::merkle::{item_digest, leaf_key_range, leaf_of, MerkleTree};
@@ -338,39 +340,19 @@ impl goldenscript::Runner for Runner {
             }
             name => return Err(format!("unknown command {name}").into()),
         }
-        if !self.echo {
-            return Ok(out);
-        }
-        let mut echoed = format!("{command}\n");
-        for line in out.lines() {
-            writeln!(echoed, "  {line}")?;
-        }
-        Ok(echoed)
+        Ok(support::echo(self.echo, command, out)?)
     }
 
     fn start_block(&mut self, block: &goldenscript::Block) -> Result<String, Box<dyn Error>> {
-        self.echo = block.commands.len() > 1;
+        self.echo = support::echo_block(block);
         Ok(String::new())
     }
 }
 
 const SCRIPTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/antientropy");
 
-/// One `#[test]` per script, so a failure names its scenario. Each script gets a fresh runner.
-macro_rules! scripts {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        const SCRIPT_NAMES: &[&str] = &[$(stringify!($name)),*];
-        $(
-            $(#[$doc])*
-            #[test]
-            fn $name() -> std::io::Result<()> {
-                goldenscript::run(&mut Runner::default(), format!("{SCRIPTS_DIR}/{}", stringify!($name)))
-            }
-        )*
-    };
-}
-
 scripts!(
+    Runner, SCRIPTS_DIR;
     /// Proves identical replicas finish after one round trip and an empty pair likewise.
     identical_replicas,
     /// Proves a single differing key is found level by level in DEPTH + 1 round trips and repaired both ways.
@@ -388,17 +370,3 @@ scripts!(
     /// Proves a key removed outright (not tombstoned) on one replica is pulled back from the other.
     removal_is_not_a_delete,
 );
-
-/// Proves every script in the directory has a test above: a script added without one would
-/// otherwise never run.
-#[test]
-fn every_script_has_a_test() -> std::io::Result<()> {
-    let mut on_disk: Vec<String> = std::fs::read_dir(SCRIPTS_DIR)?
-        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_, _>>()?;
-    on_disk.sort();
-    let mut listed: Vec<String> = SCRIPT_NAMES.iter().map(|s| s.to_string()).collect();
-    listed.sort();
-    assert_eq!(on_disk, listed);
-    Ok(())
-}

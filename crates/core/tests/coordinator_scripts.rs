@@ -30,6 +30,8 @@ use std::error::Error;
 use std::fmt::Write as _;
 
 use goldenscript::{Command, Context};
+
+mod support;
 use quorumdb_core::coordinator::{Mergeable, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
 
 /// A grow-only set of numbers: merge is union, descends is superset.
@@ -263,39 +265,19 @@ impl goldenscript::Runner for Runner {
             }
             name => return Err(format!("unknown command {name}").into()),
         };
-        if !self.echo {
-            return Ok(output);
-        }
-        let mut echoed = format!("{command}\n");
-        for line in output.lines() {
-            writeln!(echoed, "  {line}")?;
-        }
-        Ok(echoed)
+        Ok(support::echo(self.echo, command, output)?)
     }
 
     fn start_block(&mut self, block: &goldenscript::Block) -> Result<String, Box<dyn Error>> {
-        self.echo = block.commands.len() > 1;
+        self.echo = support::echo_block(block);
         Ok(String::new())
     }
 }
 
 const SCRIPTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/coordinator");
 
-/// One `#[test]` per script, so a failure names its scenario. Each script gets a fresh runner.
-macro_rules! scripts {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        const SCRIPT_NAMES: &[&str] = &[$(stringify!($name)),*];
-        $(
-            $(#[$doc])*
-            #[test]
-            fn $name() -> std::io::Result<()> {
-                goldenscript::run(&mut Runner::default(), format!("{SCRIPTS_DIR}/{}", stringify!($name)))
-            }
-        )*
-    };
-}
-
 scripts!(
+    Runner, SCRIPTS_DIR;
     /// Proves a write succeeds at the W-th ack, before stragglers, and records them afterwards.
     write_success_before_stragglers,
     /// Proves a write fails as soon as errors put W out of reach, without waiting for the deadline.
@@ -317,17 +299,3 @@ scripts!(
     /// Proves the read error message names timeouts and errors together, in replica order.
     read_failure_mixed,
 );
-
-/// Proves every script in the directory has a test above: a script added without one would
-/// otherwise never run.
-#[test]
-fn every_script_has_a_test() -> std::io::Result<()> {
-    let mut on_disk: Vec<String> = std::fs::read_dir(SCRIPTS_DIR)?
-        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_, _>>()?;
-    on_disk.sort();
-    let mut listed: Vec<String> = SCRIPT_NAMES.iter().map(|s| s.to_string()).collect();
-    listed.sort();
-    assert_eq!(on_disk, listed);
-    Ok(())
-}

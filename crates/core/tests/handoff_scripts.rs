@@ -32,6 +32,8 @@ use std::error::Error;
 use std::fmt::Write as _;
 
 use goldenscript::{Command, Context};
+
+mod support;
 use quorumdb_core::handoff::{HandoffCommand, Hint, HintId, HintLimits, HintQueue};
 
 struct Runner {
@@ -277,39 +279,19 @@ impl goldenscript::Runner for Runner {
         if out.is_empty() {
             out.push_str("ok\n");
         }
-        if !self.echo {
-            return Ok(out);
-        }
-        let mut echoed = format!("{command}\n");
-        for line in out.lines() {
-            writeln!(echoed, "  {line}")?;
-        }
-        Ok(echoed)
+        Ok(support::echo(self.echo, command, out)?)
     }
 
     fn start_block(&mut self, block: &goldenscript::Block) -> Result<String, Box<dyn Error>> {
-        self.echo = block.commands.len() > 1;
+        self.echo = support::echo_block(block);
         Ok(String::new())
     }
 }
 
 const SCRIPTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/handoff");
 
-/// One `#[test]` per script, so a failure names its scenario. Each script gets a fresh runner.
-macro_rules! scripts {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        const SCRIPT_NAMES: &[&str] = &[$(stringify!($name)),*];
-        $(
-            $(#[$doc])*
-            #[test]
-            fn $name() -> std::io::Result<()> {
-                goldenscript::run(&mut Runner::default(), format!("{SCRIPTS_DIR}/{}", stringify!($name)))
-            }
-        )*
-    };
-}
-
 scripts!(
+    Runner, SCRIPTS_DIR;
     /// Proves hints wait while their target is down and are delivered, then deleted, once it is up.
     deliver_when_target_returns,
     /// Proves at most the in-flight bound is delivered per target, oldest first, and each ack releases the next.
@@ -325,17 +307,3 @@ scripts!(
     /// Proves a restart restores stored hints, forgets in-flight deliveries, and resolves leftovers of a crash.
     restore_after_restart,
 );
-
-/// Proves every script in the directory has a test above: a script added without one would
-/// otherwise never run.
-#[test]
-fn every_script_has_a_test() -> std::io::Result<()> {
-    let mut on_disk: Vec<String> = std::fs::read_dir(SCRIPTS_DIR)?
-        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_, _>>()?;
-    on_disk.sort();
-    let mut listed: Vec<String> = SCRIPT_NAMES.iter().map(|s| s.to_string()).collect();
-    listed.sort();
-    assert_eq!(on_disk, listed);
-    Ok(())
-}
