@@ -15,6 +15,10 @@ pub const REQUEST_TIMEOUT_MS_MAX: u64 = 60_000;
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
 /// A peer with no successful exchange for this long is reported down and skipped by coordinators.
 pub const FAILURE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+/// Most client (HTTP) requests one node serves at once; more are refused with 503 `overloaded`.
+/// Each in-flight request holds at most a value (1 MiB) plus N replica states, so 4096 bounds
+/// request memory to a few GiB in the worst case and far less in practice.
+pub const HTTP_INFLIGHT_MAX_DEFAULT: usize = 4_096;
 /// Most requests one node keeps in flight towards one peer; more wait for a slot (backpressure).
 pub const PEER_INFLIGHT_MAX_DEFAULT: usize = 1_024;
 
@@ -170,6 +174,8 @@ pub struct NodeConfig {
     pub failure_timeout_ms: u64,
     #[serde(default = "default_peer_inflight_max")]
     pub peer_inflight_max: usize,
+    #[serde(default = "default_http_inflight_max")]
+    pub http_inflight_max: usize,
     /// Queue hints for replicas that miss writes (default true). Off leaves convergence to
     /// read repair and anti-entropy; useful to measure them alone.
     #[serde(default = "default_true")]
@@ -211,6 +217,9 @@ fn default_failure_timeout_ms() -> u64 {
 }
 fn default_peer_inflight_max() -> usize {
     PEER_INFLIGHT_MAX_DEFAULT
+}
+fn default_http_inflight_max() -> usize {
+    HTTP_INFLIGHT_MAX_DEFAULT
 }
 fn default_true() -> bool {
     true
@@ -340,8 +349,8 @@ impl NodeConfig {
         if self.request_timeout_ms == 0 || self.request_timeout_ms > REQUEST_TIMEOUT_MS_MAX {
             return bad(format!("request_timeout_ms must be 1..={REQUEST_TIMEOUT_MS_MAX}"));
         }
-        if self.peer_inflight_max == 0 {
-            return bad("peer_inflight_max must be at least 1".into());
+        if self.peer_inflight_max == 0 || self.http_inflight_max == 0 {
+            return bad("peer_inflight_max and http_inflight_max must be at least 1".into());
         }
         if self.tombstone_gc_interval_ms == 0 || self.antientropy_bytes_per_second_max == 0 {
             return bad("tombstone_gc_interval_ms and antientropy_bytes_per_second_max must be > 0".into());

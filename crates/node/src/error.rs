@@ -30,6 +30,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -122,6 +124,7 @@ impl ApiError {
             ApiError::Timeout(_) => "timeout",
             ApiError::Poisoned(_) => "node_poisoned",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Overloaded(_) => "overloaded",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -131,7 +134,10 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidConsistency(_) | ApiError::MalformedContext(_) => 400,
             ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) => 413,
             ApiError::TooManySiblings(_) => 409,
-            ApiError::Quorum(_) | ApiError::Poisoned(_) | ApiError::Unavailable(_) => 503,
+            ApiError::Quorum(_)
+            | ApiError::Poisoned(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Overloaded(_) => 503,
             ApiError::Timeout(_) => 504,
             ApiError::Internal(_) => 500,
         }
@@ -149,6 +155,7 @@ impl ApiError {
             "timeout" => ApiError::Timeout(message),
             "node_poisoned" => ApiError::Poisoned(message),
             "unavailable" => ApiError::Unavailable(message),
+            "overloaded" => ApiError::Overloaded(message),
             _ => ApiError::Internal(message),
         }
     }

@@ -34,6 +34,10 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 6 * VALUE_BYTES_MAX + 64 * 1024;
 pub struct AppState {
     pub node: Arc<Node>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Bounds client requests in flight (`http_inflight_max`). A request that finds no permit
+    /// is refused at once with 503 `overloaded` rather than queued: queueing would only turn
+    /// overload into timeouts for everyone.
+    pub inflight: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,7 +54,26 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admission))
         .with_state(state)
+}
+
+/// Admission control: every request holds an in-flight permit until its response is built.
+async fn admission(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = s.inflight.clone().try_acquire_owned() else {
+        metrics::counter!("quorumdb_requests_rejected_total", "reason" => "overloaded").increment(1);
+        return ApiError::Overloaded(format!(
+            "node {} has {} requests in flight (http_inflight_max); retry with backoff",
+            s.node.id(),
+            s.node.config.http_inflight_max
+        ))
+        .into_response();
+    };
+    next.run(req).await
 }
 
 impl IntoResponse for ApiError {

@@ -99,7 +99,8 @@ pub async fn run(
     tokio::spawn(node.clone().handoff_loop());
     tokio::spawn(node.clone().antientropy_loop());
     tokio::spawn(node.clone().gc_loop());
-    let app = http::router(http::AppState { node: node.clone(), metrics });
+    let inflight = Arc::new(tokio::sync::Semaphore::new(node.config.http_inflight_max));
+    let app = http::router(http::AppState { node: node.clone(), metrics, inflight });
     node.ready.store(true, Ordering::Release);
     axum::serve(http_listener, app)
         .with_graceful_shutdown(shutdown)

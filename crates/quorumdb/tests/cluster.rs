@@ -382,3 +382,26 @@ async fn linearizable_read_writes_back_to_a_quorum() {
     let err = c.client(via).get("acct", "erin", &bad).await.unwrap_err();
     assert!(err.to_string().contains("linearizable"), "{err}");
 }
+
+/// Proves admission control: beyond `http_inflight_max` concurrent requests a node answers
+/// 503 `overloaded` at once instead of queueing, and serves normally once the burst is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_with_503_not_queued() {
+    let c = Cluster::start_with("overload", 3, 3, 3, "http_inflight_max = 2\n");
+    c.client(0).put("t", "k", "v", &w("all")).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let client = c.client(0);
+        set.spawn(async move { client.get("t", "k", &r("all")).await });
+    }
+    let (mut ok, mut overloaded) = (0, 0);
+    while let Some(res) = set.join_next().await {
+        match res.unwrap() {
+            Ok(_) => ok += 1,
+            Err(ClientError::Api { status: 503, code, .. }) if code == "overloaded" => overloaded += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(ok >= 2 && overloaded >= 1, "ok {ok}, overloaded {overloaded}");
+    assert_eq!(c.client(0).get("t", "k", &r("all")).await.unwrap().values, vec!["v".to_string()]);
+}
