@@ -750,16 +750,7 @@ impl Node {
             let tx = tx.clone();
             let key = key.clone();
             tokio::spawn(async move {
-                let result = if idx == node.me {
-                    node.storage.get(&key).map(Option::unwrap_or_default).map_err(|e| e.to_string())
-                } else {
-                    match node.send(idx, Request::Read { key: to_wire(&key) }, timeout).await {
-                        Ok(Response::Item { state }) => ItemState::decode(&state).map_err(|e| e.to_string()),
-                        Ok(Response::Error { message, .. }) => Err(message),
-                        Ok(other) => Err(format!("unexpected response {other:?}")),
-                        Err(e) => Err(e.to_string()),
-                    }
-                };
+                let result = node.read_replica(idx, &key, timeout).await;
                 let outcome = match &result {
                     Ok(_) => "ok",
                     Err(m) if m == "timeout" => "timeout",
@@ -876,6 +867,20 @@ impl Node {
         }
     }
 
+    /// One replica's local state of an item (empty when absent): read locally when `idx` is
+    /// this node, else over the transport. Errors are the text a quorum error shows.
+    async fn read_replica(&self, idx: usize, key: &ItemKey, timeout: Duration) -> Result<ItemState, String> {
+        if idx == self.me {
+            return self.storage.get(key).map(Option::unwrap_or_default).map_err(|e| e.to_string());
+        }
+        match self.send(idx, Request::Read { key: to_wire(key) }, timeout).await {
+            Ok(Response::Item { state }) => ItemState::decode(&state).map_err(|e| e.to_string()),
+            Ok(Response::Error { message, .. }) => Err(message),
+            Ok(other) => Err(format!("unexpected response {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Every home replica's local state of one item, as (node index, state or error), in
     /// preference-list order. Repairs nothing: this is how an operator sees divergence.
     pub async fn inspect(
@@ -889,16 +894,7 @@ impl Node {
             let node = self.clone();
             let key = key.clone();
             set.spawn(async move {
-                let result = if idx == node.me {
-                    node.storage.get(&key).map(Option::unwrap_or_default).map_err(|e| e.to_string())
-                } else {
-                    match node.send(idx, Request::Read { key: to_wire(&key) }, timeout).await {
-                        Ok(Response::Item { state }) => ItemState::decode(&state).map_err(|e| e.to_string()),
-                        Ok(Response::Error { message, .. }) => Err(message),
-                        Ok(other) => Err(format!("unexpected response {other:?}")),
-                        Err(e) => Err(e.to_string()),
-                    }
-                };
+                let result = node.read_replica(idx, &key, timeout).await;
                 (idx, result)
             });
         }
