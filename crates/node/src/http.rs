@@ -485,6 +485,9 @@ async fn put_faults(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
         if !(0.0..=1.0).contains(&rules.drop_probability) {
             return Err(ApiError::BadRequest("drop_probability must be within [0, 1]".into()));
         }
+        if rules.fail_next_fsync {
+            s.node.storage.inject_fsync_failure();
+        }
         s.node.faults.set(rules.clone());
         Ok((StatusCode::OK, Json(rules)).into_response())
     })();

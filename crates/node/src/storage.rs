@@ -77,6 +77,8 @@ pub struct Storage {
     sync_tx: mpsc::SyncSender<oneshot::Sender<Result<(), StorageError>>>,
     /// Set once an fsync failed; never cleared while the process lives.
     poisoned: Arc<AtomicBool>,
+    /// Lab fault: the next group commit reports failure as a real failed fsync would.
+    fail_next_sync: Arc<AtomicBool>,
 }
 
 /// A stored item as raw bytes: (storage key, encoded state).
@@ -126,6 +128,7 @@ impl Storage {
         meta.remove("clean_shutdown")?;
         db.persist(PersistMode::SyncAll)?;
         let poisoned = Arc::new(AtomicBool::new(false));
+        let fail_next_sync = Arc::new(AtomicBool::new(false));
         let (sync_tx, sync_rx) = mpsc::sync_channel(SYNC_QUEUE_LEN_MAX);
         let mode = match durability {
             Durability::Fsync => PersistMode::SyncAll,
@@ -134,13 +137,25 @@ impl Storage {
         {
             let db = db.clone();
             let poisoned = poisoned.clone();
+            let fail = fail_next_sync.clone();
             std::thread::Builder::new()
                 .name("group-commit".into())
-                .spawn(move || group_commit_loop(db, mode, sync_rx, poisoned))
+                .spawn(move || group_commit_loop(db, mode, sync_rx, poisoned, fail))
                 .map_err(|e| StorageError::Engine(format!("cannot start group commit: {e}")))?;
         }
         metrics::gauge!("quorumdb_storage_poisoned").set(0.0);
-        Ok(Arc::new(Storage { db, data, hints, meta, tombstones, purged, actor, sync_tx, poisoned }))
+        Ok(Arc::new(Storage {
+            db,
+            data,
+            hints,
+            meta,
+            tombstones,
+            purged,
+            actor,
+            sync_tx,
+            poisoned,
+            fail_next_sync,
+        }))
     }
 
     /// Makes everything durable and marks the shutdown clean, so the next start keeps the
@@ -150,6 +165,12 @@ impl Storage {
         self.meta.insert("clean_shutdown", [1u8])?;
         self.db.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Lab fault: make the next group commit fail like a real fsync failure, poisoning the
+    /// store. Only reachable through the admin faults endpoint.
+    pub fn inject_fsync_failure(&self) {
+        self.fail_next_sync.store(true, Ordering::Release);
     }
 
     pub fn actor(&self) -> ActorId {
@@ -431,7 +452,13 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 type Waiter = oneshot::Sender<Result<(), StorageError>>;
 
 /// The group-commit thread: one fsync per batch of concurrent writers.
-fn group_commit_loop(db: Database, mode: PersistMode, rx: mpsc::Receiver<Waiter>, poisoned: Arc<AtomicBool>) {
+fn group_commit_loop(
+    db: Database,
+    mode: PersistMode,
+    rx: mpsc::Receiver<Waiter>,
+    poisoned: Arc<AtomicBool>,
+    fail_next: Arc<AtomicBool>,
+) {
     let mut batch: Vec<Waiter> = Vec::new();
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -442,7 +469,11 @@ fn group_commit_loop(db: Database, mode: PersistMode, rx: mpsc::Receiver<Waiter>
             Err(StorageError::Poisoned("an earlier fsync failed".into()))
         } else {
             let started = Instant::now();
-            let r = db.persist(mode);
+            let r = if fail_next.swap(false, Ordering::AcqRel) {
+                Err(fjall::Error::Io(std::io::Error::other("injected fsync failure (lab fault)")))
+            } else {
+                db.persist(mode)
+            };
             metrics::histogram!("quorumdb_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("quorumdb_fsync_batch_writes").record(batch.len() as f64);
             r.map_err(|e| {

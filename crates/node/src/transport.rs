@@ -75,6 +75,10 @@ pub struct FaultRules {
     /// Only wall-clock consumers (LWW timestamps) see it; timeouts use the monotonic clock.
     #[serde(default)]
     pub clock_offset_ms: i64,
+    /// Make this node's next fsync fail (the node then poisons itself: it refuses writes until
+    /// restarted). One-shot: applied when the rules are set, not kept as state.
+    #[serde(default, skip_serializing)]
+    pub fail_next_fsync: bool,
 }
 
 #[derive(Default)]

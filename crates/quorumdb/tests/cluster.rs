@@ -405,3 +405,38 @@ async fn overload_is_refused_with_503_not_queued() {
     assert!(ok >= 2 && overloaded >= 1, "ok {ok}, overloaded {overloaded}");
     assert_eq!(c.client(0).get("t", "k", &r("all")).await.unwrap().values, vec!["v".to_string()]);
 }
+
+/// Proves a failed fsync poisons the node: its write fails with 503 `node_poisoned`, it
+/// refuses every later write and reports not ready, `quorumdb_storage_poisoned` is 1, and the
+/// rest of the cluster keeps accepting writes at W=quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_fsync_poisons_the_node() {
+    let c = Cluster::start("poison", 3, 3, 3);
+    let http = reqwest::Client::new();
+    let base = &c.nodes[0].http;
+    let resp = http
+        .put(format!("{base}/v1/admin/faults"))
+        .json(&serde_json::json!({"fail_next_fsync": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    // n1 coordinates its own writes (every node is a home replica with N=3 of 3).
+    let err = c.client(0).put("t", "k", "v", &w("all")).await.unwrap_err();
+    let ClientError::Api { status, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(*status, 503, "{err}");
+    for _ in 0..2 {
+        let err = c.client(0).put("t", "other", "v", &w("one")).await.unwrap_err();
+        let ClientError::Api { code, message, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(code, "node_poisoned", "{message}");
+        assert!(message.contains("fsync"), "{message}");
+    }
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("quorumdb_storage_poisoned") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    c.client(1).put("t", "k2", "v", &w("quorum")).await.unwrap();
+}
