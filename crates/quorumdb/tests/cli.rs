@@ -43,10 +43,17 @@ fn demo_contract_and_client_commands() {
         .args(["demo", "--nodes", "3", "--zones", "3", "--base-port", &base.to_string(), "--data-dir"])
         .arg(&dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    let demo_stderr = demo.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(demo_stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
     let mut pids = Vec::new();
     for i in 1..=3u16 {
         let line = lines.next().unwrap().unwrap();
@@ -119,6 +126,14 @@ fn demo_contract_and_client_commands() {
     let (code, _, err) = quorumdb("http://127.0.0.1:1", &["get", "users", "u1"]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot reach"), "{err}");
+
+    // A node that dies is reported on stderr and the others keep running.
+    Command::new("kill").arg("-KILL").arg(pids[2].to_string()).status().unwrap();
+    let reported = err_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    assert!(reported.contains("node n3") && reported.contains("exited"), "{reported}");
+    assert!(demo.try_wait().unwrap().is_none(), "demo must keep running");
+    let (code, _, err) = quorumdb(&ep, &["put", "users", "after", "v", "--w", "quorum"]);
+    assert_eq!(code, 0, "two of three nodes still take quorum writes: {err}");
 
     // Stop the demo: every node stops and the demo exits 0.
     Command::new("kill").arg("-TERM").arg(demo.id().to_string()).status().unwrap();
