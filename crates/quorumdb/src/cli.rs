@@ -409,6 +409,9 @@ async fn repair(a: RepairArgs) -> Result<i32> {
     }
     let tty = std::io::stderr().is_terminal() && a.output == TextOrJson::Text;
     let bar = if tty { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+    if let Ok(style) = indicatif::ProgressStyle::with_template("exchanges {pos}/{len} {wide_bar} {msg}") {
+        bar.set_style(style);
+    }
     let started = std::time::Instant::now();
     let mut last_line = String::new();
     let totals = loop {

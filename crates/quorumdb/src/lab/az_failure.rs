@@ -284,13 +284,8 @@ pub async fn run(a: &AzArgs, out_dir: &Path) -> Result<RunOutput> {
         a.keys,
         UPDATE_FRACTION * 100.0
     )];
-    if rec.is_full() {
-        notes.push(format!(
-            "the run hit the {} ops limit; later operations were not issued",
-            workload::OPS_LEN_MAX
-        ));
-    }
-    let members = cluster.members();
+    notes.extend(rec.ops_limit_note());
+    let members = cluster.members_json();
     drop(cluster);
     Ok(RunOutput {
         scenario: "az-failure".into(),
@@ -298,7 +293,7 @@ pub async fn run(a: &AzArgs, out_dir: &Path) -> Result<RunOutput> {
         command: String::new(),
         phase_s: a.phase_s,
         cluster: serde_json::json!({
-            "nodes": members.iter().map(|(id, zone)| serde_json::json!({"id": id, "zone": zone})).collect::<Vec<_>>(),
+            "nodes": members,
             "replication_factor": REPLICATION_FACTOR,
             "zone_fault": a.zone_fault.name(),
             "clients": a.clients,

@@ -188,26 +188,21 @@ pub async fn run(a: &SkewArgs, out_dir: &Path) -> Result<RunOutput> {
     let keys: Vec<(String, String)> =
         TABLES.iter().flat_map(|(t, _)| (0..a.keys).map(move |k| (t.to_string(), format!("k{k}")))).collect();
     let (convergence, final_state) = super::converge_and_read_final(&mut cluster, &keys).await?;
-    let members = cluster.members();
+    let members = cluster.members_json();
     drop(cluster);
     let mut notes = vec![format!(
         "Skewed node: {skewed_id} ({:+} ms in the skew phases). Workload: {} processes pinned two \
          per node, {} keys per table, read (r=1) then write (w=2) with the read's token.",
         a.skew_ms, a.clients, a.keys
     )];
-    if rec.is_full() {
-        notes.push(format!(
-            "the run hit the {} ops limit; later operations were not issued",
-            workload::OPS_LEN_MAX
-        ));
-    }
+    notes.extend(rec.ops_limit_note());
     Ok(RunOutput {
         scenario: "clock-skew-lww".into(),
         seed: a.seed,
         command: String::new(),
         phase_s: a.phase_s,
         cluster: serde_json::json!({
-            "nodes": members.iter().map(|(id, zone)| serde_json::json!({"id": id, "zone": zone})).collect::<Vec<_>>(),
+            "nodes": members,
             "replication_factor": REPLICATION_FACTOR,
             "skewed_node": skewed_id,
             "skew_ms": a.skew_ms,

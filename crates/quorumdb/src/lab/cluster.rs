@@ -443,6 +443,14 @@ impl LabCluster {
     pub fn members(&self) -> Vec<(String, String)> {
         self.nodes.iter().map(|n| (n.id.clone(), n.zone.clone())).collect()
     }
+
+    /// The `nodes` entry of a run's `cluster` description in `report.json` (id and zone of
+    /// each node): one function so every scenario reports its cluster in the same shape.
+    pub fn members_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.members().iter().map(|(id, zone)| serde_json::json!({"id": id, "zone": zone})).collect(),
+        )
+    }
 }
 
 impl Drop for LabCluster {

@@ -32,6 +32,38 @@ fn color(i: usize) -> &'static str {
     COLORS[i % COLORS.len()]
 }
 
+/// Five horizontal gridlines from 0 to `vmax`, labelled by `label`: the y axis of the bar and
+/// t-visibility charts, drawn by one function so the two axes look alike.
+fn y_grid(s: &mut String, vmax: f64, y: impl Fn(f64) -> f64, label: impl Fn(f64) -> String) {
+    for i in 0..=4 {
+        let v = vmax * i as f64 / 4.0;
+        let _ = write!(
+            s,
+            r##"<line x1="{MARGIN_LEFT}" x2="{0}" y1="{1:.1}" y2="{1:.1}" stroke="#eee"/><text x="{2}" y="{3:.1}" font-size="10" text-anchor="end">{4}</text>"##,
+            WIDTH - MARGIN_RIGHT,
+            y(v),
+            MARGIN_LEFT - 4.0,
+            y(v) + 3.0,
+            label(v)
+        );
+    }
+}
+
+/// Legend entry `si` (a colour swatch and `name`) in the row at `row_y` below a chart: the
+/// legend of the bar and t-visibility charts, one function so both lay out entries alike.
+fn legend_entry(s: &mut String, si: usize, name: &str, row_y: f64) {
+    let lx = MARGIN_LEFT + 130.0 * si as f64;
+    let _ = write!(
+        s,
+        r#"<rect x="{lx}" y="{0}" width="10" height="10" fill="{1}"/><text x="{2}" y="{3}" font-size="11">{4}</text>"#,
+        row_y,
+        color(si),
+        lx + 14.0,
+        row_y + 9.0,
+        esc(name)
+    );
+}
+
 /// The latency-over-time chart.
 fn latency_chart(r: &LabReport, history: &History) -> String {
     let ops = &history.ops;
@@ -248,18 +280,7 @@ fn bar_chart(
     let fmt = |v: f64| if percent { format!("{:.2}%", v * 100.0) } else { format!("{v:.0}") };
     let mut s = String::new();
     let _ = write!(s, r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img">"#);
-    for i in 0..=4 {
-        let v = vmax * i as f64 / 4.0;
-        let _ = write!(
-            s,
-            r##"<line x1="{MARGIN_LEFT}" x2="{0}" y1="{1:.1}" y2="{1:.1}" stroke="#eee"/><text x="{2}" y="{3:.1}" font-size="10" text-anchor="end">{4}</text>"##,
-            WIDTH - MARGIN_RIGHT,
-            y(v),
-            MARGIN_LEFT - 4.0,
-            y(v) + 3.0,
-            fmt(v)
-        );
-    }
+    y_grid(&mut s, vmax, y, fmt);
     let group_w = plot_w / categories.len().max(1) as f64;
     let bar_w = (group_w * 0.8 / series.len().max(1) as f64).min(60.0);
     for (c, cat) in categories.iter().enumerate() {
@@ -291,16 +312,7 @@ fn bar_chart(
         );
     }
     for (si, name) in series.iter().enumerate() {
-        let lx = MARGIN_LEFT + 130.0 * si as f64;
-        let _ = write!(
-            s,
-            r#"<rect x="{lx}" y="{0}" width="10" height="10" fill="{1}"/><text x="{2}" y="{3}" font-size="11">{4}</text>"#,
-            top + plot_h + 26.0,
-            color(si),
-            lx + 14.0,
-            top + plot_h + 35.0,
-            esc(name)
-        );
+        legend_entry(&mut s, si, name, top + plot_h + 26.0);
     }
     let _ = write!(s, r##"<text x="{MARGIN_LEFT}" y="14" font-size="11" fill="#555">{}</text>"##, esc(unit));
     s.push_str("</svg>");
@@ -332,18 +344,7 @@ fn t_visibility_chart(r: &LabReport) -> String {
     let y = |v: f64| top + plot_h * (1.0 - v / vmax);
     let mut s = String::new();
     let _ = write!(s, r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img">"#);
-    for i in 0..=4 {
-        let v = vmax * i as f64 / 4.0;
-        let _ = write!(
-            s,
-            r##"<line x1="{MARGIN_LEFT}" x2="{0}" y1="{1:.1}" y2="{1:.1}" stroke="#eee"/><text x="{2}" y="{3:.1}" font-size="10" text-anchor="end">{4:.2}%</text>"##,
-            WIDTH - MARGIN_RIGHT,
-            y(v),
-            MARGIN_LEFT - 4.0,
-            y(v) + 3.0,
-            v * 100.0
-        );
-    }
+    y_grid(&mut s, vmax, y, |v| format!("{:.2}%", v * 100.0));
     for (i, l) in labels.iter().enumerate() {
         let _ = write!(
             s,
@@ -383,16 +384,7 @@ fn t_visibility_chart(r: &LabReport) -> String {
         }
         let _ =
             write!(s, r#"<path d="{path}" fill="none" stroke="{}" stroke-width="1.5"/>{dots}"#, color(si));
-        let lx = MARGIN_LEFT + 130.0 * si as f64;
-        let _ = write!(
-            s,
-            r#"<rect x="{lx}" y="{0}" width="10" height="10" fill="{1}"/><text x="{2}" y="{3}" font-size="11">{4}</text>"#,
-            top + plot_h + 40.0,
-            color(si),
-            lx + 14.0,
-            top + plot_h + 49.0,
-            esc(&setting.name)
-        );
+        legend_entry(&mut s, si, &setting.name, top + plot_h + 40.0);
     }
     s.push_str("</svg>");
     s

@@ -60,6 +60,13 @@ impl Recorder {
         self.issued.load(Ordering::Acquire) >= OPS_LEN_MAX
     }
 
+    /// The report note both scenarios add when the run hit [`OPS_LEN_MAX`]; `None` otherwise.
+    /// Kept here, next to the limit, so every scenario words it the same way.
+    pub fn ops_limit_note(&self) -> Option<String> {
+        self.is_full()
+            .then(|| format!("the run hit the {OPS_LEN_MAX} ops limit; later operations were not issued"))
+    }
+
     /// Takes a slot for one operation; false once [`OPS_LEN_MAX`] were taken.
     fn reserve(&self) -> bool {
         self.issued.fetch_add(1, Ordering::AcqRel) < OPS_LEN_MAX
@@ -191,6 +198,30 @@ fn blank_op(meta: &OpMeta, phase: &str, kind: OpKind, table: &str, key: &str) ->
     }
 }
 
+/// The end [`read`] and [`write`] share once the call has returned: marks `op` ok (letting
+/// `on_ok` copy what the answer carries) or classifies the error, records it and returns it.
+/// One function, so both kinds of operation follow the module's outcome rules alike.
+fn settle<T>(
+    rec: &Recorder,
+    mut op: Op,
+    answer: Result<T, ClientError>,
+    on_ok: impl FnOnce(&mut Op, T),
+) -> Op {
+    match answer {
+        Ok(r) => {
+            op.result = OpResult::Ok;
+            on_ok(&mut op, r);
+        }
+        Err(e) => {
+            let (result, text) = classify(&e);
+            op.result = result;
+            op.error = Some(text);
+        }
+    }
+    rec.record(op.clone());
+    op
+}
+
 /// Reads `table`/`key` through `client`, records the operation and returns it; `None` when
 /// the run's operation budget is spent (nothing was sent).
 pub async fn read(
@@ -209,20 +240,10 @@ pub async fn read(
     op.invoke_ns = rec.now_ns();
     let answer = client.get(table, key, opts).await;
     op.complete_ns = rec.now_ns();
-    match answer {
-        Ok(r) => {
-            op.result = OpResult::Ok;
-            op.values = r.values;
-            op.context_out = Some(r.context);
-        }
-        Err(e) => {
-            let (result, text) = classify(&e);
-            op.result = result;
-            op.error = Some(text);
-        }
-    }
-    rec.record(op.clone());
-    Some(op)
+    Some(settle(rec, op, answer, |op, r| {
+        op.values = r.values;
+        op.context_out = Some(r.context);
+    }))
 }
 
 /// Writes `value` with `context` (the token of the process's last read of the key), records
@@ -247,19 +268,7 @@ pub async fn write(
     let answer = client.put(table, key, &value, opts).await;
     op.complete_ns = rec.now_ns();
     op.value = Some(value);
-    match answer {
-        Ok(r) => {
-            op.result = OpResult::Ok;
-            op.context_out = Some(r.context);
-        }
-        Err(e) => {
-            let (result, text) = classify(&e);
-            op.result = result;
-            op.error = Some(text);
-        }
-    }
-    rec.record(op.clone());
-    Some(op)
+    Some(settle(rec, op, answer, |op, r| op.context_out = Some(r.context)))
 }
 
 /// Sleeps a uniformly random think time of up to `max_ms`.
