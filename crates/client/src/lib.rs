@@ -50,6 +50,8 @@ pub struct WriteOptions {
     pub sort_key: Option<String>,
     /// Server-side quorum timeout in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// `strict` (server default) or `sloppy`: whether stand-in nodes may count toward W.
+    pub quorum: Option<String>,
 }
 
 /// Options of a point read.
@@ -65,6 +67,8 @@ pub struct ReadOptions {
     pub consistency: Option<String>,
     /// `blocking`, `async` or `off` (server default: the node's `read_repair`).
     pub read_repair: Option<String>,
+    /// `strict` (server default) or `sloppy`: whether stand-in nodes may answer.
+    pub quorum: Option<String>,
 }
 
 /// Options of a partition scan (one page).
@@ -302,6 +306,9 @@ impl Client {
             if let Some(m) = &opts.read_repair {
                 q.append_pair("read_repair", m);
             }
+            if let Some(m) = &opts.quorum {
+                q.append_pair("quorum", m);
+            }
             if let Some(ms) = opts.timeout_ms {
                 q.append_pair("timeout_ms", &ms.to_string());
             }
@@ -489,6 +496,9 @@ fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
         }
         if let Some(ms) = opts.timeout_ms {
             q.append_pair("timeout_ms", &ms.to_string());
+        }
+        if let Some(m) = &opts.quorum {
+            q.append_pair("quorum", m);
         }
     }
     clear_empty_query(url);
@@ -678,12 +688,16 @@ mod tests {
             context: Some("ab+/=".into()),
             sort_key: Some("2024 &x".into()),
             timeout_ms: Some(250),
+            quorum: Some("sloppy".into()),
         };
         write_query(&mut url, &opts, true);
-        assert_eq!(url.query(), Some("sort_key=2024+%26x&w=all&context=ab%2B%2F%3D&timeout_ms=250"));
+        assert_eq!(
+            url.query(),
+            Some("sort_key=2024+%26x&w=all&context=ab%2B%2F%3D&timeout_ms=250&quorum=sloppy")
+        );
         let mut url = client().url(&["v1", "tables", "t", "items", "k"]).unwrap();
         write_query(&mut url, &opts, false);
-        assert_eq!(url.query(), Some("sort_key=2024+%26x&w=all&timeout_ms=250"));
+        assert_eq!(url.query(), Some("sort_key=2024+%26x&w=all&timeout_ms=250&quorum=sloppy"));
         let mut url = client().url(&["v1", "tables", "t", "items", "k"]).unwrap();
         write_query(&mut url, &WriteOptions::default(), true);
         assert_eq!(url.as_str(), "http://127.0.0.1:7701/v1/tables/t/items/k");
@@ -775,6 +789,7 @@ mod tests {
             timeout_ms: None,
             consistency: None,
             read_repair: None,
+            quorum: None,
         };
         let resp = c.get("t", "k", &opts).await.unwrap();
         assert_eq!(resp, GetResponse { values: vec![], context: "ctx".into() });

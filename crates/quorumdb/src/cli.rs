@@ -110,6 +110,10 @@ pub struct PutArgs {
     /// Causality token from an earlier read: the write supersedes what that read saw.
     #[arg(long)]
     pub context: Option<String>,
+    /// `strict` (default: only home replicas count) or `sloppy` (stand-ins count while home
+    /// replicas are down).
+    #[arg(long, value_parser = ["strict", "sloppy"])]
+    pub quorum: Option<String>,
     #[command(flatten)]
     pub endpoint: EndpointArg,
 }
@@ -128,6 +132,10 @@ pub struct GetArgs {
     pub linearizable: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: TextOrJson,
+    /// `strict` (default: only home replicas count) or `sloppy` (stand-ins count while home
+    /// replicas are down).
+    #[arg(long, value_parser = ["strict", "sloppy"])]
+    pub quorum: Option<String>,
     #[command(flatten)]
     pub endpoint: EndpointArg,
 }
@@ -142,6 +150,10 @@ pub struct DeleteArgs {
     pub w: Option<String>,
     #[arg(long)]
     pub context: Option<String>,
+    /// `strict` (default: only home replicas count) or `sloppy` (stand-ins count while home
+    /// replicas are down).
+    #[arg(long, value_parser = ["strict", "sloppy"])]
+    pub quorum: Option<String>,
     #[command(flatten)]
     pub endpoint: EndpointArg,
 }
@@ -272,7 +284,8 @@ async fn put(a: PutArgs) -> Result<i32> {
     } else {
         a.value
     };
-    let opts = WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None };
+    let opts =
+        WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None, quorum: a.quorum };
     let r = client(&a.endpoint)?.put(&a.table, &a.key, &value, &opts).await?;
     println!("{}", r.context);
     Ok(0)
@@ -280,7 +293,14 @@ async fn put(a: PutArgs) -> Result<i32> {
 
 async fn get(a: GetArgs) -> Result<i32> {
     let consistency = a.linearizable.then(|| "linearizable".to_string());
-    let opts = ReadOptions { r: a.r, sort_key: a.sort_key, timeout_ms: None, consistency, read_repair: None };
+    let opts = ReadOptions {
+        r: a.r,
+        sort_key: a.sort_key,
+        timeout_ms: None,
+        consistency,
+        read_repair: None,
+        quorum: a.quorum,
+    };
     let r = client(&a.endpoint)?.get(&a.table, &a.key, &opts).await?;
     let found = !r.values.is_empty();
     match a.output {
@@ -302,7 +322,8 @@ async fn get(a: GetArgs) -> Result<i32> {
 }
 
 async fn delete(a: DeleteArgs) -> Result<i32> {
-    let opts = WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None };
+    let opts =
+        WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None, quorum: a.quorum };
     let r = client(&a.endpoint)?.delete(&a.table, &a.key, &opts).await?;
     println!("{}", r.context);
     Ok(0)
