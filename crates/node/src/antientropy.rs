@@ -112,6 +112,13 @@ impl AntiEntropy {
     }
 }
 
+/// Counts one item state moved by anti-entropy in `direction` (`push` or `pull`).
+fn count_transfer(direction: &'static str, bytes: usize) {
+    metrics::counter!("quorumdb_antientropy_keys_total", "direction" => direction).increment(1);
+    metrics::counter!("quorumdb_antientropy_item_bytes_total", "direction" => direction)
+        .increment(bytes as u64);
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -343,10 +350,7 @@ impl Node {
                         self.throttle(state.len()).await;
                         item_bytes += state.len() as u64;
                         pulled += 1;
-                        metrics::counter!("quorumdb_antientropy_keys_total", "direction" => "pull")
-                            .increment(1);
-                        metrics::counter!("quorumdb_antientropy_item_bytes_total", "direction" => "pull")
-                            .increment(state.len() as u64);
+                        count_transfer("pull", state.len());
                         let theirs = ItemState::decode(&state).map_err(|e| e.to_string())?;
                         let mine = self.storage.get(&key).map_err(|e| e.to_string())?.unwrap_or_default();
                         if theirs.descends(&mine) {
@@ -363,10 +367,7 @@ impl Node {
                         self.throttle(state.len()).await;
                         item_bytes += state.len() as u64;
                         pushed += 1;
-                        metrics::counter!("quorumdb_antientropy_keys_total", "direction" => "push")
-                            .increment(1);
-                        metrics::counter!("quorumdb_antientropy_item_bytes_total", "direction" => "push")
-                            .increment(state.len() as u64);
+                        count_transfer("push", state.len());
                         let req = Request::Replicate { key: to_wire(&key), state };
                         if let Err(e) = self.peer_request(peer, req, timeout).await {
                             return Err(format!("push to {} failed: {e}", self.member_name(peer)));

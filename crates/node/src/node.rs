@@ -530,11 +530,7 @@ impl Node {
                         Err(e) => Err(e.to_string()),
                     }
                 };
-                let outcome = match &result {
-                    Ok(()) => "ok",
-                    Err(m) if m == "timeout" => "timeout",
-                    Err(_) => "error",
-                };
+                let outcome = outcome_label(&result);
                 metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => outcome)
                     .increment(1);
                 let _ = tx.send((name, result)).await;
@@ -567,12 +563,7 @@ impl Node {
                 if coord.is_finished() {
                     break;
                 }
-                let wait = Duration::from_millis(deadline.saturating_sub(node.now_ms()));
-                match tokio::time::timeout(wait, rx.recv()).await {
-                    Ok(Some((name, result))) => coord.on_response(&name, result),
-                    // Every replica answered, or the deadline passed: the machine times out the rest.
-                    Ok(None) | Err(_) => coord.tick(node.now_ms().max(deadline)),
-                }
+                node.next_reply(&mut coord, &mut rx, deadline).await;
             }
             // Hint every home replica that does not hold the write and has no stand-in that does.
             let ok = |name: &str| coord.outcomes().iter().any(|(n, o)| n == name && *o == Outcome::Ok);
@@ -751,11 +742,7 @@ impl Node {
             let key = key.clone();
             tokio::spawn(async move {
                 let result = node.read_replica(idx, &key, timeout).await;
-                let outcome = match &result {
-                    Ok(_) => "ok",
-                    Err(m) if m == "timeout" => "timeout",
-                    Err(_) => "error",
-                };
+                let outcome = outcome_label(&result);
                 metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => outcome)
                     .increment(1);
                 let _ = tx.send((name, result)).await;
@@ -823,11 +810,7 @@ impl Node {
                 if coord.is_finished() {
                     break;
                 }
-                let wait = Duration::from_millis(deadline.saturating_sub(node.now_ms()));
-                match tokio::time::timeout(wait, rx.recv()).await {
-                    Ok(Some((name, result))) => coord.on_response(&name, result),
-                    Ok(None) | Err(_) => coord.tick(node.now_ms().max(deadline)),
-                }
+                node.next_reply(&mut coord, &mut rx, deadline).await;
             }
             if let (Some(decision), Some(tx)) = (coord.decision(), answer_tx.take()) {
                 let _ = tx.send(decision.map_err(ApiError::from));
@@ -987,11 +970,7 @@ impl Node {
             if let Some(decision) = coord.decision() {
                 break decision.map_err(ApiError::from)?;
             }
-            let wait = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
-            match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some((name, result))) => coord.on_response(&name, result),
-                Ok(None) | Err(_) => coord.tick(self.now_ms().max(deadline)),
-            }
+            self.next_reply(&mut coord, &mut rx, deadline).await;
         };
         Ok(merged.into_result(limit))
     }
@@ -1087,6 +1066,59 @@ fn final_error(mut e: QuorumError, outcomes: &[(String, Outcome)]) -> QuorumErro
     e.got = outcomes.iter().filter(|(_, o)| *o == Outcome::Ok).count();
     e.outcomes = outcomes.to_vec();
     e
+}
+
+/// A coordinator machine fed with replica replies by [`Node::next_reply`].
+trait Machine {
+    type Reply;
+    fn deliver(&mut self, from: &str, reply: Self::Reply);
+    fn tick(&mut self, now_ms: u64);
+}
+
+impl Machine for WriteCoordinator {
+    type Reply = Result<(), String>;
+    fn deliver(&mut self, from: &str, reply: Self::Reply) {
+        self.on_response(from, reply);
+    }
+    fn tick(&mut self, now_ms: u64) {
+        WriteCoordinator::tick(self, now_ms);
+    }
+}
+
+impl<S: Mergeable> Machine for ReadCoordinator<S> {
+    type Reply = Result<S, String>;
+    fn deliver(&mut self, from: &str, reply: Self::Reply) {
+        self.on_response(from, reply);
+    }
+    fn tick(&mut self, now_ms: u64) {
+        ReadCoordinator::tick(self, now_ms);
+    }
+}
+
+impl Node {
+    /// Feeds the machine the next replica reply, or, when every reply is in or the deadline
+    /// passed, a tick that times out the rest. The one place coordinators wait on replicas.
+    async fn next_reply<M: Machine>(
+        &self,
+        machine: &mut M,
+        rx: &mut mpsc::Receiver<(String, M::Reply)>,
+        deadline: u64,
+    ) {
+        let wait = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some((name, reply))) => machine.deliver(&name, reply),
+            Ok(None) | Err(_) => machine.tick(self.now_ms().max(deadline)),
+        }
+    }
+}
+
+/// The `outcome` label of `quorumdb_replica_responses_total` for one replica reply.
+fn outcome_label<T>(result: &Result<T, String>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(m) if m == "timeout" => "timeout",
+        Err(_) => "error",
+    }
 }
 
 /// How often the handoff loop looks for hints to deliver.

@@ -594,6 +594,18 @@ impl SimNode {
         }
     }
 
+    /// Who a request for `key` goes to, as `Node::request_targets` decides in strict mode: the
+    /// home replicas (`pref`, with their `names`), the live remote ones (`targets`) and the names
+    /// of those known down, which the coordinator skips.
+    fn fan_out(&self, cx: &Cx, key: usize, now: u64) -> (Vec<usize>, Vec<String>, Vec<usize>, Vec<String>) {
+        let pref = cx.keys[key].pref.clone();
+        let names = pref.iter().map(|&p| cx.names[p].clone()).collect();
+        let (targets, down): (Vec<usize>, Vec<usize>) =
+            pref.iter().copied().filter(|&p| p != self.idx).partition(|&p| self.is_up(p, now));
+        let down = down.into_iter().map(|p| cx.names[p].clone()).collect();
+        (pref, names, targets, down)
+    }
+
     fn is_up(&self, peer: usize, now: u64) -> bool {
         let since = self.failing_since_ms.get(peer).copied().unwrap_or(0);
         peer == self.idx || since == 0 || now.saturating_sub(since) < FAILURE_TIMEOUT_MS
@@ -919,17 +931,11 @@ impl SimNode {
         }
         self.store(cx, key, new.clone());
 
-        let pref = cx.keys[key].pref.clone();
-        let names: Vec<String> = pref.iter().map(|&p| cx.names[p].clone()).collect();
+        let (_, names, targets, down) = self.fan_out(cx, key, now);
         let deadline_ms = now + REQUEST_TIMEOUT_MS;
         let mut coord = WriteCoordinator::new(names, w, deadline_ms);
-        let mut targets = Vec::new();
-        for &p in pref.iter().filter(|&&p| p != self.idx) {
-            if self.is_up(p, now) {
-                targets.push(p);
-            } else {
-                coord.skip(&cx.names[p]);
-            }
+        for name in &down {
+            coord.skip(name);
         }
         let job = cx.next_id();
         self.writes.insert(job, WriteJob { key, state: new.clone(), coord, reply_to, replied: false });
@@ -1053,17 +1059,11 @@ impl SimNode {
 
     fn start_read(&mut self, cx: &mut Cx, key: usize, r: usize, client: usize, op: u64) {
         let now = self.clock(cx);
-        let pref = cx.keys[key].pref.clone();
-        let names: Vec<String> = pref.iter().map(|&p| cx.names[p].clone()).collect();
+        let (pref, names, targets, down) = self.fan_out(cx, key, now);
         let deadline_ms = now + REQUEST_TIMEOUT_MS;
         let mut coord = ReadCoordinator::new(names, r, deadline_ms);
-        let mut targets = Vec::new();
-        for &p in pref.iter().filter(|&&p| p != self.idx) {
-            if self.is_up(p, now) {
-                targets.push(p);
-            } else {
-                coord.skip(&cx.names[p]);
-            }
+        for name in &down {
+            coord.skip(name);
         }
         if pref.contains(&self.idx) {
             coord.on_response(&cx.names[self.idx], Ok(self.current(key)));
