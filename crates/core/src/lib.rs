@@ -27,4 +27,5 @@ pub mod handoff;
 pub mod key;
 pub mod limits;
 pub mod merkle;
+pub mod replica;
 pub mod ring;

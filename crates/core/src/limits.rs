@@ -40,3 +40,31 @@ pub const CONTEXT_TOKEN_CHARS_MAX: usize = 4096;
 // Compile-time relations between limits.
 const _: () = assert!(SCAN_PAGE_LEN_DEFAULT <= SCAN_PAGE_LEN_MAX);
 const _: () = assert!(REPLICATION_FACTOR_MAX <= VERSION_VECTOR_LEN_MAX);
+
+/// Largest stored state of one item that a write may create (all siblings, context and
+/// framing). A write that would grow an item past it is refused with `item_too_large`; merges
+/// of concurrent writes accepted at different replicas can still exceed it, by at most the
+/// replication factor times over, which the peer frame limit accounts for.
+pub const ITEM_STATE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Most bytes of item states in one replica's scan page. A page ends early (and the client gets
+/// a `next` cursor) rather than building a peer message beyond the frame limit: 100 items of
+/// 1 MiB make a 16 MiB page pair of requests instead of one 100 MiB message.
+pub const SCAN_PAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Largest peer message. Must hold the largest item state a merge can produce (see
+/// [`ITEM_STATE_BYTES_MAX`]) and a scan page whose first item alone exceeds
+/// [`SCAN_PAGE_BYTES_MAX`].
+pub const PEER_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Room for keys, contexts and message framing around the item states in one peer message.
+pub const PEER_FRAME_OVERHEAD_BYTES_MAX: usize = 1024 * 1024;
+
+const _: () = assert!(ITEM_STATE_BYTES_MAX >= VALUE_BYTES_MAX + 64 * 1024);
+const _: () = assert!(
+    REPLICATION_FACTOR_MAX * ITEM_STATE_BYTES_MAX + PEER_FRAME_OVERHEAD_BYTES_MAX <= PEER_FRAME_BYTES_MAX
+);
+const _: () = assert!(
+    SCAN_PAGE_BYTES_MAX + REPLICATION_FACTOR_MAX * ITEM_STATE_BYTES_MAX + PEER_FRAME_OVERHEAD_BYTES_MAX
+        <= 2 * PEER_FRAME_BYTES_MAX
+);

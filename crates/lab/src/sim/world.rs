@@ -1,12 +1,14 @@
 //! The simulated world: one clock, one random source, one network, the nodes, the clients and
 //! the fault schedule, and the checks of both phases. See the module docs of [`super`].
 
+use super::driver::{shard_of_key, show, Msg, Reply, SimNode};
 use super::net::{chance, Endpoint, Envelope, NetConfig, Network, PPM};
-use super::node::{mask_of, members_of, show, Msg, Reply, SimNode};
 use super::{
-    Bug, FailureKind, SimFailure, SimOptions, SimRun, SimStats, CLIENTS_LEN, CLIENT_TIMEOUT_MS,
-    CLOCK_SKEW_MS_MAX, EVENTS_MAX, FSYNC_MS_MAX, KEYS_LEN, LIVENESS_MS_MAX, NODES_MAX, QUIESCENCE_CHECK_MS,
-    REPLICATION_FACTOR, VIOLATIONS_LEN_MAX, VNODES, ZONES_LEN,
+    Bug, FailureKind, SimFailure, SimOptions, SimRun, SimStats, ANTIENTROPY_INTERVAL_MS, CLIENTS_LEN,
+    CLIENT_TIMEOUT_MS, CLOCK_SKEW_MS_MAX, EVENTS_MAX, EXCHANGE_DEADLINE_MS, FAILURE_TIMEOUT_MS,
+    FORWARD_MARGIN_MS, FSYNC_MS_MAX, HANDOFF_TICK_MS, HEARTBEAT_INTERVAL_MS, KEYS_LEN, LIVENESS_MS_MAX,
+    NODES_MAX, QUIESCENCE_CHECK_MS, REPLICATION_FACTOR, REQUEST_TIMEOUT_MS, VIOLATIONS_LEN_MAX, VNODES,
+    ZONES_LEN,
 };
 use crate::checker::{check_lost_writes, CheckConfig, LostWritesReport};
 use crate::history::{FinalState, History, Op, OpKind, OpResult};
@@ -15,6 +17,7 @@ use quorumdb_core::causality::{Dot, ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::handoff::HintLimits;
 use quorumdb_core::key::ItemKey;
+use quorumdb_core::replica::{ReplicaConfig, ReplicaStats, TreeId};
 use quorumdb_core::ring::{Member, Ring};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -93,10 +96,13 @@ pub(super) struct SimKey {
     /// `k0`, `k1`, …: the key in the history.
     pub(super) name: String,
     pub(super) storage: Vec<u8>,
+    pub(super) item: ItemKey,
     /// Home replicas, primary first.
     pub(super) pref: Vec<usize>,
-    /// The replica set as a bit mask: names the Merkle tree the key belongs to.
-    pub(super) range: u64,
+    /// The replica shard that owns the key on every node.
+    pub(super) shard: usize,
+    /// The Merkle tree the key belongs to.
+    pub(super) tree: TreeId,
 }
 
 /// Per-seed protocol knobs, drawn from the seed so that different seeds explore different
@@ -152,8 +158,11 @@ pub(super) struct Cx {
     pub(super) names: Vec<String>,
     pub(super) keys: Vec<SimKey>,
     key_by_storage: BTreeMap<Vec<u8>, usize>,
-    /// The replica sets each node belongs to.
-    pub(super) ranges_of: Vec<Vec<u64>>,
+    pub(super) ring: Ring,
+    /// The replicas' configuration: the simulator's scaled-down timings and the seed's limits.
+    pub(super) replica_config: ReplicaConfig,
+    /// Which client issued each op (op ids are unique across the run).
+    pub(super) op_clients: BTreeMap<u64, usize>,
     pub(super) params: Params,
     pub(super) ghost: Ghost,
     pub(super) counters: Counters,
@@ -174,10 +183,6 @@ impl Cx {
     pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    pub(super) fn index_of(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
     }
 
     pub(super) fn key_index(&self, storage_key: &[u8]) -> Option<usize> {
@@ -213,8 +218,8 @@ impl Cx {
                 "{} minted dot {dot} for {} = {}, but it already names the write of {}",
                 self.names[node],
                 self.key_name(key),
-                super::node::show_value(&value),
-                super::node::show_value(earlier)
+                super::driver::show_value(&value),
+                super::driver::show_value(earlier)
             );
             self.violation(message);
             return;
@@ -322,15 +327,12 @@ impl World {
             let pref = ring.preference_list(item.placement_hash(), n);
             let storage = item.storage_key();
             key_by_storage.insert(storage.clone(), i);
-            keys.push(SimKey { name, storage, range: mask_of(&pref), pref });
+            let shard = shard_of_key(&item);
+            let mut set = pref.clone();
+            set.sort_unstable();
+            let tree = TreeId { table: TABLE.into(), set, shard };
+            keys.push(SimKey { name, storage, item, pref, shard, tree });
         }
-        let ranges_of = (0..nodes_len)
-            .map(|node| {
-                let ranges: BTreeSet<u64> =
-                    keys.iter().filter(|k| k.pref.contains(&node)).map(|k| k.range).collect();
-                ranges.into_iter().collect()
-            })
-            .collect();
 
         // Ranges reach the extremes on purpose: a one-hint queue forces refusals (anti-entropy
         // must cover them), half-second hint expiry forces drops, one-leaf two-key exchanges
@@ -369,15 +371,14 @@ impl World {
             names,
             keys,
             key_by_storage,
-            ranges_of,
+            replica_config: replica_config(n, &params),
+            ring,
+            op_clients: BTreeMap::new(),
             params,
             ghost: Ghost::default(),
             counters: Counters::default(),
         };
-        let mut nodes: Vec<SimNode> = (0..nodes_len).map(|i| SimNode::new(i, &mut cx)).collect();
-        for node in &mut nodes {
-            node.boot(&mut cx);
-        }
+        let nodes: Vec<SimNode> = (0..nodes_len).map(|i| SimNode::new(i, &mut cx)).collect();
         for client in 0..CLIENTS_LEN {
             let at = cx.rng.random_range(0..=THINK_MS_MAX);
             cx.timer(at, Timer::ClientNext { client });
@@ -588,15 +589,16 @@ impl World {
         };
 
         let op = self.cx.next_id();
+        self.cx.op_clients.insert(op, client);
         let (value, msg, setting) = match kind {
             OpKind::Read => (None, Msg::ClientRead { op, key, r: needed }, format!("r{needed}")),
             OpKind::Write | OpKind::Delete => {
                 let (value, stored) = if kind == OpKind::Write {
                     self.writes_issued += 1;
                     let v = format!("w{}", self.writes_issued);
-                    (Some(v.clone()), Value::Data(v.into_bytes()))
+                    (Some(v.clone()), Some(v.into_bytes()))
                 } else {
-                    (None, Value::Tombstone)
+                    (None, None)
                 };
                 let ctx = context_in.clone().unwrap_or_default();
                 (value, Msg::ClientWrite { op, key, value: stored, ctx, w: needed }, format!("w{needed}"))
@@ -779,7 +781,8 @@ impl World {
             .iter()
             .enumerate()
             .filter_map(|(key, k)| {
-                let states: Vec<ItemState> = k.pref.iter().map(|&p| self.nodes[p].current(key)).collect();
+                let states: Vec<ItemState> =
+                    k.pref.iter().map(|&p| self.nodes[p].current(&self.cx, key)).collect();
                 let first = states.first()?;
                 states.iter().any(|s| s != first).then(|| {
                     let each: Vec<String> = k
@@ -815,13 +818,12 @@ impl World {
             self.nodes[i].check_acknowledged(&mut self.cx);
         }
         // Every replica set's trees agree with each other and with a rebuild from storage.
-        let ranges: BTreeSet<u64> = self.cx.keys.iter().map(|k| k.range).collect();
-        for range in ranges {
-            let members = members_of(range);
+        let trees: BTreeSet<TreeId> = self.cx.keys.iter().map(|k| k.tree.clone()).collect();
+        for tree in trees {
+            let members = tree.set.clone();
             let mut roots = Vec::new();
             for &m in &members {
-                let kept = self.nodes[m].tree_root(range);
-                let rebuilt = self.nodes[m].rebuilt_root(&self.cx, range);
+                let (kept, rebuilt) = self.nodes[m].tree_roots(&self.cx, &tree);
                 if kept != rebuilt {
                     self.cx.violation(format!(
                         "{}: Merkle tree of replica set {:?} is out of step with storage",
@@ -840,7 +842,7 @@ impl World {
         let mut final_state = FinalState::default();
         for (key, k) in self.cx.keys.iter().enumerate() {
             let Some(&home) = k.pref.first() else { continue };
-            let state = self.nodes[home].durable_state(key);
+            let state = self.nodes[home].durable_state(&self.cx, key);
             let values = state.values().iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
             final_state.push(TABLE, k.name.clone(), values, Some(state.context().to_token()));
         }
@@ -883,7 +885,8 @@ impl World {
         let back = self.cx.now_ms + self.cx.rng.random_range(DOWN_MS_MIN..=DOWN_MS_MAX);
         if let Some(n) = self.nodes.get_mut(node) {
             self.stats.crashes += 1;
-            n.crash(&mut self.cx);
+            n.absorb_stats(&mut self.cx.counters);
+            n.crash();
             self.cx.timer(back, Timer::Restart { node });
         }
     }
@@ -903,6 +906,9 @@ impl World {
         s.ops_failed = self.ops.iter().filter(|o| o.result == OpResult::Fail).count() as u64;
         s.ops_unknown = self.ops.iter().filter(|o| o.result == OpResult::Info).count() as u64;
         s.messages = self.cx.net.stats().clone();
+        for node in &self.nodes {
+            node.absorb_stats(&mut self.cx.counters);
+        }
         let c = &self.cx.counters;
         s.syncs = c.syncs;
         s.hints_added = c.hints_added;
@@ -961,4 +967,37 @@ fn lost_write_findings(report: &LostWritesReport) -> Vec<String> {
         }
     }
     out
+}
+
+/// The replicas' configuration in the simulator: production logic, simulated timings (scaled
+/// down so faults outlast them) and the seed's limits.
+fn replica_config(n: usize, params: &Params) -> ReplicaConfig {
+    ReplicaConfig {
+        request_timeout_ms: REQUEST_TIMEOUT_MS,
+        forward_margin_ms: FORWARD_MARGIN_MS,
+        failure_timeout_ms: FAILURE_TIMEOUT_MS,
+        heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+        hint_limits: params.hint_limits,
+        handoff_tick_ms: HANDOFF_TICK_MS,
+        antientropy_interval_ms: ANTIENTROPY_INTERVAL_MS,
+        exchange_limits: params.exchange_limits,
+        exchange_deadline_ms: EXCHANGE_DEADLINE_MS,
+        // Tombstone collection is not simulated yet (the lost-write checker reads the converged
+        // states, and a purge makes "deleted" and "never written" look alike).
+        tombstone_gc_interval_ms: 0,
+        ..ReplicaConfig::with_defaults(n)
+    }
+}
+
+/// Adds one replica's counters to the run's.
+pub(super) fn add_stats(c: &mut Counters, s: &ReplicaStats) {
+    c.hints_added += s.hints_added;
+    c.hints_refused += s.hints_refused;
+    c.hints_delivered += s.hints_delivered;
+    c.hints_dropped += s.hints_dropped;
+    c.read_repairs += s.read_repairs;
+    c.exchanges_done += s.exchanges_done;
+    c.exchanges_failed += s.exchanges_failed;
+    c.keys_pushed += s.keys_pushed;
+    c.keys_pulled += s.keys_pulled;
 }
