@@ -131,21 +131,25 @@ impl FaultLayer {
 // ---------------------------------------------------------------------------------------------
 // Framing
 
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
+async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &[u8],
+    frame_bytes_max: usize,
+) -> std::io::Result<()> {
     let len = u32::try_from(frame.len())
         .ok()
-        .filter(|l| (*l as usize) <= FRAME_BYTES_MAX)
+        .filter(|l| (*l as usize) <= frame_bytes_max)
         .ok_or_else(|| std::io::Error::other("frame too large"))?;
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(frame).await
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, frame_bytes_max: usize) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > FRAME_BYTES_MAX {
-        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}")));
+    if len > frame_bytes_max {
+        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds {frame_bytes_max}")));
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
@@ -158,14 +162,18 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// Writes queued frames, flushing when the queue momentarily empties (batches small frames).
-async fn writer_loop(mut rx: mpsc::Receiver<Vec<u8>>, half: tokio::net::tcp::OwnedWriteHalf) {
+async fn writer_loop(
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    half: tokio::net::tcp::OwnedWriteHalf,
+    frame_bytes_max: usize,
+) {
     let mut w = BufWriter::with_capacity(READ_BUFFER_BYTES, half);
     while let Some(frame) = rx.recv().await {
-        if write_frame(&mut w, &frame).await.is_err() {
+        if write_frame(&mut w, &frame, frame_bytes_max).await.is_err() {
             return;
         }
         while let Ok(frame) = rx.try_recv() {
-            if write_frame(&mut w, &frame).await.is_err() {
+            if write_frame(&mut w, &frame, frame_bytes_max).await.is_err() {
                 return;
             }
         }
@@ -196,6 +204,9 @@ pub struct PeerClient {
     inflight: Semaphore,
     next_id: AtomicU64,
     faults: Arc<FaultLayer>,
+    /// Largest frame sent or accepted on this client's connections ([`FRAME_BYTES_MAX`] unless
+    /// a test lowers it with [`PeerClient::with_frame_bytes_max`]).
+    frame_bytes_max: usize,
 }
 
 impl PeerClient {
@@ -214,7 +225,15 @@ impl PeerClient {
             inflight: Semaphore::new(inflight_max),
             next_id: AtomicU64::new(1),
             faults,
+            frame_bytes_max: FRAME_BYTES_MAX,
         }
+    }
+
+    /// Replaces the frame limit. Both ends of a connection must use the same limit; only tests
+    /// change it, to exercise the limit without allocating 64 MiB.
+    pub fn with_frame_bytes_max(mut self, frame_bytes_max: usize) -> Self {
+        self.frame_bytes_max = frame_bytes_max;
+        self
     }
 
     pub fn peer_id(&self) -> &str {
@@ -236,9 +255,10 @@ impl PeerClient {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let hello = Hello { protocol_version: PROTOCOL_VERSION, node_id: self.my_id.clone() };
+        let frame_bytes_max = self.frame_bytes_max;
         let handshake = async {
-            write_frame(&mut wr, &encode(&hello)).await?;
-            read_frame(&mut rd).await
+            write_frame(&mut wr, &encode(&hello), frame_bytes_max).await?;
+            read_frame(&mut rd, frame_bytes_max).await
         };
         let reply = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), handshake)
             .await
@@ -257,13 +277,13 @@ impl PeerClient {
         let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
         let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), alive: AtomicBool::new(true) });
-        tokio::spawn(writer_loop(rx, wr));
+        tokio::spawn(writer_loop(rx, wr, frame_bytes_max));
         {
             let conn = conn.clone();
             let faults = self.faults.clone();
             let peer = self.peer_id.clone();
             tokio::spawn(async move {
-                while let Ok(buf) = read_frame(&mut rd).await {
+                while let Ok(buf) = read_frame(&mut rd, frame_bytes_max).await {
                     let Ok(Frame::Response { id, body }) = postcard::from_bytes::<Frame>(&buf) else { break };
                     if faults.on_receive(&peer) == FaultAction::Drop {
                         continue;
@@ -332,6 +352,19 @@ pub async fn serve(
     inflight_max: usize,
     faults: Arc<FaultLayer>,
 ) {
+    serve_with_frame_bytes_max(listener, my_id, handler, inflight_max, faults, FRAME_BYTES_MAX).await
+}
+
+/// [`serve`] with another frame limit than [`FRAME_BYTES_MAX`]; for tests, which exercise the
+/// limit without allocating 64 MiB. Clients must use the same limit.
+pub async fn serve_with_frame_bytes_max(
+    listener: TcpListener,
+    my_id: String,
+    handler: Handler,
+    inflight_max: usize,
+    faults: Arc<FaultLayer>,
+    frame_bytes_max: usize,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -342,7 +375,7 @@ pub async fn serve(
         let my_id = my_id.clone();
         let faults = faults.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, my_id, handler, inflight_max, faults).await {
+            if let Err(e) = serve_conn(stream, my_id, handler, inflight_max, faults, frame_bytes_max).await {
                 tracing::debug!(error = %e, "peer connection ended");
             }
         });
@@ -355,26 +388,30 @@ async fn serve_conn(
     handler: Handler,
     inflight_max: usize,
     faults: Arc<FaultLayer>,
+    frame_bytes_max: usize,
 ) -> Result<(), TransportError> {
     let (mut rd, mut wr) = stream.into_split();
-    let hello = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), read_frame(&mut rd))
-        .await
-        .map_err(|_| TransportError::Timeout)?
-        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let hello =
+        tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), read_frame(&mut rd, frame_bytes_max))
+            .await
+            .map_err(|_| TransportError::Timeout)?
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
     let hello: Hello = postcard::from_bytes(&hello).map_err(|e| TransportError::Protocol(e.to_string()))?;
     let mine = Hello { protocol_version: PROTOCOL_VERSION, node_id: my_id };
-    write_frame(&mut wr, &encode(&mine)).await.map_err(|e| TransportError::Protocol(e.to_string()))?;
+    write_frame(&mut wr, &encode(&mine), frame_bytes_max)
+        .await
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(TransportError::Protocol(format!("peer speaks protocol {}", hello.protocol_version)));
     }
     let peer = hello.node_id;
     let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
-    tokio::spawn(writer_loop(rx, wr));
+    tokio::spawn(writer_loop(rx, wr, frame_bytes_max));
     // Acquiring before spawning means a peer that floods us stops being read (TCP backpressure).
     let inflight = Arc::new(Semaphore::new(inflight_max));
     loop {
-        let buf = read_frame(&mut rd).await.map_err(|_| TransportError::Disconnected)?;
+        let buf = read_frame(&mut rd, frame_bytes_max).await.map_err(|_| TransportError::Disconnected)?;
         let frame: Frame = postcard::from_bytes(&buf).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let Frame::Request { id, body } = frame else {
             return Err(TransportError::Protocol("expected a request".into()));
