@@ -12,7 +12,7 @@
 //! Each node dials its peers for its own requests, so a pair of nodes uses two connections,
 //! one per direction of requests; responses travel back on the connection of their request.
 
-use crate::wire::{Frame, Hello, Request, Response, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use crate::wire::{Frame, Hello, Request, Response, ERROR_CODE_TOO_LARGE, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +41,10 @@ pub enum TransportError {
     Disconnected,
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Refused before sending: the peer would drop the connection (and every request in flight
+    /// on it) on a frame this large.
+    #[error("message of {bytes} bytes exceeds the peer frame limit of {bytes_max} bytes")]
+    TooLarge { bytes: usize, bytes_max: usize },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,9 +160,12 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, frame_bytes_max: usize) -> 
     Ok(buf)
 }
 
+/// Serializes a wire message. postcard fails only on serializer-level errors (types it cannot
+/// represent, a failing writer), never on the plain data our wire types hold, so a failure is
+/// a bug in this crate: panic with the reason rather than send an empty frame the peer would
+/// reject, dropping the connection and every request on it.
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // postcard only fails on serializers' own errors (not on our plain data types).
-    postcard::to_stdvec(v).unwrap_or_default()
+    postcard::to_stdvec(v).expect("wire messages hold only plain data, which postcard always encodes")
 }
 
 /// Writes queued frames, flushing when the queue momentarily empties (batches small frames).
@@ -309,6 +316,13 @@ impl PeerClient {
     }
 
     async fn request_inner(&self, body: Request) -> Result<Response, TransportError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&Frame::Request { id, body });
+        // The peer drops a connection on an oversized frame (it cannot tell a huge message from
+        // a garbage length), which would fail every request in flight on it: refuse this one.
+        if frame.len() > self.frame_bytes_max {
+            return Err(TransportError::TooLarge { bytes: frame.len(), bytes_max: self.frame_bytes_max });
+        }
         let _permit = self.inflight.acquire().await.map_err(|_| TransportError::Disconnected)?;
         match self.faults.on_send(&self.peer_id) {
             // A dropped message looks to the sender exactly like a lost one: no answer, ever.
@@ -317,7 +331,6 @@ impl PeerClient {
             FaultAction::Deliver => {}
         }
         let conn = self.connection().await?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = conn.pending.lock() {
             p.insert(id, tx);
@@ -332,7 +345,7 @@ impl PeerClient {
             }
         }
         let _cleanup = Cleanup(&conn, id);
-        conn.tx.send(encode(&Frame::Request { id, body })).await.map_err(|_| TransportError::Disconnected)?;
+        conn.tx.send(frame).await.map_err(|_| TransportError::Disconnected)?;
         rx.await.map_err(|_| TransportError::Disconnected)
     }
 }
@@ -380,6 +393,20 @@ pub async fn serve_with_frame_bytes_max(
             }
         });
     }
+}
+
+/// Encodes a response. One that would exceed the frame limit is replaced by a small
+/// `too_large` error: the requester would otherwise drop the connection on reading it, failing
+/// every other request in flight there too.
+fn response_frame(id: u64, body: Response, frame_bytes_max: usize, peer: &str) -> Vec<u8> {
+    let frame = encode(&Frame::Response { id, body });
+    if frame.len() <= frame_bytes_max {
+        return frame;
+    }
+    let message =
+        format!("response of {} bytes exceeds the peer frame limit of {frame_bytes_max} bytes", frame.len());
+    tracing::warn!(peer, "{message}");
+    encode(&Frame::Response { id, body: Response::Error { code: ERROR_CODE_TOO_LARGE.into(), message } })
 }
 
 async fn serve_conn(
@@ -432,7 +459,112 @@ async fn serve_conn(
                 FaultAction::Delay(d) => tokio::time::sleep(d).await,
                 FaultAction::Deliver => {}
             }
-            let _ = tx.send(encode(&Frame::Response { id, body: response })).await;
+            let _ = tx.send(response_frame(id, response, frame_bytes_max, &peer)).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::WireKey;
+
+    /// A small frame limit, so the tests exceed it without allocating 64 MiB.
+    const LIMIT_BYTES: usize = 4 * 1024;
+    const TIMEOUT: Duration = Duration::from_secs(3);
+
+    fn key(table: &str) -> WireKey {
+        WireKey { table: table.into(), partition: b"p".to_vec(), sort: Vec::new() }
+    }
+
+    /// Starts a server whose `Read` of table "big" answers with a state over the limit and of
+    /// table "slow" answers after 300 ms (so it is in flight while the other request fails).
+    async fn start() -> PeerClient {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handler: Handler = Arc::new(|_from, req| {
+            Box::pin(async move {
+                match req {
+                    Request::Read { key } if key.table == "big" => {
+                        Response::Item { state: vec![7; 2 * LIMIT_BYTES] }
+                    }
+                    Request::Read { key } if key.table == "slow" => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Response::Item { state: vec![1; 16] }
+                    }
+                    _ => Response::Pong,
+                }
+            })
+        });
+        let faults = Arc::new(FaultLayer::default());
+        tokio::spawn(serve_with_frame_bytes_max(
+            listener,
+            "server".into(),
+            handler,
+            16,
+            faults.clone(),
+            LIMIT_BYTES,
+        ));
+        PeerClient::new("client".into(), "server".into(), addr, 16, faults).with_frame_bytes_max(LIMIT_BYTES)
+    }
+
+    async fn connection_now(c: &PeerClient) -> Arc<Conn> {
+        c.conn.lock().await.clone().expect("connected")
+    }
+
+    fn is_small_item(r: &Result<Response, TransportError>) -> bool {
+        matches!(r, Ok(Response::Item { state }) if state.len() == 16)
+    }
+
+    /// Proves a response over the frame limit becomes a small `too_large` error for its request alone: a concurrent request and a later one succeed on the same connection.
+    #[tokio::test]
+    async fn oversized_response_fails_alone() {
+        let client = start().await;
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        let before = connection_now(&client).await;
+        let (slow, big) = tokio::join!(
+            client.request(Request::Read { key: key("slow") }, TIMEOUT),
+            client.request(Request::Read { key: key("big") }, TIMEOUT),
+        );
+        match &big {
+            Ok(Response::Error { code, message }) => {
+                assert_eq!(code, "too_large");
+                assert!(
+                    message.contains(&format!("exceeds the peer frame limit of {LIMIT_BYTES} bytes")),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a too_large error response, got {other:?}"),
+        }
+        assert!(is_small_item(&slow), "the concurrent request must survive: {slow:?}");
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        assert!(Arc::ptr_eq(&before, &connection_now(&client).await), "the connection must not be replaced");
+    }
+
+    /// Proves a request over the frame limit is refused at once with a clear error and is not sent: a concurrent request and a later one succeed on the same connection.
+    #[tokio::test]
+    async fn oversized_request_is_refused_without_dropping_the_connection() {
+        let client = start().await;
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        let before = connection_now(&client).await;
+        let huge = Request::Replicate { key: key("t"), state: vec![0; 2 * LIMIT_BYTES] };
+        let (slow, big) = tokio::join!(
+            client.request(Request::Read { key: key("slow") }, TIMEOUT),
+            client.request(huge, TIMEOUT)
+        );
+        match &big {
+            Err(e @ TransportError::TooLarge { bytes, bytes_max }) => {
+                assert!(*bytes > LIMIT_BYTES && *bytes_max == LIMIT_BYTES, "{e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("exceeds the peer frame limit of {LIMIT_BYTES} bytes")),
+                    "{text}"
+                );
+            }
+            other => panic!("expected TransportError::TooLarge, got {other:?}"),
+        }
+        assert!(is_small_item(&slow), "the concurrent request must survive: {slow:?}");
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        assert!(Arc::ptr_eq(&before, &connection_now(&client).await), "the connection must not be replaced");
     }
 }
