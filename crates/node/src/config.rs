@@ -204,6 +204,11 @@ pub struct NodeConfig {
     /// `hint_age_ms_max`). It is the bound `tombstone_grace_ms` must exceed.
     #[serde(default = "default_hint_age_ms_max")]
     pub hint_age_ms_max: u64,
+    /// Serve `/v1/admin/*` (fault injection: partitions, drops, delays, clock skew, failed
+    /// fsyncs). Off by default because anyone who can reach the HTTP port could otherwise
+    /// partition or poison the node; the demo, the lab and the tests turn it on.
+    #[serde(default)]
+    pub admin_enabled: bool,
     #[serde(default)]
     pub members: Vec<MemberConfig>,
     #[serde(default)]
