@@ -414,7 +414,7 @@ impl Client {
 
     /// Starts a full anti-entropy pass on this node (optionally for one table).
     pub async fn start_repair(&self, table: Option<&str>) -> Result<serde_json::Value, ClientError> {
-        let mut url = self.url(&["v1", "admin", "repair"])?;
+        let mut url = self.url(&["v1", "repair"])?;
         if let Some(t) = table {
             url.query_pairs_mut().append_pair("table", t);
         }
@@ -424,7 +424,7 @@ impl Client {
 
     /// Progress of this node's current or last repair pass.
     pub async fn repair_progress(&self) -> Result<RepairProgress, ClientError> {
-        let url = self.url(&["v1", "admin", "repair"])?;
+        let url = self.url(&["v1", "repair"])?;
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
         self.decode(status, &bytes)
     }

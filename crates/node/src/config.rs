@@ -29,8 +29,11 @@ pub const ANTIENTROPY_INTERVAL_MS_DEFAULT: u64 = 10_000;
 pub const ANTIENTROPY_BYTES_PER_SECOND_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
 /// Pause between tombstone garbage-collection passes.
 pub const TOMBSTONE_GC_INTERVAL_MS_DEFAULT: u64 = 60_000;
-/// Tombstone grace: one hour beyond the hint age limit (3 h).
-pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = quorumdb_core::handoff::HINT_AGE_MS_MAX_DEFAULT + 60 * 60 * 1000;
+/// Hints older than this are dropped and never delivered: the core's default (3 h).
+pub const HINT_AGE_MS_MAX_DEFAULT: u64 = quorumdb_core::handoff::HINT_AGE_MS_MAX_DEFAULT;
+/// Tombstone grace: one hour beyond the hint age limit (3 h), so clock differences between the
+/// coordinator that dated a hint and the replica that dated a tombstone stay far inside it.
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = HINT_AGE_MS_MAX_DEFAULT + 60 * 60 * 1000;
 
 /// When a replica may acknowledge a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -197,6 +200,15 @@ pub struct NodeConfig {
     /// carry an older version to a replica after the purge.
     #[serde(default = "default_tombstone_grace_ms")]
     pub tombstone_grace_ms: u64,
+    /// Hints older than this are dropped and never delivered (the hint queue's
+    /// `hint_age_ms_max`). It is the bound `tombstone_grace_ms` must exceed.
+    #[serde(default = "default_hint_age_ms_max")]
+    pub hint_age_ms_max: u64,
+    /// Serve `/v1/admin/*` (fault injection: partitions, drops, delays, clock skew, failed
+    /// fsyncs). Off by default because anyone who can reach the HTTP port could otherwise
+    /// partition or poison the node; the demo, the lab and the tests turn it on.
+    #[serde(default)]
+    pub admin_enabled: bool,
     #[serde(default)]
     pub members: Vec<MemberConfig>,
     #[serde(default)]
@@ -235,6 +247,9 @@ fn default_tombstone_gc_interval_ms() -> u64 {
 }
 fn default_tombstone_grace_ms() -> u64 {
     TOMBSTONE_GRACE_MS_DEFAULT
+}
+fn default_hint_age_ms_max() -> u64 {
+    HINT_AGE_MS_MAX_DEFAULT
 }
 
 #[derive(Debug, Error)]
@@ -358,6 +373,19 @@ impl NodeConfig {
         if self.heartbeat_interval_ms == 0 || self.failure_timeout_ms <= self.heartbeat_interval_ms {
             return bad("failure_timeout_ms must exceed heartbeat_interval_ms (> 0)".into());
         }
+        if self.hint_age_ms_max == 0 {
+            return bad("hint_age_ms_max must be > 0".into());
+        }
+        // A hint may carry a live state older than a delete. If the tombstone could be purged
+        // while such a hint is still deliverable, the hint would resurrect the deleted item, so
+        // the grace period must outlast every hint.
+        if self.tombstone_grace_ms <= self.hint_age_ms_max {
+            return bad(format!(
+                "tombstone_grace_ms ({}) must be longer than hint_age_ms_max ({}): a hint delivered \
+                 after its item's tombstone was purged would resurrect the deleted item",
+                self.tombstone_grace_ms, self.hint_age_ms_max
+            ));
+        }
         Ok(())
     }
 
@@ -392,6 +420,16 @@ impl NodeConfig {
             path: PathBuf::from("<defaults>"),
             message: e.to_string(),
         })
+    }
+
+    /// The hint queue's bounds under this config: the core defaults with this config's
+    /// `hint_age_ms_max`, which validation keeps below `tombstone_grace_ms`. The node must build
+    /// its hint queue from these limits, or the validated bound is not the one enforced.
+    pub fn hint_limits(&self) -> quorumdb_core::handoff::HintLimits {
+        quorumdb_core::handoff::HintLimits {
+            hint_age_ms_max: self.hint_age_ms_max,
+            ..quorumdb_core::handoff::HintLimits::default()
+        }
     }
 
     /// The conflict mode of `table`.
@@ -467,5 +505,45 @@ peer = "127.0.0.1:7801"
         };
         assert_eq!(NodeConfig::load(Some(&path), o).unwrap().members.len(), 2);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn one_node() -> NodeConfig {
+        let member = MemberConfig {
+            id: "n1".into(),
+            zone: "z1".into(),
+            peer: "127.0.0.1:7801".into(),
+            http: String::new(),
+        };
+        NodeConfig::with_defaults(
+            "n1".into(),
+            "z1".into(),
+            "127.0.0.1:7701".into(),
+            "127.0.0.1:7801".into(),
+            PathBuf::from("/tmp/x"),
+            vec![member],
+        )
+        .unwrap()
+    }
+
+    /// Proves a tombstone grace period not strictly longer than the hint age limit is refused with both values named.
+    #[test]
+    fn tombstone_grace_must_exceed_hint_age() {
+        let mut c = one_node();
+        assert!(c.validate().is_ok(), "the defaults are valid");
+        // Equal to the default hint age: a hint queued just before the delete could still be
+        // delivered at the moment the tombstone is purged.
+        c.tombstone_grace_ms = quorumdb_core::handoff::HINT_AGE_MS_MAX_DEFAULT;
+        let err = c.validate().unwrap_err().to_string();
+        let age = quorumdb_core::handoff::HINT_AGE_MS_MAX_DEFAULT.to_string();
+        assert!(err.contains("tombstone_grace_ms") && err.contains("hint_age_ms_max"), "{err}");
+        assert!(err.matches(age.as_str()).count() == 2, "both values must be named: {err}");
+        c.tombstone_grace_ms = 2_000;
+        assert!(c.validate().is_err(), "a grace period far below the hint age must be refused");
+        // A shorter hint age makes the same grace period safe, and is what the queue uses.
+        c.hint_age_ms_max = 2_000;
+        assert!(c.validate().unwrap_err().to_string().contains("(2000)"));
+        c.hint_age_ms_max = 1_999;
+        assert!(c.validate().is_ok());
+        assert_eq!(c.hint_limits().hint_age_ms_max, 1_999);
     }
 }

@@ -32,6 +32,8 @@ pub enum ApiError {
     #[error("{0}")]
     Overloaded(String),
     #[error("{0}")]
+    AdminDisabled(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -125,6 +127,7 @@ impl ApiError {
             ApiError::Poisoned(_) => "node_poisoned",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Overloaded(_) => "overloaded",
+            ApiError::AdminDisabled(_) => "admin_disabled",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -134,6 +137,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidConsistency(_) | ApiError::MalformedContext(_) => 400,
             ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) => 413,
             ApiError::TooManySiblings(_) => 409,
+            ApiError::AdminDisabled(_) => 403,
             ApiError::Quorum(_)
             | ApiError::Poisoned(_)
             | ApiError::Unavailable(_)
@@ -156,6 +160,7 @@ impl ApiError {
             "node_poisoned" => ApiError::Poisoned(message),
             "unavailable" => ApiError::Unavailable(message),
             "overloaded" => ApiError::Overloaded(message),
+            "admin_disabled" => ApiError::AdminDisabled(message),
             _ => ApiError::Internal(message),
         }
     }

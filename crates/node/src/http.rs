@@ -41,13 +41,19 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Fault injection lets any HTTP client partition or poison the node, so it is only served
+    // when the config asks for it (`admin_enabled`). Repair is not under /v1/admin: it is an
+    // operator action that only runs the rate-limited anti-entropy the node runs anyway.
+    let admin = Router::new()
+        .route("/v1/admin/faults", get(get_faults).put(put_faults))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_gate));
     Router::new()
         .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
         .route("/v1/tables/{table}/items/{key}/replicas", get(inspect_item))
         .route("/v1/tables/{table}/partitions/{key}", get(scan_partition))
         .route("/v1/cluster/status", get(status))
-        .route("/v1/admin/faults", get(get_faults).put(put_faults))
-        .route("/v1/admin/repair", get(repair_progress).post(start_repair))
+        .route("/v1/repair", get(repair_progress).post(start_repair))
+        .merge(admin)
         .route("/metrics", get(metrics_route))
         .route("/livez", get(|| async { (StatusCode::OK, Json(json!({"status": "live"}))) }))
         .route("/readyz", get(readyz))
@@ -73,6 +79,25 @@ async fn admission(
         ))
         .into_response();
     };
+    next.run(req).await
+}
+
+/// Refuses every `/v1/admin/*` route unless the node's config has `admin_enabled = true`.
+async fn admin_gate(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !s.node.config.admin_enabled {
+        return ApiError::AdminDisabled(format!(
+            "{} is an admin (fault-injection) endpoint and admin endpoints are disabled on node {}; \
+             set admin_enabled = true in its config to enable them (only where no untrusted client \
+             can reach the HTTP port: there is no authentication)",
+            req.uri().path(),
+            s.node.id()
+        ))
+        .into_response();
+    }
     next.run(req).await
 }
 

@@ -12,7 +12,7 @@
 //! Each node dials its peers for its own requests, so a pair of nodes uses two connections,
 //! one per direction of requests; responses travel back on the connection of their request.
 
-use crate::wire::{Frame, Hello, Request, Response, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use crate::wire::{Frame, Hello, Request, Response, ERROR_CODE_TOO_LARGE, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +41,10 @@ pub enum TransportError {
     Disconnected,
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Refused before sending: the peer would drop the connection (and every request in flight
+    /// on it) on a frame this large.
+    #[error("message of {bytes} bytes exceeds the peer frame limit of {bytes_max} bytes")]
+    TooLarge { bytes: usize, bytes_max: usize },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,41 +135,52 @@ impl FaultLayer {
 // ---------------------------------------------------------------------------------------------
 // Framing
 
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
+async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &[u8],
+    frame_bytes_max: usize,
+) -> std::io::Result<()> {
     let len = u32::try_from(frame.len())
         .ok()
-        .filter(|l| (*l as usize) <= FRAME_BYTES_MAX)
+        .filter(|l| (*l as usize) <= frame_bytes_max)
         .ok_or_else(|| std::io::Error::other("frame too large"))?;
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(frame).await
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, frame_bytes_max: usize) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > FRAME_BYTES_MAX {
-        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}")));
+    if len > frame_bytes_max {
+        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds {frame_bytes_max}")));
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
+/// Serializes a wire message. postcard fails only on serializer-level errors (types it cannot
+/// represent, a failing writer), never on the plain data our wire types hold, so a failure is
+/// a bug in this crate: panic with the reason rather than send an empty frame the peer would
+/// reject, dropping the connection and every request on it.
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // postcard only fails on serializers' own errors (not on our plain data types).
-    postcard::to_stdvec(v).unwrap_or_default()
+    postcard::to_stdvec(v).expect("wire messages hold only plain data, which postcard always encodes")
 }
 
 /// Writes queued frames, flushing when the queue momentarily empties (batches small frames).
-async fn writer_loop(mut rx: mpsc::Receiver<Vec<u8>>, half: tokio::net::tcp::OwnedWriteHalf) {
+async fn writer_loop(
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    half: tokio::net::tcp::OwnedWriteHalf,
+    frame_bytes_max: usize,
+) {
     let mut w = BufWriter::with_capacity(READ_BUFFER_BYTES, half);
     while let Some(frame) = rx.recv().await {
-        if write_frame(&mut w, &frame).await.is_err() {
+        if write_frame(&mut w, &frame, frame_bytes_max).await.is_err() {
             return;
         }
         while let Ok(frame) = rx.try_recv() {
-            if write_frame(&mut w, &frame).await.is_err() {
+            if write_frame(&mut w, &frame, frame_bytes_max).await.is_err() {
                 return;
             }
         }
@@ -196,6 +211,9 @@ pub struct PeerClient {
     inflight: Semaphore,
     next_id: AtomicU64,
     faults: Arc<FaultLayer>,
+    /// Largest frame sent or accepted on this client's connections ([`FRAME_BYTES_MAX`] unless
+    /// a test lowers it with [`PeerClient::with_frame_bytes_max`]).
+    frame_bytes_max: usize,
 }
 
 impl PeerClient {
@@ -214,7 +232,15 @@ impl PeerClient {
             inflight: Semaphore::new(inflight_max),
             next_id: AtomicU64::new(1),
             faults,
+            frame_bytes_max: FRAME_BYTES_MAX,
         }
+    }
+
+    /// Replaces the frame limit. Both ends of a connection must use the same limit; only tests
+    /// change it, to exercise the limit without allocating 64 MiB.
+    pub fn with_frame_bytes_max(mut self, frame_bytes_max: usize) -> Self {
+        self.frame_bytes_max = frame_bytes_max;
+        self
     }
 
     pub fn peer_id(&self) -> &str {
@@ -236,9 +262,10 @@ impl PeerClient {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let hello = Hello { protocol_version: PROTOCOL_VERSION, node_id: self.my_id.clone() };
+        let frame_bytes_max = self.frame_bytes_max;
         let handshake = async {
-            write_frame(&mut wr, &encode(&hello)).await?;
-            read_frame(&mut rd).await
+            write_frame(&mut wr, &encode(&hello), frame_bytes_max).await?;
+            read_frame(&mut rd, frame_bytes_max).await
         };
         let reply = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), handshake)
             .await
@@ -257,13 +284,13 @@ impl PeerClient {
         let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
         let conn = Arc::new(Conn { tx, pending: Mutex::new(HashMap::new()), alive: AtomicBool::new(true) });
-        tokio::spawn(writer_loop(rx, wr));
+        tokio::spawn(writer_loop(rx, wr, frame_bytes_max));
         {
             let conn = conn.clone();
             let faults = self.faults.clone();
             let peer = self.peer_id.clone();
             tokio::spawn(async move {
-                while let Ok(buf) = read_frame(&mut rd).await {
+                while let Ok(buf) = read_frame(&mut rd, frame_bytes_max).await {
                     let Ok(Frame::Response { id, body }) = postcard::from_bytes::<Frame>(&buf) else { break };
                     if faults.on_receive(&peer) == FaultAction::Drop {
                         continue;
@@ -289,6 +316,13 @@ impl PeerClient {
     }
 
     async fn request_inner(&self, body: Request) -> Result<Response, TransportError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&Frame::Request { id, body });
+        // The peer drops a connection on an oversized frame (it cannot tell a huge message from
+        // a garbage length), which would fail every request in flight on it: refuse this one.
+        if frame.len() > self.frame_bytes_max {
+            return Err(TransportError::TooLarge { bytes: frame.len(), bytes_max: self.frame_bytes_max });
+        }
         let _permit = self.inflight.acquire().await.map_err(|_| TransportError::Disconnected)?;
         match self.faults.on_send(&self.peer_id) {
             // A dropped message looks to the sender exactly like a lost one: no answer, ever.
@@ -297,7 +331,6 @@ impl PeerClient {
             FaultAction::Deliver => {}
         }
         let conn = self.connection().await?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = conn.pending.lock() {
             p.insert(id, tx);
@@ -312,7 +345,7 @@ impl PeerClient {
             }
         }
         let _cleanup = Cleanup(&conn, id);
-        conn.tx.send(encode(&Frame::Request { id, body })).await.map_err(|_| TransportError::Disconnected)?;
+        conn.tx.send(frame).await.map_err(|_| TransportError::Disconnected)?;
         rx.await.map_err(|_| TransportError::Disconnected)
     }
 }
@@ -332,6 +365,19 @@ pub async fn serve(
     inflight_max: usize,
     faults: Arc<FaultLayer>,
 ) {
+    serve_with_frame_bytes_max(listener, my_id, handler, inflight_max, faults, FRAME_BYTES_MAX).await
+}
+
+/// [`serve`] with another frame limit than [`FRAME_BYTES_MAX`]; for tests, which exercise the
+/// limit without allocating 64 MiB. Clients must use the same limit.
+pub async fn serve_with_frame_bytes_max(
+    listener: TcpListener,
+    my_id: String,
+    handler: Handler,
+    inflight_max: usize,
+    faults: Arc<FaultLayer>,
+    frame_bytes_max: usize,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -342,11 +388,25 @@ pub async fn serve(
         let my_id = my_id.clone();
         let faults = faults.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, my_id, handler, inflight_max, faults).await {
+            if let Err(e) = serve_conn(stream, my_id, handler, inflight_max, faults, frame_bytes_max).await {
                 tracing::debug!(error = %e, "peer connection ended");
             }
         });
     }
+}
+
+/// Encodes a response. One that would exceed the frame limit is replaced by a small
+/// `too_large` error: the requester would otherwise drop the connection on reading it, failing
+/// every other request in flight there too.
+fn response_frame(id: u64, body: Response, frame_bytes_max: usize, peer: &str) -> Vec<u8> {
+    let frame = encode(&Frame::Response { id, body });
+    if frame.len() <= frame_bytes_max {
+        return frame;
+    }
+    let message =
+        format!("response of {} bytes exceeds the peer frame limit of {frame_bytes_max} bytes", frame.len());
+    tracing::warn!(peer, "{message}");
+    encode(&Frame::Response { id, body: Response::Error { code: ERROR_CODE_TOO_LARGE.into(), message } })
 }
 
 async fn serve_conn(
@@ -355,26 +415,30 @@ async fn serve_conn(
     handler: Handler,
     inflight_max: usize,
     faults: Arc<FaultLayer>,
+    frame_bytes_max: usize,
 ) -> Result<(), TransportError> {
     let (mut rd, mut wr) = stream.into_split();
-    let hello = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), read_frame(&mut rd))
-        .await
-        .map_err(|_| TransportError::Timeout)?
-        .map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let hello =
+        tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), read_frame(&mut rd, frame_bytes_max))
+            .await
+            .map_err(|_| TransportError::Timeout)?
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
     let hello: Hello = postcard::from_bytes(&hello).map_err(|e| TransportError::Protocol(e.to_string()))?;
     let mine = Hello { protocol_version: PROTOCOL_VERSION, node_id: my_id };
-    write_frame(&mut wr, &encode(&mine)).await.map_err(|e| TransportError::Protocol(e.to_string()))?;
+    write_frame(&mut wr, &encode(&mine), frame_bytes_max)
+        .await
+        .map_err(|e| TransportError::Protocol(e.to_string()))?;
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(TransportError::Protocol(format!("peer speaks protocol {}", hello.protocol_version)));
     }
     let peer = hello.node_id;
     let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
-    tokio::spawn(writer_loop(rx, wr));
+    tokio::spawn(writer_loop(rx, wr, frame_bytes_max));
     // Acquiring before spawning means a peer that floods us stops being read (TCP backpressure).
     let inflight = Arc::new(Semaphore::new(inflight_max));
     loop {
-        let buf = read_frame(&mut rd).await.map_err(|_| TransportError::Disconnected)?;
+        let buf = read_frame(&mut rd, frame_bytes_max).await.map_err(|_| TransportError::Disconnected)?;
         let frame: Frame = postcard::from_bytes(&buf).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let Frame::Request { id, body } = frame else {
             return Err(TransportError::Protocol("expected a request".into()));
@@ -395,7 +459,112 @@ async fn serve_conn(
                 FaultAction::Delay(d) => tokio::time::sleep(d).await,
                 FaultAction::Deliver => {}
             }
-            let _ = tx.send(encode(&Frame::Response { id, body: response })).await;
+            let _ = tx.send(response_frame(id, response, frame_bytes_max, &peer)).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::WireKey;
+
+    /// A small frame limit, so the tests exceed it without allocating 64 MiB.
+    const LIMIT_BYTES: usize = 4 * 1024;
+    const TIMEOUT: Duration = Duration::from_secs(3);
+
+    fn key(table: &str) -> WireKey {
+        WireKey { table: table.into(), partition: b"p".to_vec(), sort: Vec::new() }
+    }
+
+    /// Starts a server whose `Read` of table "big" answers with a state over the limit and of
+    /// table "slow" answers after 300 ms (so it is in flight while the other request fails).
+    async fn start() -> PeerClient {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handler: Handler = Arc::new(|_from, req| {
+            Box::pin(async move {
+                match req {
+                    Request::Read { key } if key.table == "big" => {
+                        Response::Item { state: vec![7; 2 * LIMIT_BYTES] }
+                    }
+                    Request::Read { key } if key.table == "slow" => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Response::Item { state: vec![1; 16] }
+                    }
+                    _ => Response::Pong,
+                }
+            })
+        });
+        let faults = Arc::new(FaultLayer::default());
+        tokio::spawn(serve_with_frame_bytes_max(
+            listener,
+            "server".into(),
+            handler,
+            16,
+            faults.clone(),
+            LIMIT_BYTES,
+        ));
+        PeerClient::new("client".into(), "server".into(), addr, 16, faults).with_frame_bytes_max(LIMIT_BYTES)
+    }
+
+    async fn connection_now(c: &PeerClient) -> Arc<Conn> {
+        c.conn.lock().await.clone().expect("connected")
+    }
+
+    fn is_small_item(r: &Result<Response, TransportError>) -> bool {
+        matches!(r, Ok(Response::Item { state }) if state.len() == 16)
+    }
+
+    /// Proves a response over the frame limit becomes a small `too_large` error for its request alone: a concurrent request and a later one succeed on the same connection.
+    #[tokio::test]
+    async fn oversized_response_fails_alone() {
+        let client = start().await;
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        let before = connection_now(&client).await;
+        let (slow, big) = tokio::join!(
+            client.request(Request::Read { key: key("slow") }, TIMEOUT),
+            client.request(Request::Read { key: key("big") }, TIMEOUT),
+        );
+        match &big {
+            Ok(Response::Error { code, message }) => {
+                assert_eq!(code, "too_large");
+                assert!(
+                    message.contains(&format!("exceeds the peer frame limit of {LIMIT_BYTES} bytes")),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a too_large error response, got {other:?}"),
+        }
+        assert!(is_small_item(&slow), "the concurrent request must survive: {slow:?}");
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        assert!(Arc::ptr_eq(&before, &connection_now(&client).await), "the connection must not be replaced");
+    }
+
+    /// Proves a request over the frame limit is refused at once with a clear error and is not sent: a concurrent request and a later one succeed on the same connection.
+    #[tokio::test]
+    async fn oversized_request_is_refused_without_dropping_the_connection() {
+        let client = start().await;
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        let before = connection_now(&client).await;
+        let huge = Request::Replicate { key: key("t"), state: vec![0; 2 * LIMIT_BYTES] };
+        let (slow, big) = tokio::join!(
+            client.request(Request::Read { key: key("slow") }, TIMEOUT),
+            client.request(huge, TIMEOUT)
+        );
+        match &big {
+            Err(e @ TransportError::TooLarge { bytes, bytes_max }) => {
+                assert!(*bytes > LIMIT_BYTES && *bytes_max == LIMIT_BYTES, "{e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("exceeds the peer frame limit of {LIMIT_BYTES} bytes")),
+                    "{text}"
+                );
+            }
+            other => panic!("expected TransportError::TooLarge, got {other:?}"),
+        }
+        assert!(is_small_item(&slow), "the concurrent request must survive: {slow:?}");
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        assert!(Arc::ptr_eq(&before, &connection_now(&client).await), "the connection must not be replaced");
     }
 }

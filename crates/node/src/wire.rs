@@ -13,7 +13,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame accepted. A frame holds at most one scan page of item states
 /// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
 /// with margin while still refusing garbage lengths from a confused peer.
+/// The transport never sends a larger frame: it refuses such a request to its caller
+/// (`TransportError::TooLarge`) and answers such a response with [`ERROR_CODE_TOO_LARGE`], so
+/// one oversized message never drops a connection and the other requests in flight on it.
 pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// `Response::Error` code sent instead of a response that would exceed [`FRAME_BYTES_MAX`].
+pub const ERROR_CODE_TOO_LARGE: &str = "too_large";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {

@@ -100,6 +100,8 @@ pub fn cluster_configs(a: &DemoArgs, dir: &Path) -> Result<Vec<NodeConfig>> {
             )?;
             c.replication_factor = a.replicas;
             c.durability = a.durability;
+            // The demo is a local playground and `quorumdb nemesis` drives its faults.
+            c.admin_enabled = true;
             let c = apply_overrides(c, &a.overrides)?;
             c.validate()?;
             Ok(c)

@@ -440,3 +440,29 @@ async fn failed_fsync_poisons_the_node() {
     );
     c.client(1).put("t", "k2", "v", &w("quorum")).await.unwrap();
 }
+
+/// Proves a server started without `admin_enabled` refuses PUT /v1/admin/faults (403 `admin_disabled`, saying how to enable it), injects nothing, and still serves repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_are_off_unless_enabled() {
+    let c = Cluster::start_with("admin-off", 1, 1, 1, "admin_enabled = false");
+    let http = reqwest::Client::new();
+    let base = &c.nodes[0].http;
+    let resp = http
+        .put(format!("{base}/v1/admin/faults"))
+        .json(&serde_json::json!({"fail_next_fsync": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "admin_disabled", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("admin_enabled = true"), "{message}");
+    let get = http.get(format!("{base}/v1/admin/faults")).send().await.unwrap();
+    assert_eq!(get.status().as_u16(), 403);
+    // The refused rules were not applied: the next fsync succeeds and the write is acknowledged.
+    c.client(0).put("t", "k", "v", &w("all")).await.unwrap();
+    // Repair is an operator action outside /v1/admin and stays available.
+    c.client(0).start_repair(None).await.unwrap();
+    c.client(0).repair_progress().await.unwrap();
+}

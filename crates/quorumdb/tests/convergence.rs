@@ -174,7 +174,8 @@ async fn one_differing_key_in_100k_costs_under_64kib() {
 /// (its old values are never resurrected), and that the tombstones are then purged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_during_outage_stay_deleted_and_tombstones_are_purged() {
-    let extra = "antientropy_interval_ms = 1000\ntombstone_grace_ms = 2000\ntombstone_gc_interval_ms = 500\n";
+    // The grace period must exceed the hint age limit (config validation refuses otherwise).
+    let extra = "antientropy_interval_ms = 1000\nhint_age_ms_max = 1500\ntombstone_grace_ms = 2000\ntombstone_gc_interval_ms = 500\n";
     let mut c = Cluster::start_with("gc", 5, 3, 3, extra);
     write_keys(&c, &[0, 1, 2, 3, 4], "d", 100).await;
     c.kill(4);

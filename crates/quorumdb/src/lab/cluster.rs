@@ -166,6 +166,7 @@ impl LabCluster {
             config.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
             config.failure_timeout_ms = FAILURE_TIMEOUT_MS;
             config.tables = spec.tables.clone();
+            config.admin_enabled = true; // the nemesis injects faults over /v1/admin/faults
             config.validate()?;
             let config_path = node_dir.join("quorumdb.toml");
             std::fs::write(&config_path, config.to_toml())

@@ -57,7 +57,7 @@ impl Cluster {
             let config = node_dir.join("quorumdb.toml");
             let text = format!(
                 "node_id = \"n{id}\"\nzone = \"z{zone}\"\nhttp_listen = \"127.0.0.1:{http}\"\npeer_listen = \"127.0.0.1:{peer}\"\n\
-                 data_dir = \"{data}\"\nreplication_factor = {n}\nrequest_timeout_ms = 1500\n{timing}\n{extra}\n{members}",
+                 data_dir = \"{data}\"\nreplication_factor = {n}\nrequest_timeout_ms = 1500\n{timing}\n{admin}\n{extra}\n{members}",
                 id = i + 1,
                 zone = i % zones + 1,
                 http = ports[i],
@@ -70,6 +70,8 @@ impl Cluster {
                 } else {
                     "heartbeat_interval_ms = 200\nfailure_timeout_ms = 1000"
                 },
+                // Tests inject faults over /v1/admin, unless the test sets admin_enabled itself.
+                admin = if extra.contains("admin_enabled") { "" } else { "admin_enabled = true" },
             );
             std::fs::write(&config, text).unwrap();
             procs.push(NodeProc {
