@@ -115,7 +115,7 @@ impl Workload for RmwLineage {
 
     fn note(&self, nodes: usize, settings: &[Setting]) -> String {
         let per = self.0.clients / nodes.max(1);
-        let pinned = if self.0.clients % nodes.max(1) == 0 && per < WORDS.len() {
+        let pinned = if self.0.clients.is_multiple_of(nodes.max(1)) && per < WORDS.len() {
             format!("pinned {} per node", WORDS[per])
         } else {
             "pinned round robin to the nodes".to_owned()
