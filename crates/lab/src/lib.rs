@@ -1,8 +1,8 @@
 //! # quorumdb-lab
 //!
 //! The lab checks the claims QuorumDB makes (README, "Guarantees") against what clients actually
-//! observed. This crate is its pure part: recorded [`history`] types and the consistency
-//! [`checker`]s. It does no I/O except through the readers and writers handed to it and never
+//! observed. This crate is its pure part: recorded [`history`] types, the consistency
+//! [`checker`]s and the [`report`] model built from them. It does no I/O except through the readers and writers handed to it and never
 //! reads the clock, so the same checkers judge a real cluster, the simulator and hand-written
 //! histories, and a report is a deterministic function of its inputs.
 //!
@@ -27,7 +27,8 @@
 
 pub mod checker;
 pub mod history;
+pub mod report;
 pub mod sim;
 
-pub use checker::{check_all, check_all_with, CheckConfig, CheckError, Report};
+pub use checker::{check_all, check_all_with, check_selected, CheckConfig, CheckError, Report, Selection};
 pub use history::{FinalItem, FinalState, History, HistoryError, Op, OpKind, OpResult};

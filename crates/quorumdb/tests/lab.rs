@@ -133,3 +133,114 @@ fn clock_skew_lww_short_run() {
     assert_eq!(siblings["updates_lost"], 0, "siblings mode lost updates by value lineage");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Runs `quorumdb lab <args>` to completion; returns exit code, stdout and stderr.
+fn lab(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).arg("lab").args(args).output().expect("cannot run quorumdb");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `lab list` names both built-in scenarios with a description, in text and as JSON.
+#[test]
+fn lab_list_names_the_builtin_scenarios() {
+    let (code, stdout, stderr) = lab(&["list"]);
+    assert_eq!(code, 0, "{stderr}");
+    let names: Vec<&str> = stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, ["az-failure", "clock-skew-lww"], "{stdout}");
+    assert!(stdout.contains("zone outage") && stdout.contains("last-writer-wins"), "{stdout}");
+
+    let (code, stdout, stderr) = lab(&["list", "-o", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).expect("lab list -o json is not JSON");
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["name"], "az-failure");
+    assert!(list.iter().all(|s| s["description"].as_str().is_some_and(|d| !d.is_empty())));
+}
+
+/// An unknown scenario name or a bad scenario file is a one-line CLI error with exit 1,
+/// naming the problem (and the file and field), never a panic or a started cluster.
+#[test]
+fn lab_run_rejects_unknown_names_and_bad_files() {
+    let (code, _, stderr) = lab(&["run", "az-flailure"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("unknown scenario \"az-flailure\"") && stderr.contains("az-failure"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("qdb-labtest-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/az-failure.toml"))
+            .expect("scenarios/az-failure.toml");
+    for (what, bad, expect) in [
+        ("field", good.replace("zones = 3", "zones = 3\nzoens = 3"), "unknown field `zoens`"),
+        (
+            "workload",
+            good.replace("\"profile-store\"", "\"profile-shop\""),
+            "unknown workload \"profile-shop\"",
+        ),
+        ("checker", good.replace("\"sessions\",", "\"sesions\","), "unknown checker \"sesions\""),
+        ("duration", good.replace("\"10s\"", "\"10 seconds\""), "bad duration \"10 seconds\""),
+    ] {
+        let path = dir.join(format!("{what}.toml"));
+        std::fs::write(&path, bad).unwrap();
+        let (code, _, stderr) = lab(&["run", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{what}: {stderr}");
+        assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains(expect), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scenario given as a path to a .toml file runs like a built-in one: a one-phase kill of one
+/// node on three nodes, reported under the file's scenario name.
+#[test]
+fn lab_run_accepts_a_scenario_file() {
+    let dir = std::env::temp_dir().join(format!("qdb-labtest-scenario-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("one-node-down.toml");
+    std::fs::write(
+        &path,
+        r#"
+name = "one-node-down"
+description = "one node killed for half a phase"
+phase_duration = "2s"
+checkers = ["lost-writes", "staleness", "convergence"]
+[cluster]
+nodes = 3
+zones = 3
+replicas = 3
+[[tables]]
+name = "t"
+[[settings]]
+name = "r2w2"
+table = "t"
+r = 2
+w = 2
+[workload]
+name = "profile-store"
+clients = 2
+keys = 3
+update_fraction = 0.5
+think_max = "5ms"
+[[phases]]
+name = "down"
+steps = [
+  { action = "kill", target = "node:n3", clients = "leave" },
+  { at = "1s", action = "restart", target = "node:n3" },
+]
+"#,
+    )
+    .unwrap();
+    let (out, report, code) = lab_run("file", &[path.to_str().unwrap(), "--seed", "3", "--duration", "1"]);
+    assert_eq!(code, 0, "{report}");
+    let ops = assert_shape(&report, "one-node-down", 3, &["r2w2"], &["down"]);
+    assert_history(&out, ops);
+    assert_nothing_lost(&report, "r2w2");
+    assert_eq!(report["fault_windows"][0]["label"], "r2w2: n3 killed");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -194,10 +194,6 @@ impl LabCluster {
         Ok(cluster)
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
     pub fn id(&self, i: usize) -> &str {
         &self.nodes[i].id
     }

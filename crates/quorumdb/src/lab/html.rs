@@ -7,7 +7,7 @@
 //! fraction per setting and phase, the t-visibility curve per setting (stale fraction by time
 //! since the write's acknowledgement), and for lineage runs the updates lost per phase.
 
-use super::report::{LabReport, PhaseReport};
+use quorumdb_lab::report::{LabReport, PhaseReport};
 use quorumdb_lab::{History, OpResult};
 use std::fmt::Write;
 

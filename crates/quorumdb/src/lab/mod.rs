@@ -1,13 +1,14 @@
 //! `quorumdb lab`: fault-injection scenarios on a real local cluster, and the seeded simulator.
 //!
 //! `lab run <scenario>` starts its own cluster of `quorumdb server` processes on loopback
-//! ([`cluster`]), drives a recorded workload through phases of faults ([`az_failure`],
-//! [`clock_skew`]), heals, lets anti-entropy converge the replicas, reads every key at `r=all`,
+//! ([`cluster`]), drives a recorded workload ([`workload`]) through the phases of faults a
+//! scenario file describes ([`scenario`], [`driver`]), heals, lets anti-entropy converge the replicas, reads every key at `r=all`,
 //! runs the `quorumdb_lab` checkers and writes three files to the output directory:
 //!
 //! - `history.jsonl`: every operation, in the `quorumdb_lab::History` format;
 //! - `report.json`: per setting and phase the counts, availability, latency, stale reads and
-//!   lost writes; the linearizability verdict; each README claim checked ([`report`]);
+//!   lost writes; the linearizability verdict; each README claim checked
+//!   (`quorumdb_lab::report`);
 //! - `report.html`: the same with inline SVG charts ([`html`]), no scripts.
 //!
 //! ```text
@@ -26,19 +27,20 @@
 //! operations and think times); it cannot fix the timing of real processes, so two runs with
 //! one seed do the same things but not at the same instants.
 
-mod az_failure;
-mod clock_skew;
 mod cluster;
+mod driver;
 mod html;
-mod report;
+mod profile_store;
+mod rmw_lineage;
+pub mod scenario;
 mod workload;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use cluster::LabCluster;
 use quorumdb_client::ReadOptions;
+use quorumdb_lab::report::{self, Convergence};
 use quorumdb_lab::FinalState;
-use report::Convergence;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,9 +56,9 @@ const FINAL_READ_ATTEMPTS_MAX: usize = 50;
 const FINAL_READ_TIMEOUT_MS: u64 = 5_000;
 /// Pause between final-read attempts, ms.
 const FINAL_READ_RETRY_MS: u64 = 200;
-/// Longest phase `--duration` accepts, seconds: an hour per phase is past any useful run and
-/// stops a typo (ms for s) from tying up the machine for days.
-const PHASE_S_MAX: f64 = 3_600.0;
+/// Largest scenario file `lab run FILE` reads: real ones are a few KiB; this stops a wrong path
+/// (a log, a binary) from being slurped whole before the parser refuses it.
+const SCENARIO_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
 #[derive(Args, Debug)]
 pub struct LabArgs {
@@ -68,68 +70,76 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// Run a scenario on a fresh local cluster; writes report.json, report.html, history.jsonl.
     Run(RunArgs),
-    /// List the scenarios.
-    List,
+    /// List the built-in scenarios (name and one-line description).
+    List(ListArgs),
     /// Run the seeded whole-cluster simulation.
     Simulate(crate::lab_sim::SimulateArgs),
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
-    /// R=1/W=3 vs R=2/W=2 vs R=1/W=1 vs linearizable reads through a zone outage (3 zones, N=3).
-    AzFailure,
-    /// Acknowledged updates lost by last-writer-wins vs siblings with one node's clock ahead.
-    ClockSkewLww,
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: crate::cli::TextOrJson,
 }
 
-impl Scenario {
+/// How `az-failure`'s zone goes down (`--zone-fault`, the scenario's `zone_fault` parameter).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneFault {
+    /// SIGKILL the zone's nodes; recovery restarts them with their data.
+    Kill,
+    /// Cut the zone's nodes off from the others (peer traffic only); recovery heals.
+    Partition,
+    /// SIGSTOP the zone's nodes; recovery sends SIGCONT.
+    Pause,
+}
+
+impl ZoneFault {
     fn name(self) -> &'static str {
         match self {
-            Scenario::AzFailure => "az-failure",
-            Scenario::ClockSkewLww => "clock-skew-lww",
+            ZoneFault::Kill => "kill",
+            ZoneFault::Partition => "partition",
+            ZoneFault::Pause => "pause",
         }
     }
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    pub scenario: Scenario,
+    /// A built-in scenario (see `lab list`) or the path of a scenario .toml file.
+    pub scenario: String,
     /// Seed of every choice the lab makes (default: random, printed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Length of each phase in seconds (default: 10); scales the whole run.
+    /// Length of each phase in seconds (default: the scenario's, 10); scales every timing.
     #[arg(long)]
     pub duration: Option<f64>,
     /// Output directory (default: ./lab-out/<scenario>-<seed>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Client processes (default: 8 for az-failure, 6 for clock-skew-lww).
+    /// Client processes (the workload's `clients`; az-failure 8, clock-skew-lww 6).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// Keys per setting (az-failure, default 20) or per table (clock-skew-lww, default 4).
+    /// Keys per setting (the workload's `keys`; az-failure 20, clock-skew-lww 4).
     #[arg(long)]
     pub keys: Option<usize>,
-    /// az-failure: settings to run, comma-separated (default: r1w3,r2w2,r1w1,linearizable).
+    /// Settings to run, comma-separated (default: all of the scenario's).
     #[arg(long, value_delimiter = ',')]
     pub settings: Vec<String>,
-    /// az-failure: how the zone goes down.
-    #[arg(long, value_enum, default_value = "kill")]
-    pub zone_fault: az_failure::ZoneFault,
-    /// clock-skew-lww: the skewed node's clock offset in ms.
+    /// Sets the scenario's `zone_fault` parameter (az-failure: how the zone goes down).
+    #[arg(long, value_enum)]
+    pub zone_fault: Option<ZoneFault>,
+    /// Sets the scenario's `skew_ms` parameter (clock-skew-lww: the skewed node's offset).
     #[arg(long, allow_hyphen_values = true)]
     pub skew_ms: Option<i64>,
+    /// Sets any of the scenario's `[params]`: NAME=VALUE (VALUE as TOML, or a bare string).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
 }
 
 pub async fn run(a: LabArgs) -> Result<i32> {
     match a.command {
         LabCommand::Simulate(s) => crate::lab_sim::run(s),
-        LabCommand::List => {
-            for s in Scenario::value_variants() {
-                let about = s.to_possible_value().and_then(|v| v.get_help().map(ToString::to_string));
-                println!("{:<16} {}", s.name(), about.unwrap_or_default());
-            }
-            Ok(0)
-        }
+        LabCommand::List(l) => list(&l),
         LabCommand::Run(r) => {
             // Ctrl-C or SIGTERM drops the scenario future, whose LabCluster guard then kills
             // every server it started.
@@ -141,64 +151,104 @@ pub async fn run(a: LabArgs) -> Result<i32> {
     }
 }
 
-async fn run_scenario(a: RunArgs) -> Result<i32> {
-    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
-    let phase_s = a.duration.unwrap_or(match a.scenario {
-        Scenario::AzFailure => az_failure::PHASE_S_DEFAULT,
-        Scenario::ClockSkewLww => clock_skew::PHASE_S_DEFAULT,
-    });
-    if !(phase_s > 0.0 && phase_s <= PHASE_S_MAX) {
-        bail!("--duration must be in (0, {PHASE_S_MAX}] seconds per phase, got {phase_s}");
+/// `lab list`: every embedded scenario, parsed (so a broken built-in file fails here, loudly).
+fn list(a: &ListArgs) -> Result<i32> {
+    let mut rows = Vec::new();
+    for (name, text) in scenario::EMBEDDED {
+        let s = scenario::load(&format!("embedded scenario {name}"), text, &scenario::Overrides::default())?;
+        rows.push((name, s.description));
     }
-    let name = a.scenario.name();
+    match a.output {
+        crate::cli::TextOrJson::Json => {
+            let json: Vec<_> =
+                rows.iter().map(|(n, d)| serde_json::json!({"name": n, "description": d})).collect();
+            println!("{}", serde_json::to_string(&json)?);
+        }
+        crate::cli::TextOrJson::Text => {
+            for (name, description) in rows {
+                println!("{name:<16} {description}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `NAME=VALUE` of `--param`: VALUE parsed as a TOML value (`5000`, `true`, `"x"`), or taken as
+/// a string when it is not one, so `--param zone_fault=pause` needs no quotes.
+fn parse_param(s: &str) -> Result<(String, toml::Value)> {
+    let Some((name, value)) = s.split_once('=') else { bail!("--param {s:?}: expected NAME=VALUE") };
+    let value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        Err(_) => toml::Value::String(value.to_owned()),
+    };
+    Ok((name.trim().to_owned(), value))
+}
+
+/// The scenario `arg` names: a built-in one, or a file.
+fn read_scenario(arg: &str) -> Result<(String, String)> {
+    if let Some(text) = scenario::embedded(arg) {
+        return Ok((format!("embedded scenario {arg}"), text.to_owned()));
+    }
+    let path = Path::new(arg);
+    if !path.exists() {
+        let known: Vec<&str> = scenario::EMBEDDED.iter().map(|(n, _)| *n).collect();
+        bail!("unknown scenario {arg:?}: not a built-in one ({}) and no such file", known.join(", "));
+    }
+    let len = std::fs::metadata(path).with_context(|| format!("cannot read {arg}"))?.len();
+    if len > SCENARIO_FILE_BYTES_MAX {
+        bail!("{arg}: {len} bytes is too large for a scenario file (at most {SCENARIO_FILE_BYTES_MAX})");
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {arg}"))?;
+    Ok((arg.to_owned(), text))
+}
+
+async fn run_scenario(a: RunArgs) -> Result<i32> {
+    let (origin, text) = read_scenario(&a.scenario)?;
+    let mut overrides = scenario::Overrides {
+        duration_s: a.duration,
+        clients: a.clients,
+        keys: a.keys,
+        settings: a.settings.clone(),
+        params: a.params.iter().map(|p| parse_param(p)).collect::<Result<_>>()?,
+    };
+    if let Some(f) = a.zone_fault {
+        overrides.params.push(("zone_fault".into(), toml::Value::String(f.name().into())));
+    }
+    if let Some(ms) = a.skew_ms {
+        overrides.params.push(("skew_ms".into(), toml::Value::Integer(ms)));
+    }
+    let sc = scenario::load(&origin, &text, &overrides)?;
+    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
+    let phase_s = sc.phase_duration.as_secs_f64();
+    let name = sc.name.clone();
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("lab-out").join(format!("{name}-{seed}")));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut command = format!("quorumdb lab run {name} --seed {seed} --duration {phase_s}");
+    // The replay command names what the user named (a built-in scenario or a file) and every
+    // override, so it reproduces the run's choices.
+    let mut command = format!("quorumdb lab run {} --seed {seed} --duration {phase_s}", a.scenario);
     for (flag, v) in [("--clients", a.clients), ("--keys", a.keys)] {
         if let Some(v) = v {
             command.push_str(&format!(" {flag} {v}"));
         }
     }
+    if !a.settings.is_empty() {
+        command.push_str(&format!(" --settings {}", a.settings.join(",")));
+    }
+    if let Some(f) = a.zone_fault.filter(|&f| f != ZoneFault::Kill) {
+        command.push_str(&format!(" --zone-fault {}", f.name()));
+    }
+    if let Some(ms) = a.skew_ms {
+        command.push_str(&format!(" --skew-ms {ms}"));
+    }
+    for p in &a.params {
+        command.push_str(&format!(" --param {p}"));
+    }
     eprintln!("lab: {name}, seed {seed}, {phase_s} s per phase, output in {}", out.display());
-    let mut output = match a.scenario {
-        Scenario::AzFailure => {
-            let settings = if a.settings.is_empty() {
-                az_failure::SETTINGS.iter().map(|s| s.0.to_owned()).collect()
-            } else {
-                command.push_str(&format!(" --settings {}", a.settings.join(",")));
-                a.settings.clone()
-            };
-            if a.zone_fault != az_failure::ZoneFault::Kill {
-                command.push_str(&format!(" --zone-fault {}", a.zone_fault.name()));
-            }
-            let args = az_failure::AzArgs {
-                seed,
-                phase_s,
-                clients: a.clients.unwrap_or(az_failure::CLIENTS_DEFAULT),
-                keys: a.keys.unwrap_or(az_failure::KEYS_DEFAULT),
-                settings,
-                zone_fault: a.zone_fault,
-            };
-            az_failure::run(&args, &out).await?
-        }
-        Scenario::ClockSkewLww => {
-            if let Some(ms) = a.skew_ms {
-                command.push_str(&format!(" --skew-ms {ms}"));
-            }
-            let args = clock_skew::SkewArgs {
-                seed,
-                phase_s,
-                clients: a.clients.unwrap_or(clock_skew::CLIENTS_DEFAULT),
-                keys: a.keys.unwrap_or(clock_skew::KEYS_DEFAULT),
-                skew_ms: a.skew_ms.unwrap_or(clock_skew::SKEW_MS_DEFAULT),
-            };
-            clock_skew::run(&args, &out).await?
-        }
-    };
+    let mut output = driver::run(&sc, seed, &out).await?;
     output.command = command;
     write_history(&out, &output.history)?;
     eprintln!("checking {} operations", output.history.ops.len());
-    let lineage = output.lineage;
+    let lineage = output.checkers.contains(&report::Checker::Lineage);
     let (report, history) = tokio::task::spawn_blocking(move || {
         let report = report::build(&output);
         (report, output.history)

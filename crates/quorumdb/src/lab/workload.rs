@@ -1,4 +1,10 @@
-//! Recording client operations into a [`History`], shared by every scenario.
+//! Workloads, and recording their client operations into a [`History`].
+//!
+//! A workload is Rust code behind the [`Workload`] trait, selected by name from a scenario
+//! file ([`WORKLOADS`]): the file says which workload and with which parameters, the workload
+//! decides what each process does. Code rather than data because what makes a workload useful to
+//! a checker (one writer per key, values that name what they saw) is an invariant of its loop,
+//! not something a table of operation weights could promise.
 //!
 //! A *process* is one logical client (a tokio task) that runs one operation at a time, as
 //! Jepsen's processes do; the checkers rely on that. Each records, per operation, the invoke and
@@ -13,11 +19,13 @@
 //! | connection refused | `fail` | the request never left the client |
 //! | any other transport error, client timeout | `info` | the request may have arrived |
 
+use super::scenario::Setting;
 use quorumdb_client::{Client, ClientError, ReadOptions, WriteOptions};
 use quorumdb_lab::{History, Op, OpKind, OpResult};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 
 /// Most operations one lab run records. The default runs record a few tens of thousands (about
 /// 300 bytes each in `history.jsonl`); this bound, a fifth of
@@ -29,6 +37,57 @@ pub const OPS_LEN_MAX: usize = 400_000;
 /// Server-side quorum timeout sent with every workload request. One second is hundreds of times
 /// a healthy loopback round trip, so only faults hit it.
 pub const OP_TIMEOUT_MS: u64 = 1_000;
+
+/// What a workload's processes get from the driver.
+pub struct Env {
+    pub rec: Arc<Recorder>,
+    pub ctl: Arc<Control>,
+    /// One client per node, index-aligned with the cluster's nodes.
+    pub clients: Arc<Vec<Client>>,
+    /// The run's seed; derive per-process seeds with [`mix_seed`].
+    pub seed: u64,
+    /// Which group of settings this is (0 when all settings run together): keeps process ids
+    /// and seeds distinct across the groups of a sequential run.
+    pub group: usize,
+}
+
+/// A workload: the processes of one group of settings.
+pub trait Workload: Send + Sync {
+    /// Checks the settings the workload will run; the message says what is wrong.
+    fn validate(&self, settings: &[Setting]) -> Result<(), String>;
+    /// The `(table, key)` pairs the processes for `settings` can touch: every one is read at
+    /// `r=all` at the end of the run for the lost-write checker.
+    fn keys(&self, settings: &[(usize, &Setting)]) -> Vec<(String, String)>;
+    /// Spawns the processes for `settings` (each with its index in the run's settings) into
+    /// `tasks`; they run until `env.ctl` says stop.
+    fn spawn(&self, env: &Env, settings: &[(usize, &Setting)], tasks: &mut JoinSet<()>);
+    /// Whether no two writes of a key can be concurrent (the linearizability claim needs it).
+    fn single_writer_per_key(&self) -> bool;
+    /// Whether written values name the values their read saw (the lineage checker needs it).
+    fn lineage(&self) -> bool;
+    /// The workload's entries in the report's `cluster` object.
+    fn describe(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// One sentence for the report's notes.
+    fn note(&self, nodes: usize, settings: &[Setting]) -> String;
+}
+
+/// A workload a scenario can name.
+pub struct WorkloadDef {
+    pub name: &'static str,
+    /// Builds the workload from the scenario's `[workload]` parameters (without `name`).
+    pub build: fn(toml::Table) -> Result<Box<dyn Workload>, String>,
+}
+
+/// Every workload, by the name scenario files use.
+pub const WORKLOADS: [WorkloadDef; 2] = [
+    WorkloadDef { name: "profile-store", build: super::profile_store::build },
+    WorkloadDef { name: "rmw-lineage", build: super::rmw_lineage::build },
+];
+
+/// Deserializes a workload's parameters, naming the field at fault.
+pub fn params<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    T::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string().trim_end().to_owned())
+}
 
 /// The shared monotonic clock and the recorded operations of one run.
 pub struct Recorder {
@@ -60,7 +119,7 @@ impl Recorder {
         self.issued.load(Ordering::Acquire) >= OPS_LEN_MAX
     }
 
-    /// The report note both scenarios add when the run hit [`OPS_LEN_MAX`]; `None` otherwise.
+    /// The report note every run adds when it hit [`OPS_LEN_MAX`]; `None` otherwise.
     /// Kept here, next to the limit, so every scenario words it the same way.
     pub fn ops_limit_note(&self) -> Option<String> {
         self.is_full()

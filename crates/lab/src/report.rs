@@ -1,8 +1,15 @@
-//! Turning a recorded run into `report.json` and the summary table.
+//! The lab's report model: turning a recorded run ([`RunOutput`]) into `report.json`
+//! ([`LabReport`]) and the summary table, with the checkers a scenario selects by name
+//! ([`Checker`]).
 //!
-//! The numbers come from the `quorumdb_lab` checkers wherever a checker exists (lost writes,
+//! It lives here rather than in the binary because it is pure: a deterministic function of the
+//! history, the final state and the scenario's settings, so the same report can be rebuilt
+//! offline from `history.jsonl` and judged by tests without a cluster. The binary keeps what is
+//! not pure: the process-spawning driver and the HTML rendering.
+//!
+//! The numbers come from the [`crate::checker`]s wherever a checker exists (lost writes,
 //! linearizability, staleness and t-visibility, sessions). Two properties the README claims have
-//! no checker in that crate and are computed here, from the history alone:
+//! no checker there and are computed here, from the history alone:
 //!
 //! - **Monotonic quorum reads across clients** (`read_repair=blocking` and
 //!   `consistency=linearizable`: "a later quorum read never returns an older state than this
@@ -20,18 +27,115 @@
 //! Guarantees are judged only where the README claims them (see [`Claim`]); everything else is
 //! reported as a measurement, and the report says which is which.
 
-use anyhow::{Context, Result};
-use quorumdb_core::causality::VersionVector;
-use quorumdb_lab::checker::linearizability::{Counterexample, Verdict};
-use quorumdb_lab::checker::staleness::StalenessBucket;
-use quorumdb_lab::checker::{check_lost_writes, CheckConfig, OpRef};
-use quorumdb_lab::{check_all, FinalState, History, Op, OpKind, OpResult};
+use crate::checker::linearizability::{Counterexample, Verdict};
+use crate::checker::staleness::StalenessBucket;
+use crate::checker::{check_lost_writes, CheckConfig, CheckError, OpRef};
+use crate::history::{FinalState, History, Op, OpKind, OpResult};
+use quorumdb_core::causality::{CausalityError, VersionVector};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use thiserror::Error;
 
 /// Examples of each violation kept in the report (the full lists can be rebuilt from
 /// `history.jsonl`); as many as the checkers keep by default.
-pub const EXAMPLES_LEN_MAX: usize = quorumdb_lab::checker::EXAMPLES_LEN_DEFAULT;
+pub const EXAMPLES_LEN_MAX: usize = crate::checker::EXAMPLES_LEN_DEFAULT;
+
+/// Why a report could not be built.
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("cannot check the history: {0}")]
+    Check(#[from] CheckError),
+    #[error("op {index}: bad context: {source}")]
+    BadContext {
+        index: usize,
+        #[source]
+        source: CausalityError,
+    },
+}
+
+/// The checkers a scenario can ask for, by the name it uses in its `checkers` list.
+///
+/// A registry rather than free-form names so that a typo in a scenario file is an error at load
+/// time naming the known checkers, not a run that silently judged less than it claims. Each
+/// checker also gates the README claim it judges ([`Claim`]): a claim whose checker did not run
+/// is not reported as held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checker {
+    /// Acknowledged writes missing from the converged final state ([`Claim::NoLostWrites`]).
+    LostWrites,
+    /// Each key as a single register: Wing & Gong with Lowe's memoization ([`Claim::Linearizable`]).
+    Linearizability,
+    /// Stale reads and the t-visibility curve ([`Claim::NoStaleReads`]).
+    Staleness,
+    /// Per-process read-your-writes and monotonic reads.
+    Sessions,
+    /// Cross-client monotonic quorum reads ([`Claim::MonotonicQuorumReads`]).
+    MonotonicReads,
+    /// Acknowledged updates no final value builds on, by value lineage (what LWW throws away);
+    /// needs a workload whose values name what they saw.
+    Lineage,
+    /// Replicas identical after one anti-entropy pass, before the final read ([`Claim::Convergence`]).
+    Convergence,
+}
+
+impl Checker {
+    /// Every checker, in the order `quorumdb lab` documents them.
+    pub const ALL: [Checker; 7] = [
+        Checker::LostWrites,
+        Checker::Linearizability,
+        Checker::Staleness,
+        Checker::Sessions,
+        Checker::MonotonicReads,
+        Checker::Lineage,
+        Checker::Convergence,
+    ];
+
+    /// The name a scenario file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Checker::LostWrites => "lost-writes",
+            Checker::Linearizability => "linearizability",
+            Checker::Staleness => "staleness",
+            Checker::Sessions => "sessions",
+            Checker::MonotonicReads => "monotonic-reads",
+            Checker::Lineage => "lineage",
+            Checker::Convergence => "convergence",
+        }
+    }
+
+    /// One line on what the checker judges.
+    pub fn description(self) -> &'static str {
+        match self {
+            Checker::LostWrites => "acknowledged writes missing from the converged final state",
+            Checker::Linearizability => "each key as a single linearizable register",
+            Checker::Staleness => "reads that missed a write acknowledged before they started; t-visibility",
+            Checker::Sessions => "per-process read-your-writes and monotonic reads",
+            Checker::MonotonicReads => "a read never older than a read that completed before it started",
+            Checker::Lineage => {
+                "acknowledged updates no final value builds on (value lineage, e.g. LWW losses)"
+            }
+            Checker::Convergence => "replicas identical after one anti-entropy pass",
+        }
+    }
+
+    /// The checker a scenario file names `name`, if any.
+    pub fn from_name(name: &str) -> Option<Checker> {
+        Checker::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The claim this checker judges, if it judges one.
+    fn claim(self) -> Option<Claim> {
+        match self {
+            Checker::LostWrites => Some(Claim::NoLostWrites),
+            Checker::Linearizability => Some(Claim::Linearizable),
+            Checker::Staleness => Some(Claim::NoStaleReads),
+            Checker::MonotonicReads => Some(Claim::MonotonicQuorumReads),
+            Checker::Convergence => Some(Claim::Convergence),
+            Checker::Sessions | Checker::Lineage => None,
+        }
+    }
+}
 
 /// How a table resolves concurrent writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,8 +268,9 @@ pub struct RunOutput {
     pub history: History,
     pub final_state: FinalState,
     pub convergence: Convergence,
-    /// Whether written values carry lineage (`"<id> saw <ids>"`), enabling `updates_lost`.
-    pub lineage: bool,
+    /// The checkers to run. [`Checker::Lineage`] needs written values that carry lineage
+    /// (`"<id> saw <ids>"`); it enables `updates_lost`.
+    pub checkers: BTreeSet<Checker>,
     pub notes: Vec<String>,
     pub wall_s: f64,
 }
@@ -302,8 +407,9 @@ pub struct LabReport {
     /// The final read of every key at `r=all`: with `history.jsonl`, all the checkers need to
     /// judge the run again offline.
     pub final_state: FinalState,
-    /// The full output of `quorumdb_lab::check_all` (examples bounded per list).
-    pub checker: quorumdb_lab::Report,
+    /// The full output of the checkers in [`crate::check_selected`] (examples bounded per
+    /// list; the reports of checkers the scenario did not select are empty).
+    pub checker: crate::Report,
 }
 
 /// Nearest-rank percentile of sorted `xs` (`q` in 0..=1).
@@ -391,7 +497,10 @@ fn phase_stats(name: &str, ops: &[&Op]) -> PhaseReport {
 }
 
 /// Cross-client monotonic reads over the `ok` reads selected by `select` (see the module docs).
-pub fn check_monotonic_reads(ops: &[Op], select: impl Fn(&Op) -> bool) -> Result<MonotonicReport> {
+pub fn check_monotonic_reads(
+    ops: &[Op],
+    select: impl Fn(&Op) -> bool,
+) -> Result<MonotonicReport, ReportError> {
     let mut report = MonotonicReport::default();
     let mut per_key: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
@@ -399,9 +508,9 @@ pub fn check_monotonic_reads(ops: &[Op], select: impl Fn(&Op) -> bool) -> Result
             per_key.entry((op.table.as_str(), op.key.as_str())).or_default().push(i);
         }
     }
-    let context = |i: usize| -> Result<VersionVector> {
+    let context = |i: usize| -> Result<VersionVector, ReportError> {
         let token = ops[i].context_out.as_deref().unwrap_or_default();
-        VersionVector::from_token(token).with_context(|| format!("op {i}: bad context"))
+        VersionVector::from_token(token).map_err(|source| ReportError::BadContext { index: i, source })
     };
     for reads in per_key.values() {
         let mut by_complete = reads.clone();
@@ -409,7 +518,7 @@ pub fn check_monotonic_reads(ops: &[Op], select: impl Fn(&Op) -> bool) -> Result
         let mut by_invoke = reads.clone();
         by_invoke.sort_by_key(|&i| (ops[i].invoke_ns, i));
         let contexts: HashMap<usize, VersionVector> =
-            reads.iter().map(|&i| Ok((i, context(i)?))).collect::<Result<_>>()?;
+            reads.iter().map(|&i| Ok((i, context(i)?))).collect::<Result<_, ReportError>>()?;
         let mut joined = VersionVector::new();
         let mut merged = 0usize;
         for &r in &by_invoke {
@@ -500,7 +609,7 @@ fn describe_op(index: usize, op: &Op) -> String {
 }
 
 fn explain(c: &Counterexample) -> String {
-    use quorumdb_lab::checker::linearizability::CounterexampleKind;
+    use crate::checker::linearizability::CounterexampleKind;
     match c.kind {
         CounterexampleKind::Siblings => {
             format!("{} returned siblings, which no single register can", describe_op(c.op.index, &c.op.op))
@@ -515,15 +624,26 @@ fn explain(c: &Counterexample) -> String {
     }
 }
 
-/// Runs every checker and assembles the report.
-pub fn build(run: &RunOutput) -> Result<LabReport> {
+/// Runs the run's checkers and assembles the report.
+pub fn build(run: &RunOutput) -> Result<LabReport, ReportError> {
     let ops = &run.history.ops;
-    let checker = check_all(&run.history, &run.final_state).context("cannot check the history")?;
+    let on = |c: Checker| run.checkers.contains(&c);
+    let selection = crate::Selection {
+        lost_writes: on(Checker::LostWrites),
+        linearizability: on(Checker::Linearizability),
+        staleness: on(Checker::Staleness),
+        sessions: on(Checker::Sessions),
+    };
+    let checker = crate::check_selected(&run.history, &run.final_state, &CheckConfig::default(), &selection)?;
     // The default report keeps ten examples per list; attributing every lost write to its
     // setting and phase needs them all.
     let all = CheckConfig { examples_len_max: ops.len().max(1), ..CheckConfig::default() };
-    let lost = check_lost_writes(&run.history, &run.final_state, &all).context("cannot check lost writes")?;
-    let lineage_lost = if run.lineage { Some(updates_lost(ops, &run.final_state)) } else { None };
+    let lost = if selection.lost_writes {
+        check_lost_writes(&run.history, &run.final_state, &all)?
+    } else {
+        crate::checker::LostWritesReport::default()
+    };
+    let lineage_lost = on(Checker::Lineage).then(|| updates_lost(ops, &run.final_state));
 
     // Keys belong to the setting whose ops touched them (settings never share keys).
     let mut key_setting: HashMap<(&str, &str), &str> = HashMap::new();
@@ -601,8 +721,12 @@ pub fn build(run: &RunOutput) -> Result<LabReport> {
             explanation: first.and_then(|k| k.counterexample.as_ref()).map(explain),
         };
 
-        let monotonic = check_monotonic_reads(ops, mine)?;
-        let session = |f: fn(&quorumdb_lab::checker::sessions::SessionGroup) -> u64| -> u64 {
+        let monotonic = if on(Checker::MonotonicReads) {
+            check_monotonic_reads(ops, mine)?
+        } else {
+            MonotonicReport::default()
+        };
+        let session = |f: fn(&crate::checker::sessions::SessionGroup) -> u64| -> u64 {
             checker
                 .sessions
                 .groups
@@ -634,7 +758,14 @@ pub fn build(run: &RunOutput) -> Result<LabReport> {
         let updates = lineage_lost.as_ref().map(|l| l.iter().filter(|&&i| mine(&ops[i])).count() as u64);
         let stale_total: u64 = phases.iter().map(|p| p.stale_reads).sum();
         let checked_total: u64 = phases.iter().map(|p| p.reads_checked).sum();
-        let claims = def.claims();
+        // What the README promises for this setting, and of that what this run judged: a claim
+        // whose checker the scenario did not select is neither held nor violated.
+        let promised = def.claims();
+        let claims: Vec<Claim> = promised
+            .iter()
+            .copied()
+            .filter(|&c| Checker::ALL.iter().any(|&k| k.claim() == Some(c) && on(k)))
+            .collect();
 
         for &claim in &claims {
             let (held, observed) = match claim {
@@ -695,7 +826,7 @@ pub fn build(run: &RunOutput) -> Result<LabReport> {
                 observed,
             });
         }
-        if !claims.contains(&Claim::NoStaleReads) {
+        if on(Checker::Staleness) && !promised.contains(&Claim::NoStaleReads) {
             measurements.push(Measurement {
                 setting: def.name.clone(),
                 what: format!(
@@ -709,7 +840,7 @@ pub fn build(run: &RunOutput) -> Result<LabReport> {
                 ),
             });
         }
-        if !claims.contains(&Claim::NoLostWrites) {
+        if (on(Checker::LostWrites) || on(Checker::Lineage)) && !promised.contains(&Claim::NoLostWrites) {
             measurements.push(Measurement {
                 setting: def.name.clone(),
                 what: "acknowledged writes lost (lww: concurrent writes are discarded by design)".into(),
@@ -719,7 +850,7 @@ pub fn build(run: &RunOutput) -> Result<LabReport> {
                 ),
             });
         }
-        if !claims.contains(&Claim::Linearizable) {
+        if on(Checker::Linearizability) && !promised.contains(&Claim::Linearizable) {
             measurements.push(Measurement {
                 setting: def.name.clone(),
                 what: "linearizability (not promised for this setting)".into(),
@@ -729,7 +860,7 @@ pub fn build(run: &RunOutput) -> Result<LabReport> {
                 },
             });
         }
-        if !claims.contains(&Claim::MonotonicQuorumReads) {
+        if on(Checker::MonotonicReads) && !promised.contains(&Claim::MonotonicQuorumReads) {
             measurements.push(Measurement {
                 setting: def.name.clone(),
                 what: "reads older than an earlier completed read (r below quorum: not promised)".into(),
@@ -762,16 +893,18 @@ pub fn build(run: &RunOutput) -> Result<LabReport> {
             phases,
         });
     }
-    guarantees.push(GuaranteeCheck {
-        claim: Claim::Convergence,
-        readme: Claim::Convergence.readme().to_owned(),
-        setting: None,
-        held: run.convergence.diverged == 0,
-        observed: format!(
-            "{} of {} keys differed between replicas after the pass ({} keys moved by it)",
-            run.convergence.diverged, run.convergence.keys, run.convergence.repair_keys_moved
-        ),
-    });
+    if on(Checker::Convergence) {
+        guarantees.push(GuaranteeCheck {
+            claim: Claim::Convergence,
+            readme: Claim::Convergence.readme().to_owned(),
+            setting: None,
+            held: run.convergence.diverged == 0,
+            observed: format!(
+                "{} of {} keys differed between replicas after the pass ({} keys moved by it)",
+                run.convergence.diverged, run.convergence.keys, run.convergence.repair_keys_moved
+            ),
+        });
+    }
     let violations = guarantees.iter().filter(|g| !g.held).count() as u64;
     Ok(LabReport {
         scenario: run.scenario.clone(),
