@@ -28,7 +28,7 @@ use crate::wire::{PageItem, Request, Response, WireKey};
 use quorumdb_core::causality::{ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::coordinator::{Mergeable, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
-use quorumdb_core::handoff::{HandoffCommand, Hint, HintLimits, HintQueue};
+use quorumdb_core::handoff::{HandoffCommand, Hint, HintQueue};
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::limits::VALUE_BYTES_MAX;
 use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
@@ -105,7 +105,7 @@ impl Node {
         let locks = (0..KEY_LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
         let antientropy = config.antientropy;
         let stored = storage.load_hints().map_err(|e| e.to_string())?;
-        let (hints, dropped) = HintQueue::restore(HintLimits::default(), stored, unix_ms());
+        let (hints, dropped) = HintQueue::restore(config.hint_limits(), stored, unix_ms());
         for cmd in dropped {
             if let HandoffCommand::Drop { id, .. } | HandoffCommand::Delete { id } = cmd {
                 storage.delete_hint(id).map_err(|e| e.to_string())?;
