@@ -526,21 +526,38 @@ async fn start_repair(State(s): State<AppState>, q: Result<Query<Params>, QueryR
         if let Some(t) = &table {
             quorumdb_core::key::validate_table(t)?;
         }
-        if !s.node.ae.enabled {
+        if !s.node.config.antientropy {
             return Err(ApiError::Unavailable(
                 "anti-entropy is disabled on this node (antientropy = false)".into(),
             ));
         }
-        let node = s.node.clone();
-        tokio::spawn(async move { node.antientropy_pass(table, true).await });
-        Ok((StatusCode::ACCEPTED, Json(json!({"started": true}))).into_response())
+        Ok(table)
     })();
-    result.unwrap_or_else(IntoResponse::into_response)
+    match result {
+        Ok(table) => match s.node.start_repair(table).await {
+            Ok(()) => (StatusCode::ACCEPTED, Json(json!({"started": true}))).into_response(),
+            Err(e) => e.into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn repair_progress(State(s): State<AppState>) -> Response {
-    let progress = s.node.ae.progress.lock().map(|p| p.clone()).unwrap_or_default();
-    (StatusCode::OK, Json(progress)).into_response()
+    let p = s.node.repair_progress();
+    let body = json!({
+        "running": p.running,
+        "table": p.table,
+        "exchanges_total": p.exchanges_total,
+        "exchanges_done": p.exchanges_done,
+        "exchanges_failed": p.exchanges_failed,
+        "keys_pushed": p.keys_pushed,
+        "keys_pulled": p.keys_pulled,
+        "item_bytes": p.item_bytes,
+        "digests_received": p.digests_received,
+        "leaves_differing": p.leaves_differing,
+        "passes_completed": p.passes_completed,
+    });
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 async fn metrics_route(State(s): State<AppState>) -> Response {

@@ -2,15 +2,13 @@
 //!
 //! The server shell around `quorumdb-core`: fjall storage with group-committed fsync
 //! ([`storage`]), the multiplexed peer transport with its fault layer ([`transport`], [`wire`]),
-//! the coordination runtime ([`node`]) and the HTTP API ([`http`]).
+//! the driver that runs the core replica machines ([`node`]) and the HTTP API ([`http`]).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod antientropy;
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod lww;
 pub mod node;
 pub mod storage;
 pub mod transport;
@@ -69,11 +67,12 @@ pub async fn run(
     let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
         .await
         .map_err(|source| NodeError::Bind { addr: config.http_listen.clone(), source })?;
-    let node = node::Node::new(config, storage).map_err(NodeError::Setup)?;
     let started = std::time::Instant::now();
-    let items =
-        node.rebuild_trees().map_err(|e| NodeError::Setup(format!("cannot rebuild Merkle trees: {e}")))?;
-    tracing::info!(items, ms = started.elapsed().as_millis() as u64, "Merkle trees rebuilt");
+    let node = node::Node::start(config, storage).await.map_err(NodeError::Setup)?;
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "replica shards open (hints restored, Merkle trees rebuilt)"
+    );
     tracing::info!(
         node = node.id(),
         actor = %node.storage.actor(),
@@ -95,10 +94,16 @@ pub async fn run(
         node.config.peer_inflight_max,
         node.faults.clone(),
     ));
-    tokio::spawn(node.clone().heartbeat_loop());
-    tokio::spawn(node.clone().handoff_loop());
-    tokio::spawn(node.clone().antientropy_loop());
-    tokio::spawn(node.clone().gc_loop());
+    {
+        // Counters live in the replica shards; publish them as metrics a few times a second.
+        let node = node.clone();
+        tokio::spawn(async move {
+            loop {
+                node.publish_metrics();
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        });
+    }
     let inflight = Arc::new(tokio::sync::Semaphore::new(node.config.http_inflight_max));
     let app = http::router(http::AppState { node: node.clone(), metrics, inflight });
     node.ready.store(true, Ordering::Release);

@@ -1,52 +1,65 @@
-//! The node runtime: the thin async shell that runs the core's coordinator state machines
-//! against real storage and the peer transport.
+//! The node: a thin driver that runs the core replica machines
+//! ([`quorumdb_core::replica::Replica`]) against fjall, the peer transport and real clocks.
 //!
 //! ```text
-//!  HTTP ─► Node::put/delete ─► home replica? ──no──► forward CoordinateWrite to first live home replica
-//!                                   │yes
-//!                                   ▼
-//!              lock stripe · ItemState::update(ctx, value, actor) · storage.put · unlock
-//!                                   │
-//!              ┌── storage.sync() (group-committed fsync) ──┐
-//!              └── Replicate{state} to the other N-1 ───────┴─► WriteCoordinator (W acks or error)
-//!
-//!  HTTP ─► Node::get ─► Read to all N home replicas ─► ReadCoordinator (R replies → answer)
-//!                                                      └─ keeps listening until all replied or
-//!                                                         deadline, then read-repairs stale ones
+//!   HTTP handler ──ShardMsg::Client──►┐            ┌── Effect::Reply ──► oneshot ──► HTTP
+//!   peer request ──ShardMsg::Peer────►│  shard     ├── Effect::Respond ─► oneshot ──► transport
+//!   peer replies ──ShardMsg::Input───►│  thread s  ├── Effect::Send ────► tokio task: PeerClient
+//!   group commit ──ShardMsg::Input───►│  Replica   │                        └─► ShardMsg::Input
+//!                                     │  + fjall   └── Effect::Sync ────► tokio task: Storage::sync
+//!   every TICK_MS ───────── tick ────►┘  (ShardStore)                     └─► Input::Synced
 //! ```
 //!
-//! Writes are coordinated by a home replica because a new dot must be generated against that
-//! replica's durable local state (counter = highest seen + 1); a non-replica cannot do that.
+//! One OS thread per shard ([`SHARDS_LEN`]) owns its replica and is the only caller of its
+//! store, so no fjall call runs on a tokio worker and the shards use the cores in parallel. All
+//! protocol decisions are the replica's; this file only moves inputs and effects, converts the
+//! core's messages to and from the wire DTOs, and publishes counters as metrics.
 
-use crate::antientropy::AntiEntropy;
 use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
-use crate::error::ApiError;
-use crate::lww;
-use crate::storage::Storage;
+use crate::error::{ApiError, QuorumDetails};
+use crate::storage::{ShardStore, Storage};
 use crate::transport::{FaultLayer, PeerClient, TransportError};
-use crate::wire::{PageItem, Request, Response, WireKey};
-use quorumdb_core::causality::{ItemState, Value, VersionVector};
+use crate::wire::{KeyDigest, LeafListing, PageItem, Request, Response, WireKey, WireTree};
+use quorumdb_core::causality::{ItemState, VersionVector};
 use quorumdb_core::consistency::Level;
-use quorumdb_core::coordinator::{Mergeable, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
-use quorumdb_core::handoff::{HandoffCommand, Hint, HintQueue};
+use quorumdb_core::handoff::HintStats;
 use quorumdb_core::key::ItemKey;
-use quorumdb_core::limits::VALUE_BYTES_MAX;
+use quorumdb_core::replica::{
+    self, shard_of, ClientRequest, ClientResponse, Conflict, Effect, Input, Now, PeerRequest, PeerResponse,
+    RepairProgress, Replica, ReplicaConfig, ReplicaError, ReplicaStats, ScanRequest, SendError, Shared,
+    TableSpec, TreeId, SHARDS_LEN,
+};
 use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-/// Number of lock stripes serializing read-modify-write of items at a replica. Two items share a
-/// stripe with probability 1/4096, which only costs a little concurrency, never correctness.
-pub const KEY_LOCK_STRIPES: usize = 4096;
+pub use quorumdb_core::replica::ScanResult;
 
-/// Liveness of one peer as seen by this node.
-#[derive(Default)]
-struct PeerHealth {
-    /// Milliseconds (node clock) since when exchanges with the peer keep failing; 0 = healthy.
-    failing_since_ms: AtomicU64,
+/// How often each shard ticks: request and coordinator deadlines, hint hand-off, anti-entropy,
+/// GC and heartbeats are checked this often.
+const TICK_MS: u64 = 10;
+/// Inputs one shard handles before it executes the effects and looks at the clock again.
+const BATCH_LEN_MAX: usize = 256;
+/// How often a shard publishes its counters and queue statistics.
+const PUBLISH_MS: u64 = 250;
+
+/// What a shard thread receives.
+enum ShardMsg {
+    Client { req: ClientRequest, reply: oneshot::Sender<Result<ClientResponse, ReplicaError>> },
+    Peer { from: usize, req: PeerRequest, reply: oneshot::Sender<PeerResponse> },
+    Input(Input),
+}
+
+/// What a shard last published for the node's status, metrics and repair progress.
+#[derive(Default, Clone)]
+struct Snapshot {
+    stats: ReplicaStats,
+    hints: HintStats,
+    progress: RepairProgress,
+    tombstones: usize,
 }
 
 pub struct Node {
@@ -55,1077 +68,45 @@ pub struct Node {
     /// This node's index in `ring.members()`.
     pub me: usize,
     pub storage: Arc<Storage>,
-    /// Clients for every other member, indexed like `ring.members()` (`None` at `me`).
-    peers: Vec<Option<Arc<PeerClient>>>,
-    health: Vec<PeerHealth>,
     pub faults: Arc<FaultLayer>,
-    locks: Vec<std::sync::Mutex<()>>,
-    /// Origin of the node's monotonic millisecond clock handed to the core state machines.
-    started: Instant,
     pub ready: AtomicBool,
-    /// Hints for replicas that missed writes (see [`quorumdb_core::handoff`]); mirrored durably
-    /// in the storage's `hints` keyspace.
-    hints: std::sync::Mutex<HintQueue>,
-    /// Last hybrid-logical-clock timestamp issued or observed (last-writer-wins tables).
-    hlc: AtomicU64,
-    /// Merkle trees and repair progress (see [`crate::antientropy`]).
-    pub ae: AntiEntropy,
+    shared: Arc<Shared>,
+    /// One input channel per shard thread. Unbounded on purpose: client and peer inputs are
+    /// bounded before they get here (`http_inflight_max`, `peer_inflight_max`), and the rest
+    /// are answers to the shard's own requests, bounded by its jobs.
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    snapshots: Arc<Vec<Mutex<Snapshot>>>,
+    started: Instant,
 }
 
-/// The result of a scan at the coordinator.
-pub struct ScanResult {
-    pub items: Vec<(Vec<u8>, ItemState)>,
-    pub next: Option<String>,
-}
-
-impl Node {
-    pub fn new(config: NodeConfig, storage: Arc<Storage>) -> Result<Arc<Self>, String> {
-        let members: Vec<Member> =
-            config.members.iter().map(|m| Member { id: m.id.clone(), zone: m.zone.clone() }).collect();
-        let ring = Ring::new(members, VNODES_PER_NODE_DEFAULT).map_err(|e| e.to_string())?;
-        let me = ring.index_of(&config.node_id).ok_or("node_id is not a member")?;
-        let faults = Arc::new(FaultLayer::default());
-        let peers = config
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                (i != me).then(|| {
-                    Arc::new(PeerClient::new(
-                        config.node_id.clone(),
-                        m.id.clone(),
-                        m.peer.clone(),
-                        config.peer_inflight_max,
-                        faults.clone(),
-                    ))
-                })
-            })
-            .collect();
-        let health = config.members.iter().map(|_| PeerHealth::default()).collect();
-        let locks = (0..KEY_LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
-        let antientropy = config.antientropy;
-        let stored = storage.load_hints().map_err(|e| e.to_string())?;
-        let (hints, dropped) = HintQueue::restore(config.hint_limits(), stored, unix_ms());
-        for cmd in dropped {
-            if let HandoffCommand::Drop { id, .. } | HandoffCommand::Delete { id } = cmd {
-                storage.delete_hint(id).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(Arc::new(Node {
-            config,
-            ring,
-            me,
-            storage,
-            peers,
-            health,
-            faults,
-            locks,
-            started: Instant::now(),
-            ready: AtomicBool::new(false),
-            hints: std::sync::Mutex::new(hints),
-            hlc: AtomicU64::new(0),
-            ae: AntiEntropy::new(antientropy),
-        }))
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// Wall-clock milliseconds since the Unix epoch as this node believes it, including any
-    /// skew the lab injected. Only for timestamps that users see or compare (LWW); never for
-    /// timeouts.
-    pub fn wall_ms(&self) -> i64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        now.saturating_add(self.faults.clock_offset_ms())
-    }
-
-    pub fn id(&self) -> &str {
-        &self.config.node_id
-    }
-
-    /// The id of member `idx`.
-    pub(crate) fn member_name(&self, idx: usize) -> String {
-        self.name(idx)
-    }
-
-    /// The home replicas of `key`, primary first.
-    pub(crate) fn preference_of(&self, key: &ItemKey) -> Vec<usize> {
-        self.preference(key)
-    }
-
-    /// One request to peer `idx` (liveness is recorded from the outcome).
-    pub(crate) async fn peer_request(
-        &self,
-        idx: usize,
-        req: Request,
-        timeout: Duration,
-    ) -> Result<Response, String> {
-        self.send(idx, req, timeout).await.map_err(|e| e.to_string())
-    }
-
-    fn name(&self, idx: usize) -> String {
-        self.ring.members().get(idx).map(|m| m.id.clone()).unwrap_or_default()
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Liveness
-
-    fn record(&self, idx: usize, ok: bool) {
-        let Some(h) = self.health.get(idx) else { return };
-        if ok {
-            h.failing_since_ms.store(0, Ordering::Release);
-        } else {
-            // Keep the first failure time; `max(1)` because 0 means healthy.
-            let _ = h.failing_since_ms.compare_exchange(
-                0,
-                self.now_ms().max(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-    }
-
-    /// Whether `idx` is believed alive: it has not been failing for `failure_timeout_ms`.
-    pub fn is_up(&self, idx: usize) -> bool {
-        if idx == self.me {
-            return true;
-        }
-        let since = self.health.get(idx).map(|h| h.failing_since_ms.load(Ordering::Acquire)).unwrap_or(0);
-        since == 0 || self.now_ms().saturating_sub(since) < self.config.failure_timeout_ms
-    }
-
-    /// Pings every peer forever at the heartbeat interval.
-    pub async fn heartbeat_loop(self: Arc<Self>) {
-        let interval = Duration::from_millis(self.config.heartbeat_interval_ms);
-        loop {
-            for idx in 0..self.peers.len() {
-                let node = self.clone();
-                tokio::spawn(async move {
-                    let ok = matches!(node.send(idx, Request::Ping, interval).await, Ok(Response::Pong));
-                    node.record(idx, ok);
-                    metrics::gauge!("quorumdb_peer_up", "peer" => node.name(idx)).set(if node.is_up(idx) {
-                        1.0
-                    } else {
-                        0.0
-                    });
-                });
-            }
-            tokio::time::sleep(interval).await;
-        }
-    }
-
-    async fn send(&self, idx: usize, req: Request, timeout: Duration) -> Result<Response, TransportError> {
-        let Some(Some(peer)) = self.peers.get(idx) else {
-            return Err(TransportError::Connect("no such peer".into()));
-        };
-        let r = peer.request(req, timeout).await;
-        // Any answer proves liveness; a timeout or refused connection counts against it.
-        self.record(idx, r.is_ok());
-        r
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Placement helpers
-
-    fn replication_factor(&self, table: &str) -> usize {
-        self.config.replication_factor_of(table).min(self.ring.members().len())
-    }
-
-    fn preference(&self, key: &ItemKey) -> Vec<usize> {
-        self.ring.preference_list(key.placement_hash(), self.replication_factor(&key.table))
-    }
-
-    fn lock(&self, key: &ItemKey) -> std::sync::MutexGuard<'_, ()> {
-        let stripe = (xxhash_stripe(&key.storage_key()) % KEY_LOCK_STRIPES as u64) as usize;
-        // A poisoned stripe only means another request panicked while holding it; the guarded
-        // data lives in fjall, not behind the mutex, so continuing is safe.
-        match self.locks[stripe].lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Replica-local operations
-
-    /// Applies a client write to the local replica under a new dot and returns the new state
-    /// (inserted but not yet durable).
-    fn apply_local_write(
-        &self,
-        key: &ItemKey,
-        value: Value,
-        ctx: &VersionVector,
-    ) -> Result<ItemState, ApiError> {
-        let _g = self.lock(key);
-        let (old_raw, local) = self.load(key)?;
-        let new = match self.config.conflict_of(&key.table) {
-            ConflictMode::Siblings => local.update(ctx, value, self.storage.actor())?,
-            ConflictMode::Lww => {
-                // The write becomes a concurrent sibling stamped with this replica's clock, and
-                // resolution keeps the highest timestamp: the client's context plays no part.
-                let stamped = lww::stamp(self.hlc_now(), value);
-                lww::resolve(&local.update(&VersionVector::new(), stamped, self.storage.actor())?)
-            }
-        };
-        self.store(key, old_raw.as_deref(), &local, &new)?;
-        Ok(new)
-    }
-
-    /// The stored encoding and decoded state of an item (empty state when absent).
-    fn load(&self, key: &ItemKey) -> Result<(Option<Vec<u8>>, ItemState), ApiError> {
-        let raw = self.storage.get_raw(key)?;
-        let state = match &raw {
-            Some(bytes) => ItemState::decode(bytes)
-                .map_err(|e| ApiError::Internal(format!("stored item is corrupt: {e}")))?,
-            None => ItemState::new(),
-        };
-        Ok((raw, state))
-    }
-
-    /// Merges a replicated state into the local replica and waits until it is durable.
-    pub async fn merge_local(&self, key: &ItemKey, incoming: &ItemState) -> Result<(), ApiError> {
-        let lww = self.config.conflict_of(&key.table) == ConflictMode::Lww;
-        if lww {
-            // Hybrid logical clock receive rule: never stamp below a timestamp already seen.
-            self.hlc.fetch_max(lww::max_timestamp(incoming), Ordering::AcqRel);
-        }
-        {
-            let _g = self.lock(key);
-            let (old_raw, local) = self.load(key)?;
-            if !local.descends(incoming) && !self.is_purged_echo(key, old_raw.is_none(), incoming)? {
-                let mut merged = ItemState::merged(&local, incoming);
-                if lww {
-                    merged = lww::resolve(&merged);
-                }
-                self.store(key, old_raw.as_deref(), &local, &merged)?;
-            }
-        }
-        // Even an unchanged state may not be durable yet (another writer inserted it a moment
-        // ago), so always wait for the group commit before acknowledging.
-        self.storage.sync().await?;
-        Ok(())
-    }
-
-    /// Whether `incoming` is a tombstone this replica already purged (sent back by a replica
-    /// that has not purged it yet): storing it again would restart its grace period forever.
-    fn is_purged_echo(&self, key: &ItemKey, absent: bool, incoming: &ItemState) -> Result<bool, ApiError> {
-        if !(absent && incoming.has_tombstone() && incoming.is_deleted()) {
-            return Ok(false);
-        }
-        Ok(match self.storage.purge_record(&key.storage_key())? {
-            Some((_, final_state)) => ItemState::decode(&final_state).is_ok_and(|f| f.descends(incoming)),
-            None => false,
+/// The replica configuration of a node config.
+pub fn replica_config(config: &NodeConfig) -> ReplicaConfig {
+    let mut rc = ReplicaConfig::with_defaults(config.replication_factor);
+    rc.tables = config
+        .tables
+        .iter()
+        .map(|t| {
+            let conflict = match t.conflict {
+                ConflictMode::Siblings => Conflict::Siblings,
+                ConflictMode::Lww => Conflict::Lww,
+            };
+            (t.name.clone(), TableSpec { replication_factor: t.replication_factor, conflict })
         })
-    }
-
-    /// Replaces the stored item (encoded as `old_raw`, decoded as `old`) by `new` (not yet
-    /// durable). Every change of a stored item goes through here, so the Merkle trees and
-    /// tombstone records stay in step with the data.
-    fn store(
-        &self,
-        key: &ItemKey,
-        old_raw: Option<&[u8]>,
-        old: &ItemState,
-        new: &ItemState,
-    ) -> Result<(), ApiError> {
-        let encoded = new.encode();
-        self.storage.put_encoded(key, encoded.clone())?;
-        let was_tombstone = old.has_tombstone() && old.is_deleted();
-        self.after_store(key, old_raw, Some((&encoded, new)), was_tombstone);
-        Ok(())
-    }
-
-    /// Removes a tombstone every replica holds (garbage collection), if it is still what is
-    /// stored, and remembers the purge.
-    pub(crate) fn purge(&self, key: &ItemKey, expected: &ItemState) -> Result<(), ApiError> {
-        let _g = self.lock(key);
-        let (old_raw, local) = self.load(key)?;
-        if &local != expected {
-            return Ok(());
-        }
-        let sk = key.storage_key();
-        self.storage.remove(key)?;
-        self.storage.record_purge(&sk, unix_ms(), &expected.encode())?;
-        self.after_store(key, old_raw.as_deref(), None, true);
-        self.storage.unmark_tombstone(&sk)?;
-        metrics::counter!("quorumdb_tombstones_purged_total").increment(1);
-        Ok(())
-    }
-
-    /// A new hybrid-logical-clock timestamp: `(wall ms << 16) | logical`, strictly greater than
-    /// every timestamp this node issued or observed. The wall clock includes injected skew.
-    fn hlc_now(&self) -> u64 {
-        let physical = (self.wall_ms().max(0) as u64) << 16;
-        let mut last = self.hlc.load(Ordering::Acquire);
-        loop {
-            let next = physical.max(last + 1);
-            match self.hlc.compare_exchange(last, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return next,
-                Err(seen) => last = seen,
-            }
-        }
-    }
-
-    /// The state as a client sees it: for last-writer-wins tables, the winning value without
-    /// its timestamp (or nothing, if the winner is a delete).
-    pub fn client_view(&self, table: &str, state: &ItemState) -> ItemState {
-        match self.config.conflict_of(table) {
-            ConflictMode::Siblings => state.clone(),
-            ConflictMode::Lww => lww::client_view(&lww::resolve(state)),
-        }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Writes
-
-    /// Writes (or deletes, with `value = None`) one item at consistency `w`.
-    pub async fn write(
-        self: &Arc<Self>,
-        key: ItemKey,
-        value: Option<Vec<u8>>,
-        ctx: VersionVector,
-        w: Level,
-        mode: QuorumMode,
-        timeout: Duration,
-    ) -> Result<ItemState, ApiError> {
-        if let Some(v) = &value {
-            if v.len() > VALUE_BYTES_MAX {
-                return Err(ApiError::ValueTooLarge(format!(
-                    "value must be at most {VALUE_BYTES_MAX} bytes, got {} bytes",
-                    v.len()
-                )));
-            }
-        }
-        let n = self.replication_factor(&key.table);
-        let w = w.resolve("w", n)?;
-        let pref = self.preference(&key);
-        if pref.contains(&self.me) {
-            return self.coordinate_write(key, value, ctx, w, mode, timeout).await;
-        }
-        // Forward to the first live home replica; on a refused connection try the next one.
-        // A timeout is not retried elsewhere: the write may have happened, and retrying would
-        // only add a duplicate sibling. The client sees a timeout (unknown outcome).
-        let mut last_err = None;
-        for idx in pref.iter().copied().filter(|i| self.is_up(*i)) {
-            let req = Request::CoordinateWrite {
-                key: to_wire(&key),
-                value: value.clone(),
-                context: ctx.to_token(),
-                n: n as u32,
-                w: w as u32,
-                sloppy: mode == QuorumMode::Sloppy,
-                timeout_ms: timeout.as_millis() as u64,
-            };
-            // Give the remote coordinator its whole timeout plus a margin to report back.
-            match self.send(idx, req, timeout + Duration::from_millis(200)).await {
-                Ok(Response::Written { state }) => return decode_state(&state),
-                Ok(Response::QuorumFailed { needed, got, outcomes, message }) => {
-                    return Err(ApiError::Quorum(crate::error::QuorumDetails {
-                        needed: needed as usize,
-                        got: got as usize,
-                        outcomes,
-                        message,
-                    }))
-                }
-                Ok(Response::Error { code, message }) => return Err(ApiError::from_code(&code, message)),
-                Ok(other) => return Err(ApiError::Internal(format!("unexpected response {other:?}"))),
-                Err(TransportError::Timeout) => {
-                    return Err(ApiError::Timeout(format!(
-                        "write coordinator {} did not answer within {} ms; the write may or may not have been applied",
-                        self.name(idx),
-                        timeout.as_millis()
-                    )))
-                }
-                Err(e) => last_err = Some(format!("{}: {e}", self.name(idx))),
-            }
-        }
-        Err(ApiError::Unavailable(format!(
-            "no home replica of this key is reachable to coordinate the write ({})",
-            last_err.unwrap_or_else(|| "all are down".into())
-        )))
-    }
-
-    /// The nodes a request for `key` goes to: the live home replicas, and in sloppy mode, for
-    /// each home replica known down, the next live node further along the ring standing in for
-    /// it. Returns `(targets as (node, stands_in_for), home replicas known down)`.
-    fn request_targets(&self, key: &ItemKey, mode: QuorumMode) -> (Vec<(usize, Option<usize>)>, Vec<usize>) {
-        let pref = self.preference(key);
-        let mut targets = Vec::with_capacity(pref.len());
-        let mut down = Vec::new();
-        for &idx in &pref {
-            if idx == self.me || self.is_up(idx) {
-                targets.push((idx, None));
-            } else {
-                down.push(idx);
-            }
-        }
-        if mode == QuorumMode::Sloppy && !down.is_empty() {
-            let all = self.ring.preference_list(key.placement_hash(), self.ring.members().len());
-            let mut fallbacks = all.into_iter().filter(|i| !pref.contains(i) && self.is_up(*i));
-            for &home in &down {
-                // The coordinator machines bound their replica lists; stay within it.
-                if targets.len() + down.len() >= quorumdb_core::limits::REPLICATION_FACTOR_MAX {
-                    break;
-                }
-                if let Some(f) = fallbacks.next() {
-                    targets.push((f, Some(home)));
-                }
-            }
-        }
-        (targets, down)
-    }
-
-    /// Runs at a home replica: local update under a new dot, then replication to the others.
-    pub async fn coordinate_write(
-        self: &Arc<Self>,
-        key: ItemKey,
-        value: Option<Vec<u8>>,
-        ctx: VersionVector,
-        w: usize,
-        mode: QuorumMode,
-        timeout: Duration,
-    ) -> Result<ItemState, ApiError> {
-        let value = match value {
-            Some(v) => Value::Data(v),
-            None => Value::Tombstone,
-        };
-        let new = self.apply_local_write(&key, value, &ctx)?;
-        let (targets, down) = self.request_targets(&key, mode);
-        let mut names: Vec<String> = targets.iter().map(|(i, _)| self.name(*i)).collect();
-        names.extend(down.iter().map(|i| self.name(*i)));
-        let deadline = self.now_ms() + timeout.as_millis() as u64;
-        let mut coord = WriteCoordinator::new(names, w, deadline);
-        for &idx in &down {
-            coord.skip(&self.name(idx));
-            metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => "down")
-                .increment(1);
-        }
-        let (tx, mut rx) = mpsc::channel::<(String, Result<(), String>)>(targets.len().max(1));
-        for &(idx, stands_in_for) in &targets {
-            let name = self.name(idx);
-            let node = self.clone();
-            let tx = tx.clone();
-            let key = key.clone();
-            let state = new.clone();
-            tokio::spawn(async move {
-                let result = if idx == node.me {
-                    node.storage.sync().await.map_err(|e| e.to_string())
-                } else {
-                    let req = match stands_in_for {
-                        None => Request::Replicate { key: to_wire(&key), state: state.encode() },
-                        Some(home) => Request::StoreHint {
-                            target: node.name(home),
-                            key: to_wire(&key),
-                            state: state.encode(),
-                        },
-                    };
-                    match node.send(idx, req, timeout).await {
-                        Ok(Response::Ack) => Ok(()),
-                        Ok(Response::Error { message, .. }) => Err(message),
-                        Ok(other) => Err(format!("unexpected response {other:?}")),
-                        Err(e) => Err(e.to_string()),
-                    }
-                };
-                let outcome = outcome_label(&result);
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "write", "outcome" => outcome)
-                    .increment(1);
-                let _ = tx.send((name, result)).await;
-            });
-        }
-        drop(tx);
-        // The machine runs in its own task so the client gets its answer at W acks while the
-        // task keeps listening to the stragglers and then hints the replicas that missed it.
-        let (answer_tx, answer_rx) = oneshot::channel();
-        let node = self.clone();
-        let written = new.clone();
-        tokio::spawn(async move {
-            let mut answer_tx = Some(answer_tx);
-            loop {
-                match coord.decision() {
-                    Some(Ok(())) => {
-                        if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
-                    // A failure is reported once every replica answered (or the deadline
-                    // passed), so the error tells the client how many replicas hold the write.
-                    Some(Err(e)) if coord.is_finished() => {
-                        if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Err(final_error(e, coord.outcomes())));
-                        }
-                    }
-                    _ => {}
-                }
-                if coord.is_finished() {
-                    break;
-                }
-                node.next_reply(&mut coord, &mut rx, deadline).await;
-            }
-            // Hint every home replica that does not hold the write and has no stand-in that does.
-            let ok = |name: &str| coord.outcomes().iter().any(|(n, o)| n == name && *o == Outcome::Ok);
-            let covered = |home: usize| targets.iter().any(|(f, s)| *s == Some(home) && ok(&node.name(*f)));
-            let homes = node.preference(&key);
-            let mut hinted = false;
-            for home in homes.into_iter().filter(|h| *h != node.me) {
-                if !ok(&node.name(home)) && !covered(home) {
-                    node.add_hint(node.name(home), &key, &written);
-                    hinted = true;
-                }
-            }
-            // Hints are what makes up for the missed replica: make them durable now rather
-            // than with whichever write happens to come next.
-            if hinted {
-                let _ = node.storage.sync().await;
-            }
-        });
-        match answer_rx.await {
-            Ok(Ok(())) => Ok(new),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ApiError::Internal("write coordinator stopped without a decision".into())),
-        }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Hinted handoff
-
-    /// Queues a hint for `target` and stores it (durable with the next group commit). A refused
-    /// hint (queue full) is counted; anti-entropy repairs that replica instead.
-    fn add_hint(&self, target: String, key: &ItemKey, state: &ItemState) {
-        if !self.config.hinted_handoff {
-            return;
-        }
-        let storage_key = key.storage_key();
-        let mut q = match self.hints.lock() {
-            Ok(q) => q,
-            Err(p) => p.into_inner(),
-        };
-        // A new hint replaces the queued one for the same target and key, so it must carry
-        // both: a stand-in collects hints from several coordinators whose states may be
-        // concurrent.
-        let merged = match q.get(&target, &storage_key).and_then(|(_, h)| ItemState::decode(&h.state).ok()) {
-            Some(queued) => ItemState::merged(&queued, state),
-            None => state.clone(),
-        };
-        let hint = Hint { target, key: storage_key, state: merged.encode(), created_ms: unix_ms() };
-        match q.add(hint.clone(), unix_ms()) {
-            Ok(added) => {
-                metrics::counter!("quorumdb_hints_added_total").increment(1);
-                let stored = self.storage.put_hint(added.id, &hint);
-                let removed = added.superseded.map(|old| self.storage.delete_hint(old));
-                if let Err(e) = stored.and(removed.unwrap_or(Ok(()))) {
-                    tracing::warn!(error = %e, "cannot store hint; anti-entropy will repair the replica");
-                }
-            }
-            Err(refused) => {
-                metrics::counter!("quorumdb_hints_refused_total").increment(1);
-                tracing::debug!(%refused, "hint refused; anti-entropy will repair the replica");
-            }
-        }
-        let stats = q.stats();
-        metrics::gauge!("quorumdb_hints_queued").set(stats.len as f64);
-        metrics::gauge!("quorumdb_hints_bytes").set(stats.bytes as f64);
-    }
-
-    /// Hinted states this node keeps for `key` (as a sloppy-quorum stand-in), merged.
-    fn hinted_state(&self, key: &ItemKey) -> Option<ItemState> {
-        let q = self.hints.lock().ok()?;
-        let storage_key = key.storage_key();
-        let mut merged: Option<ItemState> = None;
-        for m in self.ring.members() {
-            if let Some((_, hint)) = q.get(&m.id, &storage_key) {
-                if let Ok(st) = ItemState::decode(&hint.state) {
-                    merged = Some(match merged {
-                        None => st,
-                        Some(acc) => ItemState::merged(&acc, &st),
-                    });
-                }
-            }
-        }
-        merged
-    }
-
-    /// Delivers hints to their targets when they are up, forever.
-    pub async fn handoff_loop(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(Duration::from_millis(HANDOFF_TICK_MS)).await;
-            let cmds = {
-                let Ok(mut q) = self.hints.lock() else { continue };
-                q.tick(unix_ms(), |t| self.ring.index_of(t).is_some_and(|i| self.is_up(i)))
-            };
-            self.run_handoff_commands(cmds);
-        }
-    }
-
-    fn run_handoff_commands(self: &Arc<Self>, cmds: Vec<HandoffCommand>) {
-        for cmd in cmds {
-            match cmd {
-                HandoffCommand::Deliver { id, target, key, state } => {
-                    let node = self.clone();
-                    tokio::spawn(async move {
-                        let delivered = match (node.ring.index_of(&target), ItemKey::from_storage_key(&key)) {
-                            (Some(idx), Ok(item)) => {
-                                let req = Request::Replicate { key: to_wire(&item), state };
-                                let timeout = Duration::from_millis(node.config.request_timeout_ms);
-                                matches!(node.send(idx, req, timeout).await, Ok(Response::Ack))
-                            }
-                            // A hint for a member that no longer exists cannot be delivered.
-                            _ => false,
-                        };
-                        let next = {
-                            let Ok(mut q) = node.hints.lock() else { return };
-                            if delivered {
-                                metrics::counter!("quorumdb_hints_delivered_total").increment(1);
-                                q.on_delivered(id, unix_ms())
-                            } else {
-                                q.on_failed(id, unix_ms());
-                                Vec::new()
-                            }
-                        };
-                        node.run_handoff_commands(next);
-                    });
-                }
-                HandoffCommand::Delete { id } => {
-                    let _ = self.storage.delete_hint(id);
-                }
-                HandoffCommand::Drop { id, reason } => {
-                    metrics::counter!("quorumdb_hints_dropped_total", "reason" => reason.to_string())
-                        .increment(1);
-                    let _ = self.storage.delete_hint(id);
-                }
-            }
-        }
-        if let Ok(q) = self.hints.lock() {
-            let stats = q.stats();
-            metrics::gauge!("quorumdb_hints_queued").set(stats.len as f64);
-            metrics::gauge!("quorumdb_hints_bytes").set(stats.bytes as f64);
-        }
-    }
-
-    /// Current hint-queue statistics.
-    pub fn hint_stats(&self) -> quorumdb_core::handoff::HintStats {
-        self.hints.lock().map(|q| q.stats()).unwrap_or_default()
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Reads
-
-    /// Reads one item at consistency `r`, merging the replicas' sibling sets.
-    pub async fn read(
-        self: &Arc<Self>,
-        key: ItemKey,
-        r: Level,
-        repair: ReadRepair,
-        mode: QuorumMode,
-        timeout: Duration,
-    ) -> Result<ItemState, ApiError> {
-        let n = self.replication_factor(&key.table);
-        let r = r.resolve("r", n)?;
-        let (targets, down) = self.request_targets(&key, mode);
-        let mut names: Vec<String> = targets.iter().map(|(i, _)| self.name(*i)).collect();
-        names.extend(down.iter().map(|i| self.name(*i)));
-        let deadline = self.now_ms() + timeout.as_millis() as u64;
-        let mut coord: ReadCoordinator<ItemState> = ReadCoordinator::new(names, r, deadline);
-        for &idx in &down {
-            coord.skip(&self.name(idx));
-            metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => "down")
-                .increment(1);
-        }
-        let (tx, mut rx) = mpsc::channel::<(String, Result<ItemState, String>)>(targets.len().max(1));
-        for &(idx, _) in &targets {
-            let name = self.name(idx);
-            let node = self.clone();
-            let tx = tx.clone();
-            let key = key.clone();
-            tokio::spawn(async move {
-                let result = node.read_replica(idx, &key, timeout).await;
-                let outcome = outcome_label(&result);
-                metrics::counter!("quorumdb_replica_responses_total", "op" => "read", "outcome" => outcome)
-                    .increment(1);
-                let _ = tx.send((name, result)).await;
-            });
-        }
-        drop(tx);
-        // The coordinator runs in its own task so it can answer at R replies and keep listening
-        // for the stragglers it needs to decide read repair.
-        let (answer_tx, answer_rx) = oneshot::channel();
-        let node = self.clone();
-        tokio::spawn(async move {
-            let mut answer_tx = Some(answer_tx);
-            // Replicas already repaired before answering (blocking mode); not repaired twice.
-            let mut repaired: Vec<String> = Vec::new();
-            loop {
-                // Answer at success; report a failure only once every replica answered or the
-                // deadline passed, so the error names the final outcome of each replica.
-                match coord.decision() {
-                    Some(Ok(state)) if answer_tx.is_some() => {
-                        let mut failed: Vec<String> = Vec::new();
-                        if matches!(repair, ReadRepair::Blocking | ReadRepair::WriteBack) {
-                            // Repair the stale replicas of the read set before answering, so a
-                            // later quorum read cannot observe an older state (monotonic reads).
-                            let repairs = coord.repairs();
-                            repaired = repairs.iter().map(|(r, _)| r.clone()).collect();
-                            let left = Duration::from_millis(deadline.saturating_sub(node.now_ms()));
-                            let waits = repairs.into_iter().map(|(replica, st)| {
-                                let node = node.clone();
-                                let key = key.clone();
-                                tokio::spawn(async move {
-                                    let ok = node.clone().repair_one(key, replica.clone(), st, left).await;
-                                    (replica, ok)
-                                })
-                            });
-                            for w in waits.collect::<Vec<_>>() {
-                                if let Ok((replica, false)) = w.await {
-                                    failed.push(replica);
-                                }
-                            }
-                        }
-                        if let Some(tx) = answer_tx.take() {
-                            // A linearizable read may only answer once a quorum holds what it
-                            // returns; otherwise a later read could miss it.
-                            let answer = if repair == ReadRepair::WriteBack && !failed.is_empty() {
-                                Err(ApiError::Unavailable(format!(
-                                    "linearizable read: write-back to {} failed; the value read is not yet on a quorum",
-                                    failed.join(", ")
-                                )))
-                            } else {
-                                Ok(state)
-                            };
-                            let _ = tx.send(answer);
-                        }
-                        if repair == ReadRepair::Off {
-                            return;
-                        }
-                    }
-                    Some(Err(e)) if coord.is_finished() => {
-                        if let Some(tx) = answer_tx.take() {
-                            let _ = tx.send(Err(final_error(e, coord.outcomes()).into()));
-                        }
-                    }
-                    _ => {}
-                }
-                if coord.is_finished() {
-                    break;
-                }
-                node.next_reply(&mut coord, &mut rx, deadline).await;
-            }
-            if let (Some(decision), Some(tx)) = (coord.decision(), answer_tx.take()) {
-                let _ = tx.send(decision.map_err(ApiError::from));
-            }
-            if repair != ReadRepair::Off && coord.decision().is_some_and(|d| d.is_ok()) {
-                for (replica, state) in coord.repairs() {
-                    if !repaired.contains(&replica) {
-                        let node = node.clone();
-                        let key = key.clone();
-                        tokio::spawn(async move { node.repair_one(key, replica, state, timeout).await });
-                    }
-                }
-            }
-        });
-        match answer_rx.await {
-            Ok(decision) => decision,
-            Err(_) => Err(ApiError::Internal("read coordinator stopped without a decision".into())),
-        }
-    }
-
-    /// Sends the merged state to one stale replica and waits for its acknowledgement; returns
-    /// whether the replica acknowledged.
-    async fn repair_one(
-        self: Arc<Self>,
-        key: ItemKey,
-        replica: String,
-        state: ItemState,
-        timeout: Duration,
-    ) -> bool {
-        let Some(idx) = self.ring.index_of(&replica) else { return false };
-        metrics::counter!("quorumdb_read_repairs_total").increment(1);
-        if idx == self.me {
-            self.merge_local(&key, &state).await.is_ok()
-        } else {
-            let req = Request::Replicate { key: to_wire(&key), state: state.encode() };
-            matches!(self.send(idx, req, timeout).await, Ok(Response::Ack))
-        }
-    }
-
-    /// One replica's local state of an item (empty when absent): read locally when `idx` is
-    /// this node, else over the transport. Errors are the text a quorum error shows.
-    async fn read_replica(&self, idx: usize, key: &ItemKey, timeout: Duration) -> Result<ItemState, String> {
-        if idx == self.me {
-            return self.storage.get(key).map(Option::unwrap_or_default).map_err(|e| e.to_string());
-        }
-        match self.send(idx, Request::Read { key: to_wire(key) }, timeout).await {
-            Ok(Response::Item { state }) => ItemState::decode(&state).map_err(|e| e.to_string()),
-            Ok(Response::Error { message, .. }) => Err(message),
-            Ok(other) => Err(format!("unexpected response {other:?}")),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Every home replica's local state of one item, as (node index, state or error), in
-    /// preference-list order. Repairs nothing: this is how an operator sees divergence.
-    pub async fn inspect(
-        self: &Arc<Self>,
-        key: ItemKey,
-        timeout: Duration,
-    ) -> Vec<(usize, Result<ItemState, String>)> {
-        let pref = self.preference(&key);
-        let mut set = tokio::task::JoinSet::new();
-        for &idx in &pref {
-            let node = self.clone();
-            let key = key.clone();
-            set.spawn(async move {
-                let result = node.read_replica(idx, &key, timeout).await;
-                (idx, result)
-            });
-        }
-        let mut out: Vec<_> = set.join_all().await;
-        out.sort_by_key(|(idx, _)| pref.iter().position(|p| p == idx));
-        out
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Scans
-
-    /// Reads one page of a partition, sort keys in `[from, to)`, merging replicas' items.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn scan(
-        self: &Arc<Self>,
-        table: &str,
-        partition: &[u8],
-        mut from: Option<Vec<u8>>,
-        mut to: Option<Vec<u8>>,
-        limit: usize,
-        reverse: bool,
-        cursor: Option<&str>,
-        r: Level,
-        timeout: Duration,
-    ) -> Result<ScanResult, ApiError> {
-        if let Some(c) = cursor {
-            let (c_reverse, last) = decode_cursor(c)?;
-            if c_reverse != reverse {
-                return Err(ApiError::BadRequest("cursor was issued for the other scan direction".into()));
-            }
-            if reverse {
-                // Continue strictly below the last key returned.
-                to = Some(match to {
-                    Some(t) if t < last => t,
-                    _ => last,
-                });
-            } else {
-                // The smallest key strictly greater than `last` is `last ‖ 0x00`.
-                let mut next = last;
-                next.push(0);
-                from = Some(match from {
-                    Some(f) if f > next => f,
-                    _ => next,
-                });
-            }
-        }
-        let key = ItemKey::new(table, partition, b"")?;
-        let n = self.replication_factor(table);
-        let r = r.resolve("r", n)?;
-        let pref = self.preference(&key);
-        let names: Vec<String> = pref.iter().map(|i| self.name(*i)).collect();
-        let deadline = self.now_ms() + timeout.as_millis() as u64;
-        let mut coord: ReadCoordinator<ScanMerge> = ReadCoordinator::new(names, r, deadline);
-        let (tx, mut rx) = mpsc::channel::<(String, Result<ScanMerge, String>)>(pref.len());
-        for &idx in &pref {
-            let name = self.name(idx);
-            if idx != self.me && !self.is_up(idx) {
-                coord.skip(&name);
-                continue;
-            }
-            let node = self.clone();
-            let tx = tx.clone();
-            let (table, partition, from, to) =
-                (table.to_owned(), partition.to_vec(), from.clone(), to.clone());
-            tokio::spawn(async move {
-                let result = if idx == node.me {
-                    node.storage
-                        .scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)
-                        .map(|p| ScanMerge::from_page(p.items, p.exhausted, reverse))
-                        .map_err(|e| e.to_string())
-                } else {
-                    let req = Request::Scan { table, partition, from, to, limit: limit as u32, reverse };
-                    match node.send(idx, req, timeout).await {
-                        Ok(Response::Page { items, exhausted }) => items
-                            .into_iter()
-                            .map(|i| ItemState::decode(&i.state).map(|s| (i.sort, s)))
-                            .collect::<Result<Vec<_>, _>>()
-                            .map(|items| ScanMerge::from_page(items, exhausted, reverse))
-                            .map_err(|e| e.to_string()),
-                        Ok(Response::Error { message, .. }) => Err(message),
-                        Ok(other) => Err(format!("unexpected response {other:?}")),
-                        Err(e) => Err(e.to_string()),
-                    }
-                };
-                let _ = tx.send((name, result)).await;
-            });
-        }
-        drop(tx);
-        let merged = loop {
-            if let Some(decision) = coord.decision() {
-                break decision.map_err(ApiError::from)?;
-            }
-            self.next_reply(&mut coord, &mut rx, deadline).await;
-        };
-        Ok(merged.into_result(limit))
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Peer request handling
-
-    pub async fn handle_peer(self: Arc<Self>, _from: String, req: Request) -> Response {
-        match self.handle_peer_inner(req).await {
-            Ok(r) => r,
-            Err(e) => match e {
-                ApiError::Quorum(d) => Response::QuorumFailed {
-                    needed: d.needed as u32,
-                    got: d.got as u32,
-                    outcomes: d.outcomes,
-                    message: d.message,
-                },
-                other => Response::Error { code: other.code().into(), message: other.to_string() },
-            },
-        }
-    }
-
-    async fn handle_peer_inner(self: &Arc<Self>, req: Request) -> Result<Response, ApiError> {
-        match req {
-            Request::Ping => Ok(Response::Pong),
-            req @ (Request::AeHashes { .. }
-            | Request::AeLeafKeys { .. }
-            | Request::StartRepair { .. }
-            | Request::TombstoneHeld { .. }) => self.handle_ae(req),
-            Request::Read { key } => {
-                let key = from_wire(key)?;
-                let mut state = self.storage.get(&key)?.unwrap_or_default();
-                // A sloppy-quorum stand-in answers from the hints it keeps for the key.
-                if !self.preference(&key).contains(&self.me) {
-                    if let Some(hinted) = self.hinted_state(&key) {
-                        state.merge(&hinted);
-                    }
-                }
-                Ok(Response::Item { state: state.encode() })
-            }
-            Request::StoreHint { target, key, state } => {
-                let key = from_wire(key)?;
-                let state = decode_state(&state)?;
-                if self.ring.index_of(&target).is_none() {
-                    return Err(ApiError::BadRequest(format!("hint for unknown member {target:?}")));
-                }
-                self.add_hint(target, &key, &state);
-                self.storage.sync().await?;
-                Ok(Response::Ack)
-            }
-            Request::Replicate { key, state } => {
-                let key = from_wire(key)?;
-                let state = decode_state(&state)?;
-                self.merge_local(&key, &state).await?;
-                Ok(Response::Ack)
-            }
-            Request::Scan { table, partition, from, to, limit, reverse } => {
-                let limit = (limit as usize).min(quorumdb_core::limits::SCAN_PAGE_LEN_MAX);
-                let page =
-                    self.storage.scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)?;
-                Ok(Response::Page {
-                    items: page
-                        .items
-                        .into_iter()
-                        .map(|(sort, s)| PageItem { sort, state: s.encode() })
-                        .collect(),
-                    exhausted: page.exhausted,
-                })
-            }
-            Request::CoordinateWrite { key, value, context, n: _, w, sloppy, timeout_ms } => {
-                let key = from_wire(key)?;
-                if !self.preference(&key).contains(&self.me) {
-                    return Err(ApiError::Unavailable(format!(
-                        "{} is not a home replica of this key (member lists differ?)",
-                        self.id()
-                    )));
-                }
-                let ctx = VersionVector::from_token(&context)?;
-                let timeout = Duration::from_millis(timeout_ms.min(crate::config::REQUEST_TIMEOUT_MS_MAX));
-                let n = self.replication_factor(&key.table);
-                let w = (w as usize).clamp(1, n);
-                let mode = if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict };
-                let state = self.coordinate_write(key, value, ctx, w, mode, timeout).await?;
-                Ok(Response::Written { state: state.encode() })
-            }
-        }
-    }
+        .collect();
+    rc.request_timeout_ms = config.request_timeout_ms;
+    rc.request_timeout_ms_max = crate::config::REQUEST_TIMEOUT_MS_MAX;
+    rc.failure_timeout_ms = config.failure_timeout_ms;
+    rc.heartbeat_interval_ms = config.heartbeat_interval_ms;
+    rc.hinted_handoff = config.hinted_handoff;
+    rc.hint_limits = config.hint_limits();
+    rc.antientropy = config.antientropy;
+    rc.antientropy_interval_ms = config.antientropy_interval_ms;
+    rc.antientropy_bytes_per_second_max = config.antientropy_bytes_per_second_max;
+    rc.tombstone_gc_interval_ms = config.tombstone_gc_interval_ms;
+    rc.tombstone_grace_ms = config.tombstone_grace_ms;
+    rc
 }
 
-/// Rebuilds a quorum error from the replicas' final outcomes (the decision-time error may
-/// still list replicas that answered later).
-fn final_error(mut e: QuorumError, outcomes: &[(String, Outcome)]) -> QuorumError {
-    e.got = outcomes.iter().filter(|(_, o)| *o == Outcome::Ok).count();
-    e.outcomes = outcomes.to_vec();
-    e
-}
-
-/// A coordinator machine fed with replica replies by [`Node::next_reply`].
-trait Machine {
-    type Reply;
-    fn deliver(&mut self, from: &str, reply: Self::Reply);
-    fn tick(&mut self, now_ms: u64);
-}
-
-impl Machine for WriteCoordinator {
-    type Reply = Result<(), String>;
-    fn deliver(&mut self, from: &str, reply: Self::Reply) {
-        self.on_response(from, reply);
-    }
-    fn tick(&mut self, now_ms: u64) {
-        WriteCoordinator::tick(self, now_ms);
-    }
-}
-
-impl<S: Mergeable> Machine for ReadCoordinator<S> {
-    type Reply = Result<S, String>;
-    fn deliver(&mut self, from: &str, reply: Self::Reply) {
-        self.on_response(from, reply);
-    }
-    fn tick(&mut self, now_ms: u64) {
-        ReadCoordinator::tick(self, now_ms);
-    }
-}
-
-impl Node {
-    /// Feeds the machine the next replica reply, or, when every reply is in or the deadline
-    /// passed, a tick that times out the rest. The one place coordinators wait on replicas.
-    async fn next_reply<M: Machine>(
-        &self,
-        machine: &mut M,
-        rx: &mut mpsc::Receiver<(String, M::Reply)>,
-        deadline: u64,
-    ) {
-        let wait = Duration::from_millis(deadline.saturating_sub(self.now_ms()));
-        match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(Some((name, reply))) => machine.deliver(&name, reply),
-            Ok(None) | Err(_) => machine.tick(self.now_ms().max(deadline)),
-        }
-    }
-}
-
-/// The `outcome` label of `quorumdb_replica_responses_total` for one replica reply.
-fn outcome_label<T>(result: &Result<T, String>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(m) if m == "timeout" => "timeout",
-        Err(_) => "error",
-    }
-}
-
-/// How often the handoff loop looks for hints to deliver.
-const HANDOFF_TICK_MS: u64 = 100;
-
-/// Unskewed wall-clock milliseconds: hint ages must survive restarts, so they cannot use the
-/// per-process monotonic clock.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1133,124 +114,722 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn xxhash_stripe(bytes: &[u8]) -> u64 {
-    // Any decent hash works for striping; reuse the placement hash function family.
-    quorumdb_core::key::placement_hash("lock", bytes)
+/// Everything a shard thread needs besides its replica.
+struct ShardCx {
+    shard: usize,
+    shared: Arc<Shared>,
+    storage: Arc<Storage>,
+    faults: Arc<FaultLayer>,
+    peers: Arc<Vec<Option<Arc<PeerClient>>>>,
+    runtime: tokio::runtime::Handle,
+    tx: mpsc::Sender<ShardMsg>,
+    snapshots: Arc<Vec<Mutex<Snapshot>>>,
+    started: Instant,
 }
+
+impl ShardCx {
+    fn now(&self) -> Now {
+        let wall = (unix_ms() as i64).saturating_add(self.faults.clock_offset_ms()).max(0) as u64;
+        Now { mono_ms: self.started.elapsed().as_millis() as u64, wall_ms: wall }
+    }
+}
+
+impl Node {
+    /// Starts the shard threads (each opens its replica: hints restored, Merkle trees rebuilt
+    /// from storage) and returns once all are ready.
+    pub async fn start(config: NodeConfig, storage: Arc<Storage>) -> Result<Arc<Self>, String> {
+        let members: Vec<Member> =
+            config.members.iter().map(|m| Member { id: m.id.clone(), zone: m.zone.clone() }).collect();
+        let ring = Ring::new(members, VNODES_PER_NODE_DEFAULT).map_err(|e| e.to_string())?;
+        let me = ring.index_of(&config.node_id).ok_or("node_id is not a member")?;
+        let faults = Arc::new(FaultLayer::default());
+        let peers: Arc<Vec<Option<Arc<PeerClient>>>> = Arc::new(
+            config
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    (i != me).then(|| {
+                        Arc::new(PeerClient::new(
+                            config.node_id.clone(),
+                            m.id.clone(),
+                            m.peer.clone(),
+                            config.peer_inflight_max,
+                            faults.clone(),
+                        ))
+                    })
+                })
+                .collect(),
+        );
+        let shared = Arc::new(Shared::new(replica_config(&config), ring.clone(), me));
+        let snapshots: Arc<Vec<Mutex<Snapshot>>> =
+            Arc::new((0..SHARDS_LEN).map(|_| Mutex::new(Snapshot::default())).collect());
+        let started = Instant::now();
+        let runtime = tokio::runtime::Handle::current();
+        let mut shards = Vec::with_capacity(SHARDS_LEN);
+        let mut opened = Vec::with_capacity(SHARDS_LEN);
+        for shard in 0..SHARDS_LEN {
+            let (tx, rx) = mpsc::channel();
+            let cx = ShardCx {
+                shard,
+                shared: shared.clone(),
+                storage: storage.clone(),
+                faults: faults.clone(),
+                peers: peers.clone(),
+                runtime: runtime.clone(),
+                tx: tx.clone(),
+                snapshots: snapshots.clone(),
+                started,
+            };
+            let (ready_tx, ready_rx) = oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("replica-{shard}"))
+                .spawn(move || run_shard(cx, rx, ready_tx))
+                .map_err(|e| format!("cannot start replica shard {shard}: {e}"))?;
+            shards.push(tx);
+            opened.push(ready_rx);
+        }
+        for ready in opened {
+            ready.await.map_err(|_| "a replica shard stopped while opening".to_string())??;
+        }
+        Ok(Arc::new(Node {
+            config,
+            ring,
+            me,
+            storage,
+            faults,
+            ready: AtomicBool::new(false),
+            shared,
+            shards,
+            snapshots,
+            started,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch as this node believes it, including any
+    /// skew the lab injected.
+    pub fn wall_ms(&self) -> i64 {
+        (unix_ms() as i64).saturating_add(self.faults.clock_offset_ms())
+    }
+
+    /// Whether member `idx` is believed alive.
+    pub fn is_up(&self, idx: usize) -> bool {
+        self.shared.is_up(idx, self.now_ms())
+    }
+
+    /// The state as a client sees it: for last-writer-wins tables, the winning value without
+    /// its timestamp (or nothing, if the winner is a delete).
+    pub fn client_view(&self, table: &str, state: &ItemState) -> ItemState {
+        Replica::<ShardStore>::client_view(&self.shared, table, state)
+    }
+
+    /// Hint-queue statistics, all shards.
+    pub fn hint_stats(&self) -> HintStats {
+        let mut total = HintStats::default();
+        for s in self.snapshots.iter() {
+            if let Ok(s) = s.lock() {
+                total.len += s.hints.len;
+                total.bytes += s.hints.bytes;
+            }
+        }
+        total
+    }
+
+    /// Progress of the current or last full repair pass, all shards: counts add up; a pass
+    /// is complete when every shard completed it.
+    pub fn repair_progress(&self) -> RepairProgress {
+        let mut total = RepairProgress { passes_completed: u64::MAX, ..RepairProgress::default() };
+        for s in self.snapshots.iter() {
+            let Ok(s) = s.lock() else { continue };
+            let p = &s.progress;
+            total.running |= p.running;
+            if p.table.is_some() {
+                total.table = p.table.clone();
+            }
+            total.exchanges_total += p.exchanges_total;
+            total.exchanges_done += p.exchanges_done;
+            total.exchanges_failed += p.exchanges_failed;
+            total.keys_pushed += p.keys_pushed;
+            total.keys_pulled += p.keys_pulled;
+            total.item_bytes += p.item_bytes;
+            total.digests_received += p.digests_received;
+            total.leaves_differing += p.leaves_differing;
+            total.passes_completed = total.passes_completed.min(p.passes_completed);
+        }
+        if total.passes_completed == u64::MAX {
+            total.passes_completed = 0;
+        }
+        total
+    }
+
+    /// Starts a full anti-entropy pass on every shard of this node.
+    pub async fn start_repair(&self, table: Option<String>) -> Result<(), ApiError> {
+        for shard in 0..SHARDS_LEN {
+            self.client(shard, ClientRequest::StartRepair { table: table.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    async fn client(&self, shard: usize, req: ClientRequest) -> Result<ClientResponse, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || ApiError::Internal(format!("replica shard {shard} is gone"));
+        self.shards.get(shard).ok_or_else(gone)?.send(ShardMsg::Client { req, reply }).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?.map_err(api_error)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Client operations
+
+    /// Writes (or deletes, with `value = None`) one item at consistency `w`.
+    pub async fn write(
+        &self,
+        key: ItemKey,
+        value: Option<Vec<u8>>,
+        ctx: VersionVector,
+        w: Level,
+        mode: QuorumMode,
+        timeout: Duration,
+    ) -> Result<ItemState, ApiError> {
+        let shard = shard_of(key.placement_hash());
+        let req = ClientRequest::Write {
+            key,
+            value,
+            ctx,
+            w,
+            mode: core_mode(mode),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.client(shard, req).await? {
+            ClientResponse::Written(state) => Ok(state),
+            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Reads one item at consistency `r`, merging the replicas' sibling sets.
+    pub async fn read(
+        &self,
+        key: ItemKey,
+        r: Level,
+        repair: ReadRepair,
+        mode: QuorumMode,
+        timeout: Duration,
+    ) -> Result<ItemState, ApiError> {
+        let shard = shard_of(key.placement_hash());
+        let repair = match repair {
+            ReadRepair::Blocking => replica::ReadRepair::Blocking,
+            ReadRepair::Async => replica::ReadRepair::Async,
+            ReadRepair::Off => replica::ReadRepair::Off,
+            ReadRepair::WriteBack => replica::ReadRepair::WriteBack,
+        };
+        let req = ClientRequest::Read {
+            key,
+            r,
+            repair,
+            mode: core_mode(mode),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.client(shard, req).await? {
+            ClientResponse::Read(state) => Ok(state),
+            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Reads one page of a partition, sort keys in `[from, to)`, merging replicas' items.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn scan(
+        &self,
+        table: &str,
+        partition: &[u8],
+        from: Option<Vec<u8>>,
+        to: Option<Vec<u8>>,
+        limit: usize,
+        reverse: bool,
+        cursor: Option<&str>,
+        r: Level,
+        timeout: Duration,
+    ) -> Result<ScanResult, ApiError> {
+        let shard = shard_of(quorumdb_core::key::placement_hash(table, partition));
+        let req = ClientRequest::Scan(ScanRequest {
+            table: table.to_owned(),
+            partition: partition.to_vec(),
+            from,
+            to,
+            limit,
+            reverse,
+            cursor: cursor.map(str::to_owned),
+            r,
+            timeout_ms: timeout.as_millis() as u64,
+        });
+        match self.client(shard, req).await? {
+            ClientResponse::Scan(result) => Ok(result),
+            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Every home replica's local state of one item, as (node index, state or error), in
+    /// preference-list order. Repairs nothing.
+    pub async fn inspect(&self, key: ItemKey, timeout: Duration) -> Vec<(usize, Result<ItemState, String>)> {
+        let shard = shard_of(key.placement_hash());
+        let req = ClientRequest::Inspect { key, timeout_ms: timeout.as_millis() as u64 };
+        match self.client(shard, req).await {
+            Ok(ClientResponse::Inspect(results)) => results,
+            Ok(other) => vec![(self.me, Err(format!("unexpected answer {other:?}")))],
+            Err(e) => vec![(self.me, Err(e.to_string()))],
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Peer requests
+
+    /// Serves one peer request: converts it, hands it to its shard, converts the answer.
+    pub async fn handle_peer(self: Arc<Self>, from: String, req: Request) -> Response {
+        let Some(from) = self.ring.index_of(&from) else {
+            return Response::Error { code: "bad_request".into(), message: format!("unknown peer {from:?}") };
+        };
+        let req = match request_from_wire(&self.ring, req) {
+            Ok(r) => r,
+            Err(e) => return response_to_wire(&self.ring, PeerResponse::Failed(e)),
+        };
+        if let PeerRequest::StartRepair { table } = req {
+            return match self.start_repair(table).await {
+                Ok(()) => Response::Ack,
+                Err(e) => Response::Error { code: e.code().into(), message: e.to_string() },
+            };
+        }
+        let shard = req.shard().unwrap_or(0);
+        let (reply, rx) = oneshot::channel();
+        let sent =
+            self.shards.get(shard).is_some_and(|s| s.send(ShardMsg::Peer { from, req, reply }).is_ok());
+        let resp = match (sent, rx.await) {
+            (true, Ok(resp)) => resp,
+            _ => PeerResponse::Failed(ReplicaError::Internal(format!("replica shard {shard} is gone"))),
+        };
+        response_to_wire(&self.ring, resp)
+    }
+
+    /// Publishes the shards' counters as metrics (called periodically by the server).
+    pub fn publish_metrics(&self) {
+        let mut stats = ReplicaStats::default();
+        let mut hints = 0usize;
+        let mut hint_bytes = 0u64;
+        let mut tombstones = 0usize;
+        for s in self.snapshots.iter() {
+            let Ok(s) = s.lock() else { continue };
+            for (k, v) in &s.stats.replica_responses {
+                *stats.replica_responses.entry(*k).or_default() += v;
+            }
+            stats.hints_added += s.stats.hints_added;
+            stats.hints_refused += s.stats.hints_refused;
+            stats.hints_delivered += s.stats.hints_delivered;
+            stats.hints_dropped += s.stats.hints_dropped;
+            stats.read_repairs += s.stats.read_repairs;
+            stats.exchanges_done += s.stats.exchanges_done;
+            stats.exchanges_failed += s.stats.exchanges_failed;
+            stats.keys_pushed += s.stats.keys_pushed;
+            stats.keys_pulled += s.stats.keys_pulled;
+            stats.item_bytes_pushed += s.stats.item_bytes_pushed;
+            stats.item_bytes_pulled += s.stats.item_bytes_pulled;
+            stats.digests_received += s.stats.digests_received;
+            stats.tombstones_purged += s.stats.tombstones_purged;
+            hints += s.hints.len;
+            hint_bytes += s.hints.bytes;
+            tombstones = s.tombstones;
+        }
+        for ((op, outcome), v) in &stats.replica_responses {
+            metrics::counter!("quorumdb_replica_responses_total", "op" => *op, "outcome" => *outcome)
+                .absolute(*v);
+        }
+        metrics::counter!("quorumdb_hints_added_total").absolute(stats.hints_added);
+        metrics::counter!("quorumdb_hints_refused_total").absolute(stats.hints_refused);
+        metrics::counter!("quorumdb_hints_delivered_total").absolute(stats.hints_delivered);
+        metrics::counter!("quorumdb_hints_dropped_total").absolute(stats.hints_dropped);
+        metrics::gauge!("quorumdb_hints_queued").set(hints as f64);
+        metrics::gauge!("quorumdb_hints_bytes").set(hint_bytes as f64);
+        metrics::counter!("quorumdb_read_repairs_total").absolute(stats.read_repairs);
+        metrics::counter!("quorumdb_antientropy_exchanges_total", "outcome" => "done")
+            .absolute(stats.exchanges_done);
+        metrics::counter!("quorumdb_antientropy_exchanges_total", "outcome" => "failed")
+            .absolute(stats.exchanges_failed);
+        metrics::counter!("quorumdb_antientropy_keys_total", "direction" => "push")
+            .absolute(stats.keys_pushed);
+        metrics::counter!("quorumdb_antientropy_keys_total", "direction" => "pull")
+            .absolute(stats.keys_pulled);
+        metrics::counter!("quorumdb_antientropy_item_bytes_total", "direction" => "push")
+            .absolute(stats.item_bytes_pushed);
+        metrics::counter!("quorumdb_antientropy_item_bytes_total", "direction" => "pull")
+            .absolute(stats.item_bytes_pulled);
+        metrics::counter!("quorumdb_antientropy_digests_received_total").absolute(stats.digests_received);
+        metrics::counter!("quorumdb_tombstones_purged_total").absolute(stats.tombstones_purged);
+        metrics::gauge!("quorumdb_tombstones").set(tombstones as f64);
+        metrics::counter!("quorumdb_hlc_timestamps_rejected_total")
+            .absolute(self.shared.hlc.rejected_total.load(std::sync::atomic::Ordering::Relaxed));
+        for (i, m) in self.ring.members().iter().enumerate() {
+            if i != self.me {
+                metrics::gauge!("quorumdb_peer_up", "peer" => m.id.clone()).set(if self.is_up(i) {
+                    1.0
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+}
+
+fn core_mode(mode: QuorumMode) -> replica::QuorumMode {
+    match mode {
+        QuorumMode::Strict => replica::QuorumMode::Strict,
+        QuorumMode::Sloppy => replica::QuorumMode::Sloppy,
+    }
+}
+
+/// The HTTP-facing error of a replica error.
+pub fn api_error(e: ReplicaError) -> ApiError {
+    match e {
+        ReplicaError::Quorum(q) => ApiError::from(q),
+        ReplicaError::RemoteQuorum { needed, got, outcomes, message } => {
+            ApiError::Quorum(QuorumDetails { needed, got, outcomes, message })
+        }
+        ReplicaError::BadRequest(m) => ApiError::BadRequest(m),
+        ReplicaError::InvalidConsistency(m) => ApiError::InvalidConsistency(m),
+        ReplicaError::MalformedContext(m) => ApiError::MalformedContext(m),
+        ReplicaError::KeyTooLarge(m) => ApiError::KeyTooLarge(m),
+        ReplicaError::ValueTooLarge(m) | ReplicaError::ItemTooLarge(m) => ApiError::ValueTooLarge(m),
+        ReplicaError::TooManySiblings(m) => ApiError::TooManySiblings(m),
+        ReplicaError::Timeout(m) => ApiError::Timeout(m),
+        ReplicaError::Poisoned(m) => ApiError::Poisoned(m),
+        ReplicaError::Unavailable(m) => ApiError::Unavailable(m),
+        ReplicaError::Internal(m) => ApiError::Internal(m),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shard thread
+
+fn run_shard(cx: ShardCx, rx: mpsc::Receiver<ShardMsg>, ready: oneshot::Sender<Result<(), String>>) {
+    let store = ShardStore { storage: cx.storage.clone(), shard: cx.shard };
+    let actor = cx.storage.actor();
+    let mut replica = match Replica::open(cx.shared.clone(), store, cx.shard, actor, cx.now()) {
+        Ok(r) => {
+            let _ = ready.send(Ok(()));
+            r
+        }
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot open replica shard {}: {e}", cx.shard)));
+            return;
+        }
+    };
+    let mut clients: HashMap<u64, oneshot::Sender<Result<ClientResponse, ReplicaError>>> = HashMap::new();
+    let mut peer_waiters: HashMap<u64, oneshot::Sender<PeerResponse>> = HashMap::new();
+    let mut next_id: u64 = 0;
+    let mut next_tick = cx.now().mono_ms;
+    let mut next_publish = 0u64;
+    loop {
+        let now = cx.now();
+        let wait = Duration::from_millis(next_tick.saturating_sub(now.mono_ms));
+        let first = match rx.recv_timeout(wait) {
+            Ok(msg) => Some(msg),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let now = cx.now();
+        let mut batch =
+            first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())).take(BATCH_LEN_MAX);
+        for msg in batch.by_ref() {
+            next_id += 1;
+            let input = match msg {
+                ShardMsg::Client { req, reply } => {
+                    clients.insert(next_id, reply);
+                    Input::Client { id: next_id, req }
+                }
+                ShardMsg::Peer { from, req, reply } => {
+                    peer_waiters.insert(next_id, reply);
+                    Input::Peer { from, id: next_id, req }
+                }
+                ShardMsg::Input(input) => input,
+            };
+            replica.step(now, input);
+        }
+        if now.mono_ms >= next_tick {
+            replica.tick(now);
+            next_tick = now.mono_ms + TICK_MS;
+        }
+        for effect in replica.drain_effects() {
+            execute(&cx, effect, &mut clients, &mut peer_waiters);
+        }
+        if now.mono_ms >= next_publish {
+            next_publish = now.mono_ms + PUBLISH_MS;
+            if let Some(slot) = cx.snapshots.get(cx.shard) {
+                if let Ok(mut s) = slot.lock() {
+                    s.stats = replica.stats().clone();
+                    s.hints = replica.hint_stats();
+                    s.progress = replica.repair_progress().clone();
+                    s.tombstones = quorumdb_core::replica::LocalStore::tombstones_len(replica.store());
+                }
+            }
+        }
+    }
+}
+
+fn execute(
+    cx: &ShardCx,
+    effect: Effect,
+    clients: &mut HashMap<u64, oneshot::Sender<Result<ClientResponse, ReplicaError>>>,
+    peer_waiters: &mut HashMap<u64, oneshot::Sender<PeerResponse>>,
+) {
+    match effect {
+        Effect::Reply { id, result } => {
+            if let Some(tx) = clients.remove(&id) {
+                let _ = tx.send(result);
+            }
+        }
+        Effect::Respond { id, resp, .. } => {
+            if let Some(tx) = peer_waiters.remove(&id) {
+                let _ = tx.send(resp);
+            }
+        }
+        Effect::Send { to, id, req, timeout_ms } => {
+            let tx = cx.tx.clone();
+            let Some(Some(peer)) = cx.peers.get(to).cloned() else {
+                let _ = tx.send(ShardMsg::Input(Input::Response {
+                    id,
+                    result: Err(SendError::Unreachable(format!("no peer #{to}"))),
+                }));
+                return;
+            };
+            let wire = request_to_wire(&cx.shared.ring, req);
+            let ring = cx.shared.ring.clone();
+            cx.runtime.spawn(async move {
+                let result = match peer.request(wire, Duration::from_millis(timeout_ms)).await {
+                    Ok(resp) => Ok(response_from_wire(&ring, resp)),
+                    Err(TransportError::Timeout) => Err(SendError::Timeout),
+                    // Never sent: connection refused, or refused locally for size.
+                    Err(e @ (TransportError::Connect(_) | TransportError::TooLarge { .. })) => {
+                        Err(SendError::Unreachable(e.to_string()))
+                    }
+                    Err(e) => Err(SendError::Lost(e.to_string())),
+                };
+                let _ = tx.send(ShardMsg::Input(Input::Response { id, result }));
+            });
+        }
+        Effect::Sync { upto } => {
+            let tx = cx.tx.clone();
+            let storage = cx.storage.clone();
+            cx.runtime.spawn(async move {
+                let input = match storage.sync().await {
+                    Ok(()) => Input::Synced { upto },
+                    Err(e) => Input::SyncFailed { message: e.to_string() },
+                };
+                let _ = tx.send(ShardMsg::Input(input));
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire conversions: the core's messages are not Serialize; the wire DTOs are separate.
 
 pub fn to_wire(key: &ItemKey) -> WireKey {
     WireKey { table: key.table.clone(), partition: key.partition.clone(), sort: key.sort.clone() }
 }
 
-fn from_wire(key: WireKey) -> Result<ItemKey, ApiError> {
+fn from_wire(key: WireKey) -> Result<ItemKey, ReplicaError> {
     Ok(ItemKey::new(&key.table, &key.partition, &key.sort)?)
 }
 
-fn decode_state(bytes: &[u8]) -> Result<ItemState, ApiError> {
-    ItemState::decode(bytes).map_err(|e| ApiError::Internal(format!("peer sent a corrupt item state: {e}")))
+fn decode_state(bytes: &[u8]) -> Result<ItemState, ReplicaError> {
+    ItemState::decode(bytes)
+        .map_err(|e| ReplicaError::Internal(format!("peer sent a corrupt item state: {e}")))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Scan merging
-
-/// One replica's scan page (or the merge of several), as a [`Mergeable`] for the read coordinator.
-#[derive(Clone, Debug)]
-pub struct ScanMerge {
-    items: BTreeMap<Vec<u8>, ItemState>,
-    /// Every key up to (forward) / down to (reverse) this bound is known to all merged pages;
-    /// `None` when every merged page reached the end of the range.
-    bound: Option<Vec<u8>>,
-    reverse: bool,
+fn name_of(ring: &Ring, idx: usize) -> String {
+    ring.members().get(idx).map(|m| m.id.clone()).unwrap_or_default()
 }
 
-impl ScanMerge {
-    fn from_page(items: Vec<(Vec<u8>, ItemState)>, exhausted: bool, reverse: bool) -> Self {
-        let bound = if exhausted { None } else { items.last().map(|(k, _)| k.clone()) };
-        ScanMerge { items: items.into_iter().collect(), bound, reverse }
+fn index_of(ring: &Ring, name: &str) -> Result<usize, ReplicaError> {
+    ring.index_of(name).ok_or_else(|| ReplicaError::BadRequest(format!("unknown member {name:?}")))
+}
+
+fn tree_to_wire(ring: &Ring, t: &TreeId) -> WireTree {
+    WireTree {
+        table: t.table.clone(),
+        set: t.set.iter().map(|i| name_of(ring, *i)).collect(),
+        shard: t.shard as u32,
     }
+}
 
-    fn within(&self, k: &[u8]) -> bool {
-        match &self.bound {
-            None => true,
-            Some(b) if self.reverse => k >= b.as_slice(),
-            Some(b) => k <= b.as_slice(),
+fn tree_from_wire(ring: &Ring, t: WireTree) -> Result<TreeId, ReplicaError> {
+    let mut set = t.set.iter().map(|n| index_of(ring, n)).collect::<Result<Vec<_>, _>>()?;
+    set.sort_unstable();
+    let shard = t.shard as usize;
+    if shard >= SHARDS_LEN {
+        return Err(ReplicaError::BadRequest(format!("shard {shard} out of range")));
+    }
+    Ok(TreeId { table: t.table, set, shard })
+}
+
+fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
+    match req {
+        PeerRequest::Ping => Request::Ping,
+        PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms } => Request::CoordinateWrite {
+            key: to_wire(&key),
+            value,
+            context: ctx.to_token(),
+            n: 0,
+            w: w as u32,
+            sloppy,
+            timeout_ms,
+        },
+        PeerRequest::Replicate { key, state } => {
+            Request::Replicate { key: to_wire(&key), state: state.encode() }
         }
+        PeerRequest::StoreHint { target, key, state } => {
+            Request::StoreHint { target: name_of(ring, target), key: to_wire(&key), state: state.encode() }
+        }
+        PeerRequest::Read { key } => Request::Read { key: to_wire(&key) },
+        PeerRequest::Scan { table, partition, from, to, limit, reverse } => {
+            Request::Scan { table, partition, from, to, limit: limit as u32, reverse }
+        }
+        PeerRequest::AeHashes { tree, level, parents } => Request::AeHashes {
+            tree: tree_to_wire(ring, &tree),
+            level: level as u32,
+            parents: parents.into_iter().map(|p| p as u32).collect(),
+        },
+        PeerRequest::AeLeafKeys { tree, leaves } => Request::AeLeafKeys {
+            tree: tree_to_wire(ring, &tree),
+            leaves: leaves.into_iter().map(|l| l as u32).collect(),
+        },
+        PeerRequest::TombstoneHeld { key, state } => {
+            Request::TombstoneHeld { key: to_wire(&key), state: state.encode() }
+        }
+        PeerRequest::StartRepair { table } => Request::StartRepair { table },
     }
+}
 
-    fn into_result(self, limit: usize) -> ScanResult {
-        let within: Vec<(Vec<u8>, ItemState)> = {
-            let mut v: Vec<_> = self
-                .items
-                .iter()
-                .filter(|(k, _)| self.within(k))
-                .map(|(k, s)| (k.clone(), s.clone()))
-                .collect();
-            if self.reverse {
-                v.reverse();
-            }
-            v
-        };
-        let mut items = Vec::new();
-        let mut last_examined: Option<Vec<u8>> = None;
-        let mut truncated = false;
-        for (k, s) in within {
-            if items.len() == limit {
-                truncated = true;
-                break;
-            }
-            last_examined = Some(k.clone());
-            if !s.is_deleted() {
-                items.push((k, s));
+fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaError> {
+    Ok(match req {
+        Request::Ping => PeerRequest::Ping,
+        Request::CoordinateWrite { key, value, context, n: _, w, sloppy, timeout_ms } => {
+            PeerRequest::CoordinateWrite {
+                key: from_wire(key)?,
+                value,
+                ctx: VersionVector::from_token(&context)?,
+                w: w as usize,
+                sloppy,
+                timeout_ms,
             }
         }
-        let next = if truncated {
-            last_examined.map(|k| encode_cursor(self.reverse, &k))
-        } else {
-            // Everything within the bound was examined; continue from the bound if pages were partial.
-            self.bound.as_ref().map(|b| encode_cursor(self.reverse, b))
-        };
-        ScanResult { items, next }
-    }
-}
-
-impl Mergeable for ScanMerge {
-    fn merge_from(&mut self, other: &Self) {
-        for (k, s) in &other.items {
-            self.items.entry(k.clone()).and_modify(|mine| mine.merge(s)).or_insert_with(|| s.clone());
+        Request::Replicate { key, state } => {
+            PeerRequest::Replicate { key: from_wire(key)?, state: decode_state(&state)? }
         }
-        self.bound = match (self.bound.take(), other.bound.clone()) {
-            (None, b) | (b, None) => b,
-            (Some(a), Some(b)) => Some(if self.reverse { a.max(b) } else { a.min(b) }),
-        };
-    }
+        Request::StoreHint { target, key, state } => PeerRequest::StoreHint {
+            target: index_of(ring, &target)?,
+            key: from_wire(key)?,
+            state: decode_state(&state)?,
+        },
+        Request::Read { key } => PeerRequest::Read { key: from_wire(key)? },
+        Request::Scan { table, partition, from, to, limit, reverse } => {
+            quorumdb_core::key::validate_table(&table)?;
+            PeerRequest::Scan { table, partition, from, to, limit: limit as usize, reverse }
+        }
+        Request::AeHashes { tree, level, parents } => PeerRequest::AeHashes {
+            tree: tree_from_wire(ring, tree)?,
+            level: level as usize,
+            parents: parents.into_iter().map(|p| p as usize).collect(),
+        },
+        Request::AeLeafKeys { tree, leaves } => PeerRequest::AeLeafKeys {
+            tree: tree_from_wire(ring, tree)?,
+            leaves: leaves.into_iter().map(|l| l as usize).collect(),
+        },
+        Request::TombstoneHeld { key, state } => {
+            PeerRequest::TombstoneHeld { key: from_wire(key)?, state: decode_state(&state)? }
+        }
+        Request::StartRepair { table } => PeerRequest::StartRepair { table },
+    })
+}
 
-    /// Scans do not read-repair (a full-range repair is anti-entropy's job), so a page never
-    /// asks for one.
-    fn descends(&self, _other: &Self) -> bool {
-        true
+fn response_to_wire(_ring: &Ring, resp: PeerResponse) -> Response {
+    match resp {
+        PeerResponse::Pong => Response::Pong,
+        PeerResponse::Ack => Response::Ack,
+        PeerResponse::Written(state) => Response::Written { state: state.encode() },
+        PeerResponse::Item(state) => Response::Item { state: state.encode() },
+        PeerResponse::Page { items, exhausted } => Response::Page {
+            items: items.into_iter().map(|(sort, s)| PageItem { sort, state: s.encode() }).collect(),
+            exhausted,
+        },
+        PeerResponse::Hashes(hashes) => Response::Hashes { hashes },
+        PeerResponse::LeafKeys(listings) => Response::LeafKeys {
+            leaves: listings
+                .into_iter()
+                .map(|(leaf, items)| LeafListing {
+                    leaf: leaf as u32,
+                    items: items.into_iter().map(|(key, digest)| KeyDigest { key, digest }).collect(),
+                })
+                .collect(),
+        },
+        PeerResponse::Held(held) => Response::Held { held },
+        PeerResponse::Failed(ReplicaError::Quorum(q)) => {
+            let d = match ApiError::from(q) {
+                ApiError::Quorum(d) => d,
+                other => return Response::Error { code: other.code().into(), message: other.to_string() },
+            };
+            Response::QuorumFailed {
+                needed: d.needed as u32,
+                got: d.got as u32,
+                outcomes: d.outcomes,
+                message: d.message,
+            }
+        }
+        PeerResponse::Failed(ReplicaError::RemoteQuorum { needed, got, outcomes, message }) => {
+            Response::QuorumFailed { needed: needed as u32, got: got as u32, outcomes, message }
+        }
+        PeerResponse::Failed(e) => Response::Error { code: e.code().into(), message: e.to_string() },
     }
 }
 
-fn encode_cursor(reverse: bool, last: &[u8]) -> String {
-    use base64::Engine;
-    let mut raw = vec![if reverse { b'r' } else { b'f' }];
-    raw.extend_from_slice(last);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_cursor(cursor: &str) -> Result<(bool, Vec<u8>), ApiError> {
-    use base64::Engine;
-    let bad = || {
-        ApiError::BadRequest("malformed scan cursor: pass back the `next` value of the previous page".into())
-    };
-    if cursor.len() > 4 * quorumdb_core::limits::SORT_KEY_BYTES_MAX {
-        return Err(bad());
-    }
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let (&dir, last) = raw.split_first().ok_or_else(bad)?;
-    match dir {
-        b'f' => Ok((false, last.to_vec())),
-        b'r' => Ok((true, last.to_vec())),
-        _ => Err(bad()),
+fn response_from_wire(_ring: &Ring, resp: Response) -> PeerResponse {
+    let decoded = |bytes: &[u8]| decode_state(bytes);
+    match resp {
+        Response::Pong => PeerResponse::Pong,
+        Response::Ack => PeerResponse::Ack,
+        Response::Written { state } => {
+            decoded(&state).map_or_else(PeerResponse::Failed, PeerResponse::Written)
+        }
+        Response::Item { state } => decoded(&state).map_or_else(PeerResponse::Failed, PeerResponse::Item),
+        Response::Page { items, exhausted } => {
+            match items
+                .into_iter()
+                .map(|i| decoded(&i.state).map(|s| (i.sort, s)))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(items) => PeerResponse::Page { items, exhausted },
+                Err(e) => PeerResponse::Failed(e),
+            }
+        }
+        Response::Hashes { hashes } => PeerResponse::Hashes(hashes),
+        Response::LeafKeys { leaves } => PeerResponse::LeafKeys(
+            leaves
+                .into_iter()
+                .map(|l| (l.leaf as usize, l.items.into_iter().map(|kd| (kd.key, kd.digest)).collect()))
+                .collect(),
+        ),
+        Response::Held { held } => PeerResponse::Held(held),
+        Response::QuorumFailed { needed, got, outcomes, message } => {
+            PeerResponse::Failed(ReplicaError::RemoteQuorum {
+                needed: needed as usize,
+                got: got as usize,
+                outcomes,
+                message,
+            })
+        }
+        Response::Error { code, message } => PeerResponse::Failed(ReplicaError::from_code(&code, message)),
     }
 }

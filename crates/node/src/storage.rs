@@ -22,6 +22,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use quorumdb_core::causality::{ActorId, ItemState};
 use quorumdb_core::handoff::{Hint, HintId};
 use quorumdb_core::key::{partition_prefix, ItemKey};
+use quorumdb_core::replica::{LocalStore, StoreError};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -377,7 +378,7 @@ impl Storage {
     }
 
     /// Stores a hint (not yet durable: call [`Storage::sync`]).
-    pub fn put_hint(&self, id: HintId, hint: &Hint) -> Result<(), StorageError> {
+    pub fn put_hint(&self, shard: usize, id: HintId, hint: &Hint) -> Result<(), StorageError> {
         self.check_writable()?;
         let mut v = Vec::with_capacity(16 + hint.target.len() + hint.key.len() + hint.state.len());
         v.push(HINT_FORMAT_VERSION);
@@ -390,23 +391,26 @@ impl Storage {
         v.extend_from_slice(&(hint.key.len() as u32).to_be_bytes());
         v.extend_from_slice(&hint.key);
         v.extend_from_slice(&hint.state);
-        self.hints.insert(id.0.to_be_bytes(), v)?;
+        self.hints.insert(hint_key(shard, id), v)?;
         Ok(())
     }
 
-    pub fn delete_hint(&self, id: HintId) -> Result<(), StorageError> {
+    pub fn delete_hint(&self, shard: usize, id: HintId) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.hints.remove(id.0.to_be_bytes())?;
+        self.hints.remove(hint_key(shard, id))?;
         Ok(())
     }
 
-    /// Every stored hint, for restoring the queue at start-up.
-    pub fn load_hints(&self) -> Result<Vec<(HintId, Hint)>, StorageError> {
+    /// Every stored hint of one replica shard, for restoring its queue at start-up. Hint ids
+    /// are per shard (each shard's queue numbers its own), so the shard prefixes the key.
+    pub fn load_hints(&self, shard: usize) -> Result<Vec<(HintId, Hint)>, StorageError> {
         let mut out = Vec::new();
-        for guard in self.hints.iter() {
+        let prefix = [shard_byte(shard)];
+        for guard in self.hints.prefix(prefix) {
             let (k, v) = guard.into_inner()?;
             let corrupt = || StorageError::Corrupt("malformed hint record".into());
-            let id = HintId(u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt())?));
+            let id_bytes = k.get(1..).ok_or_else(corrupt)?;
+            let id = HintId(u64::from_be_bytes(id_bytes.try_into().map_err(|_| corrupt())?));
             let (&version, rest) = v.split_first().ok_or_else(corrupt)?;
             if version != HINT_FORMAT_VERSION {
                 return Err(corrupt());
@@ -435,6 +439,19 @@ impl Storage {
     pub fn database(&self) -> &Database {
         &self.db
     }
+}
+
+fn shard_byte(shard: usize) -> u8 {
+    u8::try_from(shard).expect("shard indexes fit a byte (SHARDS_LEN is small)")
+}
+
+/// Storage key of a hint: shard byte, then the id big-endian (so a shard's hints are one
+/// prefix, in id order).
+fn hint_key(shard: usize, id: HintId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = shard_byte(shard);
+    k[1..].copy_from_slice(&id.0.to_be_bytes());
+    k
 }
 
 /// The smallest byte string greater than every string starting with `prefix`, if any.
@@ -488,6 +505,150 @@ fn group_commit_loop(
             // A waiter that gave up (request timed out) is fine to ignore.
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The replica's storage seam
+
+/// One replica shard's view of the node's fjall store: the [`LocalStore`] the core replica
+/// machine runs on. Items, tombstones and purge records live in node-wide keyspaces (a key
+/// belongs to exactly one shard); hints are prefixed by shard. Only the shard's own thread
+/// calls it, never a tokio worker.
+pub struct ShardStore {
+    pub storage: Arc<Storage>,
+    pub shard: usize,
+}
+
+fn store_err(e: StorageError) -> StoreError {
+    match e {
+        StorageError::Poisoned(m) => StoreError::Poisoned(m),
+        StorageError::Corrupt(m) => StoreError::Corrupt(m),
+        other => StoreError::Engine(other.to_string()),
+    }
+}
+
+fn fjall_err(e: fjall::Error) -> StoreError {
+    store_err(StorageError::from(e))
+}
+
+impl ShardStore {
+    fn mine(&self, key: &[u8]) -> bool {
+        quorumdb_core::replica::shard_of_storage_key(key) == Some(self.shard)
+    }
+}
+
+impl LocalStore for ShardStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.storage.data.get(key).map_err(fjall_err)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, key: &[u8], encoded: &[u8]) -> Result<(), StoreError> {
+        self.storage.check_writable().map_err(store_err)?;
+        self.storage.data.insert(key, encoded).map_err(fjall_err)
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.storage.check_writable().map_err(store_err)?;
+        self.storage.data.remove(key).map_err(fjall_err)
+    }
+
+    fn range(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        reverse: bool,
+        len_max: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<quorumdb_core::replica::store::RawItem>, bool), StoreError> {
+        let upper = match hi {
+            Some(h) => Bound::Excluded(h.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let iter = self.storage.data.range::<Vec<u8>, _>((Bound::Included(lo.to_vec()), upper));
+        let iter: Box<dyn Iterator<Item = fjall::Guard>> =
+            if reverse { Box::new(iter.rev()) } else { Box::new(iter) };
+        let items = iter.map(|g| g.into_inner().map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(fjall_err));
+        quorumdb_core::replica::store::collect_page(items, len_max, bytes_max)
+    }
+
+    fn put_hint(&mut self, id: HintId, hint: &Hint) -> Result<(), StoreError> {
+        self.storage.put_hint(self.shard, id, hint).map_err(store_err)
+    }
+
+    fn delete_hint(&mut self, id: HintId) -> Result<(), StoreError> {
+        self.storage.delete_hint(self.shard, id).map_err(store_err)
+    }
+
+    fn load_hints(&self) -> Result<Vec<(HintId, Hint)>, StoreError> {
+        self.storage.load_hints(self.shard).map_err(store_err)
+    }
+
+    fn mark_tombstone(&mut self, key: &[u8], since_ms: u64) -> Result<(), StoreError> {
+        self.storage.mark_tombstone(key, since_ms).map_err(store_err)
+    }
+
+    fn unmark_tombstone(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.storage.unmark_tombstone(key).map_err(store_err)
+    }
+
+    fn tombstones_older_than(
+        &self,
+        now_ms: u64,
+        age_ms_min: u64,
+        len_max: usize,
+    ) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.storage.tombstones.iter() {
+            if out.len() == len_max {
+                break;
+            }
+            let (k, v) = guard.into_inner().map_err(fjall_err)?;
+            if !self.mine(&k) {
+                continue;
+            }
+            let since = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if now_ms.saturating_sub(since) >= age_ms_min {
+                out.push((k.to_vec(), since));
+            }
+        }
+        Ok(out)
+    }
+
+    fn tombstones_len(&self) -> usize {
+        self.storage.tombstone_count()
+    }
+
+    fn record_purge(&mut self, key: &[u8], at_ms: u64, state: &[u8]) -> Result<(), StoreError> {
+        self.storage.record_purge(key, at_ms, state).map_err(store_err)
+    }
+
+    fn purge_record(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.storage.purge_record(key).map_err(store_err)
+    }
+
+    fn purge_records(&self, len_max: usize) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.storage.purged.iter() {
+            if out.len() == len_max {
+                break;
+            }
+            let (k, v) = guard.into_inner().map_err(fjall_err)?;
+            if !self.mine(&k) {
+                continue;
+            }
+            let at = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            out.push((k.to_vec(), at));
+        }
+        Ok(out)
+    }
+
+    fn forget_purge(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.storage.forget_purge(key).map_err(store_err)
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.storage.is_poisoned()
     }
 }
 

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame accepted. A frame holds at most one scan page of item states
 /// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
@@ -16,7 +16,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The transport never sends a larger frame: it refuses such a request to its caller
 /// (`TransportError::TooLarge`) and answers such a response with [`ERROR_CODE_TOO_LARGE`], so
 /// one oversized message never drops a connection and the other requests in flight on it.
-pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const FRAME_BYTES_MAX: usize = quorumdb_core::limits::PEER_FRAME_BYTES_MAX;
 
 /// `Response::Error` code sent instead of a response that would exceed [`FRAME_BYTES_MAX`].
 pub const ERROR_CODE_TOO_LARGE: &str = "too_large";
@@ -101,11 +101,13 @@ pub enum Request {
     },
 }
 
-/// Names one Merkle tree: a table and the sorted member ids of one replica set.
+/// Names one Merkle tree: a table, the sorted member ids of one replica set, and the shard.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct WireTree {
     pub table: String,
     pub set: Vec<String>,
+    /// The replica shard whose tree this is (version 2).
+    pub shard: u32,
 }
 
 /// One leaf's listing: `(storage key, item digest)` pairs.
