@@ -11,9 +11,13 @@
 //! ```
 //!
 //! One OS thread per shard ([`SHARDS_LEN`]) owns its replica and is the only caller of its
-//! store, so no fjall call runs on a tokio worker and the shards use the cores in parallel. All
-//! protocol decisions are the replica's; this file only moves inputs and effects, converts the
-//! core's messages to and from the wire DTOs, and publishes counters as metrics.
+//! store, so no fjall call runs on a worker of the node's shared tokio runtime (HTTP, the peer
+//! listener), and the shards use the cores in parallel. Each shard thread runs a
+//! single-threaded tokio runtime of its own for its outgoing peer requests, on connections of
+//! its own: a request's answer comes back on the same thread without a cross-thread wake-up,
+//! which is what keeps the driver as fast as the old inline code. All protocol decisions are
+//! the replica's; this file only moves inputs and effects, converts the core's messages to and
+//! from the wire DTOs, and publishes counters as metrics.
 
 use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
 use crate::error::{ApiError, QuorumDetails};
@@ -32,8 +36,9 @@ use quorumdb_core::replica::{
 use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 pub use quorumdb_core::replica::ScanResult;
@@ -74,7 +79,7 @@ pub struct Node {
     /// One input channel per shard thread. Unbounded on purpose: client and peer inputs are
     /// bounded before they get here (`http_inflight_max`, `peer_inflight_max`), and the rest
     /// are answers to the shard's own requests, bounded by its jobs.
-    shards: Vec<mpsc::Sender<ShardMsg>>,
+    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
     snapshots: Arc<Vec<Mutex<Snapshot>>>,
     started: Instant,
 }
@@ -120,9 +125,9 @@ struct ShardCx {
     shared: Arc<Shared>,
     storage: Arc<Storage>,
     faults: Arc<FaultLayer>,
-    peers: Arc<Vec<Option<Arc<PeerClient>>>>,
-    runtime: tokio::runtime::Handle,
-    tx: mpsc::Sender<ShardMsg>,
+    /// This shard's own clients for every other member (`None` at this node).
+    peers: Vec<Option<Arc<PeerClient>>>,
+    tx: mpsc::UnboundedSender<ShardMsg>,
     snapshots: Arc<Vec<Mutex<Snapshot>>>,
     started: Instant,
 }
@@ -143,7 +148,7 @@ impl Node {
         let ring = Ring::new(members, VNODES_PER_NODE_DEFAULT).map_err(|e| e.to_string())?;
         let me = ring.index_of(&config.node_id).ok_or("node_id is not a member")?;
         let faults = Arc::new(FaultLayer::default());
-        let peers: Arc<Vec<Option<Arc<PeerClient>>>> = Arc::new(
+        let peers = || -> Vec<Option<Arc<PeerClient>>> {
             config
                 .members
                 .iter()
@@ -159,24 +164,22 @@ impl Node {
                         ))
                     })
                 })
-                .collect(),
-        );
+                .collect()
+        };
         let shared = Arc::new(Shared::new(replica_config(&config), ring.clone(), me));
         let snapshots: Arc<Vec<Mutex<Snapshot>>> =
             Arc::new((0..SHARDS_LEN).map(|_| Mutex::new(Snapshot::default())).collect());
         let started = Instant::now();
-        let runtime = tokio::runtime::Handle::current();
         let mut shards = Vec::with_capacity(SHARDS_LEN);
         let mut opened = Vec::with_capacity(SHARDS_LEN);
         for shard in 0..SHARDS_LEN {
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx) = mpsc::unbounded_channel();
             let cx = ShardCx {
                 shard,
                 shared: shared.clone(),
                 storage: storage.clone(),
                 faults: faults.clone(),
-                peers: peers.clone(),
-                runtime: runtime.clone(),
+                peers: peers(),
                 tx: tx.clone(),
                 snapshots: snapshots.clone(),
                 started,
@@ -396,7 +399,7 @@ impl Node {
         };
         let req = match request_from_wire(&self.ring, req) {
             Ok(r) => r,
-            Err(e) => return response_to_wire(&self.ring, PeerResponse::Failed(e)),
+            Err(e) => return response_to_wire(PeerResponse::Failed(e)),
         };
         if let PeerRequest::StartRepair { table } = req {
             return match self.start_repair(table).await {
@@ -412,7 +415,7 @@ impl Node {
             (true, Ok(resp)) => resp,
             _ => PeerResponse::Failed(ReplicaError::Internal(format!("replica shard {shard} is gone"))),
         };
-        response_to_wire(&self.ring, resp)
+        response_to_wire(resp)
     }
 
     /// Publishes the shards' counters as metrics (called periodically by the server).
@@ -513,7 +516,22 @@ pub fn api_error(e: ReplicaError) -> ApiError {
 // ---------------------------------------------------------------------------------------------
 // The shard thread
 
-fn run_shard(cx: ShardCx, rx: mpsc::Receiver<ShardMsg>, ready: oneshot::Sender<Result<(), String>>) {
+fn run_shard(cx: ShardCx, rx: mpsc::UnboundedReceiver<ShardMsg>, ready: oneshot::Sender<Result<(), String>>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start the runtime of replica shard {}: {e}", cx.shard)));
+            return;
+        }
+    };
+    runtime.block_on(shard_loop(cx, rx, ready));
+}
+
+async fn shard_loop(
+    cx: ShardCx,
+    mut rx: mpsc::UnboundedReceiver<ShardMsg>,
+    ready: oneshot::Sender<Result<(), String>>,
+) {
     let store = ShardStore { storage: cx.storage.clone(), shard: cx.shard };
     let actor = cx.storage.actor();
     let mut replica = match Replica::open(cx.shared.clone(), store, cx.shard, actor, cx.now()) {
@@ -534,10 +552,10 @@ fn run_shard(cx: ShardCx, rx: mpsc::Receiver<ShardMsg>, ready: oneshot::Sender<R
     loop {
         let now = cx.now();
         let wait = Duration::from_millis(next_tick.saturating_sub(now.mono_ms));
-        let first = match rx.recv_timeout(wait) {
-            Ok(msg) => Some(msg),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        let first = match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(msg)) => Some(msg),
+            Err(_) => None,
+            Ok(None) => return,
         };
         let now = cx.now();
         let mut batch =
@@ -605,10 +623,11 @@ fn execute(
                 return;
             };
             let wire = request_to_wire(&cx.shared.ring, req);
-            let ring = cx.shared.ring.clone();
-            cx.runtime.spawn(async move {
+            // On this shard's own runtime: the request, its connection and its answer stay on
+            // this thread.
+            tokio::spawn(async move {
                 let result = match peer.request(wire, Duration::from_millis(timeout_ms)).await {
-                    Ok(resp) => Ok(response_from_wire(&ring, resp)),
+                    Ok(resp) => Ok(response_from_wire(resp)),
                     Err(TransportError::Timeout) => Err(SendError::Timeout),
                     // Never sent: connection refused, or refused locally for size.
                     Err(e @ (TransportError::Connect(_) | TransportError::TooLarge { .. })) => {
@@ -621,9 +640,8 @@ fn execute(
         }
         Effect::Sync { upto } => {
             let tx = cx.tx.clone();
-            let storage = cx.storage.clone();
-            cx.runtime.spawn(async move {
-                let input = match storage.sync().await {
+            cx.storage.sync_then(move |result| {
+                let input = match result {
                     Ok(()) => Input::Synced { upto },
                     Err(e) => Input::SyncFailed { message: e.to_string() },
                 };
@@ -755,7 +773,7 @@ fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaEr
     })
 }
 
-fn response_to_wire(_ring: &Ring, resp: PeerResponse) -> Response {
+fn response_to_wire(resp: PeerResponse) -> Response {
     match resp {
         PeerResponse::Pong => Response::Pong,
         PeerResponse::Ack => Response::Ack,
@@ -795,7 +813,7 @@ fn response_to_wire(_ring: &Ring, resp: PeerResponse) -> Response {
     }
 }
 
-fn response_from_wire(_ring: &Ring, resp: Response) -> PeerResponse {
+fn response_from_wire(resp: Response) -> PeerResponse {
     let decoded = |bytes: &[u8]| decode_state(bytes);
     match resp {
         Response::Pong => PeerResponse::Pong,

@@ -75,7 +75,7 @@ pub struct Storage {
     /// random id per data directory means a wiped node never reuses an old (actor, counter).
     actor: ActorId,
     /// Sends durability requests to the group-commit thread.
-    sync_tx: mpsc::SyncSender<oneshot::Sender<Result<(), StorageError>>>,
+    sync_tx: mpsc::SyncSender<Waiter>,
     /// Set once an fsync failed; never cleared while the process lives.
     poisoned: Arc<AtomicBool>,
     /// Lab fault: the next group commit reports failure as a real failed fsync would.
@@ -319,7 +319,7 @@ impl Storage {
         self.check_writable()?;
         let (tx, rx) = oneshot::channel();
         let gone = || StorageError::Engine("group commit thread is gone".into());
-        match self.sync_tx.try_send(tx) {
+        match self.sync_tx.try_send(Waiter::Oneshot(tx)) {
             Ok(()) => {}
             // The queue is full (a slow disk): wait for a slot off the async runtime.
             Err(mpsc::TrySendError::Full(tx)) => {
@@ -332,6 +332,19 @@ impl Storage {
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(gone()),
         }
         rx.await.map_err(|_| StorageError::Engine("group commit thread is gone".into()))?
+    }
+
+    /// Calls `done` (on the group-commit thread) once everything inserted so far is durable.
+    /// For threads that are not tokio workers: blocks while the sync queue is full (a slow
+    /// disk), which is the backpressure a replica shard should feel.
+    pub fn sync_then(&self, done: impl FnOnce(Result<(), StorageError>) + Send + 'static) {
+        if let Err(e) = self.check_writable() {
+            return done(Err(e));
+        }
+        if let Err(mpsc::SendError(Waiter::Callback(f))) = self.sync_tx.send(Waiter::Callback(Box::new(done)))
+        {
+            f(Err(StorageError::Engine("group commit thread is gone".into())));
+        }
     }
 
     /// Reads up to `limit` items of one partition with sort keys in `[from, to)`, ascending or
@@ -466,7 +479,13 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-type Waiter = oneshot::Sender<Result<(), StorageError>>;
+/// Someone waiting for the next group commit.
+enum Waiter {
+    Oneshot(oneshot::Sender<Result<(), StorageError>>),
+    /// Called on the group-commit thread: lets a replica shard thread be told directly,
+    /// without a hop through the async runtime.
+    Callback(Box<dyn FnOnce(Result<(), StorageError>) + Send>),
+}
 
 /// The group-commit thread: one fsync per batch of concurrent writers.
 fn group_commit_loop(
@@ -503,7 +522,10 @@ fn group_commit_loop(
         };
         for waiter in batch.drain(..) {
             // A waiter that gave up (request timed out) is fine to ignore.
-            let _ = waiter.send(result.clone());
+            match waiter {
+                Waiter::Oneshot(tx) => drop(tx.send(result.clone())),
+                Waiter::Callback(f) => f(result.clone()),
+            }
         }
     }
 }

@@ -466,3 +466,41 @@ async fn admin_endpoints_are_off_unless_enabled() {
     c.client(0).start_repair(None).await.unwrap();
     c.client(0).repair_progress().await.unwrap();
 }
+
+/// Proves a partition of 100 items of 1 MiB scans completely, with the default page and with
+/// limit=1000: replica pages end early at their byte bound (and the client follows `next`)
+/// instead of building a peer message beyond the frame limit, which used to drop the peer
+/// connection and fail the scan with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_of_large_items_pages_by_bytes() {
+    let c = Cluster::start("bigscan", 3, 3, 3);
+    let client = c.client(0);
+    let value = "x".repeat(quorumdb_core::limits::VALUE_BYTES_MAX);
+    for i in 0..100 {
+        let opts = WriteOptions { sort_key: Some(format!("{i:03}")), ..w("quorum") };
+        client.put("blobs", "p1", &value, &opts).await.unwrap();
+    }
+    for limit in [None, Some(1000)] {
+        let mut seen = 0usize;
+        let mut pages = 0usize;
+        let mut cursor = None;
+        loop {
+            let page = client
+                .scan("blobs", "p1", &ScanOptions { limit, cursor: cursor.clone(), ..Default::default() })
+                .await
+                .unwrap_or_else(|e| panic!("scan page {pages} with limit {limit:?} failed: {e}"));
+            for item in &page.items {
+                assert_eq!(item.sort_key, format!("{seen:03}"));
+                assert_eq!(item.values[0].len(), value.len());
+                seen += 1;
+            }
+            pages += 1;
+            cursor = page.next;
+            if cursor.is_none() || pages > 100 {
+                break;
+            }
+        }
+        assert_eq!(seen, 100, "limit {limit:?}: all items in {pages} pages");
+        assert!(pages > 1, "a 100 MiB partition cannot fit one byte-bounded page");
+    }
+}

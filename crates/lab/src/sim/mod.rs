@@ -33,7 +33,7 @@
 //! ## What is simulated
 //!
 //! - **Nodes** (default 5 in 3 zones, one table, N = 3) run the shipping replica protocol,
-//!   `quorumdb_core::replica::Replica`, one machine per shard ([`quorumdb_core::replica::SHARDS_LEN`]),
+//!   `quorumdb_core::replica::Replica`, one machine per shard ([`quorumdb_core::replica::SHARDS_LEN`], two),
 //!   driven by `sim/driver.rs`, which only maps the machines' effects onto the simulated network,
 //!   timers and an in-memory store (`MemStore`) and checks their trace events. A write
 //!   is coordinated by its gateway if that is a home replica, else forwarded to the first home
@@ -110,11 +110,10 @@
 //!
 //! ## What is not simulated
 //!
-//! - The real shell: fjall, the group-commit thread, tokio, the TCP transport and its framing,
-//!   HTTP and JSON, configuration. Note: in this build the server (`crates/node`) still runs its
-//!   own async copy of the protocol (`node.rs`); moving it onto the same `Replica` machines is
-//!   the next step of issue #7, and until then the simulator's verdicts are about the core
-//!   replica, which the server does not yet execute.
+//! - The real shell around the replica: fjall (`ShardStore`), the group-commit thread, tokio,
+//!   the TCP transport and its framing, HTTP and JSON, configuration, and the driver
+//!   (`crates/node/src/node.rs`) that carries effects between them. The protocol itself is the
+//!   server's own code: the server runs the same `Replica` machines.
 //! - Disk faults: failed fsyncs and poisoning, torn or corrupted writes, lost or wiped data
 //!   dirs, full disks. A crash loses exactly the writes since the last group commit.
 //! - Sloppy quorum (stand-ins, `StoreHint`), last-writer-wins tables, scans, tombstone
@@ -137,12 +136,12 @@
 //! thread. [`simulate`] returns the recorded history and final state for closer inspection.
 //!
 //! Measured on the 2-core development machine (default options: 5 nodes, 200 ops per seed):
-//! `lab simulate --seeds 1000` takes 5.1 s in a release build (4.6 million events; the shipping
-//! replica runs four shard machines per node); the test suite's 300 seeds take 18 s in a debug
-//! build. With `--bug ack-before-fsync` (the driver reports a sync done before it is),
-//! 731 of seeds 0..1000 fail, 55 of them also with acknowledged writes lost per the lost-write
+//! `lab simulate --seeds 1000` takes 4.4 s in a release build (4.6 million events; the shipping
+//! replica runs two shard machines per node); the test suite's 300 seeds take about 18 s in a
+//! debug build. With `--bug ack-before-fsync` (the driver reports a sync done before it is),
+//! 757 of seeds 0..1000 fail, 46 of them also with acknowledged writes lost per the lost-write
 //! checker alone; with `--bug reuse-actor-after-crash` (the driver keeps the actor id after a
-//! crash), 155 fail, one with an acknowledged write lost.
+//! crash), 139 fail, one with an acknowledged write lost.
 
 mod driver;
 pub mod net;
