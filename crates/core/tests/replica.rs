@@ -154,3 +154,33 @@ fn item_state_byte_limit_is_checked_at_write_time() {
     let err = refused.expect("blind 1 MiB writes must hit the item-state limit");
     assert_eq!(err.code(), "item_too_large", "{err}");
 }
+
+/// Proves anti-entropy leaf-listing requests are bounded like hash requests: more leaves than
+/// one exchange compares, or a leaf out of range, is refused instead of scanning storage.
+#[test]
+fn leaf_listing_requests_are_bounded() {
+    use quorumdb_core::antientropy::EXCHANGE_LEAVES_MAX;
+    use quorumdb_core::replica::TreeId;
+    let shared = shared(2, 1, 2);
+    let key = ItemKey::new("t", b"k", b"").unwrap();
+    let mut r = replica_for(&shared, &key);
+    let tree = TreeId { table: "t".into(), set: vec![0, 1], shard: r.shard() };
+    let ask = |r: &mut Replica<MemStore>, leaves: Vec<usize>| {
+        r.step(
+            NOW,
+            Input::Peer { from: 0, id: 1, req: PeerRequest::AeLeafKeys { tree: tree.clone(), leaves } },
+        );
+        r.drain_effects()
+            .into_iter()
+            .find_map(|e| if let Effect::Respond { resp, .. } = e { Some(resp) } else { None })
+            .unwrap()
+    };
+    let too_many = ask(&mut r, (0..EXCHANGE_LEAVES_MAX + 1).collect());
+    assert!(
+        matches!(&too_many, PeerResponse::Failed(ReplicaError::BadRequest(m)) if m.contains("leaves")),
+        "{too_many:?}"
+    );
+    let out_of_range = ask(&mut r, vec![quorumdb_core::merkle::LEAVES]);
+    assert!(matches!(out_of_range, PeerResponse::Failed(ReplicaError::BadRequest(_))), "{out_of_range:?}");
+    assert!(matches!(ask(&mut r, vec![0, 1]), PeerResponse::LeafKeys(l) if l.len() == 2));
+}

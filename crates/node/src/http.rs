@@ -561,7 +561,7 @@ async fn repair_progress(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics_route(State(s): State<AppState>) -> Response {
-    metrics::gauge!("quorumdb_storage_items").set(s.node.storage.approximate_len() as f64);
+    metrics::gauge!("quorumdb_storage_items").set(s.node.items_approx() as f64);
     (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 

@@ -60,7 +60,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let metrics = metrics_handle()?;
-    let storage = storage::Storage::open(&config.data_dir, config.durability)?;
+    // fjall calls block; run them off the async workers.
+    let storage = {
+        let (dir, durability) = (config.data_dir.clone(), config.durability);
+        tokio::task::spawn_blocking(move || {
+            storage::allow_fjall_on_this_thread();
+            storage::Storage::open(&dir, durability)
+        })
+        .await
+        .map_err(|e| NodeError::Setup(format!("storage open task failed: {e}")))??
+    };
     let peer_listener = tokio::net::TcpListener::bind(&config.peer_listen)
         .await
         .map_err(|source| NodeError::Bind { addr: config.peer_listen.clone(), source })?;
@@ -113,6 +122,12 @@ pub async fn run(
         .map_err(|e| NodeError::Setup(format!("http server failed: {e}")))?;
     tracing::info!(node = node.id(), "node stopping");
     // Make everything durable before exit even in buffered mode, and record the clean stop.
-    node.storage.close_cleanly()?;
+    let storage = node.storage.clone();
+    tokio::task::spawn_blocking(move || {
+        storage::allow_fjall_on_this_thread();
+        storage.close_cleanly()
+    })
+    .await
+    .map_err(|e| NodeError::Setup(format!("storage close task failed: {e}")))??;
     Ok(())
 }

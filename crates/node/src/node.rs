@@ -65,6 +65,8 @@ struct Snapshot {
     hints: HintStats,
     progress: RepairProgress,
     tombstones: usize,
+    /// Stored items, all shards (approximate; published by shard 0).
+    items: usize,
 }
 
 pub struct Node {
@@ -271,6 +273,11 @@ impl Node {
             total.passes_completed = 0;
         }
         total
+    }
+
+    /// Stored items (approximate, as of the last publication).
+    pub fn items_approx(&self) -> usize {
+        self.snapshots.first().and_then(|s| s.lock().ok().map(|s| s.items)).unwrap_or(0)
     }
 
     /// Starts a full anti-entropy pass on every shard of this node.
@@ -517,6 +524,8 @@ pub fn api_error(e: ReplicaError) -> ApiError {
 // The shard thread
 
 fn run_shard(cx: ShardCx, rx: mpsc::UnboundedReceiver<ShardMsg>, ready: oneshot::Sender<Result<(), String>>) {
+    // This thread owns its store: the one kind of thread besides the group commit that calls fjall.
+    crate::storage::allow_fjall_on_this_thread();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -590,6 +599,9 @@ async fn shard_loop(
                     s.hints = replica.hint_stats();
                     s.progress = replica.repair_progress().clone();
                     s.tombstones = quorumdb_core::replica::LocalStore::tombstones_len(replica.store());
+                    if cx.shard == 0 {
+                        s.items = cx.storage.approximate_len();
+                    }
                 }
             }
         }

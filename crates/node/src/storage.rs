@@ -94,6 +94,7 @@ pub struct ScanPage {
 
 impl Storage {
     pub fn open(dir: &Path, durability: Durability) -> Result<Arc<Self>, StorageError> {
+        fjall_thread_check();
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Engine(format!("cannot create {}: {e}", dir.display())))?;
         let db = Database::builder(dir.join("fjall")).manual_journal_persist(true).open()?;
@@ -162,6 +163,7 @@ impl Storage {
     /// Makes everything durable and marks the shutdown clean, so the next start keeps the
     /// actor id. Call only when no more writes will be accepted.
     pub fn close_cleanly(&self) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.db.persist(PersistMode::SyncAll)?;
         self.meta.insert("clean_shutdown", [1u8])?;
         self.db.persist(PersistMode::SyncAll)?;
@@ -190,6 +192,7 @@ impl Storage {
     }
 
     pub fn get(&self, key: &ItemKey) -> Result<Option<ItemState>, StorageError> {
+        fjall_thread_check();
         match self.data.get(key.storage_key())? {
             None => Ok(None),
             Some(raw) => ItemState::decode(&raw).map(Some).map_err(|e| StorageError::Corrupt(e.to_string())),
@@ -198,6 +201,7 @@ impl Storage {
 
     /// Inserts a state (not yet durable: call [`Storage::sync`] before acknowledging).
     pub fn put(&self, key: &ItemKey, state: &ItemState) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.check_writable()?;
         self.data.insert(key.storage_key(), state.encode())?;
         Ok(())
@@ -205,6 +209,7 @@ impl Storage {
 
     /// Inserts an already encoded state (not yet durable).
     pub fn put_encoded(&self, key: &ItemKey, encoded: Vec<u8>) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.check_writable()?;
         self.data.insert(key.storage_key(), encoded)?;
         Ok(())
@@ -212,6 +217,7 @@ impl Storage {
 
     /// Removes an item entirely (tombstone garbage collection). Not yet durable.
     pub fn remove(&self, key: &ItemKey) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.check_writable()?;
         self.data.remove(key.storage_key())?;
         Ok(())
@@ -219,6 +225,7 @@ impl Storage {
 
     /// Raw `(storage key, encoded state)` pairs with `lo <= key < hi` (`hi = None`: to the end).
     pub fn scan_raw(&self, lo: Vec<u8>, hi: Option<Vec<u8>>) -> Result<Vec<RawItem>, StorageError> {
+        fjall_thread_check();
         let upper = match hi {
             Some(h) => Bound::Excluded(h),
             None => Bound::Unbounded,
@@ -233,11 +240,13 @@ impl Storage {
 
     /// Raw encoded state of one item, if stored.
     pub fn get_raw(&self, key: &ItemKey) -> Result<Option<Vec<u8>>, StorageError> {
+        fjall_thread_check();
         Ok(self.data.get(key.storage_key())?.map(|v| v.to_vec()))
     }
 
     /// Every raw `(storage key, encoded state)` pair, for rebuilding derived structures at start.
     pub fn for_each_raw(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<(), StorageError> {
+        fjall_thread_check();
         for guard in self.data.iter() {
             let (k, v) = guard.into_inner()?;
             f(&k, &v);
@@ -246,11 +255,13 @@ impl Storage {
     }
 
     pub fn mark_tombstone(&self, storage_key: &[u8], since_ms: u64) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.tombstones.insert(storage_key, since_ms.to_be_bytes())?;
         Ok(())
     }
 
     pub fn unmark_tombstone(&self, storage_key: &[u8]) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.tombstones.remove(storage_key)?;
         Ok(())
     }
@@ -264,6 +275,7 @@ impl Storage {
         min_age_ms: u64,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
+        fjall_thread_check();
         let mut out = Vec::new();
         for guard in self.tombstones.iter() {
             if out.len() == limit {
@@ -279,11 +291,13 @@ impl Storage {
     }
 
     pub fn tombstone_count(&self) -> usize {
+        fjall_thread_check();
         self.tombstones.approximate_len()
     }
 
     /// Records that `storage_key` was purged at `at_ms` with this final (tombstone) state.
     pub fn record_purge(&self, storage_key: &[u8], at_ms: u64, state: &[u8]) -> Result<(), StorageError> {
+        fjall_thread_check();
         let mut v = at_ms.to_be_bytes().to_vec();
         v.extend_from_slice(state);
         self.purged.insert(storage_key, v)?;
@@ -292,6 +306,7 @@ impl Storage {
 
     /// The purge record of a key: (purge unix ms, encoded final state).
     pub fn purge_record(&self, storage_key: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        fjall_thread_check();
         Ok(self.purged.get(storage_key)?.and_then(|v| {
             let at = v.get(..8)?.try_into().ok().map(u64::from_be_bytes)?;
             Some((at, v.get(8..)?.to_vec()))
@@ -300,6 +315,7 @@ impl Storage {
 
     /// Up to `limit` purge records `(storage key, purge unix ms)`, for expiring them.
     pub fn purge_records(&self, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
+        fjall_thread_check();
         let mut out = Vec::new();
         for guard in self.purged.iter().take(limit) {
             let (k, v) = guard.into_inner()?;
@@ -310,6 +326,7 @@ impl Storage {
     }
 
     pub fn forget_purge(&self, storage_key: &[u8]) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.purged.remove(storage_key)?;
         Ok(())
     }
@@ -358,6 +375,7 @@ impl Storage {
         limit: usize,
         reverse: bool,
     ) -> Result<ScanPage, StorageError> {
+        fjall_thread_check();
         let prefix = partition_prefix(table, partition);
         let with_prefix = |sk: &[u8]| {
             let mut k = prefix.clone();
@@ -392,6 +410,7 @@ impl Storage {
 
     /// Stores a hint (not yet durable: call [`Storage::sync`]).
     pub fn put_hint(&self, shard: usize, id: HintId, hint: &Hint) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.check_writable()?;
         let mut v = Vec::with_capacity(16 + hint.target.len() + hint.key.len() + hint.state.len());
         v.push(HINT_FORMAT_VERSION);
@@ -409,6 +428,7 @@ impl Storage {
     }
 
     pub fn delete_hint(&self, shard: usize, id: HintId) -> Result<(), StorageError> {
+        fjall_thread_check();
         self.check_writable()?;
         self.hints.remove(hint_key(shard, id))?;
         Ok(())
@@ -417,6 +437,7 @@ impl Storage {
     /// Every stored hint of one replica shard, for restoring its queue at start-up. Hint ids
     /// are per shard (each shard's queue numbers its own), so the shard prefixes the key.
     pub fn load_hints(&self, shard: usize) -> Result<Vec<(HintId, Hint)>, StorageError> {
+        fjall_thread_check();
         let mut out = Vec::new();
         let prefix = [shard_byte(shard)];
         for guard in self.hints.prefix(prefix) {
@@ -446,6 +467,7 @@ impl Storage {
 
     /// Number of stored items (approximate, O(1)).
     pub fn approximate_len(&self) -> usize {
+        fjall_thread_check();
         self.data.approximate_len()
     }
 
@@ -477,6 +499,29 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+thread_local! {
+    /// Set on threads that may call fjall: replica shard threads, blocking-pool closures.
+    static FJALL_ALLOWED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as one that may call fjall (a replica shard thread, or a closure run by
+/// `spawn_blocking`). fjall calls can block (write stalls, journal writes), so they must never
+/// run on a worker of the shared async runtime.
+pub fn allow_fjall_on_this_thread() {
+    FJALL_ALLOWED.with(|f| f.set(true));
+}
+
+/// Debug builds (every test) assert that no fjall call runs on a tokio worker: a thread with a
+/// runtime must have been marked with [`allow_fjall_on_this_thread`]; threads without one (the
+/// group-commit thread) are fine.
+#[track_caller]
+fn fjall_thread_check() {
+    debug_assert!(
+        FJALL_ALLOWED.with(|f| f.get()) || tokio::runtime::Handle::try_current().is_err(),
+        "fjall call on a tokio worker thread: run it on a replica shard thread or in spawn_blocking"
+    );
 }
 
 /// Someone waiting for the next group commit.
@@ -562,15 +607,18 @@ impl ShardStore {
 
 impl LocalStore for ShardStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        fjall_thread_check();
         Ok(self.storage.data.get(key).map_err(fjall_err)?.map(|v| v.to_vec()))
     }
 
     fn put(&mut self, key: &[u8], encoded: &[u8]) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.check_writable().map_err(store_err)?;
         self.storage.data.insert(key, encoded).map_err(fjall_err)
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.check_writable().map_err(store_err)?;
         self.storage.data.remove(key).map_err(fjall_err)
     }
@@ -583,6 +631,7 @@ impl LocalStore for ShardStore {
         len_max: usize,
         bytes_max: usize,
     ) -> Result<(Vec<quorumdb_core::replica::store::RawItem>, bool), StoreError> {
+        fjall_thread_check();
         let upper = match hi {
             Some(h) => Bound::Excluded(h.to_vec()),
             None => Bound::Unbounded,
@@ -595,22 +644,27 @@ impl LocalStore for ShardStore {
     }
 
     fn put_hint(&mut self, id: HintId, hint: &Hint) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.put_hint(self.shard, id, hint).map_err(store_err)
     }
 
     fn delete_hint(&mut self, id: HintId) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.delete_hint(self.shard, id).map_err(store_err)
     }
 
     fn load_hints(&self) -> Result<Vec<(HintId, Hint)>, StoreError> {
+        fjall_thread_check();
         self.storage.load_hints(self.shard).map_err(store_err)
     }
 
     fn mark_tombstone(&mut self, key: &[u8], since_ms: u64) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.mark_tombstone(key, since_ms).map_err(store_err)
     }
 
     fn unmark_tombstone(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.unmark_tombstone(key).map_err(store_err)
     }
 
@@ -620,6 +674,7 @@ impl LocalStore for ShardStore {
         age_ms_min: u64,
         len_max: usize,
     ) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        fjall_thread_check();
         let mut out = Vec::new();
         for guard in self.storage.tombstones.iter() {
             if out.len() == len_max {
@@ -642,14 +697,17 @@ impl LocalStore for ShardStore {
     }
 
     fn record_purge(&mut self, key: &[u8], at_ms: u64, state: &[u8]) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.record_purge(key, at_ms, state).map_err(store_err)
     }
 
     fn purge_record(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        fjall_thread_check();
         self.storage.purge_record(key).map_err(store_err)
     }
 
     fn purge_records(&self, len_max: usize) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        fjall_thread_check();
         let mut out = Vec::new();
         for guard in self.storage.purged.iter() {
             if out.len() == len_max {
@@ -666,6 +724,7 @@ impl LocalStore for ShardStore {
     }
 
     fn forget_purge(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        fjall_thread_check();
         self.storage.forget_purge(key).map_err(store_err)
     }
 
@@ -689,6 +748,7 @@ mod tests {
     /// across a clean shutdown but replaced after an unclean one.
     #[tokio::test]
     async fn put_sync_reopen() {
+        allow_fjall_on_this_thread();
         let d = dir("reopen");
         let key = ItemKey::new("t", b"k", b"").unwrap();
         let actor;
@@ -714,6 +774,7 @@ mod tests {
     /// Proves scans stay inside one partition, honour [from, to), limit and reverse.
     #[tokio::test]
     async fn scan_bounds() {
+        allow_fjall_on_this_thread();
         let d = dir("scan");
         let s = Storage::open(&d, Durability::Buffered).unwrap();
         let st =
@@ -732,5 +793,18 @@ mod tests {
         assert!(page.exhausted);
         assert!(!s.scan("t", b"p", None, None, 3, false).unwrap().exhausted);
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// Proves debug builds refuse a fjall call on a tokio worker thread (the shared runtime
+    /// must never block on storage).
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "fjall call on a tokio worker thread")]
+    fn fjall_on_a_runtime_thread_is_refused() {
+        let dir = std::env::temp_dir().join(format!("qdb-fjall-thread-{}", std::process::id()));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let _ = Storage::open(&dir, Durability::Fsync);
+        });
     }
 }
