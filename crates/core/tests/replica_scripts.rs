@@ -66,6 +66,7 @@ struct Node {
     sync_wanted: Vec<Option<u64>>,
 }
 
+#[derive(Default)]
 struct Runner {
     nodes: Vec<Node>,
     shared_config: Option<(Ring, ReplicaConfig)>,
@@ -77,22 +78,6 @@ struct Runner {
     now_ms: u64,
     out: String,
     echo: bool,
-}
-
-impl Default for Runner {
-    fn default() -> Self {
-        Runner {
-            nodes: Vec::new(),
-            shared_config: None,
-            net: VecDeque::new(),
-            sent: BTreeMap::new(),
-            next_id: 0,
-            isolated: Vec::new(),
-            now_ms: 0,
-            out: String::new(),
-            echo: false,
-        }
-    }
 }
 
 fn node_arg(s: &str) -> Result<usize, Box<dyn Error>> {
