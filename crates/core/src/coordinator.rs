@@ -66,10 +66,67 @@ pub enum Outcome {
     Ok,
     /// No reply by the deadline.
     Timeout,
-    /// Replied with an error, or the transport failed; the message says which.
-    Error(String),
+    /// Replied with an error, or the transport failed; the [`Failure`] says which.
+    Error(Failure),
     /// Known down; the request was not sent to it.
     Skipped,
+}
+
+impl Outcome {
+    /// Whether the request may have taken effect at this replica although it did not succeed
+    /// as far as the coordinator knows: no answer yet or ever, or an answer lost in transit.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Outcome::Pending | Outcome::Timeout => true,
+            Outcome::Error(f) => f.outcome_unknown(),
+            Outcome::Ok | Outcome::Skipped => false,
+        }
+    }
+}
+
+/// Why a replica's part of a request failed (a timeout is [`Outcome::Timeout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Never delivered (connection refused, no such peer, refused locally for its size): it
+    /// certainly had no effect there.
+    Unreachable(String),
+    /// Sent, then the connection failed: the replica may have applied it.
+    Lost(String),
+    /// The replica answered with an error: its code and message.
+    Refused { code: String, message: String },
+    /// The replica's answer was malformed (did not decode, or did not fit the request).
+    Corrupt(String),
+}
+
+impl Failure {
+    /// Whether the request may have taken effect at the replica.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Failure::Lost(_) | Failure::Corrupt(_))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Unreachable(m) => write!(f, "unreachable: {m}"),
+            Failure::Lost(m) => write!(f, "connection lost: {m}"),
+            Failure::Refused { message, .. } => f.write_str(message),
+            Failure::Corrupt(m) => write!(f, "corrupt answer: {m}"),
+        }
+    }
+}
+
+/// A bare message is a refusal without a code (tests and scripts use it).
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Refused { code: "error".into(), message }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure::from(message.to_owned())
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -249,12 +306,18 @@ impl WriteCoordinator {
     }
 
     /// Feeds a replica's reply in. Unknown replicas and second replies are ignored.
-    pub fn on_response(&mut self, replica: &str, result: Result<(), String>) {
+    pub fn on_response(&mut self, replica: &str, result: Result<(), Failure>) {
         let outcome = match result {
             Ok(()) => Outcome::Ok,
             Err(message) => Outcome::Error(message),
         };
         self.tally.record(replica, outcome);
+        self.decide();
+    }
+
+    /// The request to `replica` timed out before the coordinator's own deadline.
+    pub fn on_timeout(&mut self, replica: &str) {
+        self.tally.record(replica, Outcome::Timeout);
         self.decide();
     }
 
@@ -330,7 +393,7 @@ impl<S: Mergeable> ReadCoordinator<S> {
     }
 
     /// Feeds a replica's reply in. Unknown replicas and second replies are ignored.
-    pub fn on_response(&mut self, replica: &str, result: Result<S, String>) {
+    pub fn on_response(&mut self, replica: &str, result: Result<S, Failure>) {
         match result {
             Ok(state) => {
                 if let Some(index) = self.tally.record(replica, Outcome::Ok) {
@@ -347,6 +410,12 @@ impl<S: Mergeable> ReadCoordinator<S> {
                 self.tally.record(replica, Outcome::Error(message));
             }
         }
+        self.decide();
+    }
+
+    /// The request to `replica` timed out before the coordinator's own deadline.
+    pub fn on_timeout(&mut self, replica: &str) {
+        self.tally.record(replica, Outcome::Timeout);
         self.decide();
     }
 
@@ -531,7 +600,7 @@ mod tests {
         w.on_response("n2", Ok(()));
         w.on_response("n3", Err("slow disk".into()));
         assert_eq!(w.decision(), Some(Ok(())));
-        assert_eq!(w.outcomes()[2].1, Outcome::Error("slow disk".into()));
+        assert_eq!(w.outcomes()[2].1, Outcome::Error(Failure::from("slow disk")));
 
         let mut w = WriteCoordinator::new(names(&["n1", "n2", "n3"]), 2, 100);
         w.on_response("n1", Ok(()));
@@ -758,5 +827,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Proves "outcome unknown" is a property of the outcome type: only a replica that never
+    /// got the request (unreachable) or refused it is known not to have applied it.
+    #[test]
+    fn outcome_unknown_is_typed() {
+        assert!(Outcome::Timeout.outcome_unknown());
+        assert!(Outcome::Pending.outcome_unknown());
+        assert!(Outcome::Error(Failure::Lost("reset".into())).outcome_unknown());
+        assert!(Outcome::Error(Failure::Corrupt("bad frame".into())).outcome_unknown());
+        assert!(!Outcome::Error(Failure::Unreachable("refused".into())).outcome_unknown());
+        assert!(!Outcome::Error(Failure::from("disk full")).outcome_unknown());
+        assert!(!Outcome::Skipped.outcome_unknown());
+        assert_eq!(Outcome::Error(Failure::from("disk full")).to_string(), "error: disk full");
     }
 }

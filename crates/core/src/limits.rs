@@ -49,8 +49,10 @@ pub const ITEM_STATE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Most bytes of item states in one replica's scan page. A page ends early (and the client gets
 /// a `next` cursor) rather than building a peer message beyond the frame limit: 100 items of
-/// 1 MiB make a 16 MiB page pair of requests instead of one 100 MiB message.
-pub const SCAN_PAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// 1 MiB are read as pages of four items instead of one 100 MiB message. 4 MiB keeps a page
+/// (N replicas' copies of it, merged at the coordinator, then JSON) well within the request
+/// timeout even on a slow machine.
+pub const SCAN_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Largest peer message. Must hold the largest item state a merge can produce (see
 /// [`ITEM_STATE_BYTES_MAX`]) and a scan page whose first item alone exceeds

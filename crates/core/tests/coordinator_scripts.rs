@@ -239,8 +239,12 @@ impl goldenscript::Runner for Runner {
                 let message = args.next_pos().ok_or("error message not given")?.to_owned();
                 args.reject_next()?;
                 self.event(Some(replica), |request| match request {
-                    Request::Write { coordinator, .. } => coordinator.on_response(replica, Err(message)),
-                    Request::Read { coordinator, .. } => coordinator.on_response(replica, Err(message)),
+                    Request::Write { coordinator, .. } => {
+                        coordinator.on_response(replica, Err(message.into()))
+                    }
+                    Request::Read { coordinator, .. } => {
+                        coordinator.on_response(replica, Err(message.into()))
+                    }
                 })?
             }
             "skip" => {

@@ -56,7 +56,7 @@ pub use store::{LocalStore, MemStore, StoreError};
 use crate::antientropy::{Command, Exchange, ExchangeStats, LeafItems, EXCHANGE_LEAVES_MAX};
 use crate::causality::{ActorId, CausalityError, Dot, ItemState, Value, VersionVector};
 use crate::consistency::{Level, LevelError};
-use crate::coordinator::{Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
+use crate::coordinator::{Failure, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
 use crate::handoff::{DropReason, HandoffCommand, Hint, HintId, HintQueue};
 use crate::key::{partition_prefix, ItemKey, KeyError};
 use crate::limits::{
@@ -1015,6 +1015,10 @@ impl<S: LocalStore> Replica<S> {
                     if result.is_ok() && self.trace {
                         self.events.push(Event::Acked { key: j.key.storage_key(), state: j.state.clone() });
                     }
+                    let result = result.map_err(|m| Failure::Refused {
+                        code: "node_poisoned".into(),
+                        message: format!("storage is poisoned: {m}"),
+                    });
                     j.coord.on_response(&me, result);
                 }
                 self.drive_write(now, job);
@@ -1625,7 +1629,7 @@ impl<S: LocalStore> Replica<S> {
         let mut local = None;
         for &(idx, _) in &targets {
             if idx == self.me() {
-                local = Some(self.read_local(&key).map_err(|e| e.to_string()));
+                local = Some(self.read_local(&key).map_err(|e| refused(&e)));
             } else {
                 self.send(
                     now,
@@ -1779,7 +1783,7 @@ impl<S: LocalStore> Replica<S> {
                 let page = self
                     .local_scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)
                     .map(|(items, exhausted)| ScanMerge::from_page(items, exhausted, reverse))
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| refused(&e));
                 coord.on_response(&name, page);
             } else if !self.shared.is_up(idx, now.mono_ms) {
                 coord.skip(&name);
@@ -1991,28 +1995,26 @@ impl<S: LocalStore> Replica<S> {
         let peer = self.name(o.to);
         match o.purpose {
             Purpose::WriteReplica { job } => {
-                let r = match result {
-                    Ok(PeerResponse::Ack) => Ok(()),
-                    Ok(PeerResponse::Failed(e)) => Err(e.to_string()),
-                    Ok(other) => Err(format!("unexpected response {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                };
+                let r = classify(result, |r| matches!(r, PeerResponse::Ack).then_some(()));
                 self.count("write", outcome_label(&r));
                 if let Some(j) = self.writes.get_mut(&job) {
-                    j.coord.on_response(&peer, r);
+                    match r {
+                        Ok(()) => j.coord.on_response(&peer, Ok(())),
+                        Err(None) => j.coord.on_timeout(&peer),
+                        Err(Some(f)) => j.coord.on_response(&peer, Err(f)),
+                    }
                 }
                 self.drive_write(now, job);
             }
             Purpose::ReadReplica { job } => {
-                let r = match result {
-                    Ok(PeerResponse::Item(state)) => Ok(state),
-                    Ok(PeerResponse::Failed(e)) => Err(e.to_string()),
-                    Ok(other) => Err(format!("unexpected response {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                };
+                let r = classify(result, |r| if let PeerResponse::Item(s) = r { Some(s) } else { None });
                 self.count("read", outcome_label(&r));
                 if let Some(j) = self.reads.get_mut(&job) {
-                    j.coord.on_response(&peer, r);
+                    match r {
+                        Ok(state) => j.coord.on_response(&peer, Ok(state)),
+                        Err(None) => j.coord.on_timeout(&peer),
+                        Err(Some(f)) => j.coord.on_response(&peer, Err(f)),
+                    }
                 }
                 self.drive_read(now, job);
             }
@@ -2046,16 +2048,18 @@ impl<S: LocalStore> Replica<S> {
             },
             Purpose::ScanReplica { job } => {
                 let reverse = self.scans.get(&job).is_some_and(|j| j.reverse);
-                let r = match result {
-                    Ok(PeerResponse::Page { items, exhausted }) => {
-                        Ok(ScanMerge::from_page(items, exhausted, reverse))
+                let r = classify(result, |r| match r {
+                    PeerResponse::Page { items, exhausted } => {
+                        Some(ScanMerge::from_page(items, exhausted, reverse))
                     }
-                    Ok(PeerResponse::Failed(e)) => Err(e.to_string()),
-                    Ok(other) => Err(format!("unexpected response {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                };
+                    _ => None,
+                });
                 if let Some(j) = self.scans.get_mut(&job) {
-                    j.coord.on_response(&peer, r);
+                    match r {
+                        Ok(page) => j.coord.on_response(&peer, Ok(page)),
+                        Err(None) => j.coord.on_timeout(&peer),
+                        Err(Some(f)) => j.coord.on_response(&peer, Err(f)),
+                    }
                 }
                 self.drive_scan(job);
             }
@@ -2569,12 +2573,36 @@ fn final_error(mut e: QuorumError, outcomes: &[(String, Outcome)]) -> QuorumErro
 }
 
 /// The `outcome` label of a replica reply.
-fn outcome_label<T>(result: &Result<T, String>) -> &'static str {
+fn outcome_label<T>(result: &Result<T, Option<Failure>>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(m) if m == "timeout" => "timeout",
-        Err(_) => "error",
+        Err(None) => "timeout",
+        Err(Some(_)) => "error",
     }
+}
+
+/// Sorts a peer's answer into success (what `expected` extracts), a timeout (`Err(None)`), or
+/// a typed failure: refused with the peer's code, unreachable, lost, or an answer that does not
+/// fit the request (corrupt).
+fn classify<T>(
+    result: Result<PeerResponse, SendError>,
+    expected: impl FnOnce(PeerResponse) -> Option<T>,
+) -> Result<T, Option<Failure>> {
+    match result {
+        Ok(PeerResponse::Failed(e)) => Err(Some(refused(&e))),
+        Ok(resp) => {
+            let shown = format!("unexpected response {resp:?}");
+            expected(resp).ok_or(Some(Failure::Corrupt(shown)))
+        }
+        Err(SendError::Timeout) => Err(None),
+        Err(SendError::Unreachable(m)) => Err(Some(Failure::Unreachable(m))),
+        Err(SendError::Lost(m)) => Err(Some(Failure::Lost(m))),
+    }
+}
+
+/// A replica error as a coordinator failure.
+fn refused(e: &ReplicaError) -> Failure {
+    Failure::Refused { code: e.code().into(), message: e.to_string() }
 }
 
 /// The smallest byte string greater than every string starting with `prefix`, if any.
