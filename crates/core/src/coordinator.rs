@@ -34,8 +34,6 @@
 
 use std::fmt;
 
-use thiserror::Error;
-
 use crate::limits::REPLICATION_FACTOR_MAX;
 
 /// A replica state that a read can merge: a join-semilattice.
@@ -152,8 +150,8 @@ pub enum Op {
 
 /// A request could not reach its quorum. Carries what was needed, what was got, and every
 /// replica's outcome at decision time, so the client and the logs can name the culprits.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub struct QuorumError {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumError<R = String> {
     pub op: Op,
     /// Successful replies required (`w` or `r`).
     pub needed: usize,
@@ -161,10 +159,24 @@ pub struct QuorumError {
     pub got: usize,
     /// Every replica, in replica order, with its outcome at decision time (including `Ok` ones;
     /// the message lists only the others).
-    pub outcomes: Vec<(String, Outcome)>,
+    pub outcomes: Vec<(R, Outcome)>,
 }
 
-impl fmt::Display for QuorumError {
+impl<R> QuorumError<R> {
+    /// The same error with replicas named by `name` (node ids become names for people).
+    pub fn named<T>(self, name: impl Fn(&R) -> T) -> QuorumError<T> {
+        QuorumError {
+            op: self.op,
+            needed: self.needed,
+            got: self.got,
+            outcomes: self.outcomes.iter().map(|(r, o)| (name(r), o.clone())).collect(),
+        }
+    }
+}
+
+impl<R: fmt::Debug + fmt::Display> std::error::Error for QuorumError<R> {}
+
+impl<R: fmt::Display> fmt::Display for QuorumError<R> {
     /// `quorum not reached: needed 3 acks, got 2 (n4: timeout)` for writes,
     /// `quorum not reached: needed 2 replies, got 1 (n2: timeout, n3: error: disk full)` for reads.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -190,10 +202,10 @@ impl fmt::Display for QuorumError {
 /// The bookkeeping both coordinators share: who was asked, what each said, and whether the
 /// deadline has passed. It knows nothing of payloads; the coordinators add those.
 #[derive(Clone, Debug)]
-struct Tally {
+struct Tally<R> {
     /// Every replica of the request, in preference-list order, with its outcome so far. Errors
     /// and the `outcomes()` accessors report in this order, so it is stable and meaningful.
-    outcomes: Vec<(String, Outcome)>,
+    outcomes: Vec<(R, Outcome)>,
     /// Successful replies needed for success (`w` or `r`).
     needed: usize,
     /// At or after this time, replicas that have not replied count as timed out.
@@ -203,8 +215,8 @@ struct Tally {
     deadline_passed: bool,
 }
 
-impl Tally {
-    fn new(replicas: Vec<String>, needed: usize, deadline_ms: u64) -> Self {
+impl<R: Clone + PartialEq + fmt::Debug> Tally<R> {
+    fn new(replicas: Vec<R>, needed: usize, deadline_ms: u64) -> Self {
         // Programmer errors, not runtime conditions: `needed` comes from a consistency level
         // already resolved against the replication factor, and replicas from the ring.
         assert!(!replicas.is_empty(), "a request needs at least one replica");
@@ -212,7 +224,7 @@ impl Tally {
         assert!(1 <= needed && needed <= replicas.len(), "needed must be in 1..=replicas");
         for (i, replica) in replicas.iter().enumerate() {
             // A duplicate would let one replica's reply count twice towards the quorum.
-            assert!(!replicas.iter().take(i).any(|r| r == replica), "duplicate replica {replica}");
+            assert!(!replicas.iter().take(i).any(|r| r == replica), "duplicate replica {replica:?}");
         }
         let outcomes = replicas.into_iter().map(|r| (r, Outcome::Pending)).collect();
         Tally { outcomes, needed, deadline_ms, deadline_passed: false }
@@ -220,8 +232,11 @@ impl Tally {
 
     /// Records a reply. Returns the replica's position if the reply was accepted: the replica is
     /// part of the request and had not replied (a reply after its timeout is accepted).
-    fn record(&mut self, replica: &str, outcome: Outcome) -> Option<usize> {
-        let index = self.outcomes.iter().position(|(r, _)| r == replica)?;
+    fn record<Q: PartialEq + ?Sized>(&mut self, replica: &Q, outcome: Outcome) -> Option<usize>
+    where
+        R: std::borrow::Borrow<Q>,
+    {
+        let index = self.outcomes.iter().position(|(r, _)| r.borrow() == replica)?;
         let slot = &mut self.outcomes.get_mut(index)?.1;
         match slot {
             Outcome::Pending | Outcome::Timeout => {
@@ -232,10 +247,13 @@ impl Tally {
         }
     }
 
-    fn skip(&mut self, replica: &str) {
+    fn skip<Q: PartialEq + ?Sized>(&mut self, replica: &Q)
+    where
+        R: std::borrow::Borrow<Q>,
+    {
         // Only a replica we are still waiting for can be written off; one that already answered
         // has told us more than a liveness guess can.
-        if let Some((_, outcome)) = self.outcomes.iter_mut().find(|(r, _)| r == replica) {
+        if let Some((_, outcome)) = self.outcomes.iter_mut().find(|(r, _)| (*r).borrow() == replica) {
             if *outcome == Outcome::Pending {
                 *outcome = Outcome::Skipped;
             }
@@ -268,7 +286,7 @@ impl Tally {
         self.count(&Outcome::Ok) + self.count(&Outcome::Pending) < self.needed
     }
 
-    fn error(&self, op: Op) -> QuorumError {
+    fn error(&self, op: Op) -> QuorumError<R> {
         QuorumError {
             op,
             needed: self.needed,
@@ -284,29 +302,35 @@ impl Tally {
 
 /// Decides a write: success once `needed` replicas acknowledged it.
 #[derive(Clone, Debug)]
-pub struct WriteCoordinator {
-    tally: Tally,
+pub struct WriteCoordinator<R = String> {
+    tally: Tally<R>,
     /// The answer for the client, set once and never changed.
-    decision: Option<Result<(), QuorumError>>,
+    decision: Option<Result<(), QuorumError<R>>>,
 }
 
-impl WriteCoordinator {
+impl<R: Clone + PartialEq + fmt::Debug> WriteCoordinator<R> {
     /// A write sent to `replicas` (in preference-list order) that needs `needed` acks by
     /// `deadline_ms`. Panics unless `1 <= needed <= replicas.len() <= REPLICATION_FACTOR_MAX` and
     /// the replicas are distinct.
-    pub fn new(replicas: Vec<String>, needed: usize, deadline_ms: u64) -> Self {
+    pub fn new(replicas: Vec<R>, needed: usize, deadline_ms: u64) -> Self {
         WriteCoordinator { tally: Tally::new(replicas, needed, deadline_ms), decision: None }
     }
 
     /// Marks a replica known to be down: the write is not sent to it. Fails the write at once if
     /// too few replicas remain to reach the quorum.
-    pub fn skip(&mut self, replica: &str) {
+    pub fn skip<Q: PartialEq + ?Sized>(&mut self, replica: &Q)
+    where
+        R: std::borrow::Borrow<Q>,
+    {
         self.tally.skip(replica);
         self.decide();
     }
 
     /// Feeds a replica's reply in. Unknown replicas and second replies are ignored.
-    pub fn on_response(&mut self, replica: &str, result: Result<(), Failure>) {
+    pub fn on_response<Q: PartialEq + ?Sized>(&mut self, replica: &Q, result: Result<(), Failure>)
+    where
+        R: std::borrow::Borrow<Q>,
+    {
         let outcome = match result {
             Ok(()) => Outcome::Ok,
             Err(message) => Outcome::Error(message),
@@ -316,7 +340,10 @@ impl WriteCoordinator {
     }
 
     /// The request to `replica` timed out before the coordinator's own deadline.
-    pub fn on_timeout(&mut self, replica: &str) {
+    pub fn on_timeout<Q: PartialEq + ?Sized>(&mut self, replica: &Q)
+    where
+        R: std::borrow::Borrow<Q>,
+    {
         self.tally.record(replica, Outcome::Timeout);
         self.decide();
     }
@@ -329,12 +356,12 @@ impl WriteCoordinator {
     }
 
     /// The answer for the client, once known.
-    pub fn decision(&self) -> Option<Result<(), QuorumError>> {
+    pub fn decision(&self) -> Option<Result<(), QuorumError<R>>> {
         self.decision.clone()
     }
 
     /// Every replica with its outcome so far, in replica order.
-    pub fn outcomes(&self) -> &[(String, Outcome)] {
+    pub fn outcomes(&self) -> &[(R, Outcome)] {
         &self.tally.outcomes
     }
 
@@ -359,8 +386,8 @@ impl WriteCoordinator {
 /// Decides a read: success once `needed` replicas replied, with the merge of their states; then
 /// keeps merging late replies to work out which replicas need read repair.
 #[derive(Clone, Debug)]
-pub struct ReadCoordinator<S: Mergeable> {
-    tally: Tally,
+pub struct ReadCoordinator<S: Mergeable, R = String> {
+    tally: Tally<R>,
     /// The state each replica replied with, by replica position; kept to find stale replicas
     /// once every reply is in.
     states: Vec<Option<S>>,
@@ -368,14 +395,14 @@ pub struct ReadCoordinator<S: Mergeable> {
     merged: Option<S>,
     /// The answer for the client, set once and never changed. Its state is the merge at decision
     /// time: later replies improve repairs, not an answer already given.
-    decision: Option<Result<S, QuorumError>>,
+    decision: Option<Result<S, QuorumError<R>>>,
 }
 
-impl<S: Mergeable> ReadCoordinator<S> {
+impl<S: Mergeable, R: Clone + PartialEq + fmt::Debug> ReadCoordinator<S, R> {
     /// A read sent to `replicas` (in preference-list order) that needs `needed` replies by
     /// `deadline_ms`. Panics unless `1 <= needed <= replicas.len() <= REPLICATION_FACTOR_MAX` and
     /// the replicas are distinct.
-    pub fn new(replicas: Vec<String>, needed: usize, deadline_ms: u64) -> Self {
+    pub fn new(replicas: Vec<R>, needed: usize, deadline_ms: u64) -> Self {
         let states = vec![None; replicas.len()];
         ReadCoordinator {
             tally: Tally::new(replicas, needed, deadline_ms),
@@ -387,13 +414,19 @@ impl<S: Mergeable> ReadCoordinator<S> {
 
     /// Marks a replica known to be down: the read is not sent to it. Fails the read at once if
     /// too few replicas remain to reach the quorum.
-    pub fn skip(&mut self, replica: &str) {
+    pub fn skip<Q: PartialEq + ?Sized>(&mut self, replica: &Q)
+    where
+        R: std::borrow::Borrow<Q>,
+    {
         self.tally.skip(replica);
         self.decide();
     }
 
     /// Feeds a replica's reply in. Unknown replicas and second replies are ignored.
-    pub fn on_response(&mut self, replica: &str, result: Result<S, Failure>) {
+    pub fn on_response<Q: PartialEq + ?Sized>(&mut self, replica: &Q, result: Result<S, Failure>)
+    where
+        R: std::borrow::Borrow<Q>,
+    {
         match result {
             Ok(state) => {
                 if let Some(index) = self.tally.record(replica, Outcome::Ok) {
@@ -414,7 +447,10 @@ impl<S: Mergeable> ReadCoordinator<S> {
     }
 
     /// The request to `replica` timed out before the coordinator's own deadline.
-    pub fn on_timeout(&mut self, replica: &str) {
+    pub fn on_timeout<Q: PartialEq + ?Sized>(&mut self, replica: &Q)
+    where
+        R: std::borrow::Borrow<Q>,
+    {
         self.tally.record(replica, Outcome::Timeout);
         self.decide();
     }
@@ -427,12 +463,12 @@ impl<S: Mergeable> ReadCoordinator<S> {
     }
 
     /// The answer for the client, once known.
-    pub fn decision(&self) -> Option<Result<S, QuorumError>> {
+    pub fn decision(&self) -> Option<Result<S, QuorumError<R>>> {
         self.decision.clone()
     }
 
     /// Every replica with its outcome so far, in replica order.
-    pub fn outcomes(&self) -> &[(String, Outcome)] {
+    pub fn outcomes(&self) -> &[(R, Outcome)] {
         &self.tally.outcomes
     }
 
@@ -451,7 +487,7 @@ impl<S: Mergeable> ReadCoordinator<S> {
     /// [`is_finished`](Self::is_finished); earlier, a later reply may still extend the merge.
     /// Replicas that failed, timed out or were skipped are not repaired here: we do not know
     /// what they hold, and getting data to them is hinted handoff's and anti-entropy's job.
-    pub fn repairs(&self) -> Vec<(String, S)> {
+    pub fn repairs(&self) -> Vec<(R, S)> {
         let Some(merged) = &self.merged else { return Vec::new() };
         self.tally
             .outcomes

@@ -570,7 +570,7 @@ enum Waiter {
 struct WriteJob {
     key: ItemKey,
     state: ItemState,
-    coord: WriteCoordinator,
+    coord: WriteCoordinator<NodeId>,
     /// (target, home it stands in for) of every replica the write was sent to.
     targets: Vec<(NodeId, Option<NodeId>)>,
     reply_to: ReplyTo,
@@ -592,21 +592,22 @@ struct ForwardJob {
 struct ReadJob {
     client: RequestId,
     key: ItemKey,
-    coord: ReadCoordinator<ItemState>,
+    coord: ReadCoordinator<ItemState, NodeId>,
     repair: ReadRepair,
     deadline_ms: u64,
     answer: Option<ItemState>,
     answered: bool,
     /// Blocking repairs in flight (request ids, or markers of local repairs).
     repairing: BTreeSet<u64>,
+    /// Names of the replicas whose blocking repair failed (for the error message).
     failed_repairs: Vec<String>,
-    repaired: Vec<String>,
+    repaired: Vec<NodeId>,
 }
 
 struct ScanJob {
     client: RequestId,
     limit: usize,
-    coord: ReadCoordinator<ScanMerge>,
+    coord: ReadCoordinator<ScanMerge, NodeId>,
     reverse: bool,
 }
 
@@ -1010,7 +1011,7 @@ impl<S: LocalStore> Replica<S> {
     fn release(&mut self, now: Now, waiter: Waiter, result: Result<(), String>) {
         match waiter {
             Waiter::SelfAck { job } => {
-                let me = self.name(self.me());
+                let me = self.me();
                 if let Some(j) = self.writes.get_mut(&job) {
                     if result.is_ok() && self.trace {
                         self.events.push(Event::Acked { key: j.key.storage_key(), state: j.state.clone() });
@@ -1516,12 +1517,12 @@ impl<S: LocalStore> Replica<S> {
     ) -> Result<(), ReplicaError> {
         let new = self.apply_local_write(now, &key, value, &ctx)?;
         let (targets, down) = self.request_targets(&key, &pref, mode, now);
-        let mut names: Vec<String> = targets.iter().map(|(i, _)| self.name(*i)).collect();
-        names.extend(down.iter().map(|i| self.name(*i)));
-        let w = w.clamp(1, names.len());
-        let mut coord = WriteCoordinator::new(names, w, now.mono_ms.saturating_add(timeout_ms));
+        let mut replicas: Vec<NodeId> = targets.iter().map(|(i, _)| *i).collect();
+        replicas.extend(down.iter().copied());
+        let w = w.clamp(1, replicas.len());
+        let mut coord = WriteCoordinator::new(replicas, w, now.mono_ms.saturating_add(timeout_ms));
         for &idx in &down {
-            coord.skip(&self.name(idx));
+            coord.skip(&idx);
             self.count("write", "down");
         }
         let job = self.next_id();
@@ -1559,7 +1560,7 @@ impl<S: LocalStore> Replica<S> {
         let answer = match j.coord.decision() {
             Some(Ok(())) if !j.replied => Some(Ok(j.state.clone())),
             Some(Err(e)) if j.coord.is_finished() && !j.replied => {
-                Some(Err(final_error(e, j.coord.outcomes())))
+                Some(Err(final_error(e, j.coord.outcomes()).named(|n| self.shared.name(*n))))
             }
             _ => None,
         };
@@ -1582,13 +1583,13 @@ impl<S: LocalStore> Replica<S> {
             self.writes.insert(job, j);
             return;
         }
-        let ok = |name: &str| j.coord.outcomes().iter().any(|(n, o)| n == name && *o == Outcome::Ok);
+        let ok = |node: NodeId| j.coord.outcomes().iter().any(|(n, o)| *n == node && *o == Outcome::Ok);
         let mut hinted = false;
         for home in self.shared.preference(&j.key) {
-            if home == self.me() || ok(&self.name(home)) {
+            if home == self.me() || ok(home) {
                 continue;
             }
-            let covered = j.targets.iter().any(|(f, s)| *s == Some(home) && ok(&self.name(*f)));
+            let covered = j.targets.iter().any(|(f, s)| *s == Some(home) && ok(*f));
             if !covered {
                 hinted |= self.add_hint(now, home, &j.key, &j.state);
             }
@@ -1616,13 +1617,13 @@ impl<S: LocalStore> Replica<S> {
         let timeout_ms = self.timeout_of(timeout_ms);
         let pref = self.shared.preference(&key);
         let (targets, down) = self.request_targets(&key, &pref, mode, now);
-        let mut names: Vec<String> = targets.iter().map(|(i, _)| self.name(*i)).collect();
-        names.extend(down.iter().map(|i| self.name(*i)));
-        let r = r.clamp(1, names.len());
+        let mut replicas: Vec<NodeId> = targets.iter().map(|(i, _)| *i).collect();
+        replicas.extend(down.iter().copied());
+        let r = r.clamp(1, replicas.len());
         let deadline_ms = now.mono_ms.saturating_add(timeout_ms);
-        let mut coord = ReadCoordinator::new(names, r, deadline_ms);
+        let mut coord = ReadCoordinator::new(replicas, r, deadline_ms);
         for &idx in &down {
-            coord.skip(&self.name(idx));
+            coord.skip(&idx);
             self.count("read", "down");
         }
         let job = self.next_id();
@@ -1642,7 +1643,7 @@ impl<S: LocalStore> Replica<S> {
         }
         if let Some(result) = local {
             self.count("read", if result.is_ok() { "ok" } else { "error" });
-            coord.on_response(&self.name(self.me()), result);
+            coord.on_response(&self.me(), result);
         }
         self.reads.insert(
             job,
@@ -1675,9 +1676,9 @@ impl<S: LocalStore> Replica<S> {
                         if matches!(j.repair, ReadRepair::Blocking | ReadRepair::WriteBack) {
                             let left = j.deadline_ms.saturating_sub(now.mono_ms).max(1);
                             for (replica, st) in j.coord.repairs() {
-                                j.repaired.push(replica.clone());
+                                j.repaired.push(replica);
                                 if let Some(marker) =
-                                    self.repair_replica(now, &j.key, &replica, &st, left, Some(job))
+                                    self.repair_replica(now, &j.key, replica, &st, left, Some(job))
                                 {
                                     j.repairing.insert(marker);
                                 }
@@ -1703,7 +1704,7 @@ impl<S: LocalStore> Replica<S> {
                 }
                 Some(Err(e)) if j.coord.is_finished() => {
                     j.answered = true;
-                    let e = final_error(e, j.coord.outcomes());
+                    let e = final_error(e, j.coord.outcomes()).named(|n| self.shared.name(*n));
                     self.reply(j.client, Err(ReplicaError::Quorum(e)));
                 }
                 _ => {}
@@ -1718,7 +1719,7 @@ impl<S: LocalStore> Replica<S> {
             let timeout = self.shared.config.request_timeout_ms;
             for (replica, st) in j.coord.repairs() {
                 if !j.repaired.contains(&replica) {
-                    self.repair_replica(now, &j.key, &replica, &st, timeout, None);
+                    self.repair_replica(now, &j.key, replica, &st, timeout, None);
                 }
             }
         }
@@ -1730,12 +1731,11 @@ impl<S: LocalStore> Replica<S> {
         &mut self,
         now: Now,
         key: &ItemKey,
-        replica: &str,
+        idx: NodeId,
         state: &ItemState,
         timeout_ms: u64,
         wait: Option<u64>,
     ) -> Option<u64> {
-        let idx = self.shared.ring.index_of(replica)?;
         self.stats.read_repairs += 1;
         if idx == self.me() {
             let merged = self.merge_local(now, key, state);
@@ -1743,7 +1743,7 @@ impl<S: LocalStore> Replica<S> {
             let marker = self.next_id();
             if merged.is_err() {
                 if let Some(j) = self.reads.get_mut(&job) {
-                    j.failed_repairs.push(replica.to_owned());
+                    j.failed_repairs.push(self.shared.name(idx));
                 }
                 return None;
             }
@@ -1773,20 +1773,21 @@ impl<S: LocalStore> Replica<S> {
         let timeout_ms = self.timeout_of(timeout_ms);
         let limit = limit.clamp(1, SCAN_PAGE_LEN_MAX);
         let pref = self.shared.preference(&key);
-        let names: Vec<String> = pref.iter().map(|i| self.name(*i)).collect();
-        let mut coord: ReadCoordinator<ScanMerge> =
-            ReadCoordinator::new(names, r.clamp(1, pref.len()), now.mono_ms.saturating_add(timeout_ms));
+        let mut coord: ReadCoordinator<ScanMerge, NodeId> = ReadCoordinator::new(
+            pref.clone(),
+            r.clamp(1, pref.len()),
+            now.mono_ms.saturating_add(timeout_ms),
+        );
         let job = self.next_id();
         for &idx in &pref {
-            let name = self.name(idx);
             if idx == self.me() {
                 let page = self
                     .local_scan(&table, &partition, from.as_deref(), to.as_deref(), limit, reverse)
                     .map(|(items, exhausted)| ScanMerge::from_page(items, exhausted, reverse))
                     .map_err(|e| refused(&e));
-                coord.on_response(&name, page);
+                coord.on_response(&idx, page);
             } else if !self.shared.is_up(idx, now.mono_ms) {
-                coord.skip(&name);
+                coord.skip(&idx);
             } else {
                 let req = PeerRequest::Scan {
                     table: table.clone(),
@@ -1809,7 +1810,7 @@ impl<S: LocalStore> Replica<S> {
         let result = match j.coord.decision() {
             Some(Ok(merged)) => Ok(ClientResponse::Scan(merged.into_result(j.limit))),
             Some(Err(e)) if j.coord.is_finished() => {
-                Err(ReplicaError::Quorum(final_error(e, j.coord.outcomes())))
+                Err(ReplicaError::Quorum(final_error(e, j.coord.outcomes()).named(|n| self.shared.name(*n))))
             }
             _ => return,
         };
@@ -1999,9 +2000,9 @@ impl<S: LocalStore> Replica<S> {
                 self.count("write", outcome_label(&r));
                 if let Some(j) = self.writes.get_mut(&job) {
                     match r {
-                        Ok(()) => j.coord.on_response(&peer, Ok(())),
-                        Err(None) => j.coord.on_timeout(&peer),
-                        Err(Some(f)) => j.coord.on_response(&peer, Err(f)),
+                        Ok(()) => j.coord.on_response(&o.to, Ok(())),
+                        Err(None) => j.coord.on_timeout(&o.to),
+                        Err(Some(f)) => j.coord.on_response(&o.to, Err(f)),
                     }
                 }
                 self.drive_write(now, job);
@@ -2011,9 +2012,9 @@ impl<S: LocalStore> Replica<S> {
                 self.count("read", outcome_label(&r));
                 if let Some(j) = self.reads.get_mut(&job) {
                     match r {
-                        Ok(state) => j.coord.on_response(&peer, Ok(state)),
-                        Err(None) => j.coord.on_timeout(&peer),
-                        Err(Some(f)) => j.coord.on_response(&peer, Err(f)),
+                        Ok(state) => j.coord.on_response(&o.to, Ok(state)),
+                        Err(None) => j.coord.on_timeout(&o.to),
+                        Err(Some(f)) => j.coord.on_response(&o.to, Err(f)),
                     }
                 }
                 self.drive_read(now, job);
@@ -2056,9 +2057,9 @@ impl<S: LocalStore> Replica<S> {
                 });
                 if let Some(j) = self.scans.get_mut(&job) {
                     match r {
-                        Ok(page) => j.coord.on_response(&peer, Ok(page)),
-                        Err(None) => j.coord.on_timeout(&peer),
-                        Err(Some(f)) => j.coord.on_response(&peer, Err(f)),
+                        Ok(page) => j.coord.on_response(&o.to, Ok(page)),
+                        Err(None) => j.coord.on_timeout(&o.to),
+                        Err(Some(f)) => j.coord.on_response(&o.to, Err(f)),
                     }
                 }
                 self.drive_scan(job);
@@ -2566,7 +2567,7 @@ impl<S: LocalStore> Replica<S> {
 
 /// Rebuilds a quorum error from the replicas' final outcomes (the decision-time error may
 /// still list replicas that answered later).
-fn final_error(mut e: QuorumError, outcomes: &[(String, Outcome)]) -> QuorumError {
+fn final_error(mut e: QuorumError<NodeId>, outcomes: &[(NodeId, Outcome)]) -> QuorumError<NodeId> {
     e.got = outcomes.iter().filter(|(_, o)| *o == Outcome::Ok).count();
     e.outcomes = outcomes.to_vec();
     e
