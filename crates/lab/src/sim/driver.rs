@@ -28,13 +28,15 @@ pub(super) enum Msg {
         key: usize,
         r: usize,
     },
-    /// Client → any node: write (or delete, with `value = None`) `key` at `w`.
+    /// Client → any node: write (or delete, with `value = None`) `key` at `w`, with a strict
+    /// or a sloppy quorum.
     ClientWrite {
         op: u64,
         key: usize,
         value: Option<Vec<u8>>,
         ctx: VersionVector,
         w: usize,
+        sloppy: bool,
     },
     /// Gateway → client: the answer to `op`.
     ClientReply {
@@ -335,7 +337,7 @@ impl SimNode {
                 };
                 self.step(cx, shard, now, Input::Client { id: op, req });
             }
-            (Msg::ClientWrite { op, key, value, ctx, w }, Endpoint::Client(_)) => {
+            (Msg::ClientWrite { op, key, value, ctx, w, sloppy }, Endpoint::Client(_)) => {
                 let k = cx.keys[key].item.clone();
                 let shard = cx.keys[key].shard;
                 let req = ClientRequest::Write {
@@ -343,7 +345,7 @@ impl SimNode {
                     value,
                     ctx,
                     w: Level::Count(w),
-                    mode: QuorumMode::Strict,
+                    mode: if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict },
                     timeout_ms,
                 };
                 self.step(cx, shard, now, Input::Client { id: op, req });

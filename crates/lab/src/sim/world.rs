@@ -601,7 +601,11 @@ impl World {
                     (None, None)
                 };
                 let ctx = context_in.clone().unwrap_or_default();
-                (value, Msg::ClientWrite { op, key, value: stored, ctx, w: needed }, format!("w{needed}"))
+                // A fifth of the writes ask for a sloppy quorum: stand-ins keep hints for down
+                // home replicas and count toward W.
+                let sloppy = chance(&mut self.cx.rng, PPM / 5);
+                let setting = if sloppy { format!("w{needed}-sloppy") } else { format!("w{needed}") };
+                (value, Msg::ClientWrite { op, key, value: stored, ctx, w: needed, sloppy }, setting)
             }
         };
         let now_ns = self.cx.now_ms * NS_PER_MS;
