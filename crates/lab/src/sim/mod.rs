@@ -56,7 +56,7 @@
 //!   at each restart, so a node's clock can jump backwards across a crash.
 //! - **Clients**: 8 processes, one op at a time, on 6 keys: 45 % reads, 45 % writes (unique
 //!   values `w1`, `w2`, …; some with the context of the client's last read of the key, some
-//!   blind), 10 % deletes with a context; R and W each `one`, `quorum` or `all`. A client talks
+//!   blind), 10 % deletes with a context; R and W each `one`, `quorum` or `all`, a fifth of the writes with a sloppy quorum. A client talks
 //!   to a live node 90 % of the time, else to any, and gives up after 600 ms (`info`). `fail` is
 //!   recorded only when the write certainly reached no replica.
 //! - **Faults** (safety phase, one every 50–600 ms): a crash of one node (a minority at most),
