@@ -1,0 +1,3 @@
+//! The `quorumdb` library: what the binary and the multi-process tests share.
+
+pub mod launcher;
