@@ -477,7 +477,10 @@ async fn scan_of_large_items_pages_by_bytes() {
     let client = c.client(0);
     let value = "x".repeat(quorumdb_core::limits::VALUE_BYTES_MAX);
     for i in 0..100 {
-        let opts = WriteOptions { sort_key: Some(format!("{i:03}")), ..w("quorum") };
+        // A generous timeout: the test is about page sizes, and 1 MiB fsynced writes on a
+        // loaded 2-core machine can take longer than the 2 s default.
+        let opts =
+            WriteOptions { sort_key: Some(format!("{i:03}")), timeout_ms: Some(20_000), ..w("quorum") };
         client.put("blobs", "p1", &value, &opts).await.unwrap();
     }
     for limit in [None, Some(1000)] {
