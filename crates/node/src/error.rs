@@ -5,6 +5,7 @@ use quorumdb_core::causality::CausalityError;
 use quorumdb_core::consistency::LevelError;
 use quorumdb_core::coordinator::QuorumError;
 use quorumdb_core::key::KeyError;
+use quorumdb_core::replica::ReplicaError;
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone)]
@@ -19,6 +20,9 @@ pub enum ApiError {
     KeyTooLarge(String),
     #[error("{0}")]
     ValueTooLarge(String),
+    /// The write would make the item's stored state exceed its byte limit.
+    #[error("{0}")]
+    ItemTooLarge(String),
     #[error("{0}")]
     TooManySiblings(String),
     #[error("{0}")]
@@ -82,32 +86,45 @@ impl From<StorageError> for ApiError {
     }
 }
 
+// Key, consistency and causality errors are classified once, by the replica's error type, so
+// a bad key means the same code whether the HTTP layer or the replica finds it.
 impl From<KeyError> for ApiError {
     fn from(e: KeyError) -> Self {
-        match e {
-            KeyError::PartitionKeyLength { got: 0, .. } => ApiError::BadRequest(e.to_string()),
-            KeyError::PartitionKeyLength { .. } | KeyError::SortKeyLength { .. } => {
-                ApiError::KeyTooLarge(e.to_string())
-            }
-            other => ApiError::BadRequest(other.to_string()),
-        }
+        ReplicaError::from(e).into()
     }
 }
 
 impl From<LevelError> for ApiError {
     fn from(e: LevelError) -> Self {
-        ApiError::InvalidConsistency(e.to_string())
+        ReplicaError::from(e).into()
     }
 }
 
 impl From<CausalityError> for ApiError {
     fn from(e: CausalityError) -> Self {
+        ReplicaError::from(e).into()
+    }
+}
+
+/// The HTTP-facing error of a replica error.
+impl From<ReplicaError> for ApiError {
+    fn from(e: ReplicaError) -> Self {
         match e {
-            CausalityError::MalformedToken(_) => ApiError::MalformedContext(e.to_string()),
-            CausalityError::TooManySiblings { .. } | CausalityError::VersionVectorTooLong { .. } => {
-                ApiError::TooManySiblings(e.to_string())
+            ReplicaError::Quorum(q) => ApiError::from(q),
+            ReplicaError::RemoteQuorum { needed, got, outcomes, message } => {
+                ApiError::Quorum(QuorumDetails { needed, got, outcomes, message })
             }
-            CausalityError::MalformedState(_) => ApiError::Internal(e.to_string()),
+            ReplicaError::BadRequest(m) => ApiError::BadRequest(m),
+            ReplicaError::InvalidConsistency(m) => ApiError::InvalidConsistency(m),
+            ReplicaError::MalformedContext(m) => ApiError::MalformedContext(m),
+            ReplicaError::KeyTooLarge(m) => ApiError::KeyTooLarge(m),
+            ReplicaError::ValueTooLarge(m) => ApiError::ValueTooLarge(m),
+            ReplicaError::ItemTooLarge(m) => ApiError::ItemTooLarge(m),
+            ReplicaError::TooManySiblings(m) => ApiError::TooManySiblings(m),
+            ReplicaError::Timeout(m) => ApiError::Timeout(m),
+            ReplicaError::Poisoned(m) => ApiError::Poisoned(m),
+            ReplicaError::Unavailable(m) => ApiError::Unavailable(m),
+            ReplicaError::Internal(m) => ApiError::Internal(m),
         }
     }
 }
@@ -121,6 +138,7 @@ impl ApiError {
             ApiError::MalformedContext(_) => "malformed_context",
             ApiError::KeyTooLarge(_) => "key_too_large",
             ApiError::ValueTooLarge(_) => "value_too_large",
+            ApiError::ItemTooLarge(_) => "item_too_large",
             ApiError::TooManySiblings(_) => "too_many_siblings",
             ApiError::Quorum(_) => "quorum_not_reached",
             ApiError::Timeout(_) => "timeout",
@@ -135,7 +153,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidConsistency(_) | ApiError::MalformedContext(_) => 400,
-            ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) => 413,
+            ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) | ApiError::ItemTooLarge(_) => 413,
             ApiError::TooManySiblings(_) => 409,
             ApiError::AdminDisabled(_) => 403,
             ApiError::Quorum(_)
@@ -155,6 +173,7 @@ impl ApiError {
             "malformed_context" => ApiError::MalformedContext(message),
             "key_too_large" => ApiError::KeyTooLarge(message),
             "value_too_large" => ApiError::ValueTooLarge(message),
+            "item_too_large" => ApiError::ItemTooLarge(message),
             "too_many_siblings" => ApiError::TooManySiblings(message),
             "timeout" => ApiError::Timeout(message),
             "node_poisoned" => ApiError::Poisoned(message),

@@ -20,7 +20,7 @@
 //! from the wire DTOs, and publishes counters as metrics.
 
 use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
-use crate::error::{ApiError, QuorumDetails};
+use crate::error::ApiError;
 use crate::storage::{ShardStore, Storage};
 use crate::transport::{FaultLayer, PeerClient, TransportError};
 use crate::wire::{KeyDigest, LeafListing, PageItem, Request, Response, WireKey, WireTree};
@@ -292,7 +292,7 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         let gone = || ApiError::Internal(format!("replica shard {shard} is gone"));
         self.shards.get(shard).ok_or_else(gone)?.send(ShardMsg::Client { req, reply }).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?.map_err(api_error)
+        rx.await.map_err(|_| gone())?.map_err(ApiError::from)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -497,26 +497,6 @@ fn core_mode(mode: QuorumMode) -> replica::QuorumMode {
     match mode {
         QuorumMode::Strict => replica::QuorumMode::Strict,
         QuorumMode::Sloppy => replica::QuorumMode::Sloppy,
-    }
-}
-
-/// The HTTP-facing error of a replica error.
-pub fn api_error(e: ReplicaError) -> ApiError {
-    match e {
-        ReplicaError::Quorum(q) => ApiError::from(q),
-        ReplicaError::RemoteQuorum { needed, got, outcomes, message } => {
-            ApiError::Quorum(QuorumDetails { needed, got, outcomes, message })
-        }
-        ReplicaError::BadRequest(m) => ApiError::BadRequest(m),
-        ReplicaError::InvalidConsistency(m) => ApiError::InvalidConsistency(m),
-        ReplicaError::MalformedContext(m) => ApiError::MalformedContext(m),
-        ReplicaError::KeyTooLarge(m) => ApiError::KeyTooLarge(m),
-        ReplicaError::ValueTooLarge(m) | ReplicaError::ItemTooLarge(m) => ApiError::ValueTooLarge(m),
-        ReplicaError::TooManySiblings(m) => ApiError::TooManySiblings(m),
-        ReplicaError::Timeout(m) => ApiError::Timeout(m),
-        ReplicaError::Poisoned(m) => ApiError::Poisoned(m),
-        ReplicaError::Unavailable(m) => ApiError::Unavailable(m),
-        ReplicaError::Internal(m) => ApiError::Internal(m),
     }
 }
 
