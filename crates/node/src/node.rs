@@ -50,6 +50,8 @@ const TICK_MS: u64 = 10;
 const BATCH_LEN_MAX: usize = 256;
 /// How often a shard publishes its counters and queue statistics.
 const PUBLISH_MS: u64 = 250;
+/// Past the longest request timeout, how long a caller waits for a shard before giving up.
+const SHARD_ANSWER_MARGIN_MS: u64 = 5_000;
 
 /// What a shard thread receives.
 enum ShardMsg {
@@ -292,7 +294,16 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         let gone = || ApiError::Internal(format!("replica shard {shard} is gone"));
         self.shards.get(shard).ok_or_else(gone)?.send(ShardMsg::Client { req, reply }).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?.map_err(ApiError::from)
+        // The replica answers every request by its own deadline; this bound only guards against
+        // a shard thread that stopped making progress, so a client is never left waiting forever.
+        let bound = Duration::from_millis(crate::config::REQUEST_TIMEOUT_MS_MAX + SHARD_ANSWER_MARGIN_MS);
+        match tokio::time::timeout(bound, rx).await {
+            Ok(answer) => answer.map_err(|_| gone())?.map_err(ApiError::from),
+            Err(_) => Err(ApiError::Timeout(format!(
+                "replica shard {shard} did not answer within {} ms; the request may or may not have been applied",
+                bound.as_millis()
+            ))),
+        }
     }
 
     // -----------------------------------------------------------------------------------------
