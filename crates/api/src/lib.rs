@@ -58,7 +58,13 @@ impl ErrorBody {
 impl ErrorDetail {
     /// An error with only a code and a message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorDetail {
-        ErrorDetail { code: code.into(), message: message.into(), needed: None, answered: None, replicas: None }
+        ErrorDetail {
+            code: code.into(),
+            message: message.into(),
+            needed: None,
+            answered: None,
+            replicas: None,
+        }
     }
 }
 
@@ -397,7 +403,10 @@ mod tests {
             items: vec![ScanItem { sort_key: "a".into(), values: vec!["1".into()], context: "c".into() }],
             next: None,
         };
-        round_trip(&page, json!({"items": [{"sort_key": "a", "values": ["1"], "context": "c"}], "next": null}));
+        round_trip(
+            &page,
+            json!({"items": [{"sort_key": "a", "values": ["1"], "context": "c"}], "next": null}),
+        );
         let page = ScanPage { items: vec![], next: Some("cur".into()) };
         round_trip(&page, json!({"items": [], "next": "cur"}));
     }
@@ -506,7 +515,10 @@ mod tests {
     fn put_body_parses_and_refuses_unknown_fields() {
         let b: PutBody = serde_json::from_str(r#"{"value":"v","context":null}"#).unwrap();
         assert_eq!(b, PutBody { value: "v".into(), context: None });
-        round_trip(&PutBody { value: "v".into(), context: Some("c".into()) }, json!({"value": "v", "context": "c"}));
+        round_trip(
+            &PutBody { value: "v".into(), context: Some("c".into()) },
+            json!({"value": "v", "context": "c"}),
+        );
         let err = serde_json::from_str::<PutBody>(r#"{"value":"v","ctx":"c"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `ctx`"), "{err}");
     }
@@ -523,7 +535,10 @@ mod tests {
         let q: ScanQuery = serde_urlencoded::from_str("from=a&to=z&limit=10&reverse=true&cursor=c").unwrap();
         assert_eq!(q.limit.as_deref(), Some("10"));
         assert!(serde_urlencoded::from_str::<WriteQuery>("context=x").is_err());
-        assert_eq!(serde_urlencoded::from_str::<DeleteQuery>("context=x").unwrap().context.as_deref(), Some("x"));
+        assert_eq!(
+            serde_urlencoded::from_str::<DeleteQuery>("context=x").unwrap().context.as_deref(),
+            Some("x")
+        );
         assert!(serde_urlencoded::from_str::<InspectQuery>("r=all").is_err());
         assert_eq!(serde_urlencoded::from_str::<RepairQuery>("").unwrap(), RepairQuery::default());
     }
