@@ -80,15 +80,15 @@ pub struct ReadQuery {
     /// A replica count or `one`, `quorum`, `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r: Option<String>,
+    /// `quorum` or `linearizable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
     /// `blocking`, `async` or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_repair: Option<String>,
     /// `strict` or `sloppy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<String>,
-    /// `quorum` or `linearizable`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consistency: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<String>,
 }
@@ -102,11 +102,11 @@ pub struct WriteQuery {
     /// A replica count or `one`, `quorum`, `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub w: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<String>,
     /// `strict` or `sloppy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<String>,
 }
 
 /// Query of `DELETE /v1/tables/{table}/items/{key}`: a write's query plus the causality token
@@ -121,9 +121,9 @@ pub struct DeleteQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quorum: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
 }
 
 /// Body of a put. `context` may be absent or `null` (a blind write).
