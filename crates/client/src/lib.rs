@@ -769,6 +769,39 @@ mod tests {
         assert!((status.nodes[0].ownership - 0.21).abs() < 1e-9);
     }
 
+    /// Typed fault rules go out as the API's JSON and the rules in force come back typed.
+    #[tokio::test]
+    async fn set_fault_rules_round_trip() {
+        let answer = r#"{"block_send_to":["n2"],"block_receive_from":[],"drop_probability":0.0,"delay_ms":5,"delay_jitter_ms":0,"clock_offset_ms":0}"#;
+        let (endpoint, seen) = canned(200, "application/json", answer).await;
+        let rules = FaultRules {
+            block_send_to: ["n2".to_string()].into(),
+            delay_ms: 5,
+            fail_next_fsync: true,
+            ..FaultRules::default()
+        };
+        let now = Client::new(&endpoint).unwrap().set_fault_rules(&rules).await.unwrap();
+        assert_eq!(now, FaultRules { fail_next_fsync: false, ..rules });
+        let seen = seen.await.unwrap();
+        assert_eq!(seen.request_line, "PUT /v1/admin/faults HTTP/1.1");
+        let sent: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+        assert_eq!(sent["block_send_to"], serde_json::json!(["n2"]));
+        assert_eq!(sent["delay_ms"], 5);
+    }
+
+    /// An inspect answer decodes, including the error of a replica that did not answer.
+    #[tokio::test]
+    async fn inspect_decodes_unanswered_replica() {
+        let body = r#"{"replicas":[{"node":"n3","zone":"z3","state":"down","values":[],"tombstone":false,"version":"","error":"timed out"}]}"#;
+        let (endpoint, seen) = canned(200, "application/json", body).await;
+        let view = Client::new(&endpoint).unwrap().inspect("t", "k", Some("s 1")).await.unwrap();
+        assert_eq!(view.replicas[0].error.as_deref(), Some("timed out"));
+        assert_eq!(
+            seen.await.unwrap().request_line,
+            "GET /v1/tables/t/items/k/replicas?sort_key=s+1 HTTP/1.1"
+        );
+    }
+
     /// A success status with a body that is not the expected JSON is a Decode error.
     #[tokio::test]
     async fn success_with_garbage_is_decode_error() {
