@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Request timeout used by [`Client::new`]. Generous because the server enforces its own,
 /// shorter quorum timeout (`timeout_ms`) and answers with a clear error when it expires; this
@@ -88,87 +88,23 @@ pub struct ScanOptions {
     pub r: Option<String>,
 }
 
+// The wire types are defined once, in `quorumdb-api`, and shared with the server. They are
+// re-exported here under the names this crate has always used.
+pub use quorumdb_api as api;
+pub use quorumdb_api::{
+    ErrorBody, ErrorDetail, FaultRules, InspectResponse, NodeStatus, RepairProgress, RepairStarted,
+    ReplicaOutcome, ReplicaView, ScanItem, WriteResponse,
+};
+
 /// Result of a point read. The item exists when `values` is non-empty; more than one value
 /// means concurrent writes left siblings, which a write carrying `context` resolves.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GetResponse {
-    pub values: Vec<String>,
-    pub context: String,
-}
-
-/// Result of a put or delete: the item's causality token after the write.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct WriteResponse {
-    pub context: String,
-}
-
-/// One item of a scan page.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScanItem {
-    pub sort_key: String,
-    pub values: Vec<String>,
-    pub context: String,
-}
+pub type GetResponse = quorumdb_api::ItemResponse;
 
 /// One page of a partition scan; `next` is the cursor of the following page, if any.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScanResponse {
-    pub items: Vec<ScanItem>,
-    pub next: Option<String>,
-}
-
-/// One cluster member as the answering node sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeStatus {
-    pub id: String,
-    pub zone: String,
-    pub address: String,
-    /// `up` or `down`.
-    pub state: String,
-    /// Fraction of the ring this node owns, 0.0..=1.0.
-    pub ownership: f64,
-}
+pub type ScanResponse = quorumdb_api::ScanPage;
 
 /// Cluster membership as the answering node sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatusResponse {
-    pub nodes: Vec<NodeStatus>,
-}
-
-/// What one replica holds locally for an item (from `inspect`, which repairs nothing).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReplicaView {
-    pub node: String,
-    pub zone: String,
-    /// `up` or `down` (down also when the replica did not answer the inspection).
-    pub state: String,
-    pub values: Vec<String>,
-    pub tombstone: bool,
-    /// Human-readable version vector of the replica's causal context.
-    pub version: String,
-}
-
-/// Every home replica's local view of one item.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct InspectResponse {
-    pub replicas: Vec<ReplicaView>,
-}
-
-/// One node's anti-entropy repair progress.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct RepairProgress {
-    pub running: bool,
-    pub table: Option<String>,
-    pub exchanges_total: usize,
-    pub exchanges_done: usize,
-    pub exchanges_failed: usize,
-    pub keys_pushed: u64,
-    pub keys_pulled: u64,
-    pub item_bytes: u64,
-    pub digests_received: u64,
-    pub leaves_differing: u64,
-    pub passes_completed: u64,
-}
+pub type StatusResponse = quorumdb_api::ClusterStatus;
 
 /// Everything that can go wrong in a call.
 #[derive(Debug, thiserror::Error)]
@@ -219,14 +155,6 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     endpoint: String,
-}
-
-/// Body of a put. `context` is left out rather than sent as `null` when there is none.
-#[derive(Serialize)]
-struct PutBody<'a> {
-    value: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<&'a str>,
 }
 
 impl Client {
@@ -282,7 +210,8 @@ impl Client {
     ) -> Result<WriteResponse, ClientError> {
         let mut url = self.url(&["v1", "tables", table, "items", key])?;
         write_query(&mut url, opts, false);
-        let body = PutBody { value, context: opts.context.as_deref() };
+        // `context` is left out rather than sent as `null` when there is none.
+        let body = api::PutBody { value: value.to_owned(), context: opts.context.clone() };
         let request = self.http.request(Method::PUT, url).json(&body);
         let (status, bytes) = self.send(request).await?;
         self.decode(status, &bytes)
@@ -292,34 +221,23 @@ impl Client {
     /// values and a context that a later write can carry.
     pub async fn get(&self, table: &str, key: &str, opts: &ReadOptions) -> Result<GetResponse, ClientError> {
         let mut url = self.url(&["v1", "tables", table, "items", key])?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(sk) = &opts.sort_key {
-                q.append_pair("sort_key", sk);
-            }
-            if let Some(r) = &opts.r {
-                q.append_pair("r", r);
-            }
-            if let Some(c) = &opts.consistency {
-                q.append_pair("consistency", c);
-            }
-            if let Some(m) = &opts.read_repair {
-                q.append_pair("read_repair", m);
-            }
-            if let Some(m) = &opts.quorum {
-                q.append_pair("quorum", m);
-            }
-            if let Some(ms) = opts.timeout_ms {
-                q.append_pair("timeout_ms", &ms.to_string());
-            }
-        }
-        clear_empty_query(&mut url);
+        let query = api::ReadQuery {
+            sort_key: opts.sort_key.clone(),
+            r: opts.r.clone(),
+            consistency: opts.consistency.clone(),
+            read_repair: opts.read_repair.clone(),
+            quorum: opts.quorum.clone(),
+            timeout_ms: opts.timeout_ms.map(|ms| ms.to_string()),
+        };
+        set_query(&mut url, &query);
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
         if status == StatusCode::NOT_FOUND {
             let err = api_error(status, &bytes);
             if let ClientError::Api { code, body, .. } = &err {
                 if code == "not_found" {
-                    let context = body.get("context").and_then(|c| c.as_str()).unwrap_or_default().to_owned();
+                    let context = serde_json::from_value::<api::ItemNotFound>(body.clone())
+                        .map(|nf| nf.context)
+                        .unwrap_or_default();
                     return Ok(GetResponse { values: Vec::new(), context });
                 }
             }
@@ -350,28 +268,16 @@ impl Client {
         opts: &ScanOptions,
     ) -> Result<ScanResponse, ClientError> {
         let mut url = self.url(&["v1", "tables", table, "partitions", key])?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(from) = &opts.from {
-                q.append_pair("from", from);
-            }
-            if let Some(to) = &opts.to {
-                q.append_pair("to", to);
-            }
-            if let Some(limit) = opts.limit {
-                q.append_pair("limit", &limit.to_string());
-            }
-            if opts.reverse {
-                q.append_pair("reverse", "true");
-            }
-            if let Some(cursor) = &opts.cursor {
-                q.append_pair("cursor", cursor);
-            }
-            if let Some(r) = &opts.r {
-                q.append_pair("r", r);
-            }
-        }
-        clear_empty_query(&mut url);
+        let query = api::ScanQuery {
+            from: opts.from.clone(),
+            to: opts.to.clone(),
+            limit: opts.limit.map(|l| l.to_string()),
+            reverse: opts.reverse.then(|| "true".to_owned()),
+            cursor: opts.cursor.clone(),
+            r: opts.r.clone(),
+            timeout_ms: None,
+        };
+        set_query(&mut url, &query);
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
         self.decode(status, &bytes)
     }
@@ -391,21 +297,35 @@ impl Client {
         sort_key: Option<&str>,
     ) -> Result<InspectResponse, ClientError> {
         let mut url = self.url(&["v1", "tables", table, "items", key, "replicas"])?;
-        if let Some(sk) = sort_key {
-            url.query_pairs_mut().append_pair("sort_key", sk);
-        }
+        set_query(&mut url, &api::InspectQuery { sort_key: sort_key.map(str::to_owned), timeout_ms: None });
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
         self.decode(status, &bytes)
     }
 
-    /// The node's fault-injection rules (the lab's nemesis), as JSON.
+    /// The node's fault-injection rules (the lab's nemesis).
+    pub async fn fault_rules(&self) -> Result<FaultRules, ClientError> {
+        self.faults().await.and_then(|v| {
+            serde_json::from_value(v).map_err(|e| ClientError::Decode(format!("fault rules: {e}")))
+        })
+    }
+
+    /// Replaces the node's fault-injection rules; returns the rules now in force.
+    pub async fn set_fault_rules(&self, rules: &FaultRules) -> Result<FaultRules, ClientError> {
+        let v = serde_json::to_value(rules).map_err(|e| ClientError::Decode(format!("fault rules: {e}")))?;
+        self.set_faults(&v).await.and_then(|v| {
+            serde_json::from_value(v).map_err(|e| ClientError::Decode(format!("fault rules: {e}")))
+        })
+    }
+
+    /// The node's fault-injection rules as raw JSON (see [`Client::fault_rules`] for the typed
+    /// form), for callers that edit single fields.
     pub async fn faults(&self) -> Result<serde_json::Value, ClientError> {
         let url = self.url(&["v1", "admin", "faults"])?;
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
         self.decode(status, &bytes)
     }
 
-    /// Replaces the node's fault-injection rules; returns the rules now in force.
+    /// Replaces the node's fault-injection rules with raw JSON; returns the rules now in force.
     pub async fn set_faults(&self, rules: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
         let url = self.url(&["v1", "admin", "faults"])?;
         let (status, bytes) = self.send(self.http.request(Method::PUT, url).json(rules)).await?;
@@ -413,11 +333,9 @@ impl Client {
     }
 
     /// Starts a full anti-entropy pass on this node (optionally for one table).
-    pub async fn start_repair(&self, table: Option<&str>) -> Result<serde_json::Value, ClientError> {
+    pub async fn start_repair(&self, table: Option<&str>) -> Result<RepairStarted, ClientError> {
         let mut url = self.url(&["v1", "repair"])?;
-        if let Some(t) = table {
-            url.query_pairs_mut().append_pair("table", t);
-        }
+        set_query(&mut url, &api::RepairQuery { table: table.map(str::to_owned) });
         let (status, bytes) = self.send(self.http.request(Method::POST, url)).await?;
         self.decode(status, &bytes)
     }
@@ -481,34 +399,34 @@ impl Client {
 /// Adds the query parameters of a write; `delete` carries its context in the query because a
 /// DELETE has no body.
 fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
-    {
-        let mut q = url.query_pairs_mut();
-        if let Some(sk) = &opts.sort_key {
-            q.append_pair("sort_key", sk);
-        }
-        if let Some(w) = &opts.w {
-            q.append_pair("w", w);
-        }
-        if context_in_query {
-            if let Some(context) = &opts.context {
-                q.append_pair("context", context);
-            }
-        }
-        if let Some(ms) = opts.timeout_ms {
-            q.append_pair("timeout_ms", &ms.to_string());
-        }
-        if let Some(m) = &opts.quorum {
-            q.append_pair("quorum", m);
-        }
+    let timeout_ms = opts.timeout_ms.map(|ms| ms.to_string());
+    if context_in_query {
+        let query = api::DeleteQuery {
+            sort_key: opts.sort_key.clone(),
+            w: opts.w.clone(),
+            context: opts.context.clone(),
+            timeout_ms,
+            quorum: opts.quorum.clone(),
+        };
+        set_query(url, &query);
+    } else {
+        let query = api::WriteQuery {
+            sort_key: opts.sort_key.clone(),
+            w: opts.w.clone(),
+            timeout_ms,
+            quorum: opts.quorum.clone(),
+        };
+        set_query(url, &query);
     }
-    clear_empty_query(url);
 }
 
-/// `query_pairs_mut` leaves a bare `?` behind when nothing was appended; drop it so URLs in
-/// logs stay clean.
-fn clear_empty_query(url: &mut Url) {
-    if url.query() == Some("") {
-        url.set_query(None);
+/// Sets the URL's query string to the form encoding of one of the API's query structs; an
+/// empty query leaves no bare `?` behind, so URLs in logs stay clean.
+fn set_query<T: Serialize>(url: &mut Url, query: &T) {
+    match serde_urlencoded::to_string(query) {
+        Ok(q) if !q.is_empty() => url.set_query(Some(&q)),
+        // The query structs are flat maps of optional strings, which always encode.
+        _ => url.set_query(None),
     }
 }
 
@@ -525,16 +443,8 @@ fn addressable(segment: &str) -> bool {
 fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
     let status_u16 = status.as_u16();
     if let Ok(body) = serde_json::from_slice::<serde_json::Value>(bytes) {
-        let error = body.get("error");
-        let code = error.and_then(|e| e.get("code")).and_then(|c| c.as_str());
-        let message = error.and_then(|e| e.get("message")).and_then(|m| m.as_str());
-        if let (Some(code), Some(message)) = (code, message) {
-            return ClientError::Api {
-                status: status_u16,
-                code: code.to_owned(),
-                message: message.to_owned(),
-                body: body.clone(),
-            };
+        if let Ok(ErrorBody { error }) = serde_json::from_value::<ErrorBody>(body.clone()) {
+            return ClientError::Api { status: status_u16, code: error.code, message: error.message, body };
         }
     }
     let text = String::from_utf8_lossy(bytes);
@@ -857,6 +767,39 @@ mod tests {
         let status = Client::new(&endpoint).unwrap().status().await.unwrap();
         assert_eq!(status.nodes[0].id, "n1");
         assert!((status.nodes[0].ownership - 0.21).abs() < 1e-9);
+    }
+
+    /// Typed fault rules go out as the API's JSON and the rules in force come back typed.
+    #[tokio::test]
+    async fn set_fault_rules_round_trip() {
+        let answer = r#"{"block_send_to":["n2"],"block_receive_from":[],"drop_probability":0.0,"delay_ms":5,"delay_jitter_ms":0,"clock_offset_ms":0}"#;
+        let (endpoint, seen) = canned(200, "application/json", answer).await;
+        let rules = FaultRules {
+            block_send_to: ["n2".to_string()].into(),
+            delay_ms: 5,
+            fail_next_fsync: true,
+            ..FaultRules::default()
+        };
+        let now = Client::new(&endpoint).unwrap().set_fault_rules(&rules).await.unwrap();
+        assert_eq!(now, FaultRules { fail_next_fsync: false, ..rules });
+        let seen = seen.await.unwrap();
+        assert_eq!(seen.request_line, "PUT /v1/admin/faults HTTP/1.1");
+        let sent: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+        assert_eq!(sent["block_send_to"], serde_json::json!(["n2"]));
+        assert_eq!(sent["delay_ms"], 5);
+    }
+
+    /// An inspect answer decodes, including the error of a replica that did not answer.
+    #[tokio::test]
+    async fn inspect_decodes_unanswered_replica() {
+        let body = r#"{"replicas":[{"node":"n3","zone":"z3","state":"down","values":[],"tombstone":false,"version":"","error":"timed out"}]}"#;
+        let (endpoint, seen) = canned(200, "application/json", body).await;
+        let view = Client::new(&endpoint).unwrap().inspect("t", "k", Some("s 1")).await.unwrap();
+        assert_eq!(view.replicas[0].error.as_deref(), Some("timed out"));
+        assert_eq!(
+            seen.await.unwrap().request_line,
+            "GET /v1/tables/t/items/k/replicas?sort_key=s+1 HTTP/1.1"
+        );
     }
 
     /// A success status with a body that is not the expected JSON is a Decode error.

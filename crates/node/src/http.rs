@@ -1,26 +1,29 @@
 //! The HTTP/JSON API (axum). Architecture invariant: this is the only module that knows HTTP or
 //! JSON; it translates requests into [`Node`] calls and [`ApiError`]s into status codes with a
-//! JSON body `{"error": {"code": ..., "message": ...}}`.
+//! JSON body `{"error": {"code": ..., "message": ...}}`. Every request and response shape is a
+//! `quorumdb-api` type: query strings and bodies parse into its structs (which refuse unknown
+//! fields) and answers are built from them, so the server, the client and the docs share one
+//! definition of the wire format.
 
 use crate::config::{QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::node::Node;
 use crate::transport::FaultRules;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use quorumdb_api as api;
 use quorumdb_core::causality::{ItemState, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::limits::{
     CONTEXT_TOKEN_CHARS_MAX, SCAN_PAGE_LEN_DEFAULT, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX,
 };
-use serde_json::{json, Value as Json_};
-use std::collections::HashMap;
+use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/repair", get(repair_progress).post(start_repair))
         .merge(admin)
         .route("/metrics", get(metrics_route))
-        .route("/livez", get(|| async { (StatusCode::OK, Json(json!({"status": "live"}))) }))
+        .route("/livez", get(|| async { (StatusCode::OK, Json(api::Health { status: "live".into() })) }))
         .route("/readyz", get(readyz))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -104,60 +107,74 @@ async fn admin_gate(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
-        if let ApiError::Quorum(d) = &self {
-            error["needed"] = json!(d.needed);
-            error["answered"] = json!(d.got);
-            error["replicas"] =
-                d.outcomes.iter().map(|(node, outcome)| json!({"node": node, "outcome": outcome})).collect();
-        }
-        (status, Json(json!({ "error": error }))).into_response()
+        (status, Json(api::ErrorBody { error: error_detail(&self) })).into_response()
     }
+}
+
+/// The wire form of an error; quorum failures also carry what each replica answered.
+fn error_detail(e: &ApiError) -> api::ErrorDetail {
+    let mut detail = api::ErrorDetail::new(e.code(), e.to_string());
+    if let ApiError::Quorum(d) = e {
+        detail.needed = Some(d.needed);
+        detail.answered = Some(d.got);
+        detail.replicas = Some(
+            d.outcomes
+                .iter()
+                .map(|(node, outcome)| api::ReplicaOutcome { node: node.clone(), outcome: outcome.clone() })
+                .collect(),
+        );
+    }
+    detail
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> Response {
     let msg = format!("no route for {}; see docs/api.md", uri.path());
-    (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "unknown_route", "message": msg}}))).into_response()
+    (StatusCode::NOT_FOUND, Json(api::ErrorBody::new("unknown_route", msg))).into_response()
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let msg = format!("method {method} is not allowed on {}", uri.path());
-    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": {"code": "method_not_allowed", "message": msg}})))
-        .into_response()
+    (StatusCode::METHOD_NOT_ALLOWED, Json(api::ErrorBody::new("method_not_allowed", msg))).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Parameter parsing
 
-type Params = HashMap<String, String>;
-
 fn path2(p: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), ApiError> {
     p.map(|Path(v)| v).map_err(|e| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
 }
 
-/// Parses the query string and refuses parameters the route does not know, so a typo such as
-/// `?W=all` is an error instead of a silently ignored setting.
-fn params(q: Result<Query<Params>, QueryRejection>, allowed: &[&str]) -> Result<Params, ApiError> {
-    let Query(p) = q.map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))?;
-    if let Some(bad) = p.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown query parameter {bad:?}; this route accepts: {}",
-            allowed.join(", ")
-        )));
-    }
-    Ok(p)
+/// Parses the query string into the route's `quorumdb-api` query struct. Those structs refuse
+/// unknown fields, so a typo such as `?W=all` is an error naming the parameter instead of a
+/// silently ignored setting.
+fn query<T: DeserializeOwned>(raw: &Option<String>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).map_err(|e| {
+        let msg = e.to_string();
+        // serde says "unknown field `R`, expected one of `sort_key`, `r`, ..."; say it in the
+        // API's own terms.
+        ApiError::BadRequest(match msg.strip_prefix("unknown field ") {
+            Some(rest) => {
+                let rest = rest.replacen(", expected one of ", "; this route accepts: ", 1);
+                format!(
+                    "unknown query parameter {}",
+                    rest.replacen(", expected ", "; this route accepts: ", 1)
+                )
+            }
+            None => format!("invalid query string: {msg}"),
+        })
+    })
 }
 
-fn level(p: &Params, name: &'static str) -> Result<Level, ApiError> {
-    match p.get(name) {
+fn level(v: Option<&str>, name: &'static str) -> Result<Level, ApiError> {
+    match v {
         None => Ok(Level::Quorum),
         Some(s) => Ok(Level::parse(name, s)?),
     }
 }
 
-fn timeout(node: &Node, p: &Params) -> Result<Duration, ApiError> {
+fn timeout(node: &Node, v: Option<&str>) -> Result<Duration, ApiError> {
     let max = crate::config::REQUEST_TIMEOUT_MS_MAX;
-    match p.get("timeout_ms") {
+    match v {
         None => Ok(Duration::from_millis(node.config.request_timeout_ms)),
         Some(s) => match s.parse::<u64>() {
             Ok(ms) if (1..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
@@ -166,8 +183,8 @@ fn timeout(node: &Node, p: &Params) -> Result<Duration, ApiError> {
     }
 }
 
-fn quorum_mode(node: &Node, p: &Params) -> Result<QuorumMode, ApiError> {
-    match p.get("quorum") {
+fn quorum_mode(node: &Node, v: Option<&str>) -> Result<QuorumMode, ApiError> {
+    match v {
         None => Ok(node.config.quorum),
         Some(m) => m.parse().map_err(ApiError::BadRequest),
     }
@@ -183,9 +200,8 @@ fn context(token: Option<&str>) -> Result<VersionVector, ApiError> {
     }
 }
 
-fn item_key(table: &str, key: &str, p: &Params) -> Result<ItemKey, ApiError> {
-    let sort = p.get("sort_key").map(String::as_str).unwrap_or("");
-    Ok(ItemKey::new(table, key.as_bytes(), sort.as_bytes())?)
+fn item_key(table: &str, key: &str, sort_key: Option<&str>) -> Result<ItemKey, ApiError> {
+    Ok(ItemKey::new(table, key.as_bytes(), sort_key.unwrap_or("").as_bytes())?)
 }
 
 fn values_json(state: &ItemState) -> Vec<String> {
@@ -210,12 +226,17 @@ fn finish(op: &'static str, lvl: &str, started: Instant, result: Result<Response
 
 /// The metrics label for a request's consistency level. Only valid levels become labels (a
 /// client sending garbage must not create unbounded label values); the rest are "invalid".
-fn level_label(p: &Result<Params, ApiError>, name: &'static str) -> String {
-    let Ok(p) = p else { return "invalid".into() };
-    if p.get("consistency").is_some_and(|c| c == "linearizable") {
+fn level_label<T>(
+    q: &Result<T, ApiError>,
+    name: &'static str,
+    fields: impl Fn(&T) -> (Option<&str>, Option<&str>),
+) -> String {
+    let Ok(q) = q else { return "invalid".into() };
+    let (consistency, level) = fields(q);
+    if consistency == Some("linearizable") {
         return "linearizable".into();
     }
-    match p.get(name).map(|s| Level::parse(name, s)) {
+    match level.map(|s| Level::parse(name, s)) {
         None => "quorum".into(),
         Some(Ok(Level::Count(c))) if c <= quorumdb_core::limits::REPLICATION_FACTOR_MAX => c.to_string(),
         Some(Ok(Level::Count(_))) | Some(Err(_)) => "invalid".into(),
@@ -229,27 +250,26 @@ fn level_label(p: &Result<Params, ApiError>, name: &'static str) -> String {
 async fn get_item(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    q: Result<Query<Params>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "r", "read_repair", "quorum", "consistency", "timeout_ms"]);
-    let lvl = level_label(&p, "r");
+    let q = query::<api::ReadQuery>(&raw);
+    let lvl = level_label(&q, "r", |q| (q.consistency.as_deref(), q.r.as_deref()));
     let result = async {
         let (table, key) = path2(path)?;
-        let p = p?;
-        let item = item_key(&table, &key, &p)?;
-        let repair = match p.get("read_repair") {
+        let q = q?;
+        let item = item_key(&table, &key, q.sort_key.as_deref())?;
+        let mut repair = match q.read_repair.as_deref() {
             None => s.node.config.read_repair,
             Some(m) => m.parse::<ReadRepair>().map_err(ApiError::BadRequest)?,
         };
-        let mut r = level(&p, "r")?;
-        let mut repair = repair;
-        match p.get("consistency").map(String::as_str) {
+        let mut r = level(q.r.as_deref(), "r")?;
+        match q.consistency.as_deref() {
             None | Some("quorum") => {}
             // Quorum read plus a blocking write-back of what it returns to the read quorum
             // (ABD-style): a later read cannot return an older value than this one did.
             Some("linearizable") => {
-                if p.contains_key("r") || p.contains_key("read_repair") {
+                if q.r.is_some() || q.read_repair.is_some() {
                     return Err(ApiError::BadRequest(
                         "consistency=linearizable sets r=quorum and its own write-back; drop r and read_repair".into(),
                     ));
@@ -261,16 +281,16 @@ async fn get_item(
                 return Err(ApiError::BadRequest(format!("consistency must be quorum or linearizable, got {other:?}")))
             }
         }
-        let state = s.node.read(item, r, repair, quorum_mode(&s.node, &p)?, timeout(&s.node, &p)?).await?;
+        let mode = quorum_mode(&s.node, q.quorum.as_deref())?;
+        let state = s.node.read(item, r, repair, mode, timeout(&s.node, q.timeout_ms.as_deref())?).await?;
         let view = s.node.client_view(&table, &state);
-        let body = json!({"values": values_json(&view), "context": state.context().to_token()});
+        let values = values_json(&view);
+        let context = state.context().to_token();
         if view.is_deleted() {
-            let mut body = body;
-            body["error"] =
-                json!({"code": "not_found", "message": format!("key {key:?} not found in table {table:?}")});
-            return Ok((StatusCode::NOT_FOUND, Json(body)).into_response());
+            let error = api::ErrorDetail::new("not_found", format!("key {key:?} not found in table {table:?}"));
+            return Ok((StatusCode::NOT_FOUND, Json(api::ItemNotFound { values, context, error })).into_response());
         }
-        Ok((StatusCode::OK, Json(body)).into_response())
+        Ok((StatusCode::OK, Json(api::ItemResponse { values, context })).into_response())
     }
     .await;
     finish("get", &lvl, started, result)
@@ -279,56 +299,41 @@ async fn get_item(
 async fn put_item(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    q: Result<Query<Params>, QueryRejection>,
+    RawQuery(raw): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "w", "quorum", "timeout_ms"]);
-    let lvl = level_label(&p, "w");
+    let q = query::<api::WriteQuery>(&raw);
+    let lvl = level_label(&q, "w", |q| (None, q.w.as_deref()));
     let result = async {
         let (table, key) = path2(path)?;
-        let p = p?;
+        let q = q?;
         let body = body.map_err(|e| match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::ValueTooLarge(format!("request body exceeds {REQUEST_BODY_BYTES_MAX} bytes"))
             }
             _ => ApiError::BadRequest(format!("cannot read body: {}", e.body_text())),
         })?;
-        let doc: Json_ = serde_json::from_slice(&body).map_err(|e| {
+        let doc: api::PutBody = serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(format!(
-                "body must be JSON like {{\"value\": \"...\", \"context\": \"...\"}}: {e}"
+                "body must be a JSON object like {{\"value\": \"...\", \"context\": \"...\"}} (\"context\" \
+                 optional or null, no other fields): {e}"
             ))
         })?;
-        let obj = doc.as_object().ok_or_else(|| ApiError::BadRequest("body must be a JSON object".into()))?;
-        if let Some(bad) = obj.keys().find(|k| *k != "value" && *k != "context") {
-            return Err(ApiError::BadRequest(format!(
-                "unknown body field {bad:?}; expected \"value\" and optional \"context\""
-            )));
-        }
-        let value = obj
-            .get("value")
-            .and_then(Json_::as_str)
-            .ok_or_else(|| ApiError::BadRequest("body field \"value\" must be a string".into()))?;
-        let ctx = match obj.get("context") {
-            None | Some(Json_::Null) => VersionVector::new(),
-            Some(Json_::String(t)) => context(Some(t))?,
-            Some(_) => {
-                return Err(ApiError::BadRequest("body field \"context\" must be a string or null".into()))
-            }
-        };
-        let item = item_key(&table, &key, &p)?;
+        let ctx = context(doc.context.as_deref())?;
+        let item = item_key(&table, &key, q.sort_key.as_deref())?;
         let state = s
             .node
             .write(
                 item,
-                Some(value.as_bytes().to_vec()),
+                Some(doc.value.into_bytes()),
                 ctx,
-                level(&p, "w")?,
-                quorum_mode(&s.node, &p)?,
-                timeout(&s.node, &p)?,
+                level(q.w.as_deref(), "w")?,
+                quorum_mode(&s.node, q.quorum.as_deref())?,
+                timeout(&s.node, q.timeout_ms.as_deref())?,
             )
             .await?;
-        Ok((StatusCode::OK, Json(json!({"context": state.context().to_token()}))).into_response())
+        Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
     }
     .await;
     finish("put", &lvl, started, result)
@@ -337,19 +342,19 @@ async fn put_item(
 async fn delete_item(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    q: Result<Query<Params>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["sort_key", "w", "context", "quorum", "timeout_ms"]);
-    let lvl = level_label(&p, "w");
+    let q = query::<api::DeleteQuery>(&raw);
+    let lvl = level_label(&q, "w", |q| (None, q.w.as_deref()));
     let result = async {
         let (table, key) = path2(path)?;
-        let p = p?;
-        let item = item_key(&table, &key, &p)?;
-        let w = level(&p, "w")?;
-        let mode = quorum_mode(&s.node, &p)?;
-        let timeout = timeout(&s.node, &p)?;
-        let ctx = match p.get("context") {
+        let q = q?;
+        let item = item_key(&table, &key, q.sort_key.as_deref())?;
+        let w = level(q.w.as_deref(), "w")?;
+        let mode = quorum_mode(&s.node, q.quorum.as_deref())?;
+        let timeout = timeout(&s.node, q.timeout_ms.as_deref())?;
+        let ctx = match q.context.as_deref() {
             Some(t) => context(Some(t))?,
             // A delete without a token deletes what a quorum of replicas holds now: read the
             // context first. Without this, a blind tombstone would only be one more sibling.
@@ -361,7 +366,7 @@ async fn delete_item(
                 .clone(),
         };
         let state = s.node.write(item, None, ctx, w, mode, timeout).await?;
-        Ok((StatusCode::OK, Json(json!({"context": state.context().to_token()}))).into_response())
+        Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
     }
     .await;
     finish("delete", &lvl, started, result)
@@ -370,42 +375,43 @@ async fn delete_item(
 async fn inspect_item(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    q: Result<Query<Params>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let result = async {
         let (table, key) = path2(path)?;
-        let p = params(q, &["sort_key", "timeout_ms"])?;
-        let item = item_key(&table, &key, &p)?;
-        let views = s.node.inspect(item, timeout(&s.node, &p)?).await;
-        let replicas: Vec<Json_> = views
+        let q = query::<api::InspectQuery>(&raw)?;
+        let item = item_key(&table, &key, q.sort_key.as_deref())?;
+        let views = s.node.inspect(item, timeout(&s.node, q.timeout_ms.as_deref())?).await;
+        let replicas = views
             .into_iter()
             .map(|(idx, result)| {
                 let member = &s.node.config.members[idx];
                 match result {
                     Ok(raw) => {
                         let state = s.node.client_view(&table, &raw);
-                        json!({
-                            "node": member.id,
-                            "zone": member.zone,
-                            "state": if s.node.is_up(idx) { "up" } else { "down" },
-                            "values": values_json(&state),
-                            "tombstone": state.has_tombstone() && state.is_deleted(),
-                            "version": state.context().to_string(),
-                        })
+                        api::ReplicaView {
+                            node: member.id.clone(),
+                            zone: member.zone.clone(),
+                            state: if s.node.is_up(idx) { "up" } else { "down" }.into(),
+                            values: values_json(&state),
+                            tombstone: state.has_tombstone() && state.is_deleted(),
+                            version: state.context().to_string(),
+                            error: None,
+                        }
                     }
-                    Err(e) => json!({
-                        "node": member.id,
-                        "zone": member.zone,
-                        "state": "down",
-                        "values": [],
-                        "tombstone": false,
-                        "version": "",
-                        "error": e,
-                    }),
+                    Err(e) => api::ReplicaView {
+                        node: member.id.clone(),
+                        zone: member.zone.clone(),
+                        state: "down".into(),
+                        values: Vec::new(),
+                        tombstone: false,
+                        version: String::new(),
+                        error: Some(e),
+                    },
                 }
             })
             .collect();
-        Ok::<_, ApiError>((StatusCode::OK, Json(json!({ "replicas": replicas }))).into_response())
+        Ok::<_, ApiError>((StatusCode::OK, Json(api::InspectResponse { replicas })).into_response())
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -414,15 +420,15 @@ async fn inspect_item(
 async fn scan_partition(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    q: Result<Query<Params>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let started = Instant::now();
-    let p = params(q, &["from", "to", "limit", "reverse", "cursor", "r", "timeout_ms"]);
-    let lvl = level_label(&p, "r");
+    let q = query::<api::ScanQuery>(&raw);
+    let lvl = level_label(&q, "r", |q| (None, q.r.as_deref()));
     let result = async {
         let (table, key) = path2(path)?;
-        let p = p?;
-        let limit = match p.get("limit") {
+        let q = q?;
+        let limit = match q.limit.as_deref() {
             None => SCAN_PAGE_LEN_DEFAULT,
             Some(l) => match l.parse::<usize>() {
                 Ok(n) if (1..=SCAN_PAGE_LEN_MAX).contains(&n) => n,
@@ -433,34 +439,38 @@ async fn scan_partition(
                 }
             },
         };
-        let reverse = match p.get("reverse").map(String::as_str) {
+        let reverse = match q.reverse.as_deref() {
             None | Some("false") => false,
             Some("true") => true,
-            Some(other) => return Err(ApiError::BadRequest(format!("reverse must be true or false, got {other:?}"))),
-        };
-        for name in ["from", "to"] {
-            if let Some(v) = p.get(name) {
-                quorumdb_core::key::validate_sort(v.as_bytes())?;
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!("reverse must be true or false, got {other:?}")))
             }
+        };
+        for v in [&q.from, &q.to].into_iter().flatten() {
+            quorumdb_core::key::validate_sort(v.as_bytes())?;
         }
-        let from = p.get("from").map(|s| s.as_bytes().to_vec());
-        let to = p.get("to").map(|s| s.as_bytes().to_vec());
+        let from = q.from.map(String::into_bytes);
+        let to = q.to.map(String::into_bytes);
+        let r = level(q.r.as_deref(), "r")?;
+        let timeout = timeout(&s.node, q.timeout_ms.as_deref())?;
         let result = s
             .node
-            .scan(&table, key.as_bytes(), from, to, limit, reverse, p.get("cursor").map(String::as_str), level(&p, "r")?, timeout(&s.node, &p)?)
+            .scan(&table, key.as_bytes(), from, to, limit, reverse, q.cursor.as_deref(), r, timeout)
             .await?;
-        let items: Vec<Json_> = result
+        let items = result
             .items
             .iter()
             .filter_map(|(sk, st)| {
                 let view = s.node.client_view(&table, st);
                 // An LWW delete is a timestamped value, only recognisable in the client view.
-                (!view.is_deleted()).then(|| {
-                    json!({"sort_key": String::from_utf8_lossy(sk), "values": values_json(&view), "context": st.context().to_token()})
+                (!view.is_deleted()).then(|| api::ScanItem {
+                    sort_key: String::from_utf8_lossy(sk).into_owned(),
+                    values: values_json(&view),
+                    context: st.context().to_token(),
                 })
             })
             .collect();
-        Ok((StatusCode::OK, Json(json!({"items": items, "next": result.next}))).into_response())
+        Ok((StatusCode::OK, Json(api::ScanPage { items, next: result.next })).into_response())
     }
     .await;
     finish("scan", &lvl, started, result)
@@ -472,29 +482,27 @@ async fn scan_partition(
 async fn status(State(s): State<AppState>) -> Response {
     let node = &s.node;
     let ownership = node.ring.ownership();
-    let nodes: Vec<Json_> = node
+    let nodes = node
         .config
         .members
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            json!({
-                "id": m.id,
-                "zone": m.zone,
-                "address": m.http,
-                "state": if node.is_up(i) { "up" } else { "down" },
-                "ownership": ownership.get(i).copied().unwrap_or(0.0),
-            })
+        .map(|(i, m)| api::NodeStatus {
+            id: m.id.clone(),
+            zone: m.zone.clone(),
+            address: m.http.clone(),
+            state: if node.is_up(i) { "up" } else { "down" }.into(),
+            ownership: ownership.get(i).copied().unwrap_or(0.0),
         })
         .collect();
     let hints = node.hint_stats();
-    let body = json!({
-        "nodes": nodes,
-        "reporter": node.id(),
-        "wall_ms": node.wall_ms(),
-        "hints_queued": hints.len,
-        "hints_bytes": hints.bytes,
-    });
+    let body = api::ClusterStatus {
+        nodes,
+        reporter: node.id().to_owned(),
+        wall_ms: node.wall_ms(),
+        hints_queued: hints.len as u64,
+        hints_bytes: hints.bytes,
+    };
     (StatusCode::OK, Json(body)).into_response()
 }
 
@@ -519,10 +527,9 @@ async fn put_faults(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn start_repair(State(s): State<AppState>, q: Result<Query<Params>, QueryRejection>) -> Response {
+async fn start_repair(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let result = (|| {
-        let p = params(q, &["table"])?;
-        let table = p.get("table").cloned();
+        let table = query::<api::RepairQuery>(&raw)?.table;
         if let Some(t) = &table {
             quorumdb_core::key::validate_table(t)?;
         }
@@ -535,7 +542,7 @@ async fn start_repair(State(s): State<AppState>, q: Result<Query<Params>, QueryR
     })();
     match result {
         Ok(table) => match s.node.start_repair(table).await {
-            Ok(()) => (StatusCode::ACCEPTED, Json(json!({"started": true}))).into_response(),
+            Ok(()) => (StatusCode::ACCEPTED, Json(api::RepairStarted { started: true })).into_response(),
             Err(e) => e.into_response(),
         },
         Err(e) => e.into_response(),
@@ -544,19 +551,19 @@ async fn start_repair(State(s): State<AppState>, q: Result<Query<Params>, QueryR
 
 async fn repair_progress(State(s): State<AppState>) -> Response {
     let p = s.node.repair_progress();
-    let body = json!({
-        "running": p.running,
-        "table": p.table,
-        "exchanges_total": p.exchanges_total,
-        "exchanges_done": p.exchanges_done,
-        "exchanges_failed": p.exchanges_failed,
-        "keys_pushed": p.keys_pushed,
-        "keys_pulled": p.keys_pulled,
-        "item_bytes": p.item_bytes,
-        "digests_received": p.digests_received,
-        "leaves_differing": p.leaves_differing,
-        "passes_completed": p.passes_completed,
-    });
+    let body = api::RepairProgress {
+        running: p.running,
+        table: p.table,
+        exchanges_total: p.exchanges_total,
+        exchanges_done: p.exchanges_done,
+        exchanges_failed: p.exchanges_failed,
+        keys_pushed: p.keys_pushed,
+        keys_pulled: p.keys_pulled,
+        item_bytes: p.item_bytes,
+        digests_received: p.digests_received,
+        leaves_differing: p.leaves_differing,
+        passes_completed: p.passes_completed,
+    };
     (StatusCode::OK, Json(body)).into_response()
 }
 
@@ -572,5 +579,41 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !s.node.ready.load(Ordering::Acquire) {
         return ApiError::Unavailable("node is starting".into()).into_response();
     }
-    (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    (StatusCode::OK, Json(api::Health { status: "ready".into() })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad_request(e: ApiError) -> String {
+        match e {
+            ApiError::BadRequest(m) => m,
+            other => panic!("expected bad_request, got {other:?}"),
+        }
+    }
+
+    /// An unknown query parameter is a bad_request naming it and the parameters the route accepts.
+    #[test]
+    fn unknown_query_parameter_is_named() {
+        let msg = bad_request(query::<api::ReadQuery>(&Some("r=all&R=all".into())).unwrap_err());
+        assert!(msg.starts_with("unknown query parameter `R`; this route accepts: `sort_key`, `r`"), "{msg}");
+        let msg = bad_request(query::<api::RepairQuery>(&Some("tabel=t".into())).unwrap_err());
+        assert_eq!(msg, "unknown query parameter `tabel`; this route accepts: `table`");
+    }
+
+    /// A known parameter given twice is refused rather than silently taking one of the values.
+    #[test]
+    fn duplicate_query_parameter_is_refused() {
+        let msg = bad_request(query::<api::WriteQuery>(&Some("w=one&w=all".into())).unwrap_err());
+        assert!(msg.contains("duplicate field `w`"), "{msg}");
+    }
+
+    /// No query string and a well-formed one both parse into the route's struct.
+    #[test]
+    fn query_parses_known_parameters() {
+        assert_eq!(query::<api::ScanQuery>(&None).unwrap(), api::ScanQuery::default());
+        let q = query::<api::DeleteQuery>(&Some("context=ab%2B&sort_key=a+b".into())).unwrap();
+        assert_eq!((q.context.as_deref(), q.sort_key.as_deref()), (Some("ab+"), Some("a b")));
+    }
 }

@@ -13,7 +13,7 @@
 //! one per direction of requests; responses travel back on the connection of their request.
 
 use crate::wire::{Frame, Hello, Request, Response, ERROR_CODE_TOO_LARGE, FRAME_BYTES_MAX, PROTOCOL_VERSION};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,32 +58,8 @@ pub enum FaultAction {
     Delay(Duration),
 }
 
-/// Nemesis rules. Empty by default: every message is delivered at once.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FaultRules {
-    /// Peers this node must not send to (one-way partition, outgoing side).
-    #[serde(default)]
-    pub block_send_to: HashSet<String>,
-    /// Peers whose messages this node ignores (one-way partition, incoming side).
-    #[serde(default)]
-    pub block_receive_from: HashSet<String>,
-    /// Probability in [0, 1] that any message is dropped.
-    #[serde(default)]
-    pub drop_probability: f64,
-    /// Added one-way delay of every sent message, plus uniform jitter in [0, delay_jitter_ms].
-    #[serde(default)]
-    pub delay_ms: u64,
-    #[serde(default)]
-    pub delay_jitter_ms: u64,
-    /// Added to this node's wall clock (milliseconds, may be negative): clock skew for the lab.
-    /// Only wall-clock consumers (LWW timestamps) see it; timeouts use the monotonic clock.
-    #[serde(default)]
-    pub clock_offset_ms: i64,
-    /// Make this node's next fsync fail (the node then poisons itself: it refuses writes until
-    /// restarted). One-shot: applied when the rules are set, not kept as state.
-    #[serde(default, skip_serializing)]
-    pub fail_next_fsync: bool,
-}
+/// Nemesis rules; the type is the `/v1/admin/faults` wire type, defined in `quorumdb-api`.
+pub use quorumdb_api::FaultRules;
 
 #[derive(Default)]
 pub struct FaultLayer {

@@ -304,7 +304,7 @@ async fn get(a: GetArgs) -> Result<i32> {
     let r = client(&a.endpoint)?.get(&a.table, &a.key, &opts).await?;
     let found = !r.values.is_empty();
     match a.output {
-        TextOrJson::Json => println!("{}", serde_json::json!({"values": r.values, "context": r.context})),
+        TextOrJson::Json => println!("{}", serde_json::to_string(&r)?),
         TextOrJson::Text => {
             if found {
                 for v in &r.values {

@@ -4,8 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use quorumdb_client::Client;
-use serde_json::{json, Value};
+use quorumdb_client::{Client, FaultRules};
 
 #[derive(Args, Debug)]
 pub struct NemesisArgs {
@@ -88,51 +87,41 @@ pub async fn run(a: NemesisArgs) -> Result<i32> {
             let to =
                 if to.is_empty() { ids.iter().filter(|i| !from.contains(i)).cloned().collect() } else { to };
             for (id, client) in &nodes {
-                let mut rules = client.faults().await?;
-                let mut add = |field: &str, peers: &[String]| {
-                    let set = rules[field].as_array().cloned().unwrap_or_default();
-                    let mut set: Vec<Value> = set;
-                    for p in peers {
-                        if !set.contains(&json!(p)) {
-                            set.push(json!(p));
-                        }
-                    }
-                    rules[field] = Value::Array(set);
-                };
+                let mut rules = client.fault_rules().await.with_context(|| format!("node {id}"))?;
                 if from.contains(id) {
-                    add("block_send_to", &to);
+                    rules.block_send_to.extend(to.iter().cloned());
                     if !one_way {
-                        add("block_receive_from", &to);
+                        rules.block_receive_from.extend(to.iter().cloned());
                     }
                 }
                 if to.contains(id) {
-                    add("block_receive_from", &from);
+                    rules.block_receive_from.extend(from.iter().cloned());
                     if !one_way {
-                        add("block_send_to", &from);
+                        rules.block_send_to.extend(from.iter().cloned());
                     }
                 }
-                client.set_faults(&rules).await.with_context(|| format!("node {id}"))?;
+                client.set_fault_rules(&rules).await.with_context(|| format!("node {id}"))?;
             }
         }
         Action::Drop { probability, nodes: list } => {
             check(&list)?;
-            update(&nodes, &targets(&list), |r| r["drop_probability"] = json!(probability)).await?;
+            update(&nodes, &targets(&list), |r| r.drop_probability = probability).await?;
         }
         Action::Delay { ms, jitter_ms, nodes: list } => {
             check(&list)?;
             update(&nodes, &targets(&list), |r| {
-                r["delay_ms"] = json!(ms);
-                r["delay_jitter_ms"] = json!(jitter_ms);
+                r.delay_ms = ms;
+                r.delay_jitter_ms = jitter_ms;
             })
             .await?;
         }
         Action::Clock { node, offset_ms } => {
             check(std::slice::from_ref(&node))?;
-            update(&nodes, &[node], |r| r["clock_offset_ms"] = json!(offset_ms)).await?;
+            update(&nodes, &[node], |r| r.clock_offset_ms = offset_ms).await?;
         }
         Action::Heal => {
             for (id, client) in &nodes {
-                client.set_faults(&json!({})).await.with_context(|| format!("node {id}"))?;
+                client.set_fault_rules(&FaultRules::default()).await.with_context(|| format!("node {id}"))?;
             }
         }
         Action::Show => {
@@ -147,11 +136,11 @@ pub async fn run(a: NemesisArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn update(nodes: &[(String, Client)], which: &[String], f: impl Fn(&mut Value)) -> Result<()> {
+async fn update(nodes: &[(String, Client)], which: &[String], f: impl Fn(&mut FaultRules)) -> Result<()> {
     for (id, client) in nodes.iter().filter(|(id, _)| which.contains(id)) {
-        let mut rules = client.faults().await.with_context(|| format!("node {id}"))?;
+        let mut rules = client.fault_rules().await.with_context(|| format!("node {id}"))?;
         f(&mut rules);
-        client.set_faults(&rules).await.with_context(|| format!("node {id}"))?;
+        client.set_fault_rules(&rules).await.with_context(|| format!("node {id}"))?;
     }
     Ok(())
 }

@@ -1,0 +1,545 @@
+//! The wire types of QuorumDB's HTTP/JSON API (see `docs/api.md`), shared by the server
+//! (`quorumdb-node`), the Rust client (`quorumdb-client`) and the lab.
+//!
+//! These are plain data-transfer objects: the field names and shapes *are* the wire format, so a
+//! change here is an API change. Core types (`ItemState`, `VersionVector`, ...) stay
+//! non-serialisable; the server converts them into these structs at the HTTP boundary.
+//!
+//! Request types (query strings and bodies) refuse unknown fields, so a typo such as `?W=all` is
+//! an error instead of a silently ignored setting. Their values stay strings where the server
+//! validates them with its own, more specific messages (levels, timeouts, limits).
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// The body of every error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The error itself. `code` is stable and machine-readable (`bad_request`,
+/// `quorum_not_reached`, ...); `message` is one human-readable line. A `quorum_not_reached`
+/// error also says how many acknowledgements were needed and received, and what each replica
+/// answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    /// Acknowledgements the request needed (quorum errors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<usize>,
+    /// Acknowledgements it received (quorum errors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<usize>,
+    /// Each contacted replica's outcome (quorum errors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<ReplicaOutcome>>,
+}
+
+/// What one replica answered a request that missed its quorum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaOutcome {
+    pub node: String,
+    /// `ok`, `timeout`, `down` or `error: <message>`.
+    pub outcome: String,
+}
+
+impl ErrorBody {
+    /// An error body with only a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail::new(code, message) }
+    }
+}
+
+impl ErrorDetail {
+    /// An error with only a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorDetail {
+        ErrorDetail {
+            code: code.into(),
+            message: message.into(),
+            needed: None,
+            answered: None,
+            replicas: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Items
+
+/// Query of `GET /v1/tables/{table}/items/{key}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_key: Option<String>,
+    /// A replica count or `one`, `quorum`, `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r: Option<String>,
+    /// `quorum` or `linearizable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    /// `blocking`, `async` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_repair: Option<String>,
+    /// `strict` or `sloppy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<String>,
+}
+
+/// Query of `PUT /v1/tables/{table}/items/{key}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_key: Option<String>,
+    /// A replica count or `one`, `quorum`, `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<String>,
+    /// `strict` or `sloppy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
+}
+
+/// Query of `DELETE /v1/tables/{table}/items/{key}`: a write's query plus the causality token
+/// (a DELETE has no body).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
+}
+
+/// Body of a put. `context` may be absent or `null` (a blind write).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+/// Answer of a point read. The item exists when `values` is non-empty; more than one value
+/// means concurrent writes left siblings, which a write carrying `context` resolves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemResponse {
+    pub values: Vec<String>,
+    pub context: String,
+}
+
+/// The `404` answer of a read of a missing or deleted item: an empty item (whose `context` a
+/// later write can carry) plus the usual error envelope with code `not_found`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemNotFound {
+    pub values: Vec<String>,
+    pub context: String,
+    pub error: ErrorDetail,
+}
+
+/// Answer of a put or delete: the item's causality token after the write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteResponse {
+    pub context: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inspect
+
+/// Query of `GET /v1/tables/{table}/items/{key}/replicas`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<String>,
+}
+
+/// What one home replica holds locally for an item (inspection repairs nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub node: String,
+    pub zone: String,
+    /// `up` or `down` (down also when the replica did not answer the inspection).
+    pub state: String,
+    pub values: Vec<String>,
+    pub tombstone: bool,
+    /// Human-readable version vector of the replica's causal context (empty when it did not
+    /// answer).
+    pub version: String,
+    /// Why the replica did not answer, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every home replica's local view of one item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectResponse {
+    pub replicas: Vec<ReplicaView>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scan
+
+/// Query of `GET /v1/tables/{table}/partitions/{key}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanQuery {
+    /// First sort key of the range, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End of the range, exclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Most items in the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// `true` or `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<String>,
+    /// The `next` value of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<String>,
+}
+
+/// One item of a scan page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanItem {
+    pub sort_key: String,
+    pub values: Vec<String>,
+    pub context: String,
+}
+
+/// One page of a partition scan; `next` is the cursor of the following page (`null` on the
+/// last page).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanPage {
+    pub items: Vec<ScanItem>,
+    pub next: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster and operations
+
+/// One cluster member as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub zone: String,
+    /// The member's HTTP address.
+    pub address: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Fraction of the ring this node owns, 0.0..=1.0.
+    pub ownership: f64,
+}
+
+/// Answer of `GET /v1/cluster/status`: membership, zones, liveness and ring ownership as the
+/// answering node (`reporter`) sees them, plus its wall clock and hint queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeStatus>,
+    /// The id of the node that answered.
+    #[serde(default)]
+    pub reporter: String,
+    /// The reporter's wall clock in Unix milliseconds (including any injected clock skew).
+    #[serde(default)]
+    pub wall_ms: i64,
+    /// Hints the reporter holds for unreachable replicas.
+    #[serde(default)]
+    pub hints_queued: u64,
+    /// Total size of those hints in bytes.
+    #[serde(default)]
+    pub hints_bytes: u64,
+}
+
+/// Query of `POST /v1/repair`: optionally one table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+/// Answer of `POST /v1/repair` (`202`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepairStarted {
+    pub started: bool,
+}
+
+/// Answer of `GET /v1/repair`: one node's anti-entropy progress, summed over its shards.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairProgress {
+    pub running: bool,
+    pub table: Option<String>,
+    pub exchanges_total: usize,
+    pub exchanges_done: usize,
+    pub exchanges_failed: usize,
+    pub keys_pushed: u64,
+    pub keys_pulled: u64,
+    pub item_bytes: u64,
+    pub digests_received: u64,
+    pub leaves_differing: u64,
+    pub passes_completed: u64,
+}
+
+/// Answer of `/livez` (`live`) and `/readyz` (`ready`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Nemesis rules of `GET`/`PUT /v1/admin/faults`. Empty by default: every message is delivered
+/// at once. A `PUT` replaces the node's rules whole; absent fields take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultRules {
+    /// Peers this node must not send to (one-way partition, outgoing side).
+    #[serde(default)]
+    pub block_send_to: HashSet<String>,
+    /// Peers whose messages this node ignores (one-way partition, incoming side).
+    #[serde(default)]
+    pub block_receive_from: HashSet<String>,
+    /// Probability in [0, 1] that any message is dropped.
+    #[serde(default)]
+    pub drop_probability: f64,
+    /// Added one-way delay of every sent message, plus uniform jitter in [0, delay_jitter_ms].
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub delay_jitter_ms: u64,
+    /// Added to this node's wall clock (milliseconds, may be negative): clock skew for the lab.
+    /// Only wall-clock consumers (LWW timestamps) see it; timeouts use the monotonic clock.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
+    /// Make this node's next fsync fail (the node then poisons itself: it refuses writes until
+    /// restarted). One-shot: applied when the rules are set, not kept as state.
+    #[serde(default, skip_serializing)]
+    pub fail_next_fsync: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+    use serde_json::{json, Value};
+
+    /// Serialises `v`, checks the JSON equals `expected`, and parses it back to `v`.
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T, expected: Value) {
+        let text = serde_json::to_string(v).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+        assert_eq!(&serde_json::from_str::<T>(&text).unwrap(), v);
+    }
+
+    /// A plain error is exactly `{"error":{"code","message"}}`, with no null quorum fields.
+    #[test]
+    fn plain_error_body_round_trips() {
+        let e = ErrorBody::new("bad_request", "limit must be an integer");
+        round_trip(&e, json!({"error": {"code": "bad_request", "message": "limit must be an integer"}}));
+    }
+
+    /// A quorum error carries needed, answered and each replica's outcome.
+    #[test]
+    fn quorum_error_body_round_trips() {
+        let e = ErrorBody {
+            error: ErrorDetail {
+                needed: Some(3),
+                answered: Some(2),
+                replicas: Some(vec![
+                    ReplicaOutcome { node: "n1".into(), outcome: "ok".into() },
+                    ReplicaOutcome { node: "n4".into(), outcome: "timeout".into() },
+                ]),
+                ..ErrorDetail::new("quorum_not_reached", "needed 3, got 2")
+            },
+        };
+        round_trip(
+            &e,
+            json!({"error": {"code": "quorum_not_reached", "message": "needed 3, got 2", "needed": 3,
+                "answered": 2, "replicas": [{"node": "n1", "outcome": "ok"}, {"node": "n4", "outcome": "timeout"}]}}),
+        );
+    }
+
+    /// A read answer and the 404 not-found answer keep values, context and the error envelope.
+    #[test]
+    fn item_responses_round_trip() {
+        round_trip(
+            &ItemResponse { values: vec!["a".into(), "b".into()], context: "tok".into() },
+            json!({"values": ["a", "b"], "context": "tok"}),
+        );
+        round_trip(
+            &ItemNotFound {
+                values: vec![],
+                context: "tok".into(),
+                error: ErrorDetail::new("not_found", "key \"k\" not found"),
+            },
+            json!({"values": [], "context": "tok", "error": {"code": "not_found", "message": "key \"k\" not found"}}),
+        );
+        round_trip(&WriteResponse { context: "t2".into() }, json!({"context": "t2"}));
+    }
+
+    /// A scan page keeps its items and a `null` next on the last page.
+    #[test]
+    fn scan_page_round_trips() {
+        let page = ScanPage {
+            items: vec![ScanItem { sort_key: "a".into(), values: vec!["1".into()], context: "c".into() }],
+            next: None,
+        };
+        round_trip(
+            &page,
+            json!({"items": [{"sort_key": "a", "values": ["1"], "context": "c"}], "next": null}),
+        );
+        let page = ScanPage { items: vec![], next: Some("cur".into()) };
+        round_trip(&page, json!({"items": [], "next": "cur"}));
+    }
+
+    /// An inspect answer has the error field only for replicas that did not answer.
+    #[test]
+    fn inspect_response_round_trips() {
+        let up = ReplicaView {
+            node: "n1".into(),
+            zone: "z1".into(),
+            state: "up".into(),
+            values: vec!["v".into()],
+            tombstone: false,
+            version: "{n1: 1}".into(),
+            error: None,
+        };
+        let down = ReplicaView {
+            node: "n2".into(),
+            zone: "z2".into(),
+            state: "down".into(),
+            values: vec![],
+            tombstone: false,
+            version: String::new(),
+            error: Some("timeout".into()),
+        };
+        round_trip(
+            &InspectResponse { replicas: vec![up, down] },
+            json!({"replicas": [
+                {"node": "n1", "zone": "z1", "state": "up", "values": ["v"], "tombstone": false, "version": "{n1: 1}"},
+                {"node": "n2", "zone": "z2", "state": "down", "values": [], "tombstone": false, "version": "",
+                 "error": "timeout"},
+            ]}),
+        );
+    }
+
+    /// Cluster status keeps every field, and an answer with only `nodes` still decodes.
+    #[test]
+    fn cluster_status_round_trips() {
+        let s = ClusterStatus {
+            nodes: vec![NodeStatus {
+                id: "n1".into(),
+                zone: "z1".into(),
+                address: "127.0.0.1:7701".into(),
+                state: "up".into(),
+                ownership: 0.25,
+            }],
+            reporter: "n1".into(),
+            wall_ms: -5,
+            hints_queued: 2,
+            hints_bytes: 40,
+        };
+        round_trip(
+            &s,
+            json!({"nodes": [{"id": "n1", "zone": "z1", "address": "127.0.0.1:7701", "state": "up",
+                "ownership": 0.25}], "reporter": "n1", "wall_ms": -5, "hints_queued": 2, "hints_bytes": 40}),
+        );
+        let only_nodes: ClusterStatus = serde_json::from_value(json!({"nodes": []})).unwrap();
+        assert_eq!(only_nodes.reporter, "");
+    }
+
+    /// Repair progress and the repair-started answer keep their field names.
+    #[test]
+    fn repair_round_trips() {
+        let p = RepairProgress {
+            running: true,
+            table: Some("t".into()),
+            exchanges_total: 4,
+            exchanges_done: 2,
+            exchanges_failed: 1,
+            keys_pushed: 5,
+            keys_pulled: 6,
+            item_bytes: 7,
+            digests_received: 8,
+            leaves_differing: 9,
+            passes_completed: 10,
+        };
+        round_trip(
+            &p,
+            json!({"running": true, "table": "t", "exchanges_total": 4, "exchanges_done": 2,
+                "exchanges_failed": 1, "keys_pushed": 5, "keys_pulled": 6, "item_bytes": 7,
+                "digests_received": 8, "leaves_differing": 9, "passes_completed": 10}),
+        );
+        round_trip(&RepairStarted { started: true }, json!({"started": true}));
+        round_trip(&Health { status: "ready".into() }, json!({"status": "ready"}));
+    }
+
+    /// Fault rules default every absent field and never echo the one-shot fail_next_fsync.
+    #[test]
+    fn fault_rules_defaults_and_one_shot_fsync() {
+        let rules: FaultRules =
+            serde_json::from_value(json!({"block_send_to": ["n2"], "fail_next_fsync": true})).unwrap();
+        assert!(rules.block_send_to.contains("n2") && rules.fail_next_fsync);
+        assert_eq!(rules.delay_ms, 0);
+        let echoed = serde_json::to_value(&rules).unwrap();
+        assert!(echoed.get("fail_next_fsync").is_none(), "{echoed}");
+        let plain = FaultRules { clock_offset_ms: -300, drop_probability: 0.5, ..FaultRules::default() };
+        round_trip(
+            &plain,
+            json!({"block_send_to": [], "block_receive_from": [], "drop_probability": 0.5, "delay_ms": 0,
+                "delay_jitter_ms": 0, "clock_offset_ms": -300}),
+        );
+    }
+
+    /// A put body takes value and an optional or null context, and refuses other fields.
+    #[test]
+    fn put_body_parses_and_refuses_unknown_fields() {
+        let b: PutBody = serde_json::from_str(r#"{"value":"v","context":null}"#).unwrap();
+        assert_eq!(b, PutBody { value: "v".into(), context: None });
+        round_trip(
+            &PutBody { value: "v".into(), context: Some("c".into()) },
+            json!({"value": "v", "context": "c"}),
+        );
+        let err = serde_json::from_str::<PutBody>(r#"{"value":"v","ctx":"c"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `ctx`"), "{err}");
+    }
+
+    /// Query strings parse into the route's struct, and an unknown parameter is named in the error.
+    #[test]
+    fn queries_parse_and_name_unknown_parameters() {
+        let q: ReadQuery = serde_urlencoded::from_str("sort_key=a+b&r=all&timeout_ms=5").unwrap();
+        assert_eq!(q.sort_key.as_deref(), Some("a b"));
+        assert_eq!((q.r.as_deref(), q.timeout_ms.as_deref()), (Some("all"), Some("5")));
+        assert_eq!(serde_urlencoded::to_string(&q).unwrap(), "sort_key=a+b&r=all&timeout_ms=5");
+        let err = serde_urlencoded::from_str::<ReadQuery>("R=all").unwrap_err();
+        assert!(err.to_string().contains("unknown field `R`"), "{err}");
+        let q: ScanQuery = serde_urlencoded::from_str("from=a&to=z&limit=10&reverse=true&cursor=c").unwrap();
+        assert_eq!(q.limit.as_deref(), Some("10"));
+        assert!(serde_urlencoded::from_str::<WriteQuery>("context=x").is_err());
+        assert_eq!(
+            serde_urlencoded::from_str::<DeleteQuery>("context=x").unwrap().context.as_deref(),
+            Some("x")
+        );
+        assert!(serde_urlencoded::from_str::<InspectQuery>("r=all").is_err());
+        assert_eq!(serde_urlencoded::from_str::<RepairQuery>("").unwrap(), RepairQuery::default());
+    }
+}
