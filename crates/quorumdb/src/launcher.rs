@@ -62,14 +62,40 @@ impl Ports {
     }
 }
 
-/// Reserves `n` distinct free loopback ports: bind each to port 0, read it, release them all.
-/// Another process could take a port between release and the server's bind; the server then
-/// exits at start-up and [`LocalCluster::wait_ready`] reports it with the node's log.
+/// Lowest port [`free_ports`] hands out, and how many it chooses from: below Linux's default
+/// ephemeral range (32768–60999), which the kernel uses for outgoing connections (every node
+/// opens several to each peer) and for binds to port 0. A port from that range could be taken by
+/// some connection between being chosen and the server binding it; these cannot.
+const FREE_PORT_LO: u32 = 20_000;
+const FREE_PORT_SPAN: u32 = 12_000;
+
+/// Reserves `n` distinct free loopback ports below the ephemeral range: each is checked by
+/// binding it, and all are released before returning. Calls in one process never repeat a
+/// port until the range wraps; separate processes start at different offsets. Another process
+/// could still take a port between release and the server's bind; the server then exits at
+/// start-up and [`LocalCluster::wait_ready`] reports it with the node's log.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("cannot reserve a loopback port"))
-        .collect::<Result<Vec<_>>>()?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let offset = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+    let mut held = Vec::with_capacity(n);
+    let mut tries = 0u32;
+    while held.len() < n {
+        tries += 1;
+        if tries > FREE_PORT_SPAN {
+            bail!("no free loopback port in {FREE_PORT_LO}..{}", FREE_PORT_LO + FREE_PORT_SPAN);
+        }
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FREE_PORT_LO + offset.wrapping_add(k.wrapping_mul(7_919)) % FREE_PORT_SPAN;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            held.push(listener);
+        }
+    }
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// The shape of a local cluster and every node's settings.
