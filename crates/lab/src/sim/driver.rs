@@ -10,6 +10,7 @@ use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::merkle::{item_digest, MerkleTree};
+pub(super) use quorumdb_core::replica::ReadRepair as SimReadRepair;
 use quorumdb_core::replica::{
     shard_of, ClientRequest, ClientResponse, Effect, Event, Input, MemStore, Now, PeerRequest, PeerResponse,
     QuorumMode, ReadRepair, Replica, ReplicaError, Shared, TreeId, SHARDS_LEN,
@@ -22,11 +23,12 @@ use std::sync::Arc;
 /// own peer protocol. Keys are indexes into [`Cx::keys`].
 #[derive(Clone, Debug)]
 pub(super) enum Msg {
-    /// Client → any node: read `key` at `r`.
+    /// Client → any node: read `key` at `r` with a read-repair mode.
     ClientRead {
         op: u64,
         key: usize,
         r: usize,
+        repair: ReadRepair,
     },
     /// Client → any node: write (or delete, with `value = None`) `key` at `w`, with a strict
     /// or a sloppy quorum.
@@ -325,13 +327,13 @@ impl SimNode {
         let now = self.now(cx);
         let timeout_ms = super::REQUEST_TIMEOUT_MS;
         match (msg, from) {
-            (Msg::ClientRead { op, key, r }, Endpoint::Client(_)) => {
+            (Msg::ClientRead { op, key, r, repair }, Endpoint::Client(_)) => {
                 let k = cx.keys[key].item.clone();
                 let shard = cx.keys[key].shard;
                 let req = ClientRequest::Read {
                     key: k,
                     r: Level::Count(r),
-                    repair: ReadRepair::Blocking,
+                    repair,
                     mode: QuorumMode::Strict,
                     timeout_ms,
                 };

@@ -1,7 +1,7 @@
 //! The simulated world: one clock, one random source, one network, the nodes, the clients and
 //! the fault schedule, and the checks of both phases. See the module docs of [`super`].
 
-use super::driver::{shard_of_key, show, Msg, Reply, SimNode};
+use super::driver::{shard_of_key, show, Msg, Reply, SimNode, SimReadRepair};
 use super::net::{chance, Endpoint, Envelope, NetConfig, Network, PPM};
 use super::{
     Bug, FailureKind, SimFailure, SimOptions, SimRun, SimStats, ANTIENTROPY_INTERVAL_MS, CLIENTS_LEN,
@@ -591,7 +591,17 @@ impl World {
         let op = self.cx.next_id();
         self.cx.op_clients.insert(op, client);
         let (value, msg, setting) = match kind {
-            OpKind::Read => (None, Msg::ClientRead { op, key, r: needed }, format!("r{needed}")),
+            OpKind::Read => {
+                // Reads use every repair mode: blocking (the default) most, then async, off and
+                // the linearizable write-back, each a different path through the replica.
+                let (repair, name) = match self.cx.rng.random_range(0..10) {
+                    0 => (SimReadRepair::Async, "-async"),
+                    1 => (SimReadRepair::Off, "-norepair"),
+                    2 => (SimReadRepair::WriteBack, "-linearizable"),
+                    _ => (SimReadRepair::Blocking, ""),
+                };
+                (None, Msg::ClientRead { op, key, r: needed, repair }, format!("r{needed}{name}"))
+            }
             OpKind::Write | OpKind::Delete => {
                 let (value, stored) = if kind == OpKind::Write {
                     self.writes_issued += 1;
