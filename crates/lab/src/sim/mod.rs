@@ -137,7 +137,7 @@
 //! thread. [`simulate`] returns the recorded history and final state for closer inspection.
 //!
 //! Measured on the 2-core development machine (default options: 5 nodes, 200 ops per seed):
-//! `lab simulate --seeds 1000` takes 4.4 s in a release build (4.6 million events; the shipping
+//! `lab simulate --seeds 1000` takes about 5.5 s in a release build (4.6 million events; the shipping
 //! replica runs two shard machines per node); the test suite's 300 seeds take about 18 s in a
 //! debug build. With `--bug ack-before-fsync` (the driver reports a sync done before it is),
 //! 717 of seeds 0..1000 fail, 51 of them also with acknowledged writes lost per the lost-write
