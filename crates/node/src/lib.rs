@@ -121,6 +121,9 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Setup(format!("http server failed: {e}")))?;
     tracing::info!(node = node.id(), "node stopping");
+    // Stop the replica shards first: a peer could still ask this node to coordinate a write,
+    // and a dot minted after the clean-shutdown mark would not be covered by it.
+    node.stop().await;
     // Make everything durable before exit even in buffered mode, and record the clean stop.
     let storage = node.storage.clone();
     tokio::task::spawn_blocking(move || {

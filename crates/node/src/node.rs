@@ -55,9 +55,20 @@ const SHARD_ANSWER_MARGIN_MS: u64 = 5_000;
 
 /// What a shard thread receives.
 enum ShardMsg {
-    Client { req: ClientRequest, reply: oneshot::Sender<Result<ClientResponse, ReplicaError>> },
-    Peer { from: usize, req: PeerRequest, reply: oneshot::Sender<PeerResponse> },
+    Client {
+        req: ClientRequest,
+        reply: oneshot::Sender<Result<ClientResponse, ReplicaError>>,
+    },
+    Peer {
+        from: usize,
+        req: PeerRequest,
+        reply: oneshot::Sender<PeerResponse>,
+    },
     Input(Input),
+    /// Stop the shard: nothing more is stepped, so nothing more is stored or minted.
+    Stop {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What a shard last published for the node's status, metrics and repair progress.
@@ -275,6 +286,21 @@ impl Node {
             total.passes_completed = 0;
         }
         total
+    }
+
+    /// Stops every shard thread (they store and mint nothing afterwards), so a clean shutdown
+    /// can then make everything durable and mark the stop clean: no dot is minted after it.
+    pub async fn stop(&self) {
+        let mut waits = Vec::new();
+        for shard in &self.shards {
+            let (done, rx) = oneshot::channel();
+            if shard.send(ShardMsg::Stop { done }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
+        }
     }
 
     /// Stored items (approximate, as of the last publication).
@@ -572,6 +598,10 @@ async fn shard_loop(
                     Input::Peer { from, id: next_id, req }
                 }
                 ShardMsg::Input(input) => input,
+                ShardMsg::Stop { done } => {
+                    let _ = done.send(());
+                    return;
+                }
             };
             replica.step(now, input);
         }
