@@ -57,7 +57,7 @@ use crate::antientropy::{Command, Exchange, ExchangeStats, LeafItems, EXCHANGE_L
 use crate::causality::{ActorId, CausalityError, Dot, ItemState, Value, VersionVector};
 use crate::consistency::{Level, LevelError};
 use crate::coordinator::{Failure, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
-use crate::handoff::{DropReason, HandoffCommand, Hint, HintId, HintQueue};
+use crate::handoff::{HandoffCommand, Hint, HintId, HintQueue};
 use crate::key::{partition_prefix, ItemKey, KeyError};
 use crate::limits::{
     ITEM_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX, SCAN_PAGE_BYTES_MAX, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX,
@@ -573,6 +573,8 @@ struct WriteJob {
     coord: WriteCoordinator<NodeId>,
     /// (target, home it stands in for) of every replica the write was sent to.
     targets: Vec<(NodeId, Option<NodeId>)>,
+    /// The key's home replicas, primary first.
+    homes: Vec<NodeId>,
     reply_to: ReplyTo,
     replied: bool,
 }
@@ -827,13 +829,14 @@ impl<S: LocalStore> Replica<S> {
         self.trees.get_mut(id).map_or_else(|| MerkleTree::new().root(), |t| t.root())
     }
 
-    pub fn tree_ids(&self) -> Vec<TreeId> {
-        self.trees.keys().cloned().collect()
-    }
-
     /// The tree an item belongs to.
     pub fn tree_of(&self, key: &ItemKey) -> TreeId {
-        let mut set = self.shared.preference(key);
+        self.tree_of_homes(key, &self.shared.preference(key))
+    }
+
+    /// The tree of an item whose home replicas (`homes`, from the ring) the caller already has.
+    fn tree_of_homes(&self, key: &ItemKey, homes: &[NodeId]) -> TreeId {
+        let mut set = homes.to_vec();
         set.sort_unstable();
         TreeId { table: key.table.clone(), set, shard: self.shard }
     }
@@ -1085,6 +1088,7 @@ impl<S: LocalStore> Replica<S> {
         &mut self,
         now: Now,
         key: &ItemKey,
+        homes: &[NodeId],
         old_raw: Option<&[u8]>,
         old: &ItemState,
         new: &ItemState,
@@ -1095,7 +1099,7 @@ impl<S: LocalStore> Replica<S> {
         self.store.put(&sk, &encoded)?;
         self.persist_seq += 1;
         if self.shared.config.antientropy {
-            let tree = self.tree_of(key);
+            let tree = self.tree_of_homes(key, homes);
             let old_digest = old_raw.map(|o| item_digest(&sk, o));
             let new_digest = Some(item_digest(&sk, &encoded));
             if old_digest != new_digest {
@@ -1121,6 +1125,7 @@ impl<S: LocalStore> Replica<S> {
         &mut self,
         now: Now,
         key: &ItemKey,
+        homes: &[NodeId],
         value: Option<Vec<u8>>,
         ctx: &VersionVector,
     ) -> Result<ItemState, ReplicaError> {
@@ -1161,7 +1166,7 @@ impl<S: LocalStore> Replica<S> {
                 self.events.push(Event::Minted { key: sk.clone(), dot, value: v.clone() });
             }
         }
-        self.store_item(now, key, old_raw.as_deref(), &local, &new)?;
+        self.store_item(now, key, homes, old_raw.as_deref(), &local, &new)?;
         Ok(new)
     }
 
@@ -1187,7 +1192,8 @@ impl<S: LocalStore> Replica<S> {
         if lww {
             merged = lww::resolve(&merged);
         }
-        self.store_item(now, key, old_raw.as_deref(), &local, &merged)
+        let homes = self.shared.preference(key);
+        self.store_item(now, key, &homes, old_raw.as_deref(), &local, &merged)
     }
 
     /// Whether `incoming` is a tombstone this replica already purged (sent back by a replica
@@ -1227,9 +1233,9 @@ impl<S: LocalStore> Replica<S> {
 
     /// The state a read at this node returns for `key`: its own, plus (as a sloppy-quorum
     /// stand-in) the hinted states it keeps for the key.
-    fn read_local(&self, key: &ItemKey) -> Result<ItemState, ReplicaError> {
+    fn read_local(&self, key: &ItemKey, homes: &[NodeId]) -> Result<ItemState, ReplicaError> {
         let mut state = self.local_state(key)?;
-        if !self.shared.preference(key).contains(&self.me()) {
+        if !homes.contains(&self.me()) {
             let sk = key.storage_key();
             for m in self.shared.ring.members() {
                 if let Some((_, hint)) = self.hints.get(&m.id, &sk) {
@@ -1515,7 +1521,7 @@ impl<S: LocalStore> Replica<S> {
         timeout_ms: u64,
         reply_to: ReplyTo,
     ) -> Result<(), ReplicaError> {
-        let new = self.apply_local_write(now, &key, value, &ctx)?;
+        let new = self.apply_local_write(now, &key, &pref, value, &ctx)?;
         let (targets, down) = self.request_targets(&key, &pref, mode, now);
         let mut replicas: Vec<NodeId> = targets.iter().map(|(i, _)| *i).collect();
         replicas.extend(down.iter().copied());
@@ -1533,6 +1539,7 @@ impl<S: LocalStore> Replica<S> {
                 state: new.clone(),
                 coord,
                 targets: targets.clone(),
+                homes: pref,
                 reply_to,
                 replied: false,
             },
@@ -1585,7 +1592,7 @@ impl<S: LocalStore> Replica<S> {
         }
         let ok = |node: NodeId| j.coord.outcomes().iter().any(|(n, o)| *n == node && *o == Outcome::Ok);
         let mut hinted = false;
-        for home in self.shared.preference(&j.key) {
+        for &home in &j.homes {
             if home == self.me() || ok(home) {
                 continue;
             }
@@ -1630,7 +1637,7 @@ impl<S: LocalStore> Replica<S> {
         let mut local = None;
         for &(idx, _) in &targets {
             if idx == self.me() {
-                local = Some(self.read_local(&key).map_err(|e| refused(&e)));
+                local = Some(self.read_local(&key, &pref).map_err(|e| refused(&e)));
             } else {
                 self.send(
                     now,
@@ -1882,7 +1889,10 @@ impl<S: LocalStore> Replica<S> {
     ) -> Result<Option<PeerResponse>, ReplicaError> {
         match req {
             PeerRequest::Ping => Ok(Some(PeerResponse::Pong)),
-            PeerRequest::Read { key } => Ok(Some(PeerResponse::Item(self.read_local(&key)?))),
+            PeerRequest::Read { key } => {
+                let homes = self.shared.preference(&key);
+                Ok(Some(PeerResponse::Item(self.read_local(&key, &homes)?)))
+            }
             PeerRequest::Replicate { key, state } => {
                 self.merge_local(now, &key, &state)?;
                 // Even an unchanged state may not be durable yet (another writer stored it a
@@ -2194,9 +2204,8 @@ impl<S: LocalStore> Replica<S> {
                     let _ = self.store.delete_hint(id);
                     self.persist_seq += 1;
                 }
-                HandoffCommand::Drop { id, reason } => {
+                HandoffCommand::Drop { id, .. } => {
                     self.stats.hints_dropped += 1;
-                    let _ = reason == DropReason::Expired;
                     let _ = self.store.delete_hint(id);
                     self.persist_seq += 1;
                 }
@@ -2350,8 +2359,7 @@ impl<S: LocalStore> Replica<S> {
                     run.done = Some(stats);
                     self.pump_transfers(now);
                 }
-                Command::Failed(e) => {
-                    let _ = e;
+                Command::Failed(_) => {
                     self.finish_exchange(now, false);
                 }
             }
