@@ -481,7 +481,7 @@ async fn scan_partition(
 
 async fn status(State(s): State<AppState>) -> Response {
     let node = &s.node;
-    let ownership = node.ring.ownership();
+    let ownership = node.ring().ownership();
     let nodes = node
         .config
         .members

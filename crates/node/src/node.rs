@@ -84,9 +84,6 @@ struct Snapshot {
 
 pub struct Node {
     pub config: NodeConfig,
-    pub ring: Ring,
-    /// This node's index in `ring.members()`.
-    pub me: usize,
     pub storage: Arc<Storage>,
     pub faults: Arc<FaultLayer>,
     pub ready: AtomicBool,
@@ -212,8 +209,6 @@ impl Node {
         }
         Ok(Arc::new(Node {
             config,
-            ring,
-            me,
             storage,
             faults,
             ready: AtomicBool::new(false),
@@ -222,6 +217,11 @@ impl Node {
             snapshots,
             started,
         }))
+    }
+
+    /// The ring of members (placement), shared with the replica shards.
+    pub fn ring(&self) -> &Ring {
+        &self.shared.ring
     }
 
     pub fn id(&self) -> &str {
@@ -428,8 +428,8 @@ impl Node {
         let req = ClientRequest::Inspect { key, timeout_ms: timeout.as_millis() as u64 };
         match self.client(shard, req).await {
             Ok(ClientResponse::Inspect(results)) => results,
-            Ok(other) => vec![(self.me, Err(format!("unexpected answer {other:?}")))],
-            Err(e) => vec![(self.me, Err(e.to_string()))],
+            Ok(other) => vec![(self.shared.me, Err(format!("unexpected answer {other:?}")))],
+            Err(e) => vec![(self.shared.me, Err(e.to_string()))],
         }
     }
 
@@ -438,10 +438,10 @@ impl Node {
 
     /// Serves one peer request: converts it, hands it to its shard, converts the answer.
     pub async fn handle_peer(self: Arc<Self>, from: String, req: Request) -> Response {
-        let Some(from) = self.ring.index_of(&from) else {
+        let Some(from) = self.shared.ring.index_of(&from) else {
             return Response::Error { code: "bad_request".into(), message: format!("unknown peer {from:?}") };
         };
-        let req = match request_from_wire(&self.ring, req) {
+        let req = match request_from_wire(&self.shared.ring, req) {
             Ok(r) => r,
             Err(e) => return response_to_wire(PeerResponse::Failed(e)),
         };
@@ -518,8 +518,8 @@ impl Node {
         metrics::gauge!("quorumdb_tombstones").set(tombstones as f64);
         metrics::counter!("quorumdb_hlc_timestamps_rejected_total")
             .absolute(self.shared.hlc.rejected_total.load(std::sync::atomic::Ordering::Relaxed));
-        for (i, m) in self.ring.members().iter().enumerate() {
-            if i != self.me {
+        for (i, m) in self.shared.ring.members().iter().enumerate() {
+            if i != self.shared.me {
                 metrics::gauge!("quorumdb_peer_up", "peer" => m.id.clone()).set(if self.is_up(i) {
                     1.0
                 } else {
