@@ -39,8 +39,11 @@
 //!
 //! ## Non-guarantees
 //!
-//! - Contexts only grow. Actor entries are never pruned, so an item written by more than
-//!   [`VERSION_VECTOR_LEN_MAX`] actors (data-dir incarnations) refuses writes from new actors.
+//! - Merges only grow contexts. Entries of *retired* actors (earlier incarnations of a data dir
+//!   that restarted after a crash) are dropped by [`ItemState::prune_retired`], which replicas
+//!   apply whenever they store an item; see [`Retirement`] for why that never loses a write and
+//!   what it may bring back. An item written by more than [`VERSION_VECTOR_LEN_MAX`] live actors
+//!   refuses writes from new actors.
 //! - Tombstones are ordinary siblings here; collecting them is the node's job.
 //! - Causality tokens are trusted. A forged token that claims counters an actor has not reached
 //!   yet makes that actor's next writes look already seen, and merges then drop them. If clients
@@ -49,7 +52,9 @@
 //! - Value sizes are not checked here: the API layer refuses oversized values before a write
 //!   reaches [`ItemState::update`], and this module never refuses stored data for its size.
 
-use crate::limits::{CONTEXT_TOKEN_CHARS_MAX, SIBLINGS_LEN_MAX, VERSION_VECTOR_LEN_MAX};
+use crate::limits::{
+    CONTEXT_TOKEN_CHARS_MAX, REPLICATION_FACTOR_MAX, SIBLINGS_LEN_MAX, VERSION_VECTOR_LEN_MAX,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use std::cmp::Ordering;
@@ -112,10 +117,78 @@ pub enum CausalityError {
     VersionVectorTooLong { max: usize },
 }
 
-/// Identity of one writer: one data-dir incarnation of one node. The node draws it at random when
-/// it creates a data dir, so a wiped node never reuses the counters of its previous life.
+/// Identity of one writer: one incarnation of one node's data dir.
+///
+/// Layout: the high [`ActorId::UID_BITS`] bits are the data dir's uid, drawn at random when the
+/// data dir is created, so a wiped node never reuses the counters of its previous life; the low
+/// [`ActorId::STARTED_BITS`] bits are the millisecond (Unix time) the incarnation started. A
+/// restart after a crash
+/// must not reuse the actor (its last dots may have reached other replicas but not its own disk),
+/// so it takes the [`ActorId::successor`]: same uid, a later start. That is what lets any replica
+/// see, from an item's context alone, that an actor has retired and since when: an entry of the
+/// same uid with a later start proves the older incarnation stopped writing by then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ActorId(pub u64);
+
+impl ActorId {
+    pub const UID_BITS: u32 = 20;
+    pub const STARTED_BITS: u32 = 64 - Self::UID_BITS;
+    const STARTED_MAX: u64 = (1 << Self::STARTED_BITS) - 1;
+
+    /// The incarnation of data dir `uid` (only its low [`Self::UID_BITS`] bits count) that started
+    /// at millisecond `started_ms` (saturated at the field's maximum, some 550 years from 1970).
+    /// Two data dirs drawing the same uid (one in a million) cannot lose writes either: pruning
+    /// never drops a replica's own actor, and dropping another's entry only shrinks coverage.
+    pub fn incarnation(uid: u32, started_ms: u64) -> ActorId {
+        let uid = u64::from(uid) & ((1 << Self::UID_BITS) - 1);
+        ActorId((uid << Self::STARTED_BITS) | started_ms.min(Self::STARTED_MAX))
+    }
+
+    pub fn uid(self) -> u32 {
+        // The shift leaves exactly UID_BITS (< 32) bits.
+        (self.0 >> Self::STARTED_BITS) as u32
+    }
+
+    pub fn started_ms(self) -> u64 {
+        self.0 & Self::STARTED_MAX
+    }
+
+    /// The actor of the next incarnation of this data dir, started at `now_ms`: same uid, a
+    /// start strictly after this one even if the wall clock went back. `None` when the start
+    /// field is exhausted (the caller draws a new uid).
+    pub fn successor(self, now_ms: u64) -> Option<ActorId> {
+        let started = now_ms.max(self.started_ms().checked_add(1)?);
+        (started <= Self::STARTED_MAX).then(|| ActorId::incarnation(self.uid(), started))
+    }
+}
+
+/// Most context entries of retired actors (see [`Retirement`]) an item keeps, however recent
+/// their retirement. Together with the live writers this bounds a context under a crash-looping
+/// node: without it every unclean restart would add an entry until the item refused writes at
+/// [`VERSION_VECTOR_LEN_MAX`].
+pub const RETIRED_ENTRIES_LEN_MAX: usize = 16;
+
+const _: () = assert!(RETIRED_ENTRIES_LEN_MAX + REPLICATION_FACTOR_MAX * 2 <= VERSION_VECTOR_LEN_MAX);
+
+/// The rule by which a replica drops context entries of actors that will never write again.
+///
+/// An actor has *retired* when the same context names a later incarnation of its data dir (see
+/// [`ActorId`]); it retired at the latest when that successor started. An entry of a retired
+/// actor with no live sibling is dropped when it retired more than `grace_ms` ago, and beyond
+/// the [`RETIRED_ENTRIES_LEN_MAX`] most recently retired ones whatever their age. The replica's
+/// own actor, `keep`, is never dropped: it mints its next counter from that entry.
+///
+/// Why this never loses a write: dropping an entry only makes the context cover fewer dots, so
+/// merges drop fewer siblings, never more; and a retired actor mints no new dot that an old
+/// entry could wrongly cover. What it may do is bring back a superseded value: if a replica
+/// that lagged for longer than the grace period still holds a sibling the others replaced, a
+/// merge keeps it as a sibling again (the tombstone grace period makes the same assumption).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retirement {
+    pub now_wall_ms: u64,
+    pub grace_ms: u64,
+    pub keep: ActorId,
+}
 
 impl fmt::Display for ActorId {
     /// Fixed-width hex, so ids line up in logs and sort the same as text and as numbers.
@@ -181,6 +254,23 @@ impl VersionVector {
         other.entries.iter().all(|(&actor, &counter)| self.get(actor) >= counter)
     }
 
+    /// [`VersionVector::descends`] up to pruning: an entry of `other` that `self` lacks
+    /// altogether counts as known when `self` names a later incarnation of the same data dir,
+    /// because then it may have been dropped as retired ([`ItemState::prune_retired`]). For
+    /// checkers comparing tokens a client saw at different times; merges use `descends`.
+    pub fn descends_modulo_pruning(&self, other: &VersionVector) -> bool {
+        other.entries.iter().all(|(&actor, &counter)| match self.entries.get(&actor) {
+            Some(&mine) => mine >= counter,
+            None => self.names_successor_of(actor),
+        })
+    }
+
+    /// Whether some entry is a later incarnation of `actor`'s data dir.
+    fn names_successor_of(&self, actor: ActorId) -> bool {
+        let last_of_uid = ActorId::incarnation(actor.uid(), ActorId::STARTED_MAX);
+        actor < last_of_uid && self.entries.range(ActorId(actor.0 + 1)..=last_of_uid).next().is_some()
+    }
+
     /// Number of actors with at least one known write.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -194,6 +284,11 @@ impl VersionVector {
     /// Entries in actor order.
     pub fn iter(&self) -> impl Iterator<Item = (ActorId, u64)> + '_ {
         self.entries.iter().map(|(&actor, &counter)| (actor, counter))
+    }
+
+    /// Forgets `actor`'s entry (see [`Retirement`] for when that is sound).
+    fn remove(&mut self, actor: ActorId) {
+        self.entries.remove(&actor);
     }
 
     /// Records that `actor`'s writes up to `counter` are known.
@@ -417,6 +512,19 @@ impl ItemState {
         value: Value,
         actor: ActorId,
     ) -> Result<ItemState, CausalityError> {
+        self.update_pruning(client_ctx, value, actor, None)
+    }
+
+    /// [`ItemState::update`], then [`ItemState::prune_retired`] under `retirement` before the
+    /// context's length is checked, so that retired writers' entries (the client's context may
+    /// bring them back) never make a write refused.
+    pub fn update_pruning(
+        &self,
+        client_ctx: &VersionVector,
+        value: Value,
+        actor: ActorId,
+        retirement: Option<&Retirement>,
+    ) -> Result<ItemState, CausalityError> {
         let local_counter = self.ctx.get(actor);
         let client_counter = client_ctx.get(actor);
         let counter = local_counter.max(client_counter).checked_add(1).ok_or_else(|| {
@@ -434,7 +542,9 @@ impl ItemState {
         let mut ctx = self.ctx.clone();
         ctx.merge(client_ctx);
         ctx.observe(dot);
-        if ctx.len() > VERSION_VECTOR_LEN_MAX && ctx.len() > self.ctx.len() {
+        let too_long = |ctx: &VersionVector| ctx.len() > VERSION_VECTOR_LEN_MAX && ctx.len() > self.ctx.len();
+        // Without pruning the check can come before any value is copied.
+        if retirement.is_none() && too_long(&ctx) {
             return Err(CausalityError::VersionVectorTooLong { max: VERSION_VECTOR_LEN_MAX });
         }
 
@@ -451,9 +561,75 @@ impl ItemState {
         let position = siblings.partition_point(|(d, _)| *d < dot);
         siblings.insert(position, (dot, value));
 
-        let next = ItemState { ctx, siblings };
+        let mut next = ItemState { ctx, siblings };
+        if let Some(rule) = retirement {
+            next.prune_retired(rule);
+            if too_long(&next.ctx) {
+                return Err(CausalityError::VersionVectorTooLong { max: VERSION_VECTOR_LEN_MAX });
+            }
+        }
         debug_assert_eq!(next.check_invariants(), Ok(()));
         Ok(next)
+    }
+
+    /// Drops the context entries of retired actors that `rule` lets go (see [`Retirement`]);
+    /// returns whether anything changed. Deterministic in the state and the rule, so replicas
+    /// that apply it converge on the same bytes.
+    pub fn prune_retired(&mut self, rule: &Retirement) -> bool {
+        let drop = self.retired_to_drop(rule);
+        for actor in &drop {
+            self.ctx.remove(*actor);
+        }
+        debug_assert_eq!(self.check_invariants(), Ok(()));
+        !drop.is_empty()
+    }
+
+    /// [`ItemState::descends`] up to pruning: `self` descends `older` once the context entries
+    /// `self` may have dropped as retired (see [`VersionVector::descends_modulo_pruning`]) are
+    /// restored from `older`. How a checker asks "did this replica keep everything it had?"
+    /// across a store that also pruned.
+    pub fn descends_modulo_pruning(&self, older: &ItemState) -> bool {
+        let mut restored = self.clone();
+        for (actor, counter) in older.ctx.iter() {
+            if self.ctx.get(actor) == 0 && self.ctx.names_successor_of(actor) {
+                restored.ctx.entries.insert(actor, counter);
+            }
+        }
+        restored.descends(older)
+    }
+
+    /// Whether [`ItemState::prune_retired`] would change anything.
+    pub fn needs_pruning(&self, rule: &Retirement) -> bool {
+        !self.retired_to_drop(rule).is_empty()
+    }
+
+    fn retired_to_drop(&self, rule: &Retirement) -> Vec<ActorId> {
+        // Entries are sorted by actor id, that is by uid and then by start: the entry after a
+        // retired actor's is its earliest known successor, whose start bounds the retirement.
+        let actors: Vec<ActorId> = self.ctx.iter().map(|(actor, _)| actor).collect();
+        let mut young: Vec<(u64, ActorId)> = Vec::new();
+        let mut drop = Vec::new();
+        for pair in actors.windows(2) {
+            let [old, successor] = [pair[0], pair[1]];
+            if old.uid() != successor.uid()
+                || old == rule.keep
+                || self.siblings.iter().any(|(dot, _)| dot.actor == old)
+            {
+                continue;
+            }
+            let retired_ms = successor.started_ms();
+            if retired_ms.saturating_add(rule.grace_ms) < rule.now_wall_ms {
+                drop.push(old);
+            } else {
+                young.push((retired_ms, old));
+            }
+        }
+        if young.len() > RETIRED_ENTRIES_LEN_MAX {
+            young.sort_unstable();
+            let excess = young.len() - RETIRED_ENTRIES_LEN_MAX;
+            drop.extend(young[..excess].iter().map(|(_, actor)| *actor));
+        }
+        drop
     }
 
     /// Joins `other` into `self` (`self ← self ⊔ other`). See the module docs for the definition
@@ -897,7 +1073,28 @@ mod tests {
             .prop_map(|(actors, ops)| simulate(&actors.into_iter().map(ActorId).collect::<Vec<_>>(), &ops))
     }
 
+    /// Histories whose writers include several incarnations of one data dir (same uid, later
+    /// starts), so that pruning has retired actors to work on.
+    fn incarnations_history_strategy() -> impl Strategy<Value = (History, Retirement, Vec<ActorId>)> {
+        let actors = prop::collection::btree_set((0..2u32, 0..4u64), 1..=4).prop_map(|set| {
+            set.into_iter().map(|(uid, s)| ActorId::incarnation(uid, s * 1000)).collect::<Vec<_>>()
+        });
+        (actors, prop::collection::vec(op_strategy(), 0..28), 0..6000u64, 0..3000u64).prop_map(
+            |(actors, ops, now_wall_ms, grace_ms)| {
+                let rule = Retirement { now_wall_ms, grace_ms, keep: ActorId(u64::MAX) };
+                (simulate_with(&actors, &ops, Some(rule)), rule, actors)
+            },
+        )
+    }
+
     fn simulate(actors: &[ActorId], ops: &[Op]) -> History {
+        simulate_with(actors, ops, None)
+    }
+
+    /// Replicas `0..actors.len()` write as their actor and gossip states; with `prune`, every
+    /// replica prunes retired actors (never its own) after each write and merge, as the
+    /// shipping replica does whenever it stores an item.
+    fn simulate_with(actors: &[ActorId], ops: &[Op], prune: Option<Retirement>) -> History {
         let n = actors.len();
         let mut replicas = vec![ItemState::new(); n];
         let mut reads: Vec<VersionVector> = Vec::new();
@@ -932,7 +1129,9 @@ mod tests {
                     let local = &replicas[at];
                     let counter = local.context().get(actor).max(client_ctx.get(actor)) + 1;
                     let dot = Dot { actor, counter };
-                    let next = local.update(&client_ctx, value.clone(), actor).unwrap();
+                    let rule = prune.map(|r| Retirement { keep: actor, ..r });
+                    let next =
+                        local.update_pruning(&client_ctx, value.clone(), actor, rule.as_ref()).unwrap();
                     assert!(next.siblings().contains(&(dot, value.clone())));
                     writes.push(WriteRecord { dot, value, client_ctx });
                     replicas[at] = next;
@@ -941,6 +1140,9 @@ mod tests {
                 Op::Sync { from, to } => {
                     let source = replicas[from % n].clone();
                     replicas[to % n].merge(&source);
+                    if let Some(rule) = prune {
+                        replicas[to % n].prune_retired(&Retirement { keep: actors[to % n], ..rule });
+                    }
                     snapshots.push(replicas[to % n].clone());
                 }
                 Op::Read { at } => reads.push(replicas[at % n].context().clone()),
@@ -981,6 +1183,87 @@ mod tests {
                 ItemState { ctx, siblings }
             },
         )
+    }
+
+    /// Proves a data dir that restarts uncleanly 200 times (a new incarnation each time, one
+    /// second apart) can still write a hot key that three replicas keep exchanging: retired
+    /// incarnations are pruned, by age and beyond the cap, so the context stays bounded.
+    #[test]
+    fn crash_looping_writer_keeps_a_hot_key_writable() {
+        // Replicas converge within one round here; the grace period is a few rounds, or so long
+        // that only the cap prunes.
+        for grace_ms in [5_000, u64::MAX / 2] {
+            let others = [ActorId::incarnation(7, 1), ActorId::incarnation(8, 1)];
+            let mut replicas = vec![ItemState::new(); 3];
+            let mut looping = ActorId::incarnation(5, 1_000_000);
+            for restart in 0..200u64 {
+                let now_wall_ms = (1_000 + restart) * 1000 + 500;
+                let rule = |keep| Retirement { now_wall_ms, grace_ms, keep };
+                // The crash-looping node writes with the context a client read from it, then
+                // the others write blind, then everyone merges everything.
+                let ctx = replicas[0].context().clone();
+                replicas[0] = replicas[0]
+                    .update_pruning(&ctx, data("loop"), looping, Some(&rule(looping)))
+                    .unwrap_or_else(|e| panic!("restart {restart}, grace {grace_ms}: {e}"));
+                for (i, actor) in others.iter().enumerate() {
+                    let next = replicas[i + 1].update_pruning(
+                        &VersionVector::new(),
+                        data("o"),
+                        *actor,
+                        Some(&rule(*actor)),
+                    );
+                    replicas[i + 1] = next.unwrap();
+                }
+                let all = replicas.iter().fold(ItemState::new(), |acc, r| ItemState::merged(&acc, r));
+                let keeps = [looping, others[0], others[1]];
+                for (replica, keep) in replicas.iter_mut().zip(keeps) {
+                    replica.merge(&all);
+                    replica.prune_retired(&rule(keep));
+                    assert!(replica.context().len() <= RETIRED_ENTRIES_LEN_MAX + 3, "{}", replica.context());
+                    // Nothing superseded comes back: the latest loop write and the two blind ones.
+                    assert_eq!(replica.siblings().len(), 3, "restart {restart}, grace {grace_ms}");
+                }
+                looping = looping.successor((1_000 + restart + 1) * 1000).unwrap();
+            }
+        }
+    }
+
+    /// Proves the actor id layout: successors keep the uid and start strictly later, even when
+    /// the clock goes back, and the start field saturates into `None` rather than wrapping.
+    #[test]
+    fn actor_successor_keeps_uid_and_moves_forward() {
+        let a = ActorId::incarnation(0xabcde, 50);
+        assert_eq!((a.uid(), a.started_ms()), (0xabcde, 50));
+        assert_eq!(a.successor(10), Some(ActorId::incarnation(0xabcde, 51)));
+        assert_eq!(a.successor(90), Some(ActorId::incarnation(0xabcde, 90)));
+        assert_eq!(ActorId::incarnation(1, u64::MAX).successor(0), None);
+    }
+
+    /// Proves an entry is pruned only when a later incarnation of its data dir is in the
+    /// context, it has no live sibling, it is not the replica's own actor and its retirement is
+    /// older than the grace period.
+    #[test]
+    fn pruning_needs_retirement_no_live_sibling_and_age() {
+        let (old, new, other) = (
+            ActorId::incarnation(1, 10_000),
+            ActorId::incarnation(1, 20_000),
+            ActorId::incarnation(2, 5_000),
+        );
+        let s = ItemState::new().update(&VersionVector::new(), data("a"), old).unwrap();
+        let s = s.update(s.context(), data("b"), other).unwrap();
+        let s = s.update(&VersionVector::new(), data("c"), new).unwrap();
+        let rule = |now_wall_ms, keep| Retirement { now_wall_ms, grace_ms: 1_000, keep };
+        // `old`'s write was superseded by `other`'s, and `new` (started at 20 s) retired it.
+        assert!(!s.needs_pruning(&rule(21_000, other)), "retired less than the grace period ago");
+        assert!(!s.needs_pruning(&rule(22_000, old)), "the replica's own actor");
+        let mut pruned = s.clone();
+        assert!(pruned.prune_retired(&rule(21_001, other)));
+        assert_eq!(pruned.context().get(old), 0);
+        assert_eq!((pruned.context().get(other), pruned.context().get(new)), (1, 1));
+        // A live sibling keeps its actor's entry.
+        let live = ItemState::new().update(&VersionVector::new(), data("a"), old).unwrap();
+        let live = live.update(&VersionVector::new(), data("c"), new).unwrap();
+        assert!(!live.needs_pruning(&rule(u64::MAX, other)));
     }
 
     proptest! {
@@ -1105,6 +1388,55 @@ mod tests {
                 .collect();
             prop_assert_eq!(all.values(), expected_values);
             prop_assert_eq!(all.is_deleted(), !expected.iter().any(|(_, v)| matches!(v, Value::Data(_))));
+        }
+
+        // -----------------------------------------------------------------------------------
+        // Pruning retired actors
+        // -----------------------------------------------------------------------------------
+
+        /// Proves pruning a state never makes a merge drop a sibling it would otherwise keep
+        /// (pruning only shrinks what a context covers), keeps the invariants and is idempotent.
+        #[test]
+        fn pruning_never_drops_a_sibling_a_merge_keeps(
+            (h, rule, _) in incarnations_history_strategy(), i in any::<Index>(), j in any::<Index>(),
+        ) {
+            let (a, b) = (i.get(&h.snapshots), j.get(&h.snapshots));
+            let mut pruned = a.clone();
+            pruned.prune_retired(&rule);
+            prop_assert_eq!(pruned.check_invariants(), Ok(()));
+            prop_assert_eq!(pruned.siblings(), a.siblings());
+            prop_assert!(!pruned.needs_pruning(&rule));
+            let mut again = pruned.clone();
+            prop_assert!(!again.prune_retired(&rule));
+            for (with, without) in [
+                (ItemState::merged(&pruned, b), ItemState::merged(a, b)),
+                (ItemState::merged(b, &pruned), ItemState::merged(b, a)),
+            ] {
+                for sibling in without.siblings() {
+                    prop_assert!(with.siblings().contains(sibling), "pruning lost {:?}", sibling);
+                }
+            }
+        }
+
+        /// Proves no acknowledged concurrent write is lost when every replica prunes retired
+        /// actors as it writes and merges: each write no client context covered survives the
+        /// join of all replicas (pruning may at most keep superseded ones as well).
+        #[test]
+        fn no_acknowledged_write_is_lost_with_pruning(
+            ((h, _, _), order) in incarnations_history_strategy().prop_flat_map(|x| {
+                let n = x.0.replicas.len();
+                (Just(x), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+            }),
+        ) {
+            let mut all = ItemState::new();
+            for &r in &order {
+                all.merge(&h.replicas[r]);
+            }
+            for w in &h.writes {
+                if !h.writes.iter().any(|later| later.client_ctx.covers(w.dot)) {
+                    prop_assert!(all.siblings().contains(&(w.dot, w.value.clone())), "lost {}", w.dot);
+                }
+            }
         }
 
         // -----------------------------------------------------------------------------------

@@ -533,12 +533,14 @@ pub fn check_monotonic_reads(
                 continue;
             }
             report.checked += 1;
-            if !contexts[&r].descends(&joined) {
+            if !contexts[&r].descends_modulo_pruning(&joined) {
                 report.violations += 1;
                 if report.examples.len() < EXAMPLES_LEN_MAX {
                     // The latest earlier read the later one does not descend.
-                    let earlier =
-                        by_complete[..merged].iter().rev().find(|&&e| !contexts[&r].descends(&contexts[&e]));
+                    let earlier = by_complete[..merged]
+                        .iter()
+                        .rev()
+                        .find(|&&e| !contexts[&r].descends_modulo_pruning(&contexts[&e]));
                     if let Some(&e) = earlier {
                         report.examples.push(MonotonicViolation {
                             read: OpRef { index: r, op: ops[r].clone() },

@@ -188,3 +188,20 @@ fn sim_net_orders_by_time_applies_loss_and_duplicates() {
     assert!((150..350).contains(&stats.duplicated), "{stats:?}");
     assert_eq!(net.in_flight() as u64, 1000 - stats.dropped + stats.duplicated);
 }
+
+/// A node that restarts uncleanly 200 times while clients keep writing (each restart makes it
+/// a new writer of the keys it coordinates) leaves every key writable and loses nothing: far
+/// more than the 64 writers a context may name minted dots of one key, yet pruning retired
+/// incarnations keeps every stored context within the limit, and no write is refused for it.
+#[test]
+fn sim_crash_looping_node_leaves_hot_keys_writable() {
+    let mut writers_max = 0;
+    for seed in 0..2 {
+        let opts = SimOptions { crash_loop: 200, ..options(seed) };
+        let stats = run_seed(&opts).unwrap_or_else(|f| panic!("{f}"));
+        assert!(stats.crashes >= 200, "seed {seed}: {} crashes", stats.crashes);
+        assert!(stats.context_len_max <= 64, "seed {seed}: a context of {} entries", stats.context_len_max);
+        writers_max = writers_max.max(stats.writers_per_key_max);
+    }
+    assert!(writers_max > 64, "the loop never made more than {writers_max} writers of one key");
+}

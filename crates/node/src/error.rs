@@ -26,6 +26,8 @@ pub enum ApiError {
     #[error("{0}")]
     TooManySiblings(String),
     #[error("{0}")]
+    TooManyWriters(String),
+    #[error("{0}")]
     Quorum(QuorumDetails),
     #[error("{0}")]
     Timeout(String),
@@ -121,6 +123,7 @@ impl From<ReplicaError> for ApiError {
             ReplicaError::ValueTooLarge(m) => ApiError::ValueTooLarge(m),
             ReplicaError::ItemTooLarge(m) => ApiError::ItemTooLarge(m),
             ReplicaError::TooManySiblings(m) => ApiError::TooManySiblings(m),
+            ReplicaError::TooManyWriters(m) => ApiError::TooManyWriters(m),
             ReplicaError::Timeout(m) => ApiError::Timeout(m),
             ReplicaError::Poisoned(m) => ApiError::Poisoned(m),
             ReplicaError::Unavailable(m) => ApiError::Unavailable(m),
@@ -140,6 +143,7 @@ impl ApiError {
             ApiError::ValueTooLarge(_) => "value_too_large",
             ApiError::ItemTooLarge(_) => "item_too_large",
             ApiError::TooManySiblings(_) => "too_many_siblings",
+            ApiError::TooManyWriters(_) => "too_many_writers",
             ApiError::Quorum(_) => "quorum_not_reached",
             ApiError::Timeout(_) => "timeout",
             ApiError::Poisoned(_) => "node_poisoned",
@@ -154,7 +158,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidConsistency(_) | ApiError::MalformedContext(_) => 400,
             ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) | ApiError::ItemTooLarge(_) => 413,
-            ApiError::TooManySiblings(_) => 409,
+            ApiError::TooManySiblings(_) | ApiError::TooManyWriters(_) => 409,
             ApiError::AdminDisabled(_) => 403,
             ApiError::Quorum(_)
             | ApiError::Poisoned(_)
@@ -175,6 +179,7 @@ impl ApiError {
             "value_too_large" => ApiError::ValueTooLarge(message),
             "item_too_large" => ApiError::ItemTooLarge(message),
             "too_many_siblings" => ApiError::TooManySiblings(message),
+            "too_many_writers" => ApiError::TooManyWriters(message),
             "timeout" => ApiError::Timeout(message),
             "node_poisoned" => ApiError::Poisoned(message),
             "unavailable" => ApiError::Unavailable(message),

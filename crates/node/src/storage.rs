@@ -26,7 +26,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -96,8 +96,11 @@ impl Storage {
         // shutdown every dot it minted is durable, so the id is kept. After a crash, the last
         // writes before it may have reached other replicas (replication and reads run ahead of
         // the local fsync) while this disk lost them; minting the same (actor, counter) again
-        // for a different write would make merges drop one of the two. So a crash, like a wiped
-        // data directory, gets a fresh id. (Found by the seeded simulator, seed 288.)
+        // for a different write would make merges drop one of the two. So a crash gets the
+        // next incarnation of the id (same data-dir uid, later start), and a new data dir a
+        // random uid. (Found by the seeded simulator, seed 288.) Replicas recognise the earlier
+        // incarnations as retired and prune their entries (`ItemState::prune_retired`), so a
+        // crash-looping node does not fill contexts up.
         let clean = meta.get("clean_shutdown")?.is_some();
         let stored = match meta.get("actor_id")? {
             Some(raw) => Some(ActorId(u64::from_le_bytes(
@@ -107,10 +110,13 @@ impl Storage {
             ))),
             None => None,
         };
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let actor = match stored {
             Some(actor) if clean => actor,
             _ => {
-                let id = ActorId(rand::random());
+                let id = stored
+                    .and_then(|old| old.successor(now_ms))
+                    .unwrap_or_else(|| ActorId::incarnation(rand::random(), now_ms));
                 meta.insert("actor_id", id.0.to_le_bytes().to_vec())?;
                 id
             }
@@ -616,7 +622,7 @@ mod tests {
     }
 
     /// Proves a synced write survives closing and reopening the store, and the actor id is kept
-    /// across a clean shutdown but replaced after an unclean one.
+    /// across a clean shutdown but replaced by its successor after an unclean one.
     #[tokio::test]
     async fn put_sync_reopen() {
         allow_fjall_on_this_thread();
@@ -639,6 +645,9 @@ mod tests {
         // No close_cleanly: as after a crash.
         let s = Storage::open(&d, Durability::Fsync).unwrap();
         assert_ne!(s.actor(), actor);
+        // The next incarnation of the same data dir, so replicas can tell the old one retired.
+        assert_eq!(s.actor().uid(), actor.uid());
+        assert!(s.actor().started_ms() > actor.started_ms());
         std::fs::remove_dir_all(&d).ok();
     }
 

@@ -38,6 +38,10 @@ pub struct SimulateArgs {
     /// Inject no faults (the network still reorders messages).
     #[arg(long)]
     pub no_faults: bool,
+    /// Make the first node restart uncleanly this many times, back to back, while clients
+    /// keep writing (each restart makes it a new writer of the keys it coordinates).
+    #[arg(long, default_value_t = 0)]
+    pub crash_loop: u64,
     /// Print one line of stats per seed.
     #[arg(short, long)]
     pub verbose: bool,
@@ -94,7 +98,14 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
     let Some(end) = a.start.checked_add(a.seeds) else {
         bail!("--start {} plus --seeds {} overflows", a.start, a.seeds);
     };
-    let base = SimOptions { seed: a.start, nodes: a.nodes, ops: a.ops, faults: !a.no_faults, bug: a.bug };
+    let base = SimOptions {
+        seed: a.start,
+        nodes: a.nodes,
+        ops: a.ops,
+        faults: !a.no_faults,
+        bug: a.bug,
+        crash_loop: a.crash_loop,
+    };
     println!(
         "simulating seeds {}..{end}: {} nodes, {} ops per seed, faults {}{}",
         a.start,
@@ -112,7 +123,8 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
                 if a.verbose {
                     println!(
                         "seed {seed}: ok · {} ops ({} ok, {} fail, {} info) · {} faults · {} acknowledged \
-                         writes · {} hints delivered · {} exchanges · converged {} ms after the heal",
+                         writes · {} hints delivered · {} exchanges · converged {} ms after the heal · \
+                         contexts ≤ {} entries, ≤ {} writers per key",
                         stats.ops,
                         stats.ops_ok,
                         stats.ops_failed,
@@ -121,7 +133,9 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
                         stats.writes_acknowledged,
                         stats.hints_delivered,
                         stats.exchanges_done,
-                        stats.liveness_ms
+                        stats.liveness_ms,
+                        stats.context_len_max,
+                        stats.writers_per_key_max,
                     );
                 }
                 totals.add(&stats);

@@ -54,7 +54,7 @@ pub use shared::{Conflict, Detector, Hlc, NodeId, ReplicaConfig, Shared, TableSp
 pub use store::{LocalStore, MemStore, StoreError};
 
 use crate::antientropy::{Command, Exchange, ExchangeStats, LeafItems, EXCHANGE_LEAVES_MAX};
-use crate::causality::{ActorId, CausalityError, Dot, ItemState, Value, VersionVector};
+use crate::causality::{ActorId, CausalityError, Dot, ItemState, Retirement, Value, VersionVector};
 use crate::consistency::{Level, LevelError};
 use crate::coordinator::{Failure, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
 use crate::handoff::{HandoffCommand, Hint, HintId, HintQueue};
@@ -318,6 +318,9 @@ pub enum ReplicaError {
     ItemTooLarge(String),
     #[error("{0}")]
     TooManySiblings(String),
+    /// The write would add a writer to an item whose context already names the most allowed.
+    #[error("{0}")]
+    TooManyWriters(String),
     #[error("{0}")]
     Quorum(QuorumError),
     /// A quorum failure reported by a remote coordinator (outcomes as text).
@@ -345,6 +348,7 @@ impl ReplicaError {
             ReplicaError::ValueTooLarge(_) => "value_too_large",
             ReplicaError::ItemTooLarge(_) => "item_too_large",
             ReplicaError::TooManySiblings(_) => "too_many_siblings",
+            ReplicaError::TooManyWriters(_) => "too_many_writers",
             ReplicaError::Quorum(_) | ReplicaError::RemoteQuorum { .. } => "quorum_not_reached",
             ReplicaError::Timeout(_) => "timeout",
             ReplicaError::Poisoned(_) => "node_poisoned",
@@ -363,6 +367,7 @@ impl ReplicaError {
             "value_too_large" => ReplicaError::ValueTooLarge(message),
             "item_too_large" => ReplicaError::ItemTooLarge(message),
             "too_many_siblings" => ReplicaError::TooManySiblings(message),
+            "too_many_writers" => ReplicaError::TooManyWriters(message),
             "timeout" => ReplicaError::Timeout(message),
             "node_poisoned" => ReplicaError::Poisoned(message),
             "unavailable" => ReplicaError::Unavailable(message),
@@ -402,9 +407,8 @@ impl From<CausalityError> for ReplicaError {
     fn from(e: CausalityError) -> Self {
         match e {
             CausalityError::MalformedToken(_) => ReplicaError::MalformedContext(e.to_string()),
-            CausalityError::TooManySiblings { .. } | CausalityError::VersionVectorTooLong { .. } => {
-                ReplicaError::TooManySiblings(e.to_string())
-            }
+            CausalityError::TooManySiblings { .. } => ReplicaError::TooManySiblings(e.to_string()),
+            CausalityError::VersionVectorTooLong { .. } => ReplicaError::TooManyWriters(e.to_string()),
             CausalityError::MalformedState(_) => ReplicaError::Internal(e.to_string()),
         }
     }
@@ -1137,7 +1141,9 @@ impl<S: LocalStore> Replica<S> {
             None => Value::Tombstone,
         };
         let new = match self.shared.table(&key.table).conflict {
-            Conflict::Siblings => local.update(ctx, value, self.actor)?,
+            Conflict::Siblings => {
+                local.update_pruning(ctx, value, self.actor, Some(&self.retirement(now)))?
+            }
             Conflict::Lww => {
                 // The write becomes a concurrent sibling stamped with this replica's clock, and
                 // resolution keeps the highest timestamp: the client's context plays no part.
@@ -1149,7 +1155,13 @@ impl<S: LocalStore> Replica<S> {
                     self.shared.config.hlc_drift_ms_max,
                 );
                 let stamped = lww::stamp(self.shared.hlc.now(now.wall_ms), value);
-                lww::resolve(&local.update(&VersionVector::new(), stamped, self.actor)?)
+                let rule = self.retirement(now);
+                lww::resolve(&local.update_pruning(
+                    &VersionVector::new(),
+                    stamped,
+                    self.actor,
+                    Some(&rule),
+                )?)
             }
         };
         let new_len = new.encoded_len_hint();
@@ -1185,15 +1197,38 @@ impl<S: LocalStore> Replica<S> {
         }
         let sk = key.storage_key();
         let (old_raw, local) = self.load(&sk)?;
-        if local.descends(incoming) || self.is_purged_echo(&sk, old_raw.is_none(), incoming)? {
+        let rule = self.retirement(now);
+        if self.is_purged_echo(&sk, old_raw.is_none(), incoming)? {
             return Ok(());
         }
-        let mut merged = ItemState::merged(&local, incoming);
+        let mut merged = if local.descends(incoming) {
+            // Nothing new, but a state stored before its actors retired may still need pruning;
+            // doing it here is what lets replicas converge on the pruned bytes.
+            if !local.needs_pruning(&rule) {
+                return Ok(());
+            }
+            local.clone()
+        } else {
+            ItemState::merged(&local, incoming)
+        };
         if lww {
             merged = lww::resolve(&merged);
         }
+        merged.prune_retired(&rule);
         let homes = self.shared.preference(key);
         self.store_item(now, key, &homes, old_raw.as_deref(), &local, &merged)
+    }
+
+    /// The rule for dropping context entries of retired actors (earlier incarnations of a data
+    /// dir that restarted after a crash). Its grace period is the tombstone grace period, which
+    /// config validation keeps above the hint age limit: by then every replica has had as long
+    /// to converge as a delete gets before its tombstone is collected.
+    fn retirement(&self, now: Now) -> Retirement {
+        Retirement {
+            now_wall_ms: now.wall_ms,
+            grace_ms: self.shared.config.tombstone_grace_ms,
+            keep: self.actor,
+        }
     }
 
     /// Whether `incoming` is a tombstone this replica already purged (sent back by a replica

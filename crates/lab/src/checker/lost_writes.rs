@@ -153,7 +153,7 @@ pub(crate) fn run(
             after.iter().chain(before).copied().find(|&i| {
                 i != w
                     && accept(d.ops[i].result)
-                    && d.context_in[i].as_ref().is_some_and(|ctx| ctx.descends(w_ctx))
+                    && d.context_in[i].as_ref().is_some_and(|ctx| ctx.descends_modulo_pruning(w_ctx))
             })
         };
 
@@ -175,7 +175,7 @@ pub(crate) fn run(
                         write: OpRef::new(d.ops, w)?,
                         final_values: final_values.to_vec(),
                         final_context_descends: match (final_context, &d.context_out[w]) {
-                            (Some(f), Some(c)) => Some(f.descends(c)),
+                            (Some(f), Some(c)) => Some(f.descends_modulo_pruning(c)),
                             _ => None,
                         },
                     })

@@ -106,17 +106,14 @@ pub(crate) fn run(d: &Decoded<'_>, config: &CheckConfig) -> SessionsReport {
             if let Some(written) = &session.written {
                 report.read_your_writes.checked += 1;
                 group.read_your_writes_checked += 1;
-                if !context.descends(written) {
+                if !context.descends_modulo_pruning(written) {
                     report.read_your_writes.violations += 1;
                     group.read_your_writes_violations += 1;
                     push_bounded(&mut report.read_your_writes.examples, examples_len_max, || {
                         // The latest own write the read did not see.
-                        let missed = session
-                            .writes
-                            .iter()
-                            .rev()
-                            .copied()
-                            .find(|&w| d.context_out[w].as_ref().is_some_and(|c| !context.descends(c)))?;
+                        let missed = session.writes.iter().rev().copied().find(|&w| {
+                            d.context_out[w].as_ref().is_some_and(|c| !context.descends_modulo_pruning(c))
+                        })?;
                         Some(SessionViolation {
                             read: OpRef::new(d.ops, i)?,
                             earlier: OpRef::new(d.ops, missed)?,
@@ -128,7 +125,7 @@ pub(crate) fn run(d: &Decoded<'_>, config: &CheckConfig) -> SessionsReport {
                 report.monotonic_reads.checked += 1;
                 group.monotonic_reads_checked += 1;
                 let seen = d.context_out[previous].as_ref();
-                if seen.is_some_and(|seen| !context.descends(seen)) {
+                if seen.is_some_and(|seen| !context.descends_modulo_pruning(seen)) {
                     report.monotonic_reads.violations += 1;
                     group.monotonic_reads_violations += 1;
                     push_bounded(&mut report.monotonic_reads.examples, examples_len_max, || {

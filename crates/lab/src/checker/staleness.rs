@@ -137,7 +137,7 @@ pub(crate) fn run(d: &Decoded<'_>, config: &CheckConfig) -> StalenessReport {
                 continue;
             };
             let stale = match (&d.context_out[r], &d.context_out[w]) {
-                (Some(seen), Some(written)) => !seen.descends(written),
+                (Some(seen), Some(written)) => !seen.descends_modulo_pruning(written),
                 // Validation guarantees both contexts on ok ops.
                 _ => continue,
             };

@@ -99,8 +99,6 @@ pub(super) struct SimNode {
     /// Bumped at every crash and restart; timers of an older incarnation are ignored.
     pub(super) incarnation: u64,
     actor: ActorId,
-    /// Crashes so far; names the actor of each data-dir incarnation.
-    crashes: u64,
     /// This incarnation's clock offset from true time.
     skew_ms: u64,
     /// The shards' replicas (`None` while crashed, with the stores in `stores`).
@@ -121,7 +119,6 @@ impl SimNode {
             paused_until_ms: 0,
             incarnation: 0,
             actor: actor_id(idx, 0),
-            crashes: 0,
             skew_ms: 0,
             replicas: Vec::new(),
             stores: (0..SHARDS_LEN).map(|_| MemStore::new()).collect(),
@@ -248,12 +245,13 @@ impl SimNode {
     /// Starts a new process on the surviving data dir.
     pub(super) fn restart(&mut self, cx: &mut Cx) {
         self.incarnation += 1;
-        self.crashes += 1;
         if cx.bug != Some(Bug::ReuseActorAfterCrash) {
             // As the node's storage does: a restart after a crash mints a fresh actor id. The
             // deliberate bug is the seam left out: the restarted replica keeps its actor and
             // may mint again a dot it minted before the crash.
-            self.actor = actor_id(self.idx, self.crashes);
+            let now_ms = self.now(cx).wall_ms;
+            self.actor =
+                self.actor.successor(now_ms).expect("simulated runs end long before the start field does");
         }
         self.start(cx);
         self.check_acknowledged(cx);
@@ -269,7 +267,7 @@ impl SimNode {
             .collect();
         for (key, acked) in acked {
             let durable = self.durable_state(cx, key);
-            if !durable.descends(&acked) {
+            if !durable.descends_modulo_pruning(&acked) {
                 let name = cx.key_name(key);
                 cx.violation(format!(
                     "{} lost acknowledged data of {name}: durable state {} does not descend the \
@@ -392,6 +390,11 @@ impl SimNode {
                 }
                 Effect::Reply { id, result } => {
                     let Some(&client) = cx.op_clients.get(&id) else { continue };
+                    // Invariant: live writers never fill a context. Only the incarnations of
+                    // crash-looping nodes could, and their entries are pruned once retired.
+                    if let Err(e @ ReplicaError::TooManyWriters(_)) = &result {
+                        cx.violation(format!("{}: a write was refused: {e}", cx.names[self.idx]));
+                    }
                     let reply = client_reply(result);
                     cx.send(self.idx, Endpoint::Client(client), Msg::ClientReply { op: id, reply });
                 }
@@ -433,10 +436,11 @@ impl SimNode {
             }
             Event::Stored { key, old, new } => {
                 let Some(k) = cx.key_index(&key) else { return };
+                cx.ghost.context_len_max = cx.ghost.context_len_max.max(new.context().len());
                 let name = cx.key_name(k);
                 // A purge (tombstone GC) is the one store that may shrink an item.
                 let purge = new.is_empty() && old.is_deleted();
-                if !purge && !new.descends(&old) {
+                if !purge && !new.descends_modulo_pruning(&old) {
                     cx.violation(format!(
                         "{node} replaced {name} {} by {}, which does not descend it",
                         show(&old),
@@ -502,8 +506,9 @@ pub(super) fn show_value(value: &Value) -> String {
     }
 }
 
-/// The actor of node `idx` in its `generation`-th data-dir incarnation: readable in hex
-/// (`0000000300000002` = node 3, generation 2) and unique in the cluster.
+/// The first actor of node `idx`'s data dir: uid `idx + 1`, started at 0 ms; restarts after
+/// crashes take its successors, as the server's storage does. Readable in hex
+/// (`0000300000000fa0` = node 2, the incarnation started at 4000 ms).
 fn actor_id(idx: usize, generation: u64) -> ActorId {
-    ActorId(((idx as u64 + 1) << 32) | generation)
+    ActorId::incarnation(idx as u32 + 1, generation)
 }

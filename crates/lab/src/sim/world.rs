@@ -13,7 +13,7 @@ use super::{
 use crate::checker::{check_lost_writes, CheckConfig, LostWritesReport};
 use crate::history::{FinalState, History, Op, OpKind, OpResult};
 use quorumdb_core::antientropy::ExchangeLimits;
-use quorumdb_core::causality::{Dot, ItemState, Value, VersionVector};
+use quorumdb_core::causality::{ActorId, Dot, ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::handoff::HintLimits;
 use quorumdb_core::key::ItemKey;
@@ -36,6 +36,9 @@ const FAULT_GAP_MS_MAX: u64 = 600;
 /// timeouts, so both "nobody noticed" and "everyone routed around it" happen.
 const DOWN_MS_MIN: u64 = 20;
 const DOWN_MS_MAX: u64 = 1_500;
+/// Up and down times of the crash-looping node (`SimOptions::crash_loop`).
+const CRASH_LOOP_UP_MS: u64 = 250;
+const CRASH_LOOP_DOWN_MS: u64 = 20;
 /// How long a paused process stays stopped.
 const PAUSE_MS_MIN: u64 = 20;
 const PAUSE_MS_MAX: u64 = 800;
@@ -59,14 +62,34 @@ const DUPLICATE_PPM: u32 = 10_000;
 /// Everything a node timer or fault can schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Timer {
-    NodeTick { node: usize, incarnation: u64 },
-    Sync { node: usize, incarnation: u64 },
-    ClientNext { client: usize },
-    ClientTimeout { client: usize, op: u64 },
-    Restart { node: usize },
-    Heal { generation: u64 },
-    BurstEnd { generation: u64 },
+    NodeTick {
+        node: usize,
+        incarnation: u64,
+    },
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
+    ClientNext {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        op: u64,
+    },
+    Restart {
+        node: usize,
+    },
+    Heal {
+        generation: u64,
+    },
+    BurstEnd {
+        generation: u64,
+    },
     NextFault,
+    /// The next step of `SimOptions::crash_loop`: crash the first node if it is up, else
+    /// restart it.
+    CrashLoop,
     CheckQuiescence,
 }
 
@@ -123,6 +146,10 @@ pub(super) struct Ghost {
     pub(super) acked: BTreeMap<(usize, usize), ItemState>,
     pub(super) violations: Vec<String>,
     pub(super) violations_total: u64,
+    /// Most context entries any stored state had, and the most distinct writers (actors) of
+    /// one key ever minted a dot: with a crash-looping node the second grows with every
+    /// restart while pruning keeps the first bounded.
+    pub(super) context_len_max: usize,
 }
 
 /// Counters the nodes bump; copied into [`SimStats`].
@@ -269,6 +296,8 @@ struct World {
     /// Link behaviour outside drop bursts.
     base_net: NetConfig,
     ops_issued: u64,
+    /// Restarts of the crash loop so far.
+    crash_loop_restarts: u64,
     /// Written values are `w1`, `w2`, …: unique across keys, as the checkers require.
     writes_issued: u64,
     /// Generations of the partition and drop burst in force, so that an old heal does not end
@@ -383,6 +412,9 @@ impl World {
             let at = cx.rng.random_range(0..=THINK_MS_MAX);
             cx.timer(at, Timer::ClientNext { client });
         }
+        if opts.crash_loop > 0 {
+            cx.timer(CRASH_LOOP_UP_MS, Timer::CrashLoop);
+        }
         if opts.faults {
             let at = cx.rng.random_range(FAULT_GAP_MS_MIN..=FAULT_GAP_MS_MAX);
             cx.timer(at, Timer::NextFault);
@@ -396,6 +428,7 @@ impl World {
             phase: Phase::Safety,
             base_net,
             ops_issued: 0,
+            crash_loop_restarts: 0,
             writes_issued: 0,
             partition_generation: 0,
             burst_generation: 0,
@@ -527,6 +560,7 @@ impl World {
                     self.cx.timer(at, Timer::NextFault);
                 }
             }
+            Timer::CrashLoop => self.crash_loop_step(),
             Timer::CheckQuiescence => self.check_quiescence(),
         }
     }
@@ -542,10 +576,35 @@ impl World {
     // -----------------------------------------------------------------------------------------
     // Clients
 
+    /// One step of the crash loop: the first node crashes after [`CRASH_LOOP_UP_MS`] up and
+    /// restarts after [`CRASH_LOOP_DOWN_MS`] down, until it has restarted
+    /// `SimOptions::crash_loop` times.
+    fn crash_loop_step(&mut self) {
+        if self.phase != Phase::Safety || self.crash_loop_done() {
+            return;
+        }
+        let now = self.cx.now_ms;
+        if self.nodes[0].up {
+            self.stats.crashes += 1;
+            self.nodes[0].absorb_stats(&mut self.cx.counters);
+            self.nodes[0].crash();
+            self.cx.timer(now + CRASH_LOOP_DOWN_MS, Timer::CrashLoop);
+        } else {
+            self.nodes[0].restart(&mut self.cx);
+            self.crash_loop_restarts += 1;
+            self.cx.timer(now + CRASH_LOOP_UP_MS, Timer::CrashLoop);
+        }
+        self.maybe_end_safety();
+    }
+
+    fn crash_loop_done(&self) -> bool {
+        self.crash_loop_restarts >= self.opts.crash_loop
+    }
+
     /// Starts the client's next operation, or lets it idle once the safety phase's ops are
-    /// issued.
+    /// issued (and the crash loop, if any, is over).
     fn issue(&mut self, client: usize) {
-        if self.phase != Phase::Safety || self.ops_issued >= self.opts.ops {
+        if self.phase != Phase::Safety || (self.ops_issued >= self.opts.ops && self.crash_loop_done()) {
             self.maybe_end_safety();
             return;
         }
@@ -759,6 +818,7 @@ impl World {
     fn maybe_end_safety(&mut self) {
         if self.phase != Phase::Safety
             || self.ops_issued < self.opts.ops
+            || !self.crash_loop_done()
             || self.clients.iter().any(|c| c.pending.is_some())
         {
             return;
@@ -934,6 +994,14 @@ impl World {
         s.exchanges_failed = c.exchanges_failed;
         s.keys_pushed = c.keys_pushed;
         s.keys_pulled = c.keys_pulled;
+        s.context_len_max = self.cx.ghost.context_len_max as u64;
+        s.writers_per_key_max = {
+            let mut per_key: BTreeMap<usize, BTreeSet<ActorId>> = BTreeMap::new();
+            for (key, dot) in self.cx.ghost.minted.keys() {
+                per_key.entry(*key).or_default().insert(dot.actor);
+            }
+            per_key.values().map(|a| a.len() as u64).max().unwrap_or(0)
+        };
         SimRun {
             stats: self.stats,
             history: History::new(self.ops),
