@@ -107,6 +107,9 @@ pub struct WriteQuery {
     /// `strict` or `sloppy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<String>,
+    /// The write's id (32 hex digits or a UUID), as the `Idempotency-Key` header also gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_id: Option<String>,
 }
 
 /// Query of `DELETE /v1/tables/{table}/items/{key}`: a write's query plus the causality token
@@ -124,6 +127,8 @@ pub struct DeleteQuery {
     pub timeout_ms: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_id: Option<String>,
 }
 
 /// Body of a put. `context` may be absent or `null` (a blind write).

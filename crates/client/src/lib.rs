@@ -52,6 +52,15 @@ pub struct WriteOptions {
     pub timeout_ms: Option<u64>,
     /// `strict` (server default) or `sloppy`: whether stand-in nodes may count toward W.
     pub quorum: Option<String>,
+    /// The write's id (32 hex digits or a UUID), sent as the `Idempotency-Key` header. Sending
+    /// the same write again with the same id (a retry after a timeout) yields one version of it,
+    /// not two. When absent the client draws a fresh one for each call.
+    pub write_id: Option<String>,
+}
+
+/// A fresh random write id: 32 hex digits.
+pub fn new_write_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// Options of a point read.
@@ -212,7 +221,7 @@ impl Client {
         write_query(&mut url, opts, false);
         // `context` is left out rather than sent as `null` when there is none.
         let body = api::PutBody { value: value.to_owned(), context: opts.context.clone() };
-        let request = self.http.request(Method::PUT, url).json(&body);
+        let request = self.http.request(Method::PUT, url).header(IDEMPOTENCY_KEY, write_id(opts)).json(&body);
         let (status, bytes) = self.send(request).await?;
         self.decode(status, &bytes)
     }
@@ -256,7 +265,8 @@ impl Client {
     ) -> Result<WriteResponse, ClientError> {
         let mut url = self.url(&["v1", "tables", table, "items", key])?;
         write_query(&mut url, opts, true);
-        let (status, bytes) = self.send(self.http.request(Method::DELETE, url)).await?;
+        let request = self.http.request(Method::DELETE, url).header(IDEMPOTENCY_KEY, write_id(opts));
+        let (status, bytes) = self.send(request).await?;
         self.decode(status, &bytes)
     }
 
@@ -396,6 +406,14 @@ impl Client {
     }
 }
 
+/// The header naming a write; see [`WriteOptions::write_id`].
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The id to send with a write: the caller's, or a fresh one.
+fn write_id(opts: &WriteOptions) -> String {
+    opts.write_id.clone().unwrap_or_else(new_write_id)
+}
+
 /// Adds the query parameters of a write; `delete` carries its context in the query because a
 /// DELETE has no body.
 fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
@@ -407,6 +425,7 @@ fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
             context: opts.context.clone(),
             timeout_ms,
             quorum: opts.quorum.clone(),
+            write_id: None,
         };
         set_query(url, &query);
     } else {
@@ -415,6 +434,7 @@ fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
             w: opts.w.clone(),
             timeout_ms,
             quorum: opts.quorum.clone(),
+            write_id: None,
         };
         set_query(url, &query);
     }
@@ -599,6 +619,7 @@ mod tests {
             sort_key: Some("2024 &x".into()),
             timeout_ms: Some(250),
             quorum: Some("sloppy".into()),
+            write_id: None,
         };
         write_query(&mut url, &opts, true);
         assert_eq!(

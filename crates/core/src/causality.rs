@@ -53,7 +53,8 @@
 //!   reaches [`ItemState::update`], and this module never refuses stored data for its size.
 
 use crate::limits::{
-    CONTEXT_TOKEN_CHARS_MAX, REPLICATION_FACTOR_MAX, SIBLINGS_LEN_MAX, VERSION_VECTOR_LEN_MAX,
+    APPLIED_WRITES_LEN_MAX, APPLIED_WRITE_AGE_MS_MAX, CONTEXT_TOKEN_CHARS_MAX, REPLICATION_FACTOR_MAX,
+    SIBLINGS_LEN_MAX, VERSION_VECTOR_LEN_MAX,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -68,6 +69,10 @@ const TOKEN_FORMAT_VERSION: u8 = 1;
 
 /// First byte of every encoded [`ItemState`], on disk and on the wire.
 const STATE_FORMAT_VERSION: u8 = 1;
+/// The format of states that carry request records (appended after the siblings).
+const STATE_FORMAT_VERSION_APPLIED: u8 = 2;
+/// Fewest bytes of one encoded request record: id (16), actor (8), counter and time (1 each).
+const APPLIED_WRITE_BYTES_MIN: usize = 26;
 
 /// Fewest bytes one version vector entry can occupy: an 8-byte actor and a 1-byte counter.
 /// Decoders check a claimed entry count against this before allocating anything.
@@ -115,6 +120,8 @@ pub enum CausalityError {
          (replica incarnations)"
     )]
     VersionVectorTooLong { max: usize },
+    #[error("malformed write id: {0}")]
+    MalformedWriteId(String),
 }
 
 /// Identity of one writer: one incarnation of one node's data dir.
@@ -168,13 +175,17 @@ impl ActorId {
 /// [`VERSION_VECTOR_LEN_MAX`].
 pub const RETIRED_ENTRIES_LEN_MAX: usize = 16;
 
-const _: () = assert!(RETIRED_ENTRIES_LEN_MAX + REPLICATION_FACTOR_MAX * 2 <= VERSION_VECTOR_LEN_MAX);
+// Entries a context may hold without a live writer behind them: retired ones kept by the cap,
+// and the (possibly retired) writers of the applied-write records, which pin their entries.
+const _: () = assert!(
+    RETIRED_ENTRIES_LEN_MAX + APPLIED_WRITES_LEN_MAX + REPLICATION_FACTOR_MAX * 2 <= VERSION_VECTOR_LEN_MAX
+);
 
 /// The rule by which a replica drops context entries of actors that will never write again.
 ///
 /// An actor has *retired* when the same context names a later incarnation of its data dir (see
 /// [`ActorId`]); it retired at the latest when that successor started. An entry of a retired
-/// actor with no live sibling is dropped when it retired more than `grace_ms` ago, and beyond
+/// actor with no live sibling (and no applied-write record) is dropped when it retired more than `grace_ms` ago, and beyond
 /// the [`RETIRED_ENTRIES_LEN_MAX`] most recently retired ones whatever their age. The replica's
 /// own actor, `keep`, is never dropped: it mints its next counter from that entry.
 ///
@@ -442,6 +453,65 @@ pub struct ItemState {
     /// Values not yet superseded, sorted by dot, each dot covered by `ctx`. More than one means
     /// concurrent writes that a client has to resolve.
     siblings: Vec<(Dot, Value)>,
+    /// Recently applied client request ids, one record per id (the smallest dot it was applied
+    /// as), sorted by id, each dot covered by `ctx`. What makes a retried or hedged write with
+    /// the same id idempotent; see [`AppliedWrite`].
+    applied: Vec<AppliedWrite>,
+}
+
+/// A client's id for one logical write (the `Idempotency-Key` of an HTTP put or delete). A
+/// retry, a duplicate delivery or a hedged copy of the write carries the same id, and the item
+/// then ends up with one version of it, not one per delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WriteId(pub u128);
+
+impl WriteId {
+    /// Parses 32 hex digits, optionally with the hyphens of a UUID.
+    pub fn parse(text: &str) -> Result<WriteId, CausalityError> {
+        let digits: String = text.chars().filter(|c| *c != '-').collect();
+        if digits.len() != 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CausalityError::MalformedWriteId(format!(
+                "{:?} is not 32 hex digits (a 128-bit id, UUID hyphens allowed)",
+                text.chars().take(64).collect::<String>()
+            )));
+        }
+        u128::from_str_radix(&digits, 16)
+            .map(WriteId)
+            .map_err(|e| CausalityError::MalformedWriteId(e.to_string()))
+    }
+}
+
+impl fmt::Display for WriteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// That the write with request id `id` was applied as the version `dot`, at wall time `at_ms`
+/// of the replica that minted it.
+///
+/// Records travel with the item state through every path (replication, hints, read repair,
+/// anti-entropy) and merge by union, keeping for each id the smallest dot: if two coordinators
+/// applied the same request concurrently (a hedged write), the merge keeps the version with the
+/// smaller dot and drops the other as a duplicate, so every replica converges on one version.
+/// Memory is bounded: a replica drops records older than [`APPLIED_WRITE_AGE_MS_MAX`] and keeps
+/// at most [`APPLIED_WRITES_LEN_MAX`] per item (the newest) whenever it stores the item; a
+/// request retried after that may be applied twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppliedWrite {
+    pub id: WriteId,
+    pub dot: Dot,
+    pub at_ms: u64,
+}
+
+/// The outcome of [`ItemState::apply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The write made this new state.
+    New(ItemState),
+    /// The state already holds this request (applied as `dot`): nothing changes, and the
+    /// caller answers with the current state, whose context covers that version.
+    Duplicate { dot: Dot },
 }
 
 impl ItemState {
@@ -561,7 +631,7 @@ impl ItemState {
         let position = siblings.partition_point(|(d, _)| *d < dot);
         siblings.insert(position, (dot, value));
 
-        let mut next = ItemState { ctx, siblings };
+        let mut next = ItemState { ctx, siblings, applied: self.applied.clone() };
         if let Some(rule) = retirement {
             next.prune_retired(rule);
             if too_long(&next.ctx) {
@@ -570,6 +640,68 @@ impl ItemState {
         }
         debug_assert_eq!(next.check_invariants(), Ok(()));
         Ok(next)
+    }
+
+    /// A client write, idempotent when it carries a request id: if this state already records
+    /// `request`'s id, the answer is [`Applied::Duplicate`] and nothing changes; otherwise the
+    /// write is [`ItemState::update_pruning`] and the new version is recorded under the id, at
+    /// `request`'s `at_ms` (only the [`APPLIED_WRITES_LEN_MAX`] newest records stay).
+    pub fn apply(
+        &self,
+        client_ctx: &VersionVector,
+        value: Value,
+        actor: ActorId,
+        retirement: Option<&Retirement>,
+        write_id: Option<(WriteId, u64)>,
+    ) -> Result<Applied, CausalityError> {
+        if let Some((id, _)) = write_id {
+            if let Some(record) = self.applied_write(id) {
+                return Ok(Applied::Duplicate { dot: record.dot });
+            }
+        }
+        let mut next = self.update_pruning(client_ctx, value, actor, retirement)?;
+        if let Some((id, at_ms)) = write_id {
+            let dot = Dot { actor, counter: next.ctx.get(actor) };
+            let position = next.applied.partition_point(|r| r.id < id);
+            next.applied.insert(position, AppliedWrite { id, dot, at_ms });
+            next.trim_applied(None);
+        }
+        debug_assert_eq!(next.check_invariants(), Ok(()));
+        Ok(Applied::New(next))
+    }
+
+    /// The record of request `id`, if this state holds one.
+    pub fn applied_write(&self, id: WriteId) -> Option<&AppliedWrite> {
+        self.applied.binary_search_by_key(&id, |r| r.id).ok().map(|i| &self.applied[i])
+    }
+
+    /// The request records, by id.
+    pub fn applied_writes(&self) -> &[AppliedWrite] {
+        &self.applied
+    }
+
+    /// Drops request records older than [`APPLIED_WRITE_AGE_MS_MAX`] at `now_ms` (if given) and
+    /// all but the [`APPLIED_WRITES_LEN_MAX`] newest; returns whether anything changed.
+    /// Replicas apply it whenever they store an item, as they apply [`ItemState::prune_retired`].
+    pub fn trim_applied(&mut self, now_ms: Option<u64>) -> bool {
+        let before = self.applied.len();
+        if let Some(now_ms) = now_ms {
+            self.applied.retain(|r| r.at_ms.saturating_add(APPLIED_WRITE_AGE_MS_MAX) >= now_ms);
+        }
+        if self.applied.len() > APPLIED_WRITES_LEN_MAX {
+            // Newest first by (time, id), a total order, so every replica keeps the same ones.
+            let mut order: Vec<(u64, WriteId)> = self.applied.iter().map(|r| (r.at_ms, r.id)).collect();
+            order.sort_unstable_by(|a, b| b.cmp(a));
+            let cutoff = order[APPLIED_WRITES_LEN_MAX - 1];
+            self.applied.retain(|r| (r.at_ms, r.id) >= cutoff);
+        }
+        self.applied.len() != before
+    }
+
+    /// Whether [`ItemState::trim_applied`] at `now_ms` would change anything.
+    pub fn needs_trimming(&self, now_ms: u64) -> bool {
+        self.applied.len() > APPLIED_WRITES_LEN_MAX
+            || self.applied.iter().any(|r| r.at_ms.saturating_add(APPLIED_WRITE_AGE_MS_MAX) < now_ms)
     }
 
     /// Drops the context entries of retired actors that `rule` lets go (see [`Retirement`]);
@@ -585,11 +717,13 @@ impl ItemState {
     }
 
     /// [`ItemState::descends`] up to pruning: `self` descends `older` once the context entries
-    /// `self` may have dropped as retired (see [`VersionVector::descends_modulo_pruning`]) are
-    /// restored from `older`. How a checker asks "did this replica keep everything it had?"
+    /// `self` may have dropped as retired (see [`VersionVector::descends_modulo_pruning`]) and
+    /// the write records it may have trimmed are restored from `older`. How a checker asks "did this replica keep everything it had?"
     /// across a store that also pruned.
     pub fn descends_modulo_pruning(&self, older: &ItemState) -> bool {
         let mut restored = self.clone();
+        // Write records are trimmed by age and count, like pruned entries.
+        restored.applied = merge_applied(&self.applied, &older.applied).0;
         for (actor, counter) in older.ctx.iter() {
             if self.ctx.get(actor) == 0 && self.ctx.names_successor_of(actor) {
                 restored.ctx.entries.insert(actor, counter);
@@ -614,6 +748,7 @@ impl ItemState {
             if old.uid() != successor.uid()
                 || old == rule.keep
                 || self.siblings.iter().any(|(dot, _)| dot.actor == old)
+                || self.applied.iter().any(|r| r.dot.actor == old)
             {
                 continue;
             }
@@ -636,6 +771,8 @@ impl ItemState {
     /// and the laws. Linear in the number of siblings: both lists are sorted, so this is a single
     /// merge-join, and `self`'s values are moved rather than copied.
     pub fn merge(&mut self, other: &ItemState) {
+        let (applied, duplicates) = merge_applied(&self.applied, &other.applied);
+        self.applied = applied;
         let mine = std::mem::take(&mut self.siblings);
         let mut out = Vec::with_capacity(mine.len().max(other.siblings.len()));
         let mut left = mine.into_iter().peekable();
@@ -676,6 +813,12 @@ impl ItemState {
                 }
             }
         }
+        // A request applied twice (by two coordinators at once): the version with the larger
+        // dot is a duplicate of the other and goes, as if superseded (the merged context covers
+        // it, so every later merge drops it too).
+        if !duplicates.is_empty() {
+            out.retain(|(dot, _)| !duplicates.contains(dot));
+        }
         self.siblings = out;
         // Only now: the sibling rules above need each side's context as it was before the join.
         self.ctx.merge(&other.ctx);
@@ -687,7 +830,7 @@ impl ItemState {
     /// tables, which keep only the sibling with the highest timestamp.
     pub fn retain_siblings(&self, keep: impl Fn(&Dot, &Value) -> bool) -> ItemState {
         let siblings = self.siblings.iter().filter(|(d, v)| keep(d, v)).cloned().collect();
-        ItemState { ctx: self.ctx.clone(), siblings }
+        ItemState { ctx: self.ctx.clone(), siblings, applied: self.applied.clone() }
     }
 
     /// The same state with every data value passed through `f`, for presenting values to a
@@ -705,7 +848,7 @@ impl ItemState {
                 (*d, v)
             })
             .collect();
-        ItemState { ctx: self.ctx.clone(), siblings }
+        ItemState { ctx: self.ctx.clone(), siblings, applied: self.applied.clone() }
     }
 
     /// `a ⊔ b` as a new state.
@@ -721,6 +864,14 @@ impl ItemState {
     /// sibling lists and check that the merge would keep exactly `self`'s siblings.
     pub fn descends(&self, other: &ItemState) -> bool {
         if !self.ctx.descends(&other.ctx) {
+            return false;
+        }
+        // The merge keeps, per request id, the smaller record: ours must already be it.
+        if !other
+            .applied
+            .iter()
+            .all(|theirs| self.applied_write(theirs.id).is_some_and(|ours| ours <= theirs))
+        {
             return false;
         }
         let mut left = self.siblings.iter().peekable();
@@ -763,7 +914,17 @@ impl ItemState {
                 8 + varint_len(dot.counter) + 1 + value_len
             })
             .sum();
-        1 + self.ctx.encoded_len() + varint_len(self.siblings.len() as u64) + siblings
+        let applied = if self.applied.is_empty() {
+            0
+        } else {
+            varint_len(self.applied.len() as u64)
+                + self
+                    .applied
+                    .iter()
+                    .map(|r| 16 + 8 + varint_len(r.dot.counter) + varint_len(r.at_ms))
+                    .sum::<usize>()
+        };
+        1 + self.ctx.encoded_len() + varint_len(self.siblings.len() as u64) + siblings + applied
     }
 
     /// The storage and wire encoding:
@@ -780,7 +941,8 @@ impl ItemState {
     /// or checksums.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len_hint());
-        out.push(STATE_FORMAT_VERSION);
+        // States without request records keep the first format, byte for byte.
+        out.push(if self.applied.is_empty() { STATE_FORMAT_VERSION } else { STATE_FORMAT_VERSION_APPLIED });
         self.ctx.encode_into(&mut out);
         write_varint(&mut out, self.siblings.len() as u64);
         for (dot, value) in &self.siblings {
@@ -793,6 +955,15 @@ impl ItemState {
                     write_varint(&mut out, bytes.len() as u64);
                     out.extend_from_slice(bytes);
                 }
+            }
+        }
+        if !self.applied.is_empty() {
+            write_varint(&mut out, self.applied.len() as u64);
+            for r in &self.applied {
+                out.extend_from_slice(&r.id.0.to_le_bytes());
+                out.extend_from_slice(&r.dot.actor.0.to_le_bytes());
+                write_varint(&mut out, r.dot.counter);
+                write_varint(&mut out, r.at_ms);
             }
         }
         debug_assert_eq!(out.len(), self.encoded_len_hint());
@@ -816,9 +987,10 @@ impl ItemState {
     fn parse(bytes: &[u8]) -> Result<ItemState, String> {
         let mut reader = Reader::new(bytes);
         let version = reader.u8("format version")?;
-        if version != STATE_FORMAT_VERSION {
+        if version != STATE_FORMAT_VERSION && version != STATE_FORMAT_VERSION_APPLIED {
             return Err(format!(
-                "unsupported format version {version} (this build understands {STATE_FORMAT_VERSION})"
+                "unsupported format version {version} (this build understands {STATE_FORMAT_VERSION} \
+                 and {STATE_FORMAT_VERSION_APPLIED})"
             ));
         }
         let ctx = VersionVector::decode_from(&mut reader)?;
@@ -852,8 +1024,32 @@ impl ItemState {
             };
             siblings.push((dot, value));
         }
+        let mut applied: Vec<AppliedWrite> = Vec::new();
+        if version == STATE_FORMAT_VERSION_APPLIED {
+            let count = reader.count("request records", APPLIED_WRITE_BYTES_MIN)?;
+            if count == 0 {
+                return Err("an empty request list must use the first format".into());
+            }
+            applied.reserve(count);
+            for i in 0..count {
+                let low = reader.u64_le("request id")?;
+                let high = reader.u64_le("request id")?;
+                let id = WriteId(u128::from(low) | (u128::from(high) << 64));
+                let actor = ActorId(reader.u64_le("request actor")?);
+                let counter = reader.varint("request counter")?;
+                let at_ms = reader.varint("request time")?;
+                let dot = Dot { actor, counter };
+                if applied.last().is_some_and(|previous| previous.id >= id) {
+                    return Err(format!("request {i}: ids must be sorted and unique"));
+                }
+                if counter == 0 || !ctx.covers(dot) {
+                    return Err(format!("request {i}: dot {dot} is not covered by the context {ctx}"));
+                }
+                applied.push(AppliedWrite { id, dot, at_ms });
+            }
+        }
         reader.finish()?;
-        let state = ItemState { ctx, siblings };
+        let state = ItemState { ctx, siblings, applied };
         debug_assert_eq!(state.check_invariants(), Ok(()));
         Ok(state)
     }
@@ -873,8 +1069,53 @@ impl ItemState {
         if let Some((dot, _)) = self.siblings.iter().find(|(dot, _)| !self.ctx.covers(*dot)) {
             return Err(format!("sibling {dot} not covered by context {}", self.ctx));
         }
+        if self.applied.windows(2).any(|pair| pair[0].id >= pair[1].id) {
+            return Err("request records not strictly sorted by id".into());
+        }
+        if let Some(r) = self.applied.iter().find(|r| !self.ctx.covers(r.dot)) {
+            return Err(format!("request {} names dot {} not covered by context {}", r.id, r.dot, self.ctx));
+        }
         Ok(())
     }
+}
+
+/// The union of two request-record lists (each sorted by id, one record per id), keeping the
+/// smaller record per id, and the dots of the records that lost: versions that duplicate another
+/// version of the same request.
+fn merge_applied(a: &[AppliedWrite], b: &[AppliedWrite]) -> (Vec<AppliedWrite>, Vec<Dot>) {
+    if b.is_empty() {
+        return (a.to_vec(), Vec::new());
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut duplicates = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.id == y.id => {
+                let (keep, lose) = if x <= y { (x, y) } else { (y, x) };
+                if keep.dot != lose.dot {
+                    duplicates.push(lose.dot);
+                }
+                out.push(*keep);
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.id < y.id => {
+                out.push(*x);
+                i += 1;
+            }
+            (Some(_), Some(y)) | (None, Some(y)) => {
+                out.push(*y);
+                j += 1;
+            }
+            (Some(x), None) => {
+                out.push(*x);
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (out, duplicates)
 }
 
 /// Appends `value` as an unsigned LEB128 varint (7 bits per byte, low bits first).
@@ -1180,7 +1421,7 @@ mod tests {
                         }
                     }
                 }
-                ItemState { ctx, siblings }
+                ItemState { ctx, siblings, applied: Vec::new() }
             },
         )
     }
@@ -1225,6 +1466,46 @@ mod tests {
                 }
                 looping = looping.successor((1_000 + restart + 1) * 1000).unwrap();
             }
+        }
+    }
+
+    /// Proves write records are bounded: the newest [`APPLIED_WRITES_LEN_MAX`] stay after many
+    /// writes, records past their age go when trimmed, and a state without records still
+    /// encodes in the first format, byte for byte.
+    #[test]
+    fn applied_write_records_are_bounded_and_old_format_is_kept() {
+        let plain = ItemState::new().update(&VersionVector::new(), data("x"), ActorId(1)).unwrap();
+        assert_eq!(plain.encode()[0], STATE_FORMAT_VERSION);
+        let mut s = ItemState::new();
+        for n in 0..40u64 {
+            let ctx = s.context().clone();
+            match s.apply(&ctx, data("v"), ActorId(1), None, Some((WriteId(u128::from(n)), n))).unwrap() {
+                Applied::New(next) => s = next,
+                Applied::Duplicate { .. } => panic!("write {n} is new"),
+            }
+        }
+        assert_eq!(s.applied_writes().len(), APPLIED_WRITES_LEN_MAX);
+        assert!(s.applied_write(WriteId(39)).is_some() && s.applied_write(WriteId(23)).is_none());
+        assert_eq!(s.encode()[0], STATE_FORMAT_VERSION_APPLIED);
+        assert_eq!(ItemState::decode(&s.encode()), Ok(s.clone()));
+        // The oldest record kept is write 24's.
+        assert!(!s.needs_trimming(24 + APPLIED_WRITE_AGE_MS_MAX));
+        assert!(s.needs_trimming(25 + APPLIED_WRITE_AGE_MS_MAX));
+        assert!(s.trim_applied(Some(u64::MAX)));
+        assert!(s.applied_writes().is_empty());
+        assert_eq!(s.encode()[0], STATE_FORMAT_VERSION);
+    }
+
+    /// Proves write ids parse from 32 hex digits or a UUID, and anything else is refused.
+    #[test]
+    fn write_ids_parse() {
+        assert_eq!(WriteId::parse("0000000000000000000000000000002a"), Ok(WriteId(42)));
+        assert_eq!(
+            WriteId::parse("550e8400-e29b-41d4-a716-446655440000").map(|w| w.to_string()),
+            Ok("550e8400e29b41d4a716446655440000".to_string())
+        );
+        for bad in ["", "42", "zz0e8400e29b41d4a716446655440000", "+50e8400e29b41d4a716446655440000"] {
+            assert!(matches!(WriteId::parse(bad), Err(CausalityError::MalformedWriteId(_))), "{bad}");
         }
     }
 
@@ -1388,6 +1669,85 @@ mod tests {
                 .collect();
             prop_assert_eq!(all.values(), expected_values);
             prop_assert_eq!(all.is_deleted(), !expected.iter().any(|(_, v)| matches!(v, Value::Data(_))));
+        }
+
+        // -----------------------------------------------------------------------------------
+        // Idempotent writes (write ids)
+        // -----------------------------------------------------------------------------------
+
+        /// Proves any number of redeliveries of one write, at any replicas, in any order, leave
+        /// one version of it: applied at replica `a`, then redelivered `k` times to `a` and to
+        /// replica `b` (which may or may not have seen it) and gossiped, the converged state
+        /// holds the value exactly once and equals the join of the states, as after a single
+        /// delivery followed by the same gossip.
+        #[test]
+        fn redelivered_write_leaves_one_version(
+            h in history_strategy(), i in any::<Index>(), j in any::<Index>(),
+            actors in (any::<u64>(), any::<u64>()), k in 1..5usize, b_first in any::<bool>(),
+        ) {
+            let (a, b) = (i.get(&h.snapshots).clone(), j.get(&h.snapshots).clone());
+            let (actor_a, actor_b) = (ActorId(actors.0), ActorId(actors.1 ^ 1 ^ actors.0));
+            let id = Some((WriteId(7), 1_000));
+            let ctx = a.context().clone();
+            let apply = |s: &ItemState, actor| match s.apply(&ctx, data("once"), actor, None, id).unwrap() {
+                Applied::New(next) => next,
+                Applied::Duplicate { .. } => s.clone(),
+            };
+            let a1 = apply(&a, actor_a);
+            // One delivery: a1, then b learns it by gossip.
+            let single = ItemState::merged(&b, &a1);
+            // Many: redelivered to a (duplicates) and to b, before or after b heard of a1.
+            let mut a2 = a1.clone();
+            let mut b2 = if b_first { apply(&b, actor_b) } else { ItemState::merged(&b, &a1) };
+            for _ in 0..k {
+                a2 = apply(&a2, actor_a);
+                b2 = apply(&b2, actor_b);
+            }
+            prop_assert_eq!(&a2, &a1, "a duplicate changed the state at its coordinator");
+            let many = ItemState::merged(&b2, &a2);
+            let count = many.siblings().iter().filter(|(_, v)| *v == data("once")).count();
+            prop_assert_eq!(count, 1, "{:?}", many);
+            // The surviving version may be b's (the smaller dot wins), so compare as sets.
+            let (mut got, mut want) = (many.values(), single.values());
+            got.sort();
+            want.sort();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(ItemState::merged(&a2, &b2), many.clone());
+            prop_assert_eq!(many.check_invariants(), Ok(()));
+            prop_assert_eq!(ItemState::decode(&many.encode()), Ok(many.clone()));
+        }
+
+        /// Proves the merge stays a semilattice on states with write records, duplicates
+        /// included: commutative, associative, idempotent, and `descends` matches it.
+        #[test]
+        fn merge_laws_hold_with_write_records(
+            h in history_strategy(), i in any::<Index>(), j in any::<Index>(), l in any::<Index>(),
+            ids in prop::collection::vec((0..3u128, any::<bool>()), 3),
+        ) {
+            // Each of three states applies a write with one of three ids, some concurrently.
+            let states: Vec<ItemState> = [i, j, l]
+                .iter()
+                .zip(&ids)
+                .enumerate()
+                .map(|(n, (x, (id, blind)))| {
+                    let s = x.get(&h.snapshots);
+                    let ctx = if *blind { VersionVector::new() } else { s.context().clone() };
+                    let value = data(&format!("id{id}"));
+                    match s.apply(&ctx, value, ActorId(1000 + n as u64), None, Some((WriteId(*id), n as u64))).unwrap() {
+                        Applied::New(next) => next,
+                        Applied::Duplicate { .. } => s.clone(),
+                    }
+                })
+                .collect();
+            let (a, b, c) = (&states[0], &states[1], &states[2]);
+            let ab = ItemState::merged(a, b);
+            prop_assert_eq!(&ab, &ItemState::merged(b, a));
+            prop_assert_eq!(ItemState::merged(&ab, c), ItemState::merged(a, &ItemState::merged(b, c)));
+            prop_assert_eq!(&ItemState::merged(a, a), a);
+            prop_assert_eq!(a.descends(b), &ab == a);
+            prop_assert!(ab.descends(a) && ab.descends(b));
+            prop_assert_eq!(ab.check_invariants(), Ok(()));
+            prop_assert_eq!(ItemState::decode(&ab.encode()), Ok(ab.clone()));
         }
 
         // -----------------------------------------------------------------------------------

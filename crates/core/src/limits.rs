@@ -37,7 +37,22 @@ pub const VERSION_VECTOR_LEN_MAX: usize = 64;
 /// Longest causality token accepted from a client, in characters of its text form.
 pub const CONTEXT_TOKEN_CHARS_MAX: usize = 4096;
 
+/// Most request records (ids of recently applied client writes, see
+/// `causality::AppliedWrite`) one item keeps; the newest stay. 16 records cost about 0.5 KiB on
+/// a hot item, and a write retried after 16 newer writes to the same item is rare.
+pub const APPLIED_WRITES_LEN_MAX: usize = 16;
+
+/// How long a request record is kept: a retry, hedge or redelivery of the same write within
+/// this time is recognised. Far beyond any request timeout (at most
+/// `REQUEST_TIMEOUT_MS_MAX`), so a client retrying after a timeout is always in time.
+pub const APPLIED_WRITE_AGE_MS_MAX: u64 = 10 * 60 * 1000;
+
+/// Longest request timeout a client may ask for (`timeout_ms`); the node config refers to it.
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 60_000;
+
 // Compile-time relations between limits.
+const _: () = assert!(APPLIED_WRITE_AGE_MS_MAX >= 5 * REQUEST_TIMEOUT_MS_MAX);
+const _: () = assert!(APPLIED_WRITES_LEN_MAX >= 1);
 const _: () = assert!(SCAN_PAGE_LEN_DEFAULT <= SCAN_PAGE_LEN_MAX);
 const _: () = assert!(REPLICATION_FACTOR_MAX <= VERSION_VECTOR_LEN_MAX);
 

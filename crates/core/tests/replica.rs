@@ -32,6 +32,7 @@ fn write(key: &ItemKey, w: Level, value: &[u8]) -> ClientRequest {
         w,
         mode: QuorumMode::Strict,
         timeout_ms: 500,
+        write_id: None,
     }
 }
 

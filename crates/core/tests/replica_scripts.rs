@@ -34,7 +34,7 @@ use std::sync::Arc;
 use goldenscript::{Command, Context};
 
 mod support;
-use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector};
+use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector, WriteId};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::replica::{
@@ -395,6 +395,7 @@ impl goldenscript::Runner for Runner {
                     w: level(cmd, "w")?,
                     mode: QuorumMode::Strict,
                     timeout_ms: 300,
+                    write_id: keyed(cmd, "id").map(|id| id.parse().map(WriteId)).transpose()?,
                 };
                 self.client(node_arg(gw)?, &k, req);
             }
@@ -488,4 +489,7 @@ scripts! { Runner, SCRIPTS_DIR;
     read_repair,
     /// Proves a crash loses only what was not synced, and an acknowledged write survives it.
     crash_keeps_acknowledged,
+    /// Proves a retried write with the same write id, at the same or another home replica,
+    /// yields no second version, while the same value without an id does.
+    idempotent,
 }

@@ -10,7 +10,7 @@ use thiserror::Error;
 /// network round trip, short enough that a client learns about a dead replica quickly.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 /// Longest per-request timeout a client may ask for.
-pub const REQUEST_TIMEOUT_MS_MAX: u64 = 60_000;
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = quorumdb_core::limits::REQUEST_TIMEOUT_MS_MAX;
 /// How often a node pings each peer to learn whether it is alive.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
 /// A peer with no successful exchange for this long is reported down and skipped by coordinators.

@@ -7,17 +7,17 @@
 
 use crate::config::{QuorumMode, ReadRepair};
 use crate::error::ApiError;
-use crate::node::Node;
+use crate::node::{Node, WriteSettings};
 use crate::transport::FaultRules;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use quorumdb_api as api;
-use quorumdb_core::causality::{ItemState, VersionVector};
+use quorumdb_core::causality::{ItemState, VersionVector, WriteId};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::limits::{
@@ -296,10 +296,33 @@ async fn get_item(
     finish("get", &lvl, started, result)
 }
 
+/// The header that names a write (as in the IETF draft of the same name); the `write_id` query
+/// parameter is the same thing for clients that cannot set headers.
+const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The write id of a put or delete, from the `Idempotency-Key` header or the `write_id`
+/// parameter (both only if they agree).
+fn write_id(headers: &HeaderMap, param: Option<&str>) -> Result<Option<WriteId>, ApiError> {
+    let header = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::BadRequest("the Idempotency-Key header must be 32 hex digits or a UUID".into())
+        })?),
+        None => None,
+    };
+    let parse = |t: &str| WriteId::parse(t).map_err(|e| ApiError::BadRequest(e.to_string()));
+    match (header.map(parse).transpose()?, param.map(parse).transpose()?) {
+        (Some(h), Some(p)) if h != p => Err(ApiError::BadRequest(format!(
+            "the Idempotency-Key header ({h}) and the write_id parameter ({p}) name different writes"
+        ))),
+        (h, p) => Ok(h.or(p)),
+    }
+}
+
 async fn put_item(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -322,15 +345,19 @@ async fn put_item(
         })?;
         let ctx = context(doc.context.as_deref())?;
         let item = item_key(&table, &key, q.sort_key.as_deref())?;
+        let id = write_id(&headers, q.write_id.as_deref())?;
         let state = s
             .node
             .write(
                 item,
                 Some(doc.value.into_bytes()),
                 ctx,
-                level(q.w.as_deref(), "w")?,
-                quorum_mode(&s.node, q.quorum.as_deref())?,
-                timeout(&s.node, q.timeout_ms.as_deref())?,
+                WriteSettings {
+                    w: level(q.w.as_deref(), "w")?,
+                    mode: quorum_mode(&s.node, q.quorum.as_deref())?,
+                    timeout: timeout(&s.node, q.timeout_ms.as_deref())?,
+                    write_id: id,
+                },
             )
             .await?;
         Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
@@ -343,6 +370,7 @@ async fn delete_item(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
     let q = query::<api::DeleteQuery>(&raw);
@@ -354,6 +382,7 @@ async fn delete_item(
         let w = level(q.w.as_deref(), "w")?;
         let mode = quorum_mode(&s.node, q.quorum.as_deref())?;
         let timeout = timeout(&s.node, q.timeout_ms.as_deref())?;
+        let id = write_id(&headers, q.write_id.as_deref())?;
         let ctx = match q.context.as_deref() {
             Some(t) => context(Some(t))?,
             // A delete without a token deletes what a quorum of replicas holds now: read the
@@ -365,7 +394,8 @@ async fn delete_item(
                 .context()
                 .clone(),
         };
-        let state = s.node.write(item, None, ctx, w, mode, timeout).await?;
+        let settings = WriteSettings { w, mode, timeout, write_id: id };
+        let state = s.node.write(item, None, ctx, settings).await?;
         Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
     }
     .await;

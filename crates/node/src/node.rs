@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::storage::{ShardStore, Storage};
 use crate::transport::{FaultLayer, PeerClient, TransportError};
 use crate::wire::{KeyDigest, LeafListing, PageItem, Request, Response, WireKey, WireTree};
-use quorumdb_core::causality::{ItemState, VersionVector};
+use quorumdb_core::causality::{ItemState, VersionVector, WriteId};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::handoff::HintStats;
 use quorumdb_core::key::ItemKey;
@@ -80,6 +80,16 @@ struct Snapshot {
     tombstones: usize,
     /// Stored items, all shards (approximate; published by shard 0).
     items: usize,
+}
+
+/// How a client wants one write done.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteSettings {
+    pub w: Level,
+    pub mode: QuorumMode,
+    pub timeout: Duration,
+    /// The client's id of the write (see `causality::WriteId`); `None` lets the node draw one.
+    pub write_id: Option<WriteId>,
 }
 
 pub struct Node {
@@ -341,18 +351,17 @@ impl Node {
         key: ItemKey,
         value: Option<Vec<u8>>,
         ctx: VersionVector,
-        w: Level,
-        mode: QuorumMode,
-        timeout: Duration,
+        opts: WriteSettings,
     ) -> Result<ItemState, ApiError> {
         let shard = shard_of(key.placement_hash());
         let req = ClientRequest::Write {
             key,
             value,
             ctx,
-            w,
-            mode: core_mode(mode),
-            timeout_ms: timeout.as_millis() as u64,
+            w: opts.w,
+            mode: core_mode(opts.mode),
+            timeout_ms: opts.timeout.as_millis() as u64,
+            write_id: opts.write_id,
         };
         match self.client(shard, req).await? {
             ClientResponse::Written(state) => Ok(state),
@@ -729,15 +738,17 @@ fn tree_from_wire(ring: &Ring, t: WireTree) -> Result<TreeId, ReplicaError> {
 fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
     match req {
         PeerRequest::Ping => Request::Ping,
-        PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms } => Request::CoordinateWrite {
-            key: to_wire(&key),
-            value,
-            context: ctx.to_token(),
-            n: 0,
-            w: w as u32,
-            sloppy,
-            timeout_ms,
-        },
+        PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id } => {
+            Request::CoordinateWrite {
+                key: to_wire(&key),
+                value,
+                context: ctx.to_token(),
+                w: w as u32,
+                sloppy,
+                timeout_ms,
+                write_id: write_id.0,
+            }
+        }
         PeerRequest::Replicate { key, state } => {
             Request::Replicate { key: to_wire(&key), state: state.encode() }
         }
@@ -767,7 +778,7 @@ fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
 fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaError> {
     Ok(match req {
         Request::Ping => PeerRequest::Ping,
-        Request::CoordinateWrite { key, value, context, n: _, w, sloppy, timeout_ms } => {
+        Request::CoordinateWrite { key, value, context, w, sloppy, timeout_ms, write_id } => {
             PeerRequest::CoordinateWrite {
                 key: from_wire(key)?,
                 value,
@@ -775,6 +786,7 @@ fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaEr
                 w: w as usize,
                 sloppy,
                 timeout_ms,
+                write_id: WriteId(write_id),
             }
         }
         Request::Replicate { key, state } => {

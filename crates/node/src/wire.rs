@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame accepted. A frame holds at most one scan page of item states
 /// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
@@ -54,10 +54,12 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         context: String,
-        n: u32,
         w: u32,
         sloppy: bool,
         timeout_ms: u64,
+        /// The write's id: a hedged or retried copy sent to another coordinator carries the
+        /// same one, so replicas keep one version of it.
+        write_id: u128,
     },
     /// Merge this state into the local replica and acknowledge once durable.
     Replicate {

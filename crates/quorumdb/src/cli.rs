@@ -114,6 +114,10 @@ pub struct PutArgs {
     /// replicas are down).
     #[arg(long, value_parser = ["strict", "sloppy"])]
     pub quorum: Option<String>,
+    /// The write's id (32 hex digits or a UUID). Running the command again with the same id
+    /// (say, after a timeout) yields one version of the write, not two. Default: a fresh id.
+    #[arg(long)]
+    pub write_id: Option<String>,
     #[command(flatten)]
     pub endpoint: EndpointArg,
 }
@@ -154,6 +158,10 @@ pub struct DeleteArgs {
     /// replicas are down).
     #[arg(long, value_parser = ["strict", "sloppy"])]
     pub quorum: Option<String>,
+    /// The write's id (32 hex digits or a UUID). Running the command again with the same id
+    /// (say, after a timeout) yields one version of the write, not two. Default: a fresh id.
+    #[arg(long)]
+    pub write_id: Option<String>,
     #[command(flatten)]
     pub endpoint: EndpointArg,
 }
@@ -284,8 +292,14 @@ async fn put(a: PutArgs) -> Result<i32> {
     } else {
         a.value
     };
-    let opts =
-        WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None, quorum: a.quorum };
+    let opts = WriteOptions {
+        w: a.w,
+        context: a.context,
+        sort_key: a.sort_key,
+        timeout_ms: None,
+        quorum: a.quorum,
+        write_id: a.write_id,
+    };
     let r = client(&a.endpoint)?.put(&a.table, &a.key, &value, &opts).await?;
     println!("{}", r.context);
     Ok(0)
@@ -322,8 +336,14 @@ async fn get(a: GetArgs) -> Result<i32> {
 }
 
 async fn delete(a: DeleteArgs) -> Result<i32> {
-    let opts =
-        WriteOptions { w: a.w, context: a.context, sort_key: a.sort_key, timeout_ms: None, quorum: a.quorum };
+    let opts = WriteOptions {
+        w: a.w,
+        context: a.context,
+        sort_key: a.sort_key,
+        timeout_ms: None,
+        quorum: a.quorum,
+        write_id: a.write_id,
+    };
     let r = client(&a.endpoint)?.delete(&a.table, &a.key, &opts).await?;
     println!("{}", r.context);
     Ok(0)

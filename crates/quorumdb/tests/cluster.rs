@@ -103,6 +103,25 @@ async fn siblings_merge_and_delete() {
     assert!(got.values.is_empty());
 }
 
+/// Proves a write retried with the same write id, through another gateway and as a delete's
+/// retry, leaves one version: no sibling per delivery, as a blind write without an id does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_write_with_same_id_is_one_version() {
+    let c = Cluster::start("writeid", 3, 3, 3);
+    let opts = WriteOptions { write_id: Some(quorumdb_client::new_write_id()), ..w("quorum") };
+    for gateway in [0, 1, 2, 0] {
+        c.client(gateway).put("t", "k", "once", &opts).await.unwrap();
+    }
+    let got = c.client(1).get("t", "k", &r("all")).await.unwrap();
+    assert_eq!(got.values, vec!["once".to_string()]);
+    // Without an id (the client draws a fresh one each call) the same value twice is two
+    // blind writes: two siblings.
+    c.client(0).put("t", "k2", "twice", &w("quorum")).await.unwrap();
+    c.client(1).put("t", "k2", "twice", &w("quorum")).await.unwrap();
+    let got = c.client(2).get("t", "k2", &r("all")).await.unwrap();
+    assert_eq!(got.values, vec!["twice".to_string(), "twice".to_string()]);
+}
+
 /// Proves range scans inside a partition honour from/to/limit/reverse and page with a cursor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_pages_through_a_partition() {
@@ -163,6 +182,22 @@ async fn bad_input_is_a_clear_4xx() {
     let big_key = "k".repeat(2000);
     let big_value = serde_json::json!({ "value": "x".repeat(1024 * 1024 + 1) }).to_string();
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "malformed write id",
+            http.put(format!("{base}/v1/tables/t/items/k"))
+                .header("Idempotency-Key", "not-a-uuid")
+                .body(r#"{"value":"v"}"#),
+            400,
+            "bad_request",
+        ),
+        (
+            "header and parameter name different writes",
+            http.put(format!("{base}/v1/tables/t/items/k?write_id=0000000000000000000000000000000a"))
+                .header("Idempotency-Key", "0000000000000000000000000000000b")
+                .body(r#"{"value":"v"}"#),
+            400,
+            "bad_request",
+        ),
         (
             "invalid w",
             http.put(format!("{base}/v1/tables/t/items/k?w=most")).body(r#"{"value":"v"}"#),

@@ -54,7 +54,9 @@ pub use shared::{Conflict, Detector, Hlc, NodeId, ReplicaConfig, Shared, TableSp
 pub use store::{LocalStore, MemStore, StoreError};
 
 use crate::antientropy::{Command, Exchange, ExchangeStats, LeafItems, EXCHANGE_LEAVES_MAX};
-use crate::causality::{ActorId, CausalityError, Dot, ItemState, Retirement, Value, VersionVector};
+use crate::causality::{
+    ActorId, Applied, CausalityError, Dot, ItemState, Retirement, Value, VersionVector, WriteId,
+};
 use crate::consistency::{Level, LevelError};
 use crate::coordinator::{Failure, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
 use crate::handoff::{HandoffCommand, Hint, HintId, HintQueue};
@@ -140,6 +142,9 @@ pub enum ClientRequest {
         w: Level,
         mode: QuorumMode,
         timeout_ms: u64,
+        /// The client's id of this logical write (retries and hedges carry the same id and
+        /// yield one version); the gateway draws one when the client sent none.
+        write_id: Option<WriteId>,
     },
     Read {
         key: ItemKey,
@@ -203,6 +208,7 @@ pub enum PeerRequest {
         w: usize,
         sloppy: bool,
         timeout_ms: u64,
+        write_id: WriteId,
     },
     /// Merge this state and acknowledge once durable.
     Replicate {
@@ -410,6 +416,7 @@ impl From<CausalityError> for ReplicaError {
             CausalityError::TooManySiblings { .. } => ReplicaError::TooManySiblings(e.to_string()),
             CausalityError::VersionVectorTooLong { .. } => ReplicaError::TooManyWriters(e.to_string()),
             CausalityError::MalformedState(_) => ReplicaError::Internal(e.to_string()),
+            CausalityError::MalformedWriteId(_) => ReplicaError::BadRequest(e.to_string()),
         }
     }
 }
@@ -484,6 +491,9 @@ pub struct ReplicaStats {
     pub item_bytes_pulled: u64,
     pub digests_received: u64,
     pub tombstones_purged: u64,
+    /// Client writes whose write id this replica had already applied (retries, hedges,
+    /// duplicate deliveries): answered with the existing version instead of a new one.
+    pub writes_deduplicated: u64,
     pub syncs: u64,
 }
 
@@ -588,11 +598,23 @@ struct ForwardJob {
     key: ItemKey,
     value: Option<Vec<u8>>,
     ctx: VersionVector,
+    write_id: WriteId,
     w: usize,
     mode: QuorumMode,
     timeout_ms: u64,
     tried: Vec<NodeId>,
     last_error: Option<String>,
+}
+
+/// A client write on its way to its coordinator: what the client asked for (`w` as a level at
+/// the gateway, resolved to a count at the coordinator).
+struct WriteArgs<W> {
+    value: Option<Vec<u8>>,
+    ctx: VersionVector,
+    w: W,
+    mode: QuorumMode,
+    timeout_ms: u64,
+    write_id: WriteId,
 }
 
 struct ReadJob {
@@ -1132,6 +1154,7 @@ impl<S: LocalStore> Replica<S> {
         homes: &[NodeId],
         value: Option<Vec<u8>>,
         ctx: &VersionVector,
+        write_id: WriteId,
     ) -> Result<ItemState, ReplicaError> {
         self.check_writable()?;
         let sk = key.storage_key();
@@ -1140,10 +1163,16 @@ impl<S: LocalStore> Replica<S> {
             Some(v) => Value::Data(v),
             None => Value::Tombstone,
         };
+        let rule = self.retirement(now);
+        let id = Some((write_id, now.wall_ms));
         let new = match self.shared.table(&key.table).conflict {
-            Conflict::Siblings => {
-                local.update_pruning(ctx, value, self.actor, Some(&self.retirement(now)))?
-            }
+            Conflict::Siblings => match local.apply(ctx, value, self.actor, Some(&rule), id)? {
+                Applied::New(new) => new,
+                Applied::Duplicate { .. } => {
+                    self.stats.writes_deduplicated += 1;
+                    return Ok(local);
+                }
+            },
             Conflict::Lww => {
                 // The write becomes a concurrent sibling stamped with this replica's clock, and
                 // resolution keeps the highest timestamp: the client's context plays no part.
@@ -1155,13 +1184,13 @@ impl<S: LocalStore> Replica<S> {
                     self.shared.config.hlc_drift_ms_max,
                 );
                 let stamped = lww::stamp(self.shared.hlc.now(now.wall_ms), value);
-                let rule = self.retirement(now);
-                lww::resolve(&local.update_pruning(
-                    &VersionVector::new(),
-                    stamped,
-                    self.actor,
-                    Some(&rule),
-                )?)
+                match local.apply(&VersionVector::new(), stamped, self.actor, Some(&rule), id)? {
+                    Applied::New(new) => lww::resolve(&new),
+                    Applied::Duplicate { .. } => {
+                        self.stats.writes_deduplicated += 1;
+                        return Ok(local);
+                    }
+                }
             }
         };
         let new_len = new.encoded_len_hint();
@@ -1202,9 +1231,10 @@ impl<S: LocalStore> Replica<S> {
             return Ok(());
         }
         let mut merged = if local.descends(incoming) {
-            // Nothing new, but a state stored before its actors retired may still need pruning;
-            // doing it here is what lets replicas converge on the pruned bytes.
-            if !local.needs_pruning(&rule) {
+            // Nothing new, but a state stored before its actors retired (or its write records
+            // aged) may still need trimming; doing it here is what lets replicas converge on the
+            // trimmed bytes.
+            if !local.needs_pruning(&rule) && !local.needs_trimming(now.wall_ms) {
                 return Ok(());
             }
             local.clone()
@@ -1215,6 +1245,11 @@ impl<S: LocalStore> Replica<S> {
             merged = lww::resolve(&merged);
         }
         merged.prune_retired(&rule);
+        merged.trim_applied(Some(now.wall_ms));
+        if merged == local {
+            // An incoming state that only brings back what this replica trimmed.
+            return Ok(());
+        }
         let homes = self.shared.preference(key);
         self.store_item(now, key, &homes, old_raw.as_deref(), &local, &merged)
     }
@@ -1411,8 +1446,11 @@ impl<S: LocalStore> Replica<S> {
 
     fn on_client(&mut self, now: Now, id: RequestId, req: ClientRequest) {
         match req {
-            ClientRequest::Write { key, value, ctx, w, mode, timeout_ms } => {
-                if let Err(e) = self.start_write(now, id, key, value, ctx, w, mode, timeout_ms) {
+            ClientRequest::Write { key, value, ctx, w, mode, timeout_ms, write_id } => {
+                // Every write gets an id, so that a hedged or retried copy is recognised.
+                let write_id = write_id.unwrap_or_else(|| self.draw_write_id());
+                let write = WriteArgs { value, ctx, w, mode, timeout_ms, write_id };
+                if let Err(e) = self.start_write(now, id, key, write) {
                     self.reply(id, Err(e));
                 }
             }
@@ -1434,18 +1472,21 @@ impl<S: LocalStore> Replica<S> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A write id unique in the cluster: this replica's actor (unique per data-dir
+    /// incarnation), its shard and a counter.
+    fn draw_write_id(&mut self) -> WriteId {
+        let n = self.next_id();
+        WriteId((u128::from(self.actor.0) << 64) | (u128::from(self.shard as u64) << 56) | u128::from(n))
+    }
+
     fn start_write(
         &mut self,
         now: Now,
         client: RequestId,
         key: ItemKey,
-        value: Option<Vec<u8>>,
-        ctx: VersionVector,
-        w: Level,
-        mode: QuorumMode,
-        timeout_ms: u64,
+        write: WriteArgs<Level>,
     ) -> Result<(), ReplicaError> {
+        let WriteArgs { value, ctx, w, mode, timeout_ms, write_id } = write;
         if let Some(v) = &value {
             if v.len() > VALUE_BYTES_MAX {
                 return Err(ReplicaError::ValueTooLarge(format!(
@@ -1459,22 +1500,24 @@ impl<S: LocalStore> Replica<S> {
         let timeout_ms = self.timeout_of(timeout_ms);
         let pref = self.shared.preference(&key);
         if pref.contains(&self.me()) {
-            return self.coordinate_write(
-                now,
-                key,
-                pref,
-                value,
-                ctx,
-                w,
-                mode,
-                timeout_ms,
-                ReplyTo::Client(client),
-            );
+            let write = WriteArgs { value, ctx, w, mode, timeout_ms, write_id };
+            return self.coordinate_write(now, key, pref, write, ReplyTo::Client(client));
         }
         let job = self.next_id();
         self.forwards.insert(
             job,
-            ForwardJob { client, key, value, ctx, w, mode, timeout_ms, tried: Vec::new(), last_error: None },
+            ForwardJob {
+                client,
+                key,
+                value,
+                ctx,
+                write_id,
+                w,
+                mode,
+                timeout_ms,
+                tried: Vec::new(),
+                last_error: None,
+            },
         );
         self.try_forward(now, job);
         Ok(())
@@ -1504,6 +1547,7 @@ impl<S: LocalStore> Replica<S> {
             w: f.w,
             sloppy: f.mode == QuorumMode::Sloppy,
             timeout_ms: f.timeout_ms,
+            write_id: f.write_id,
         };
         // Give the remote coordinator its whole timeout plus a margin to report back.
         let timeout = f.timeout_ms.saturating_add(self.shared.config.forward_margin_ms);
@@ -1543,20 +1587,19 @@ impl<S: LocalStore> Replica<S> {
     }
 
     /// Runs at a home replica: local update under a new dot, then replication to the others.
-    #[allow(clippy::too_many_arguments)]
     fn coordinate_write(
         &mut self,
         now: Now,
         key: ItemKey,
         pref: Vec<NodeId>,
-        value: Option<Vec<u8>>,
-        ctx: VersionVector,
-        w: usize,
-        mode: QuorumMode,
-        timeout_ms: u64,
+        write: WriteArgs<usize>,
         reply_to: ReplyTo,
     ) -> Result<(), ReplicaError> {
-        let new = self.apply_local_write(now, &key, &pref, value, &ctx)?;
+        let WriteArgs { value, ctx, w, mode, timeout_ms, write_id } = write;
+        // A duplicate (this replica already applied the write id) replicates the current state
+        // again and waits for the same quorum: the retry of a write that reached too few
+        // replicas completes it instead of creating a second version.
+        let new = self.apply_local_write(now, &key, &pref, value, &ctx, write_id)?;
         let (targets, down) = self.request_targets(&key, &pref, mode, now);
         let mut replicas: Vec<NodeId> = targets.iter().map(|(i, _)| *i).collect();
         replicas.extend(down.iter().copied());
@@ -1951,7 +1994,7 @@ impl<S: LocalStore> Replica<S> {
                 self.after_sync(now, Waiter::Ack { to: from, id, key: None });
                 Ok(None)
             }
-            PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms } => {
+            PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id } => {
                 let pref = self.shared.preference(&key);
                 if !pref.contains(&self.me()) {
                     return Err(ReplicaError::Unavailable(format!(
@@ -1966,17 +2009,8 @@ impl<S: LocalStore> Replica<S> {
                 }
                 let mode = if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict };
                 let timeout_ms = self.timeout_of(timeout_ms);
-                self.coordinate_write(
-                    now,
-                    key,
-                    pref,
-                    value,
-                    ctx,
-                    w.max(1),
-                    mode,
-                    timeout_ms,
-                    ReplyTo::Peer { to: from, id },
-                )?;
+                let write = WriteArgs { value, ctx, w: w.max(1), mode, timeout_ms, write_id };
+                self.coordinate_write(now, key, pref, write, ReplyTo::Peer { to: from, id })?;
                 Ok(None)
             }
             PeerRequest::Scan { table, partition, from: lo, to: hi, limit, reverse } => {

@@ -6,7 +6,7 @@
 use super::net::{Endpoint, Message};
 use super::world::{Cx, Timer};
 use super::{Bug, TICK_MS};
-use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector};
+use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector, WriteId};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::merkle::{item_digest, MerkleTree};
@@ -347,6 +347,10 @@ impl SimNode {
                     w: Level::Count(w),
                     mode: if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict },
                     timeout_ms,
+                    // Half the clients name their writes (as the Rust client and the CLI do),
+                    // half leave it to the gateway (as a bare HTTP client may); a duplicated
+                    // client message is then one write either way.
+                    write_id: (op % 2 == 0).then_some(WriteId(u128::from(op))),
                 };
                 self.step(cx, shard, now, Input::Client { id: op, req });
             }
