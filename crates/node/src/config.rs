@@ -12,7 +12,7 @@ pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 /// Longest per-request timeout a client may ask for.
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = quorumdb_core::limits::REQUEST_TIMEOUT_MS_MAX;
 /// How often a node pings each peer to learn whether it is alive.
-pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
 /// A peer with no successful exchange for this long is reported down and skipped by coordinators.
 pub const FAILURE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 /// Most client (HTTP) requests one node serves at once; more are refused with 503 `overloaded`.

@@ -494,6 +494,8 @@ pub struct ReplicaStats {
     /// Client writes whose write id this replica had already applied (retries, hedges,
     /// duplicate deliveries): answered with the existing version instead of a new one.
     pub writes_deduplicated: u64,
+    /// Forwarded writes sent to a second home replica because the first was slow to answer.
+    pub writes_hedged: u64,
     pub syncs: u64,
 }
 
@@ -602,9 +604,43 @@ struct ForwardJob {
     w: usize,
     mode: QuorumMode,
     timeout_ms: u64,
-    tried: Vec<NodeId>,
+    /// Home replicas sent the write so far, with the time each was sent.
+    tried: Vec<(NodeId, u64)>,
+    /// Attempts still waiting for an answer.
+    outstanding: usize,
+    /// When to send a hedged copy to the next home replica, if no answer came by then.
+    hedge_at_ms: Option<u64>,
+    /// Why the last unreachable target could not take the write.
     last_error: Option<String>,
+    /// The first failure of an attempt, answered once no attempt is left to succeed.
+    failure: Option<ReplicaError>,
 }
+
+/// Recent completion times of forwarded writes, for the hedging delay.
+#[derive(Default)]
+struct ForwardLatency {
+    samples: VecDeque<u64>,
+    p99_ms: Option<u64>,
+}
+
+impl ForwardLatency {
+    fn record(&mut self, ms: u64) {
+        if self.samples.len() == FORWARD_LATENCY_SAMPLES_LEN {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(ms);
+        // Recomputed every few samples: sorting on every write would cost more than it helps.
+        if self.samples.len().is_multiple_of(16) || self.p99_ms.is_none() {
+            let mut sorted: Vec<u64> = self.samples.iter().copied().collect();
+            sorted.sort_unstable();
+            let rank = (sorted.len() * 99).div_ceil(100).saturating_sub(1);
+            self.p99_ms = sorted.get(rank).copied();
+        }
+    }
+}
+
+/// Forwarded-write completion times kept for the hedging delay's p99.
+const FORWARD_LATENCY_SAMPLES_LEN: usize = 256;
 
 /// A client write on its way to its coordinator: what the client asked for (`w` as a level at
 /// the gateway, resolved to a count at the coordinator).
@@ -707,6 +743,7 @@ pub struct Replica<S: LocalStore> {
     deadlines: BTreeSet<(u64, RequestId)>,
     writes: BTreeMap<u64, WriteJob>,
     forwards: BTreeMap<u64, ForwardJob>,
+    forward_latency: ForwardLatency,
     reads: BTreeMap<u64, ReadJob>,
     scans: BTreeMap<u64, ScanJob>,
     inspects: BTreeMap<u64, InspectJob>,
@@ -749,6 +786,7 @@ impl<S: LocalStore> Replica<S> {
             deadlines: BTreeSet::new(),
             writes: BTreeMap::new(),
             forwards: BTreeMap::new(),
+            forward_latency: ForwardLatency::default(),
             reads: BTreeMap::new(),
             scans: BTreeMap::new(),
             inspects: BTreeMap::new(),
@@ -942,6 +980,7 @@ impl<S: LocalStore> Replica<S> {
             });
             self.run_handoff(now, cmds);
         }
+        self.tick_hedges(now);
         self.tick_ae(now);
         self.tick_gc(now);
         self.tick_heartbeats(now);
@@ -957,7 +996,10 @@ impl<S: LocalStore> Replica<S> {
         self.next_ping_ms = now.mono_ms.saturating_add(interval);
         for peer in 0..self.shared.ring.members().len() {
             if peer != self.me() {
-                self.send(now, peer, PeerRequest::Ping, interval, Purpose::Ping);
+                // A ping may take longer than the interval on a loaded node; what the failure
+                // detector needs is its answer time, not a timeout per ping.
+                let timeout = interval.max(self.shared.config.failure_timeout_ms / 2);
+                self.send(now, peer, PeerRequest::Ping, timeout, Purpose::Ping);
             }
         }
     }
@@ -1184,7 +1226,10 @@ impl<S: LocalStore> Replica<S> {
                     self.shared.config.hlc_drift_ms_max,
                 );
                 let stamped = lww::stamp(self.shared.hlc.now(now.wall_ms), value);
-                match local.apply(&VersionVector::new(), stamped, self.actor, Some(&rule), id)? {
+                // No write id: last-writer-wins keeps one value of an item anyway (a duplicate
+                // is one more timestamped version), and its resolution drops versions in a way
+                // the write-id merge rule would read as a supersede.
+                match local.apply(&VersionVector::new(), stamped, self.actor, Some(&rule), None)? {
                     Applied::New(new) => lww::resolve(&new),
                     Applied::Duplicate { .. } => {
                         self.stats.writes_deduplicated += 1;
@@ -1516,28 +1561,41 @@ impl<S: LocalStore> Replica<S> {
                 mode,
                 timeout_ms,
                 tried: Vec::new(),
+                outstanding: 0,
+                hedge_at_ms: None,
                 last_error: None,
+                failure: None,
             },
         );
         self.try_forward(now, job);
         Ok(())
     }
 
-    /// Forwards a write to the next untried home replica believed up; with none left, the
-    /// write reached nobody: a certain failure.
+    /// Forwards a write to the next untried home replica: one believed up and not suspected
+    /// first, then suspected ones. With none left and no attempt outstanding, the write reached
+    /// nobody: a certain failure.
     fn try_forward(&mut self, now: Now, job: u64) {
         let Some(f) = self.forwards.get(&job) else { return };
         let pref = self.shared.preference(&f.key);
-        let next = pref.iter().copied().find(|p| !f.tried.contains(p) && self.shared.is_up(*p, now.mono_ms));
+        let untried = |p: &NodeId| !f.tried.iter().any(|(t, _)| t == p) && self.shared.is_up(*p, now.mono_ms);
+        let next = pref
+            .iter()
+            .copied()
+            .filter(untried)
+            .find(|p| !self.shared.is_suspected(*p, now.mono_ms))
+            .or_else(|| pref.iter().copied().find(untried));
         let Some(target) = next else {
+            if f.outstanding > 0 {
+                return;
+            }
             let Some(f) = self.forwards.remove(&job) else { return };
-            let why = f.last_error.unwrap_or_else(|| "all are down".into());
-            self.reply(
-                f.client,
-                Err(ReplicaError::Unavailable(format!(
+            let error = f.failure.unwrap_or_else(|| {
+                let why = f.last_error.unwrap_or_else(|| "all are down".into());
+                ReplicaError::Unavailable(format!(
                     "no home replica of this key is reachable to coordinate the write ({why})"
-                ))),
-            );
+                ))
+            });
+            self.reply(f.client, Err(error));
             return;
         };
         let req = PeerRequest::CoordinateWrite {
@@ -1551,38 +1609,84 @@ impl<S: LocalStore> Replica<S> {
         };
         // Give the remote coordinator its whole timeout plus a margin to report back.
         let timeout = f.timeout_ms.saturating_add(self.shared.config.forward_margin_ms);
+        let hedge_at = self.hedge_delay_ms().map(|d| now.mono_ms.saturating_add(d));
         if let Some(f) = self.forwards.get_mut(&job) {
-            f.tried.push(target);
+            f.tried.push((target, now.mono_ms));
+            f.outstanding += 1;
+            f.hedge_at_ms = hedge_at;
         }
         self.send(now, target, req, timeout, Purpose::Forward { job });
     }
 
+    /// How long a forwarded write may go unanswered before a hedged copy goes to the next home
+    /// replica: the recent p99 of forwarded writes, within the configured bounds.
+    fn hedge_delay_ms(&self) -> Option<u64> {
+        let (lo, hi) = (self.shared.config.hedge_delay_ms_min, self.shared.config.hedge_delay_ms_max);
+        if hi == 0 {
+            return None;
+        }
+        Some(self.forward_latency.p99_ms.unwrap_or(hi).clamp(lo.min(hi), hi))
+    }
+
+    /// Sends hedged copies of forwarded writes whose hedging time passed.
+    fn tick_hedges(&mut self, now: Now) {
+        let due: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| f.hedge_at_ms.is_some_and(|at| at <= now.mono_ms))
+            .map(|(job, _)| *job)
+            .collect();
+        for job in due {
+            let pref_len =
+                self.forwards.get(&job).map_or(0, |f| self.shared.replication_factor(&f.key.table));
+            let Some(f) = self.forwards.get_mut(&job) else { continue };
+            f.hedge_at_ms = None;
+            if f.tried.len() >= pref_len {
+                continue;
+            }
+            self.stats.writes_hedged += 1;
+            self.try_forward(now, job);
+        }
+    }
+
     fn on_forward_reply(&mut self, now: Now, job: u64, to: NodeId, result: Result<PeerResponse, SendError>) {
         let name = self.name(to);
-        let outcome = match result {
-            Ok(PeerResponse::Written(state)) => Ok(ClientResponse::Written(state)),
-            Ok(PeerResponse::Failed(e)) => Err(e),
-            Ok(other) => Err(ReplicaError::Internal(format!("unexpected response {other:?}"))),
-            Err(SendError::Unreachable(m)) => {
-                // Never delivered: safe to try the next home replica.
-                if let Some(f) = self.forwards.get_mut(&job) {
-                    f.last_error = Some(format!("{name}: unreachable: {m}"));
+        let Some(f) = self.forwards.get_mut(&job) else { return };
+        f.outstanding = f.outstanding.saturating_sub(1);
+        let sent_ms = f.tried.iter().find(|(t, _)| *t == to).map_or(now.mono_ms, |(_, at)| *at);
+        let timeout_ms = f.timeout_ms;
+        let failure = match result {
+            Ok(PeerResponse::Written(state)) => {
+                self.forward_latency.record(now.mono_ms.saturating_sub(sent_ms));
+                if let Some(f) = self.forwards.remove(&job) {
+                    self.reply(f.client, Ok(ClientResponse::Written(state)));
                 }
+                return;
+            }
+            Ok(PeerResponse::Failed(e)) => e,
+            Ok(other) => ReplicaError::Internal(format!("unexpected response {other:?}")),
+            Err(SendError::Unreachable(m)) => {
+                // Never delivered: safe to try the next home replica at once.
+                f.last_error = Some(format!("{name}: unreachable: {m}"));
                 self.try_forward(now, job);
                 return;
             }
-            Err(SendError::Timeout) => {
-                let t = self.forwards.get(&job).map_or(0, |f| f.timeout_ms);
-                Err(ReplicaError::Timeout(format!(
-                    "write coordinator {name} did not answer within {t} ms; the write may or may not have been applied"
-                )))
-            }
-            Err(SendError::Lost(m)) => Err(ReplicaError::Timeout(format!(
+            Err(SendError::Timeout) => ReplicaError::Timeout(format!(
+                "write coordinator {name} did not answer within {timeout_ms} ms; the write may or may not have been applied"
+            )),
+            Err(SendError::Lost(m)) => ReplicaError::Timeout(format!(
                 "the connection to write coordinator {name} was lost ({m}); the write may or may not have been applied"
-            ))),
+            )),
         };
-        if let Some(f) = self.forwards.remove(&job) {
-            self.reply(f.client, outcome);
+        // A failed attempt: another one still running may yet succeed (a hedge, or the
+        // original when the hedge failed); answer the first failure only when none is left.
+        f.failure.get_or_insert(failure);
+        if f.outstanding == 0 {
+            if let Some(f) = self.forwards.remove(&job) {
+                if let Some(e) = f.failure {
+                    self.reply(f.client, Err(e));
+                }
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use crate::key::ItemKey;
 use crate::ring::Ring;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Index of a member in the ring's member list: how the replica names nodes. Names (`n1`)
 /// appear only in messages for people.
@@ -47,6 +48,12 @@ pub struct ReplicaConfig {
     /// A peer whose requests keep failing this long is believed down.
     pub failure_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
+    /// Hedged forwarding: a gateway whose forwarded write has no answer after an adaptive delay
+    /// (the recent p99 of forwarded writes, clamped to `[hedge_delay_ms_min,
+    /// hedge_delay_ms_max]`) sends the same write (same write id) to the next home replica too;
+    /// the first answer wins. `hedge_delay_ms_max = 0` turns hedging off.
+    pub hedge_delay_ms_min: u64,
+    pub hedge_delay_ms_max: u64,
     pub hinted_handoff: bool,
     pub hint_limits: HintLimits,
     /// How often the hint queue is asked for deliveries.
@@ -77,7 +84,9 @@ impl ReplicaConfig {
             request_timeout_ms_max: 60_000,
             forward_margin_ms: 200,
             failure_timeout_ms: 3_000,
-            heartbeat_interval_ms: 500,
+            heartbeat_interval_ms: 100,
+            hedge_delay_ms_min: 20,
+            hedge_delay_ms_max: 0,
             hinted_handoff: true,
             hint_limits: HintLimits::default(),
             handoff_tick_ms: 100,
@@ -97,21 +106,87 @@ impl ReplicaConfig {
 /// a minute ahead is broken, and following it would drag every node's timestamps along.
 pub const HLC_DRIFT_MS_MAX_DEFAULT: u64 = 60_000;
 
-/// The failure detector: per peer, since when requests to it keep failing. Any answer proves a
-/// peer alive; a failure starts (or continues) its failing period; a peer failing for
-/// `failure_timeout_ms` is down.
+/// The failure detector, at two levels.
+///
+/// - **Down**: requests to the peer kept failing for `failure_timeout_ms`. Down peers get no
+///   requests: writes for them become hints, hint hand-off waits.
+/// - **Suspected**: a phi-accrual detector (Hayashibara et al., as in Cassandra and Akka) over
+///   the arrival times of the peer's answers (heartbeats and every other reply). Phi grows with
+///   the silence since the last answer, relative to the usual gap between answers; past
+///   [`SUSPECT_PHI`] the peer is suspected. A paused or hung peer is suspected within a few
+///   hundred milliseconds (heartbeats every 100 ms: silence of ~0.4 s), while one lost
+///   heartbeat is not. Suspected peers are skipped as write coordinators (a gateway forwards to
+///   the next home replica) but still receive writes and hints, so a false suspicion costs a
+///   detour, never data.
 #[derive(Debug)]
 pub struct Detector {
     /// Node clock (ms) of the first failure of the current failing period; 0 = healthy.
     failing_since_ms: Vec<AtomicU64>,
+    arrivals: Vec<Mutex<Arrivals>>,
     failure_timeout_ms: u64,
     me: NodeId,
+}
+
+/// Phi above which a peer is suspected: the odds that an answer is merely late are below one
+/// in 10^8 under the estimated distribution of gaps.
+pub const SUSPECT_PHI: f64 = 8.0;
+
+/// Floor of the standard deviation of gaps between answers (ms), so that a peer answering like
+/// clockwork is not suspected after a few milliseconds of jitter.
+pub const ARRIVAL_STD_DEV_MS_MIN: f64 = 50.0;
+
+/// Answers needed before suspicion is computed at all (a fresh detector suspects nobody).
+const ARRIVAL_SAMPLES_MIN: u32 = 3;
+
+/// Weight of a new gap in the moving mean and variance.
+const ARRIVAL_EWMA_WEIGHT: f64 = 0.1;
+
+/// Gaps between successful answers of one peer: an exponentially weighted mean and variance.
+#[derive(Debug, Default, Clone, Copy)]
+struct Arrivals {
+    last_ms: u64,
+    mean_ms: f64,
+    var_ms2: f64,
+    samples: u32,
+}
+
+impl Arrivals {
+    fn observe(&mut self, now_ms: u64) {
+        if self.samples > 0 {
+            let gap = now_ms.saturating_sub(self.last_ms) as f64;
+            if self.samples == 1 {
+                self.mean_ms = gap;
+            } else {
+                let delta = gap - self.mean_ms;
+                self.mean_ms += ARRIVAL_EWMA_WEIGHT * delta;
+                self.var_ms2 =
+                    (1.0 - ARRIVAL_EWMA_WEIGHT) * (self.var_ms2 + ARRIVAL_EWMA_WEIGHT * delta * delta);
+            }
+        }
+        self.last_ms = self.last_ms.max(now_ms);
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// Phi of the silence since the last answer (0 while there is too little history).
+    fn phi(&self, now_ms: u64) -> f64 {
+        if self.samples < ARRIVAL_SAMPLES_MIN {
+            return 0.0;
+        }
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
+        let std_dev = self.var_ms2.sqrt().max(ARRIVAL_STD_DEV_MS_MIN);
+        // The logistic approximation of the normal tail that Akka's detector uses.
+        let y = (elapsed - self.mean_ms) / std_dev;
+        let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+        let p_later = if elapsed > self.mean_ms { e / (1.0 + e) } else { 1.0 - 1.0 / (1.0 + e) };
+        -p_later.max(f64::MIN_POSITIVE).log10()
+    }
 }
 
 impl Detector {
     pub fn new(members: usize, me: NodeId, failure_timeout_ms: u64) -> Self {
         Detector {
             failing_since_ms: (0..members).map(|_| AtomicU64::new(0)).collect(),
+            arrivals: (0..members).map(|_| Mutex::new(Arrivals::default())).collect(),
             failure_timeout_ms,
             me,
         }
@@ -122,6 +197,9 @@ impl Detector {
         let Some(since) = self.failing_since_ms.get(peer) else { return };
         if ok {
             since.store(0, Ordering::Release);
+            if let Some(a) = self.arrivals.get(peer) {
+                a.lock().unwrap_or_else(|p| p.into_inner()).observe(now_ms);
+            }
         } else {
             // Keep the first failure time; `max(1)` because 0 means healthy.
             let _ = since.compare_exchange(0, now_ms.max(1), Ordering::AcqRel, Ordering::Acquire);
@@ -137,10 +215,26 @@ impl Detector {
         since == 0 || now_ms.saturating_sub(since) < self.failure_timeout_ms
     }
 
+    /// The suspicion level of `peer` at `now_ms` (see the type's docs).
+    pub fn phi(&self, peer: NodeId, now_ms: u64) -> f64 {
+        if peer == self.me {
+            return 0.0;
+        }
+        self.arrivals.get(peer).map_or(0.0, |a| a.lock().unwrap_or_else(|p| p.into_inner()).phi(now_ms))
+    }
+
+    /// Whether `peer` is down or suspected at `now_ms`: skip it as a coordinator.
+    pub fn is_suspected(&self, peer: NodeId, now_ms: u64) -> bool {
+        !self.is_up(peer, now_ms) || self.phi(peer, now_ms) > SUSPECT_PHI
+    }
+
     /// Forgets every failure (a restart).
     pub fn reset(&self) {
         for since in &self.failing_since_ms {
             since.store(0, Ordering::Release);
+        }
+        for a in &self.arrivals {
+            *a.lock().unwrap_or_else(|p| p.into_inner()) = Arrivals::default();
         }
     }
 }
@@ -227,11 +321,37 @@ impl Shared {
     pub fn is_up(&self, node: NodeId, now_ms: u64) -> bool {
         self.detector.is_up(node, now_ms)
     }
+
+    pub fn is_suspected(&self, node: NodeId, now_ms: u64) -> bool {
+        self.detector.is_suspected(node, now_ms)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves the phi-accrual detector: with answers every 100 ms, a peer silent for 200 ms
+    /// (one lost heartbeat) is not suspected, one silent for 500 ms (paused) is, it is not
+    /// down yet (it still gets writes and hints), and one answer clears the suspicion.
+    #[test]
+    fn phi_detector_suspects_a_paused_peer_within_half_a_second() {
+        let d = Detector::new(2, 0, 3_000);
+        let mut t = 1_000;
+        for _ in 0..50 {
+            d.record(1, true, t);
+            t += 100;
+        }
+        let last = t - 100;
+        assert!(!d.is_suspected(1, last + 200), "phi {}", d.phi(1, last + 200));
+        assert!(d.is_suspected(1, last + 500), "phi {}", d.phi(1, last + 500));
+        assert!(d.is_up(1, last + 500));
+        d.record(1, true, last + 600);
+        assert!(!d.is_suspected(1, last + 650));
+        // A fresh detector suspects nobody, and a node never suspects itself.
+        let fresh = Detector::new(2, 0, 3_000);
+        assert!(!fresh.is_suspected(1, 1_000_000) && !fresh.is_suspected(0, 1_000_000));
+    }
 
     /// Proves the HLC refuses a peer timestamp beyond the drift bound, counts it, and keeps
     /// issuing timestamps near its own wall clock.

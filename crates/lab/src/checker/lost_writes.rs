@@ -11,6 +11,11 @@
 //! 2. no write or delete of `k` in the history — `ok` or `info`, since either may have been
 //!    applied — carries a `context_in` that descends `W.context_out`.
 //!
+//! (With write ids a write may be applied twice, by a hedge or a retry, and replicas keep one
+//! of its versions: a token that descends the context of a read that *returned* `W`'s value
+//! also counts as superseding `W`. Values are unique per logical write, so such a read saw a
+//! version of `W`.)
+//!
 //! Condition 2 is "somebody superseded `W` knowingly": by the argument in [`crate::history`],
 //! a token descends `W.context_out` exactly when it covers `W`'s dot, and a write with such a
 //! token removes `W`'s value on purpose. Without such a write, `W`'s sibling must survive every
@@ -144,16 +149,35 @@ pub(crate) fn run(
             })
             .collect();
         superseders.sort_by_key(|&i| (d.ops[i].invoke_ns, i));
+        // The contexts of the reads that returned each value. A write applied twice (a hedged
+        // or retried write with one write id) has two versions that replicas deduplicate to
+        // one: a client that read either version and wrote with that token superseded the
+        // write, although its token need not cover the version the writer was told about.
+        let mut read_contexts: HashMap<&str, Vec<&VersionVector>> = HashMap::new();
+        for &i in indices {
+            if d.ops[i].kind == OpKind::Read && d.ops[i].result == OpResult::Ok {
+                if let Some(ctx) = d.context_out[i].as_ref() {
+                    for v in &d.ops[i].values {
+                        read_contexts.entry(v.as_str()).or_default().push(ctx);
+                    }
+                }
+            }
+        }
         // The first op in `superseders` (starting near `w`'s invoke, wrapping around) whose
         // token covers `w` and whose result is accepted by `accept`.
         let superseded_by = |w: usize, accept: &dyn Fn(OpResult) -> bool| -> Option<usize> {
             let w_ctx = d.context_out[w].as_ref()?;
+            let seen_as = d.ops[w].value.as_deref().and_then(|v| read_contexts.get(v));
             let start = superseders.partition_point(|&i| d.ops[i].invoke_ns < d.ops[w].invoke_ns);
             let (before, after) = superseders.split_at(start);
             after.iter().chain(before).copied().find(|&i| {
                 i != w
                     && accept(d.ops[i].result)
-                    && d.context_in[i].as_ref().is_some_and(|ctx| ctx.descends_modulo_pruning(w_ctx))
+                    && d.context_in[i].as_ref().is_some_and(|ctx| {
+                        ctx.descends_modulo_pruning(w_ctx)
+                            || seen_as
+                                .is_some_and(|reads| reads.iter().any(|r| ctx.descends_modulo_pruning(r)))
+                    })
             })
         };
 
