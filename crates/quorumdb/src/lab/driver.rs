@@ -51,7 +51,12 @@ impl Faults {
         let (closed, open): (Vec<OpenFault>, Vec<OpenFault>) = self.open.drain(..).partition(which);
         self.open = open;
         for f in closed {
-            self.windows.push(FaultWindow { label: f.label, start_s: f.start_s, end_s: now_s });
+            self.windows.push(FaultWindow {
+                label: f.label,
+                kind: f.action.fault_kind(),
+                start_s: f.start_s,
+                end_s: now_s,
+            });
         }
     }
 
@@ -256,6 +261,7 @@ pub async fn run(sc: &Scenario, seed: u64, out_dir: &Path) -> Result<RunOutput> 
         cluster: serde_json::Value::Object(described),
         settings,
         phases: sc.phases.iter().map(|p| p.name.clone()).collect(),
+        baseline: sc.baseline.clone(),
         windows,
         faults: faults.windows,
         history: rec.history(),

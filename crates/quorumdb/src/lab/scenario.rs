@@ -223,6 +223,8 @@ struct RawScenario {
     phase_duration: Dur,
     #[serde(default)]
     note: String,
+    /// The phase fault windows are compared with (throughput relative to it).
+    baseline: Option<String>,
     checkers: Vec<String>,
     cluster: RawCluster,
     tables: Vec<RawTable>,
@@ -494,6 +496,8 @@ pub struct Scenario {
     /// The reference phase length after `--duration` (what the report calls `phase_s`).
     pub phase_duration: Duration,
     pub note: String,
+    /// The phase fault windows are compared with, if the file names one.
+    pub baseline: Option<String>,
     pub checkers: BTreeSet<Checker>,
     pub cluster: ClusterShape,
     pub tables: Vec<TableDef>,
@@ -718,6 +722,12 @@ fn check(text: &str, o: &Overrides) -> Result<Scenario> {
         bail!("[[phases]]: a scenario needs at least one phase");
     }
 
+    if let Some(b) = &raw.baseline {
+        if !phases.iter().any(|p| &p.name == b) {
+            bail!("baseline: no phase {b:?}; [[phases]] has: {}", list(phases.iter().map(|p| &p.name)));
+        }
+    }
+
     check_note(&raw.note, &raw.params, &picks)?;
     Ok(Scenario {
         name: raw.name,
@@ -725,6 +735,7 @@ fn check(text: &str, o: &Overrides) -> Result<Scenario> {
         settings_run: raw.settings_run,
         phase_duration: Duration::from_secs_f64(phase_s),
         note: raw.note,
+        baseline: raw.baseline,
         checkers,
         cluster,
         tables,
@@ -1194,6 +1205,8 @@ steps = [{ at = "500ms", action = "kill", target = "node:n1" }]
                 e.contains("step 1") || (e.contains("TOML parse error at line") && e.contains("column"));
             assert!(located && e.contains(expect), "{bad}: {e}");
         }
+        let e = err(&MINIMAL.replace("checkers =", "baseline = \"nope\"\ncheckers ="));
+        assert!(e.contains("baseline: no phase \"nope\"") && e.contains("p"), "{e}");
         let e = err(
             &MINIMAL.replace("replicas = 3\n[[tables]]", "replicas = 3\ntimeouts = \"fast\"\n[[tables]]")
         );
