@@ -26,9 +26,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The scenarios shipped with QuorumDB: name and file text, in `lab list` order.
-pub const EMBEDDED: [(&str, &str); 2] = [
+pub const EMBEDDED: [(&str, &str); 3] = [
     ("az-failure", include_str!("../../../../scenarios/az-failure.toml")),
     ("clock-skew-lww", include_str!("../../../../scenarios/clock-skew-lww.toml")),
+    ("gray-failure", include_str!("../../../../scenarios/gray-failure.toml")),
 ];
 
 /// Longest phase a run accepts, seconds, after `--duration` scaling: an hour per phase is past
@@ -1107,6 +1108,49 @@ steps = [{ at = "500ms", action = "kill", target = "node:n1" }]
         assert!(e.contains("unknown parameter $fault"), "{e}");
         let e = err(&MINIMAL.replace("r = 2", "r = 4"));
         assert!(e.contains("r must be in 1..=3"), "{e}");
+    }
+
+    /// The gray-failure file parses into its four fault windows, each followed by its recovery,
+    /// with the server's timeouts, the healthy baseline and no request timeout of its own.
+    #[test]
+    fn gray_failure_parses() {
+        let g = load("gray", embedded("gray-failure").unwrap(), &Overrides::default()).unwrap();
+        assert_eq!((g.cluster.nodes, g.cluster.zones, g.cluster.replicas), (5, 3, 3));
+        assert_eq!(g.cluster.timeouts, Timeouts::Server);
+        assert_eq!(g.baseline.as_deref(), Some("healthy"));
+        assert_eq!(g.settings[0].timeout_ms, None);
+        assert_eq!(g.settings[0].read_options().timeout_ms, None);
+        let faults: Vec<Action> =
+            g.phases.iter().flat_map(|p| &p.steps).map(|s| s.action).filter(|a| a.is_fault()).collect();
+        assert_eq!(
+            faults,
+            [Action::Pause, Action::SlowDisk(200), Action::OneWayPartition, Action::Loss(0.05)]
+        );
+        let kinds: Vec<&str> = faults.iter().filter_map(|a| a.fault_kind()).map(|k| k.name()).collect();
+        assert_eq!(kinds, ["pause", "slow-disk", "one-way-partition", "loss"]);
+        // Clients leave the sick node for every fault that has one; loss is on every node.
+        let leaving: Vec<bool> = g
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .filter(|s| s.action.is_fault())
+            .map(|s| s.clients_leave)
+            .collect();
+        assert_eq!(leaving, [true, true, true, false]);
+        let o = Overrides {
+            duration_s: Some(1.0),
+            params: vec![("fsync_delay_ms".into(), toml::Value::Integer(50))],
+            ..Overrides::default()
+        };
+        let short = load("gray", embedded("gray-failure").unwrap(), &o).unwrap();
+        assert_eq!(short.phases[1].duration, Duration::from_millis(500));
+        assert_eq!(short.phases[3].steps[0].action, Action::SlowDisk(50));
+        // The lab's own timeouts stay the default for the other files.
+        let az = load("az", embedded("az-failure").unwrap(), &Overrides::default()).unwrap();
+        assert_eq!(
+            (az.cluster.timeouts, az.settings[0].timeout_ms),
+            (Timeouts::Lab, Some(workload::OP_TIMEOUT_MS))
+        );
     }
 
     /// Proves the new fault actions take their parameters in the existing steps' syntax
