@@ -314,6 +314,11 @@ pub struct Health {
     pub status: String,
 }
 
+/// Largest [`FaultRules::fsync_delay_ms`] a node accepts. Ten seconds is past every request
+/// timeout worth running with, so a longer delay can only be a typo (seconds for ms); a disk
+/// that hangs for good is what pausing the process models.
+pub const FSYNC_DELAY_MS_MAX: u64 = 10_000;
+
 /// Nemesis rules of `GET`/`PUT /v1/admin/faults`. Empty by default: every message is delivered
 /// at once. A `PUT` replaces the node's rules whole; absent fields take their defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -336,6 +341,11 @@ pub struct FaultRules {
     /// Only wall-clock consumers (LWW timestamps) see it; timeouts use the monotonic clock.
     #[serde(default)]
     pub clock_offset_ms: i64,
+    /// Added before each group-commit fsync of this node, ms, at most [`FSYNC_DELAY_MS_MAX`]: a
+    /// slow disk for the lab. Every write this node makes durable (as coordinator, replica or
+    /// hint holder) waits for it; reads do not. Applies whatever the durability mode.
+    #[serde(default)]
+    pub fsync_delay_ms: u64,
     /// Make this node's next fsync fail (the node then poisons itself: it refuses writes until
     /// restarted). One-shot: applied when the rules are set, not kept as state.
     #[serde(default, skip_serializing)]
@@ -498,20 +508,21 @@ mod tests {
         round_trip(&Health { status: "ready".into() }, json!({"status": "ready"}));
     }
 
-    /// Fault rules default every absent field and never echo the one-shot fail_next_fsync.
+    /// Fault rules default every absent field (a slow disk included: no fsync delay) and never
+    /// echo the one-shot fail_next_fsync.
     #[test]
     fn fault_rules_defaults_and_one_shot_fsync() {
         let rules: FaultRules =
             serde_json::from_value(json!({"block_send_to": ["n2"], "fail_next_fsync": true})).unwrap();
         assert!(rules.block_send_to.contains("n2") && rules.fail_next_fsync);
-        assert_eq!(rules.delay_ms, 0);
+        assert_eq!((rules.delay_ms, rules.fsync_delay_ms), (0, 0));
         let echoed = serde_json::to_value(&rules).unwrap();
         assert!(echoed.get("fail_next_fsync").is_none(), "{echoed}");
         let plain = FaultRules { clock_offset_ms: -300, drop_probability: 0.5, ..FaultRules::default() };
         round_trip(
             &plain,
             json!({"block_send_to": [], "block_receive_from": [], "drop_probability": 0.5, "delay_ms": 0,
-                "delay_jitter_ms": 0, "clock_offset_ms": -300}),
+                "delay_jitter_ms": 0, "clock_offset_ms": -300, "fsync_delay_ms": 0}),
         );
     }
 

@@ -26,9 +26,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod checker;
+pub mod fault;
 pub mod history;
 pub mod report;
 pub mod sim;
 
 pub use checker::{check_all, check_all_with, check_selected, CheckConfig, CheckError, Report, Selection};
+pub use fault::FaultKind;
 pub use history::{FinalItem, FinalState, History, HistoryError, Op, OpKind, OpResult};

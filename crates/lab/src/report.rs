@@ -30,6 +30,7 @@
 use crate::checker::linearizability::{Counterexample, Verdict};
 use crate::checker::staleness::StalenessBucket;
 use crate::checker::{check_lost_writes, CheckConfig, CheckError, OpRef};
+use crate::fault::FaultKind;
 use crate::history::{FinalState, History, Op, OpKind, OpResult};
 use quorumdb_core::causality::{CausalityError, VersionVector};
 use serde::Serialize;
@@ -237,8 +238,68 @@ pub struct PhaseWindow {
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultWindow {
     pub label: String,
+    /// What kind of fault it was (`null` only if the driver could not say).
+    pub kind: Option<FaultKind>,
     pub start_s: f64,
     pub end_s: f64,
+}
+
+/// What the clients saw during one window of the run: the figures a gray failure is judged by
+/// (issue #8). Operations belong to the window they were *invoked* in, so a request sent into a
+/// fault counts there even if its answer came after the fault ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowImpact {
+    /// The fault window's label, or the baseline phase's name.
+    pub label: String,
+    pub kind: Option<FaultKind>,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub ops: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    /// Successful operations per second of the window: all, reads, writes.
+    pub ok_per_s: f64,
+    pub reads_ok_per_s: f64,
+    pub writes_ok_per_s: f64,
+    /// The rates above over the baseline's (`null` without a baseline, or when the baseline
+    /// had none of that kind of operation).
+    pub throughput_relative: Option<f64>,
+    pub read_throughput_relative: Option<f64>,
+    pub write_throughput_relative: Option<f64>,
+    /// Latency of the window's successful operations, ms (`null` when none succeeded).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// The longest any operation of the window waited for its answer, whatever the answer
+    /// (a write that timed out counts), ms: how long a client was stuck.
+    pub wait_max_ms: Option<f64>,
+    /// Items that a read of the window returned with two siblings of one value.
+    pub duplicate_siblings: u64,
+}
+
+/// Every fault window next to the baseline phase (`report.json`'s `fault_impact`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FaultImpact {
+    /// The phase the scenario compares faults with (`baseline` in the file), if any.
+    pub baseline_phase: Option<String>,
+    /// That phase's own figures, over all its windows (each setting's, in sequential runs).
+    pub baseline: Option<WindowImpact>,
+    /// One per fault window, in the order the faults ended.
+    pub windows: Vec<WindowImpact>,
+}
+
+/// Items holding two siblings with the same value. Workloads write every value once, so such a
+/// pair can only be one write applied twice (a retried, redelivered or hedged write that the
+/// store did not recognise): the duplicate siblings issue #8 requires to be zero.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DuplicateSiblings {
+    /// Distinct items seen with a duplicate, by any read or by the final read at `r=all`.
+    pub items: u64,
+    /// Client reads that returned a duplicate.
+    pub reads: u64,
+    /// A few of them: `table/key: "value" twice (op N)`.
+    pub examples: Vec<String>,
 }
 
 /// Whether replicas agreed before the final read (which would repair them itself).
@@ -263,6 +324,8 @@ pub struct RunOutput {
     pub settings: Vec<SettingDef>,
     /// Phase names in the order they ran.
     pub phases: Vec<String>,
+    /// The phase fault windows are compared with ([`FaultImpact`]).
+    pub baseline: Option<String>,
     pub windows: Vec<PhaseWindow>,
     pub faults: Vec<FaultWindow>,
     pub history: History,
@@ -402,6 +465,9 @@ pub struct LabReport {
     pub measurements: Vec<Measurement>,
     pub timeline: Vec<PhaseWindow>,
     pub fault_windows: Vec<FaultWindow>,
+    /// Throughput, latency and failures of each fault window against the baseline phase.
+    pub fault_impact: FaultImpact,
+    pub duplicate_siblings: DuplicateSiblings,
     pub convergence: Convergence,
     pub notes: Vec<String>,
     /// The final read of every key at `r=all`: with `history.jsonl`, all the checkers need to
@@ -494,6 +560,142 @@ fn phase_stats(name: &str, ops: &[&Op]) -> PhaseReport {
     p.write_p50_ms = percentile(&writes, 0.50);
     p.write_p99_ms = percentile(&writes, 0.99);
     p
+}
+
+/// The value that occurs twice in `values`, if one does.
+fn duplicate_value(values: &[String]) -> Option<&str> {
+    let mut sorted: Vec<&str> = values.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
+/// Items with two siblings of one value, in client reads and in the final state.
+pub fn duplicate_siblings(ops: &[Op], final_state: &FinalState) -> DuplicateSiblings {
+    let mut d = DuplicateSiblings::default();
+    let mut items: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let note = |d: &mut DuplicateSiblings, table: &str, key: &str, value: &str, at: String| {
+        if d.examples.len() < EXAMPLES_LEN_MAX {
+            d.examples.push(format!("{table}/{key}: {value:?} twice ({at})"));
+        }
+    };
+    for (i, op) in ops.iter().enumerate() {
+        if op.kind != OpKind::Read || op.result != OpResult::Ok {
+            continue;
+        }
+        if let Some(v) = duplicate_value(&op.values) {
+            d.reads += 1;
+            if items.insert((op.table.as_str(), op.key.as_str())) {
+                note(&mut d, &op.table, &op.key, v, format!("op {i}"));
+            }
+        }
+    }
+    for f in &final_state.items {
+        if let Some(v) = duplicate_value(&f.values) {
+            if items.insert((f.table.as_str(), f.key.as_str())) {
+                note(&mut d, &f.table, &f.key, v, "final read".into());
+            }
+        }
+    }
+    d.items = items.len() as u64;
+    d
+}
+
+/// The figures of the operations `ops` invoked within `[start_s, end_s)`, a window of
+/// `duration_s` seconds (less than `end_s - start_s` for a baseline spread over several windows),
+/// against the baseline rates `base` (ok, reads ok, writes ok per second).
+fn window_impact(
+    label: &str,
+    kind: Option<FaultKind>,
+    ops: &[&Op],
+    (start_s, end_s, duration_s): (f64, f64, f64),
+    base: Option<(f64, f64, f64)>,
+) -> WindowImpact {
+    let stats = phase_stats(label, ops);
+    let per_s = |n: u64| if duration_s > 0.0 { n as f64 / duration_s } else { 0.0 };
+    let (ok_per_s, reads_ok_per_s, writes_ok_per_s) =
+        (per_s(stats.ok), per_s(stats.reads_ok), per_s(stats.writes_ok));
+    let rel = |v: f64, b: f64| (b > 0.0).then(|| (v / b * 1000.0).round() / 1000.0);
+    let mut ok_ms: Vec<f64> =
+        ops.iter().filter(|o| o.result == OpResult::Ok).map(|o| latency_ms(o)).collect();
+    ok_ms.sort_by(f64::total_cmp);
+    let wait_max_ms =
+        ops.iter().map(|o| latency_ms(o)).max_by(f64::total_cmp).map(|v| (v * 1000.0).round() / 1000.0);
+    let duplicates: BTreeSet<(&str, &str)> = ops
+        .iter()
+        .filter(|o| {
+            o.kind == OpKind::Read && o.result == OpResult::Ok && duplicate_value(&o.values).is_some()
+        })
+        .map(|o| (o.table.as_str(), o.key.as_str()))
+        .collect();
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    WindowImpact {
+        label: label.to_owned(),
+        kind,
+        start_s,
+        end_s,
+        ops: stats.ops,
+        ok: stats.ok,
+        failed: stats.failed,
+        unknown: stats.unknown,
+        ok_per_s: round(ok_per_s),
+        reads_ok_per_s: round(reads_ok_per_s),
+        writes_ok_per_s: round(writes_ok_per_s),
+        throughput_relative: base.and_then(|b| rel(ok_per_s, b.0)),
+        read_throughput_relative: base.and_then(|b| rel(reads_ok_per_s, b.1)),
+        write_throughput_relative: base.and_then(|b| rel(writes_ok_per_s, b.2)),
+        p50_ms: stats.p50_ms,
+        p99_ms: stats.p99_ms,
+        max_ms: percentile(&ok_ms, 1.0),
+        wait_max_ms,
+        duplicate_siblings: duplicates.len() as u64,
+    }
+}
+
+fn impact_reads_ok(ops: &[&Op]) -> u64 {
+    ops.iter().filter(|o| o.kind == OpKind::Read && o.result == OpResult::Ok).count() as u64
+}
+
+fn impact_writes_ok(ops: &[&Op]) -> u64 {
+    ops.iter().filter(|o| o.kind != OpKind::Read && o.result == OpResult::Ok).count() as u64
+}
+
+/// Each fault window's figures next to the baseline phase's (see [`WindowImpact`]).
+pub fn fault_impact(run: &RunOutput) -> FaultImpact {
+    let ops = &run.history.ops;
+    let invoked_s = |op: &Op| op.invoke_ns as f64 / 1e9;
+    let baseline = run.baseline.as_ref().and_then(|phase| {
+        // Settings run together share one window per phase; count each distinct one once.
+        let mut spans: Vec<(f64, f64)> =
+            run.windows.iter().filter(|w| &w.phase == phase).map(|w| (w.start_s, w.end_s)).collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        spans.dedup();
+        let duration_s: f64 = spans.iter().map(|(a, b)| b - a).sum();
+        if spans.is_empty() || duration_s <= 0.0 {
+            return None;
+        }
+        let selected: Vec<&Op> =
+            ops.iter().filter(|op| op.phase.as_deref() == Some(phase.as_str())).collect();
+        let (start_s, end_s) = (spans[0].0, spans[spans.len() - 1].1);
+        let impact = window_impact(phase, None, &selected, (start_s, end_s, duration_s), None);
+        // Unrounded rates, so the relative figures carry no rounding of the baseline.
+        let rate = |n: u64| n as f64 / duration_s;
+        let base = (rate(impact.ok), rate(impact_reads_ok(&selected)), rate(impact_writes_ok(&selected)));
+        Some((impact, base))
+    });
+    let (baseline, base) = match baseline {
+        Some((impact, base)) => (Some(impact), Some(base)),
+        None => (None, None),
+    };
+    let windows = run
+        .faults
+        .iter()
+        .map(|f| {
+            let selected: Vec<&Op> =
+                ops.iter().filter(|op| (f.start_s..f.end_s).contains(&invoked_s(op))).collect();
+            window_impact(&f.label, f.kind, &selected, (f.start_s, f.end_s, f.end_s - f.start_s), base)
+        })
+        .collect();
+    FaultImpact { baseline_phase: run.baseline.clone(), baseline, windows }
 }
 
 /// Cross-client monotonic reads over the `ok` reads selected by `select` (see the module docs).
@@ -922,6 +1124,8 @@ pub fn build(run: &RunOutput) -> Result<LabReport, ReportError> {
         measurements,
         timeline: run.windows.clone(),
         fault_windows: run.faults.clone(),
+        fault_impact: fault_impact(run),
+        duplicate_siblings: duplicate_siblings(ops, &run.final_state),
         convergence: run.convergence.clone(),
         notes: run.notes.clone(),
         final_state: run.final_state.clone(),
@@ -950,7 +1154,7 @@ pub fn summary(r: &LabReport, lineage: bool) -> String {
     let _ = writeln!(s, "{} seed {} ({} ops, {:.0} s)", r.scenario, r.seed, r.ops, r.wall_s);
     let _ = write!(
         s,
-        "{:<13} {:<15} {:>6} {:>6} {:>5} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5}",
+        "{:<13} {:<18} {:>6} {:>6} {:>5} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5}",
         "SETTING",
         "PHASE",
         "OPS",
@@ -969,7 +1173,7 @@ pub fn summary(r: &LabReport, lineage: bool) -> String {
         for p in &setting.phases {
             let _ = write!(
                 s,
-                "{:<13} {:<15} {:>6} {:>6} {:>5} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5}",
+                "{:<13} {:<18} {:>6} {:>6} {:>5} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>5}",
                 setting.name,
                 p.name,
                 p.ops,
@@ -995,6 +1199,57 @@ pub fn summary(r: &LabReport, lineage: bool) -> String {
             ""
         }
     );
+    if !r.fault_impact.windows.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nFault windows{} (ops invoked in the window; THRU: ok ops/s relative to the baseline):",
+            r.fault_impact
+                .baseline_phase
+                .as_deref()
+                .map(|b| format!(" against phase {b}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "{:<28} {:>6} {:>5} {:>5} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>4}",
+            "WINDOW",
+            "OPS",
+            "FAIL",
+            "UNK",
+            "OK/s",
+            "THRU",
+            "R-THRU",
+            "W-THRU",
+            "P50ms",
+            "P99ms",
+            "MAXms",
+            "DUPS"
+        );
+        for w in r.fault_impact.baseline.iter().chain(&r.fault_impact.windows) {
+            let _ = writeln!(
+                s,
+                "{:<28} {:>6} {:>5} {:>5} {:>6.0} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>4}",
+                w.label,
+                w.ops,
+                w.failed,
+                w.unknown,
+                w.ok_per_s,
+                pct(w.throughput_relative),
+                pct(w.read_throughput_relative),
+                pct(w.write_throughput_relative),
+                opt(w.p50_ms, 2),
+                opt(w.p99_ms, 1),
+                opt(w.wait_max_ms, 0),
+                w.duplicate_siblings
+            );
+        }
+        let _ = writeln!(
+            s,
+            "(MAXms: longest wait of any operation, failed and unknown ones included; DUPS: items read with two \
+             siblings of one value; {} such items in the whole run)",
+            r.duplicate_siblings.items
+        );
+    }
     let _ = writeln!(s, "\nLinearizability (checker verdict per setting):");
     for setting in &r.settings {
         let _ = writeln!(
@@ -1108,6 +1363,81 @@ mod tests {
         // c was acknowledged but nothing that survives builds on it.
         assert_eq!(updates_lost(&ops, &finals), vec![2]);
         assert_eq!(parse_lineage("x saw y,z"), ("x", vec!["y", "z"]));
+    }
+
+    fn op(kind: OpKind, result: OpResult, invoke_ms: u64, took_ms: u64, values: &[&str]) -> Op {
+        Op {
+            kind,
+            result,
+            invoke_ns: invoke_ms * 1_000_000,
+            complete_ns: (invoke_ms + took_ms) * 1_000_000,
+            values: values.iter().map(|v| v.to_string()).collect(),
+            value: (kind == OpKind::Write).then(|| format!("w{invoke_ms}")),
+            context_out: None,
+            phase: Some(if invoke_ms < 1000 { "healthy" } else { "fault" }.into()),
+            ..read(1, 0, 1, &[])
+        }
+    }
+
+    /// Proves a fault window counts the ops invoked in it (whenever they completed), rates them
+    /// against the baseline phase, takes its latency max over ok ops and its wait max over all,
+    /// and counts items read with two siblings of one value, as the run-wide count does.
+    #[test]
+    fn fault_impact_compares_windows_with_the_baseline() {
+        let ops = vec![
+            // Baseline: 1 s, two ok reads and one ok write.
+            op(OpKind::Read, OpResult::Ok, 100, 1, &["a"]),
+            op(OpKind::Read, OpResult::Ok, 200, 1, &["a"]),
+            op(OpKind::Write, OpResult::Ok, 300, 2, &[]),
+            // Fault window 1.0..2.0 s: one slow ok read with a duplicate, one timed-out write.
+            op(OpKind::Read, OpResult::Ok, 1100, 40, &["b", "c", "b"]),
+            op(OpKind::Write, OpResult::Info, 1500, 2000, &[]),
+            // After the window.
+            op(OpKind::Read, OpResult::Ok, 2500, 1, &["a"]),
+        ];
+        let run = RunOutput {
+            scenario: "t".into(),
+            seed: 1,
+            command: String::new(),
+            phase_s: 1.0,
+            cluster: serde_json::Value::Null,
+            settings: vec![],
+            phases: vec!["healthy".into(), "fault".into()],
+            baseline: Some("healthy".into()),
+            windows: vec![
+                PhaseWindow { setting: "s".into(), phase: "healthy".into(), start_s: 0.0, end_s: 1.0 },
+                PhaseWindow { setting: "s".into(), phase: "fault".into(), start_s: 1.0, end_s: 3.0 },
+            ],
+            faults: vec![FaultWindow {
+                label: "n1 paused".into(),
+                kind: Some(FaultKind::Pause),
+                start_s: 1.0,
+                end_s: 2.0,
+            }],
+            history: History::new(ops.clone()),
+            final_state: FinalState::default(),
+            convergence: Convergence::default(),
+            checkers: BTreeSet::new(),
+            notes: vec![],
+            wall_s: 0.0,
+        };
+        let impact = fault_impact(&run);
+        let base = impact.baseline.as_ref().unwrap();
+        assert_eq!((base.ops, base.ok, base.ok_per_s, base.duplicate_siblings), (3, 3, 3.0, 0));
+        let w = &impact.windows[0];
+        assert_eq!(
+            (w.kind, w.ops, w.ok, w.unknown, w.duplicate_siblings),
+            (Some(FaultKind::Pause), 2, 1, 1, 1)
+        );
+        assert_eq!(w.throughput_relative, Some(0.333));
+        assert_eq!((w.read_throughput_relative, w.write_throughput_relative), (Some(0.5), Some(0.0)));
+        assert_eq!((w.max_ms, w.wait_max_ms), (Some(40.0), Some(2000.0)));
+
+        let mut finals = FinalState::default();
+        finals.push("t", "other", vec!["x".into(), "x".into()], None);
+        let d = duplicate_siblings(&ops, &finals);
+        assert_eq!((d.items, d.reads), (2, 1));
+        assert!(d.examples[0].contains("\"b\" twice (op 3)"), "{:?}", d.examples);
     }
 
     /// Nearest-rank percentiles.

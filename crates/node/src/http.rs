@@ -548,9 +548,18 @@ async fn put_faults(State(s): State<AppState>, body: Result<Bytes, BytesRejectio
         if !(0.0..=1.0).contains(&rules.drop_probability) {
             return Err(ApiError::BadRequest("drop_probability must be within [0, 1]".into()));
         }
+        if rules.fsync_delay_ms > api::FSYNC_DELAY_MS_MAX {
+            return Err(ApiError::BadRequest(format!(
+                "fsync_delay_ms must be at most {} (ms), got {}",
+                api::FSYNC_DELAY_MS_MAX,
+                rules.fsync_delay_ms
+            )));
+        }
         if rules.fail_next_fsync {
             s.node.storage.inject_fsync_failure();
         }
+        // Set on every PUT, so rules without the field end a slow disk like any other fault.
+        s.node.storage.set_fsync_delay_ms(rules.fsync_delay_ms);
         s.node.faults.set(rules.clone());
         Ok((StatusCode::OK, Json(rules)).into_response())
     })();

@@ -24,9 +24,9 @@ use quorumdb_core::handoff::{Hint, HintId};
 use quorumdb_core::replica::{LocalStore, StoreError};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -79,6 +79,8 @@ pub struct Storage {
     poisoned: Arc<AtomicBool>,
     /// Lab fault: the next group commit reports failure as a real failed fsync would.
     fail_next_sync: Arc<AtomicBool>,
+    /// Lab fault: a slow disk. The group-commit thread sleeps this many ms before each fsync.
+    fsync_delay_ms: Arc<AtomicU64>,
 }
 
 impl Storage {
@@ -126,6 +128,7 @@ impl Storage {
         db.persist(PersistMode::SyncAll)?;
         let poisoned = Arc::new(AtomicBool::new(false));
         let fail_next_sync = Arc::new(AtomicBool::new(false));
+        let fsync_delay_ms = Arc::new(AtomicU64::new(0));
         let (sync_tx, sync_rx) = mpsc::sync_channel(SYNC_QUEUE_LEN_MAX);
         let mode = match durability {
             Durability::Fsync => PersistMode::SyncAll,
@@ -134,10 +137,10 @@ impl Storage {
         {
             let db = db.clone();
             let poisoned = poisoned.clone();
-            let fail = fail_next_sync.clone();
+            let faults = CommitFaults { fail_next: fail_next_sync.clone(), delay_ms: fsync_delay_ms.clone() };
             std::thread::Builder::new()
                 .name("group-commit".into())
-                .spawn(move || group_commit_loop(db, mode, sync_rx, poisoned, fail))
+                .spawn(move || group_commit_loop(db, mode, sync_rx, poisoned, faults))
                 .map_err(|e| StorageError::Engine(format!("cannot start group commit: {e}")))?;
         }
         metrics::gauge!("quorumdb_storage_poisoned").set(0.0);
@@ -152,6 +155,7 @@ impl Storage {
             sync_tx,
             poisoned,
             fail_next_sync,
+            fsync_delay_ms,
         }))
     }
 
@@ -169,6 +173,12 @@ impl Storage {
     /// store. Only reachable through the admin faults endpoint.
     pub fn inject_fsync_failure(&self) {
         self.fail_next_sync.store(true, Ordering::Release);
+    }
+
+    /// Lab fault: a slow disk. Every group commit from now on sleeps `ms` before its fsync
+    /// (0 ends the fault). Only reachable through the admin faults endpoint.
+    pub fn set_fsync_delay_ms(&self, ms: u64) {
+        self.fsync_delay_ms.store(ms, Ordering::Release);
     }
 
     pub fn actor(&self) -> ActorId {
@@ -409,12 +419,20 @@ enum Waiter {
 }
 
 /// The group-commit thread: one fsync per batch of concurrent writers.
+/// The lab faults the group-commit thread reads before each fsync.
+struct CommitFaults {
+    /// Fail the next fsync (one-shot).
+    fail_next: Arc<AtomicBool>,
+    /// Sleep this many ms before each fsync.
+    delay_ms: Arc<AtomicU64>,
+}
+
 fn group_commit_loop(
     db: Database,
     mode: PersistMode,
     rx: mpsc::Receiver<Waiter>,
     poisoned: Arc<AtomicBool>,
-    fail_next: Arc<AtomicBool>,
+    faults: CommitFaults,
 ) {
     let mut batch: Vec<Waiter> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -426,7 +444,14 @@ fn group_commit_loop(
             Err(StorageError::Poisoned("an earlier fsync failed".into()))
         } else {
             let started = Instant::now();
-            let r = if fail_next.swap(false, Ordering::AcqRel) {
+            // The sleep sits inside the timed section and after the batch was drained, as a
+            // slow fsync call would: the fsync metric shows it, and writes that arrive meanwhile
+            // wait for the next (equally slow) commit.
+            let delay_ms = faults.delay_ms.load(Ordering::Acquire);
+            if delay_ms > 0 {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+            }
+            let r = if faults.fail_next.swap(false, Ordering::AcqRel) {
                 Err(fjall::Error::Io(std::io::Error::other("injected fsync failure (lab fault)")))
             } else {
                 db.persist(mode)
@@ -682,6 +707,30 @@ mod tests {
             (vec!["a".into(), "b".into()], false)
         );
         assert_eq!(keys(store.range(b"a", None, false, 10, 1).unwrap()), (vec!["a".into()], false));
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// Proves an injected fsync delay holds back every group commit by at least the delay (a
+    /// slow disk), and setting it back to 0 ends it.
+    #[tokio::test]
+    async fn fsync_delay_slows_every_group_commit() {
+        allow_fjall_on_this_thread();
+        let d = dir("fsync-delay");
+        let s = Storage::open(&d, Durability::Fsync).unwrap();
+        let mut store = ShardStore { storage: s.clone(), shard: 0 };
+        let delay = Duration::from_millis(200);
+        s.set_fsync_delay_ms(200);
+        let started = Instant::now();
+        for k in ["a", "b"] {
+            store.put(k.as_bytes(), b"state").unwrap();
+            s.sync().await.unwrap();
+        }
+        // Two commits one after the other: each slept on its own.
+        assert!(started.elapsed() >= 2 * delay, "{:?}", started.elapsed());
+        s.set_fsync_delay_ms(0);
+        let started = Instant::now();
+        s.sync().await.unwrap();
+        assert!(started.elapsed() < delay, "the delay outlived its fault: {:?}", started.elapsed());
         std::fs::remove_dir_all(&d).ok();
     }
 

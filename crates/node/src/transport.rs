@@ -517,6 +517,35 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &connection_now(&client).await), "the connection must not be replaced");
     }
 
+    /// Proves `block_send_to` on the receiving node is a one-way cut: a request from the blocked
+    /// peer is still handled there, but its answer never leaves, so the sender times out.
+    #[tokio::test]
+    async fn blocked_send_side_handles_requests_but_never_answers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handled = Arc::new(AtomicU64::new(0));
+        let counter = handled.clone();
+        let handler: Handler = Arc::new(move |_from, _req| {
+            let counter = counter.clone();
+            Box::pin(async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Response::Pong
+            })
+        });
+        // Separate layers for the two nodes: only the server stops sending to "client".
+        let server_faults = Arc::new(FaultLayer::default());
+        tokio::spawn(serve(listener, "server".into(), handler, 16, server_faults.clone()));
+        let client = PeerClient::new("client".into(), "server".into(), addr, 16, Arc::default());
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+        server_faults
+            .set(FaultRules { block_send_to: ["client".to_string()].into(), ..FaultRules::default() });
+        let answer = client.request(Request::Ping, Duration::from_millis(300)).await;
+        assert!(matches!(answer, Err(TransportError::Timeout)), "{answer:?}");
+        assert_eq!(handled.load(Ordering::SeqCst), 2, "the cut-off node must still handle the request");
+        server_faults.set(FaultRules::default());
+        assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
+    }
+
     /// Proves a request over the frame limit is refused at once with a clear error and is not sent: a concurrent request and a later one succeed on the same connection.
     #[tokio::test]
     async fn oversized_request_is_refused_without_dropping_the_connection() {

@@ -134,6 +134,61 @@ fn clock_skew_lww_short_run() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Proves a short gray-failure run (0.5 s faults) reports the four fault windows, pause, slow
+/// disk, one-way partition and loss, each with its kind, throughput relative to the healthy
+/// baseline, p50/p99/max latency, failed and unknown counts, and zero duplicate siblings.
+#[test]
+fn gray_failure_short_run() {
+    let (out, report, _code) =
+        lab_run("gray", &["gray-failure", "--seed", "7", "--duration", "1", "--clients", "4", "--keys", "6"]);
+    let phases = [
+        "healthy",
+        "pause",
+        "pause-recovery",
+        "slow-disk",
+        "slow-disk-recovery",
+        "one-way-partition",
+        "one-way-recovery",
+        "loss",
+        "loss-recovery",
+    ];
+    let ops = assert_shape(&report, "gray-failure", 7, &["quorum"], &phases);
+    assert_history(&out, ops);
+    assert_nothing_lost(&report, "quorum");
+    let impact = &report["fault_impact"];
+    assert_eq!(impact["baseline_phase"], "healthy");
+    assert!(impact["baseline"]["ok_per_s"].as_f64().is_some_and(|r| r > 0.0), "{impact}");
+    let windows = impact["windows"].as_array().unwrap();
+    let kinds: Vec<&str> = windows.iter().map(|w| w["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["pause", "slow-disk", "one-way-partition", "loss"], "{impact}");
+    for w in windows {
+        for field in ["ops", "ok", "failed", "unknown", "duplicate_siblings"] {
+            assert!(w[field].is_u64(), "{field} in {w}");
+        }
+        assert!(w["ops"].as_u64().unwrap() > 0, "no operation in {w}");
+        for field in [
+            "ok_per_s",
+            "throughput_relative",
+            "read_throughput_relative",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "wait_max_ms",
+        ] {
+            assert!(w[field].is_f64() || w[field].is_u64(), "{field} in {w}");
+        }
+        assert!(
+            w["write_throughput_relative"].is_number() || w["write_throughput_relative"].is_null(),
+            "{w}"
+        );
+        assert_eq!(w["duplicate_siblings"], 0, "{w}");
+    }
+    assert_eq!(report["duplicate_siblings"]["items"], 0, "{}", report["duplicate_siblings"]);
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html missing");
+    assert!(html.contains("<h2>Fault windows</h2>") && html.contains("one-way-partition"), "report.html");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// Runs `quorumdb lab <args>` to completion; returns exit code, stdout and stderr.
 fn lab(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BIN).arg("lab").args(args).output().expect("cannot run quorumdb");
@@ -144,20 +199,21 @@ fn lab(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `lab list` names both built-in scenarios with a description, in text and as JSON.
+/// `lab list` names every built-in scenario with a description, in text and as JSON.
 #[test]
 fn lab_list_names_the_builtin_scenarios() {
     let (code, stdout, stderr) = lab(&["list"]);
     assert_eq!(code, 0, "{stderr}");
     let names: Vec<&str> = stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert_eq!(names, ["az-failure", "clock-skew-lww"], "{stdout}");
+    assert_eq!(names, ["az-failure", "clock-skew-lww", "gray-failure"], "{stdout}");
     assert!(stdout.contains("zone outage") && stdout.contains("last-writer-wins"), "{stdout}");
+    assert!(stdout.contains("paused, slow"), "{stdout}");
 
     let (code, stdout, stderr) = lab(&["list", "-o", "json"]);
     assert_eq!(code, 0, "{stderr}");
     let list: Value = serde_json::from_str(&stdout).expect("lab list -o json is not JSON");
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 3);
     assert_eq!(list[0]["name"], "az-failure");
     assert!(list.iter().all(|s| s["description"].as_str().is_some_and(|d| !d.is_empty())));
 }

@@ -153,6 +153,7 @@ mod driver;
 pub mod net;
 mod world;
 
+use crate::fault::FaultKind;
 use crate::history::{FinalState, History};
 use net::NetStats;
 use std::fmt;
@@ -380,9 +381,20 @@ pub struct SimStats {
 }
 
 impl SimStats {
+    /// Faults injected in the safety phase by kind, under the names live lab runs use (power
+    /// losses are counted among the crashes, drop bursts are `loss`).
+    pub fn faults_by_kind(&self) -> [(FaultKind, u64); 4] {
+        [
+            (FaultKind::Crash, self.crashes),
+            (FaultKind::Pause, self.pauses),
+            (FaultKind::Partition, self.partitions),
+            (FaultKind::Loss, self.drop_bursts),
+        ]
+    }
+
     /// Every fault injected, all kinds together.
     pub fn faults_injected(&self) -> u64 {
-        self.crashes + self.pauses + self.partitions + self.drop_bursts
+        self.faults_by_kind().iter().map(|(_, n)| n).sum()
     }
 }
 

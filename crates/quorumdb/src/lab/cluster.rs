@@ -13,9 +13,8 @@
 
 use anyhow::{bail, Context, Result};
 use quorumdb::launcher::{self, Cleanup, LocalCluster, NodeState, Ports};
-use quorumdb_client::Client;
+use quorumdb_client::{Client, FaultRules};
 use quorumdb_node::config::TableConfig;
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -54,24 +53,49 @@ pub struct ClusterSpec {
     pub replication_factor: usize,
     /// Tables whose settings differ from the defaults (e.g. `lww` conflict mode).
     pub tables: Vec<TableConfig>,
+    /// Run with the server's default heartbeat, failure and request timeouts instead of the
+    /// lab's faster ones ([`HEARTBEAT_INTERVAL_MS`] and the constants next to it).
+    pub server_timeouts: bool,
 }
 
-/// Network and clock faults of one node, as the driver wants them. Sent whole on every change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Network, clock and disk faults of one node, as the driver wants them. Sent whole on every
+/// change.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeFaults {
     /// Peers this node neither sends to nor accepts messages from (a two-way cut).
     pub cut_from: BTreeSet<String>,
+    /// Peers this node does not send to but still hears (a one-way cut, this node's side).
+    pub send_cut_to: BTreeSet<String>,
+    /// Chance that each peer message this node sends is dropped.
+    pub drop_probability: f64,
+    /// Added to every peer message this node sends, ms.
+    pub delay_ms: u64,
     /// Added to the node's wall clock.
     pub clock_offset_ms: i64,
+    /// Slept before each of the node's fsyncs, ms (a slow disk).
+    pub fsync_delay_ms: u64,
 }
 
 impl NodeFaults {
-    fn to_json(&self) -> serde_json::Value {
-        json!({
-            "block_send_to": self.cut_from,
-            "block_receive_from": self.cut_from,
-            "clock_offset_ms": self.clock_offset_ms,
-        })
+    /// The node's admin rules for these faults.
+    pub fn to_rules(&self) -> FaultRules {
+        FaultRules {
+            block_send_to: self.cut_from.union(&self.send_cut_to).cloned().collect(),
+            block_receive_from: self.cut_from.iter().cloned().collect(),
+            drop_probability: self.drop_probability,
+            delay_ms: self.delay_ms,
+            clock_offset_ms: self.clock_offset_ms,
+            fsync_delay_ms: self.fsync_delay_ms,
+            ..FaultRules::default()
+        }
+    }
+
+    /// Whether any network fault is set (what [`LabCluster::heal_network`] removes).
+    fn has_network_fault(&self) -> bool {
+        !self.cut_from.is_empty()
+            || !self.send_cut_to.is_empty()
+            || self.drop_probability > 0.0
+            || self.delay_ms > 0
     }
 }
 
@@ -109,9 +133,11 @@ impl LabCluster {
         );
         launch.admin_enabled = true; // the nemesis injects faults over /v1/admin/faults
         let settings = &mut launch.settings;
-        settings.insert("request_timeout_ms".into(), toml_int(SERVER_REQUEST_TIMEOUT_MS));
-        settings.insert("heartbeat_interval_ms".into(), toml_int(HEARTBEAT_INTERVAL_MS));
-        settings.insert("failure_timeout_ms".into(), toml_int(FAILURE_TIMEOUT_MS));
+        if !spec.server_timeouts {
+            settings.insert("request_timeout_ms".into(), toml_int(SERVER_REQUEST_TIMEOUT_MS));
+            settings.insert("heartbeat_interval_ms".into(), toml_int(HEARTBEAT_INTERVAL_MS));
+            settings.insert("failure_timeout_ms".into(), toml_int(FAILURE_TIMEOUT_MS));
+        }
         if !spec.tables.is_empty() {
             settings.insert("tables".into(), toml::Value::try_from(&spec.tables).context("lab tables")?);
         }
@@ -223,11 +249,53 @@ impl LabCluster {
     /// Sends node `i` the faults in `faults` (replacing whatever it had).
     pub async fn set_faults(&mut self, i: usize, faults: NodeFaults) -> Result<()> {
         self.clients[i]
-            .set_faults(&faults.to_json())
+            .set_fault_rules(&faults.to_rules())
             .await
             .with_context(|| format!("cannot set faults on node {}", self.id(i)))?;
         self.faults[i] = faults;
         Ok(())
+    }
+
+    /// Changes the faults of each running node in `which` with `edit`. A node that is not
+    /// running is an error: a paused one could not take the rules, a killed one would forget
+    /// them on restart, so the fault would silently not happen.
+    async fn edit_faults(&mut self, which: &[usize], edit: impl Fn(&mut NodeFaults)) -> Result<()> {
+        for &i in which {
+            if self.state(i) != ProcState::Running {
+                bail!("node {} is not running ({:?}); cannot change its faults", self.id(i), self.state(i));
+            }
+            let mut faults = self.faults[i].clone();
+            edit(&mut faults);
+            self.set_faults(i, faults).await?;
+        }
+        Ok(())
+    }
+
+    /// The nodes in `side` stop sending peer messages to every other node; they still receive.
+    pub async fn one_way_partition(&mut self, side: &[usize]) -> Result<()> {
+        let others: BTreeSet<String> =
+            (0..self.procs.len()).filter(|j| !side.contains(j)).map(|j| self.id(j).to_owned()).collect();
+        self.edit_faults(side, |f| f.send_cut_to.extend(others.iter().cloned())).await
+    }
+
+    /// Each node in `which` drops every peer message it sends with probability `p`.
+    pub async fn set_loss(&mut self, which: &[usize], p: f64) -> Result<()> {
+        self.edit_faults(which, |f| f.drop_probability = p).await
+    }
+
+    /// Each node in `which` holds back every peer message it sends by `ms`.
+    pub async fn set_delay(&mut self, which: &[usize], ms: u64) -> Result<()> {
+        self.edit_faults(which, |f| f.delay_ms = ms).await
+    }
+
+    /// Each node in `which` sleeps `ms` before every fsync (0: a healthy disk again).
+    pub async fn set_fsync_delay(&mut self, which: &[usize], ms: u64) -> Result<()> {
+        self.edit_faults(which, |f| f.fsync_delay_ms = ms).await
+    }
+
+    /// Indices of the nodes whose processes are running (not paused, not killed).
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.procs.len()).filter(|&i| self.state(i) == ProcState::Running).collect()
     }
 
     /// Cuts the network between the nodes in `side` and every other node, both directions.
@@ -257,11 +325,16 @@ impl LabCluster {
         self.set_faults(i, faults).await
     }
 
-    /// Removes every network cut, keeping clock offsets.
+    /// Removes every network fault (cuts both ways and one way, loss, delays), keeping clock
+    /// offsets and disk delays.
     pub async fn heal_network(&mut self) -> Result<()> {
         for i in 0..self.procs.len() {
-            if self.state(i) == ProcState::Running && !self.faults[i].cut_from.is_empty() {
-                let faults = NodeFaults { cut_from: BTreeSet::new(), ..self.faults[i].clone() };
+            if self.state(i) == ProcState::Running && self.faults[i].has_network_fault() {
+                let faults = NodeFaults {
+                    clock_offset_ms: self.faults[i].clock_offset_ms,
+                    fsync_delay_ms: self.faults[i].fsync_delay_ms,
+                    ..NodeFaults::default()
+                };
                 self.set_faults(i, faults).await?;
             }
         }
@@ -330,4 +403,35 @@ impl LabCluster {
 
 fn toml_int(v: u64) -> toml::Value {
     toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the lab's node faults become the admin rules the server applies: a two-way cut on
+    /// both sides, a one-way cut on the send side only, and loss, delays and a slow disk as given.
+    #[test]
+    fn node_faults_map_to_admin_rules() {
+        let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        let faults = NodeFaults {
+            cut_from: set(&["n2"]),
+            send_cut_to: set(&["n3", "n4"]),
+            drop_probability: 0.05,
+            delay_ms: 7,
+            clock_offset_ms: -5,
+            fsync_delay_ms: 200,
+        };
+        let rules = faults.to_rules();
+        assert_eq!(rules.block_send_to, ["n2", "n3", "n4"].map(String::from).into());
+        assert_eq!(rules.block_receive_from, ["n2"].map(String::from).into());
+        assert_eq!(
+            (rules.drop_probability, rules.delay_ms, rules.clock_offset_ms, rules.fsync_delay_ms),
+            (0.05, 7, -5, 200)
+        );
+        assert!(faults.has_network_fault());
+        let disk_only = NodeFaults { fsync_delay_ms: 200, clock_offset_ms: 3, ..NodeFaults::default() };
+        assert!(!disk_only.has_network_fault());
+        assert_eq!(NodeFaults::default().to_rules(), FaultRules::default());
+    }
 }

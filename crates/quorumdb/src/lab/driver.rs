@@ -51,7 +51,12 @@ impl Faults {
         let (closed, open): (Vec<OpenFault>, Vec<OpenFault>) = self.open.drain(..).partition(which);
         self.open = open;
         for f in closed {
-            self.windows.push(FaultWindow { label: f.label, start_s: f.start_s, end_s: now_s });
+            self.windows.push(FaultWindow {
+                label: f.label,
+                kind: f.action.fault_kind(),
+                start_s: f.start_s,
+                end_s: now_s,
+            });
         }
     }
 
@@ -72,8 +77,13 @@ pub async fn run(sc: &Scenario, seed: u64, out_dir: &Path) -> Result<RunOutput> 
         .filter(|t| t.conflict != ConflictMode::Siblings || t.replicas != sc.cluster.replicas)
         .map(|t| TableConfig { name: t.name.clone(), replication_factor: t.replicas, conflict: t.conflict })
         .collect();
-    let spec =
-        ClusterSpec { nodes: n, zones: sc.cluster.zones, replication_factor: sc.cluster.replicas, tables };
+    let spec = ClusterSpec {
+        nodes: n,
+        zones: sc.cluster.zones,
+        replication_factor: sc.cluster.replicas,
+        tables,
+        server_timeouts: sc.cluster.timeouts == scenario::Timeouts::Server,
+    };
     let table_names: Vec<&str> = sc.tables.iter().map(|t| t.name.as_str()).collect();
     eprintln!(
         "starting {n} nodes in {} zones (N={}); tables {}",
@@ -139,7 +149,11 @@ pub async fn run(sc: &Scenario, seed: u64, out_dir: &Path) -> Result<RunOutput> 
             let phase_start = Instant::now();
             for step in &phase.steps {
                 tokio::time::sleep((phase_start + step.at).saturating_duration_since(Instant::now())).await;
-                let nodes = nodes_of(&cluster, &picks, step.target.as_ref());
+                let nodes = match (step.target.as_ref(), step.action) {
+                    // Loss without a target is on every node, so recovering any node ends it.
+                    (None, Action::Loss(_)) => cluster.running(),
+                    (target, _) => nodes_of(&cluster, &picks, target),
+                };
                 if step.clients_leave {
                     ctl.set_live(faults.live(n).into_iter().filter(|i| !nodes.contains(i)).collect());
                 }
@@ -201,6 +215,7 @@ pub async fn run(sc: &Scenario, seed: u64, out_dir: &Path) -> Result<RunOutput> 
     let mut described = serde_json::Map::new();
     described.insert("nodes".into(), cluster.members_json());
     described.insert("replication_factor".into(), sc.cluster.replicas.into());
+    described.insert("timeouts".into(), sc.cluster.timeouts.name().into());
     for (name, v) in &sc.params {
         described.insert(name.clone(), scenario::param_json(v));
     }
@@ -246,6 +261,7 @@ pub async fn run(sc: &Scenario, seed: u64, out_dir: &Path) -> Result<RunOutput> 
         cluster: serde_json::Value::Object(described),
         settings,
         phases: sc.phases.iter().map(|p| p.name.clone()).collect(),
+        baseline: sc.baseline.clone(),
         windows,
         faults: faults.windows,
         history: rec.history(),
@@ -270,6 +286,10 @@ async fn execute(
         Action::Kill => nodes.iter().try_for_each(|&i| cluster.kill(i))?,
         Action::Pause => nodes.iter().try_for_each(|&i| cluster.pause(i))?,
         Action::Partition => cluster.partition(nodes).await?,
+        Action::OneWayPartition => cluster.one_way_partition(nodes).await?,
+        Action::Loss(p) => cluster.set_loss(nodes, p).await?,
+        Action::Delay(ms) => cluster.set_delay(nodes, ms).await?,
+        Action::SlowDisk(ms) => cluster.set_fsync_delay(nodes, ms).await?,
         Action::Skew(ms) => {
             for &i in nodes {
                 cluster.set_clock_offset(i, ms).await?;
@@ -285,7 +305,7 @@ async fn execute(
         }
         Action::Heal => {
             cluster.heal_network().await?;
-            faults.close(rec.now_s(), |f| f.action == Action::Partition);
+            faults.close(rec.now_s(), |f| f.action.is_network());
         }
         Action::Unskew => {
             for &i in nodes {
@@ -309,22 +329,24 @@ async fn execute(
             let killed = of(|a| *a == Action::Kill);
             let paused = of(|a| *a == Action::Pause);
             let skewed = of(|a| matches!(a, Action::Skew(_)));
+            let slowed = of(|a| matches!(a, Action::SlowDisk(_)));
             // One restart call for all killed nodes: they start together and are waited for
             // together, as a zone coming back would.
-            let cut = faults.open.iter().any(|f| f.action == Action::Partition && touches(f));
+            let cut = faults.open.iter().any(|f| f.action.is_network() && touches(f));
             if !killed.is_empty() {
                 cluster.restart(&killed).await?;
             }
             paused.iter().try_for_each(|&i| cluster.resume(i))?;
-            // The lab's cuts are not tracked per node pair, so undoing the target's cut heals
-            // the whole network (and closes every partition window).
+            // The lab's network faults are not tracked per node pair, so undoing the target's
+            // heals the whole network (and closes every network fault's window).
             if cut {
                 cluster.heal_network().await?;
             }
             for &i in &skewed {
                 cluster.set_clock_offset(i, 0).await?;
             }
-            faults.close(rec.now_s(), |f| touches(f) || (cut && f.action == Action::Partition));
+            cluster.set_fsync_delay(&slowed, 0).await?;
+            faults.close(rec.now_s(), |f| touches(f) || (cut && f.action.is_network()));
         }
     }
     Ok(())
@@ -360,6 +382,11 @@ fn target_text(target: Option<&Target>) -> String {
     }
 }
 
+/// A probability as a percentage with at most one decimal: `5%`, `0.5%` (never `5.000000000000001%`).
+fn percent(p: f64) -> String {
+    format!("{}%", (p * 1000.0).round() / 10.0)
+}
+
 /// The default label of a fault window: `zone z1 kill` for a zone, `n2 cut off` or
 /// `n2 clock +5000 ms` for a node, as the reports have always named them.
 fn fault_label(
@@ -381,6 +408,13 @@ fn fault_label(
         (Some(Picked::Node(i)), Action::Partition) => format!("{} cut off", cluster.id(i)),
         (Some(Picked::Node(i)), Action::Kill) => format!("{} killed", cluster.id(i)),
         (Some(Picked::Node(i)), Action::Pause) => format!("{} paused", cluster.id(i)),
+        (Some(Picked::Node(i)), Action::OneWayPartition) => format!("{} cannot send", cluster.id(i)),
+        (Some(Picked::Node(i)), Action::SlowDisk(ms)) => format!("{} fsync +{ms} ms", cluster.id(i)),
+        (Some(Picked::Node(i)), Action::Delay(ms)) => format!("{} messages +{ms} ms", cluster.id(i)),
+        (Some(Picked::Node(i)), Action::Loss(p)) => {
+            format!("{} loses {} of messages", cluster.id(i), percent(p))
+        }
+        (None, Action::Loss(p)) => format!("{} message loss", percent(p)),
         (_, a) => a.name().to_owned(),
     }
 }

@@ -419,6 +419,45 @@ fn phase_row(s: &mut String, setting: &str, p: &PhaseReport) {
     );
 }
 
+/// Each fault window against the baseline phase: what the clients lost while it lasted.
+fn fault_impact_table(s: &mut String, r: &LabReport) {
+    let fi = &r.fault_impact;
+    let _ = write!(
+        s,
+        "<h2>Fault windows</h2><p>Operations invoked while each fault was in force{}. Latency percentiles and max are of successful operations; <i>longest wait</i> includes failed and unknown ones. <i>Duplicate siblings</i>: items a read returned with two siblings of one value (every written value is unique, so each is one write applied twice); {} such items in the whole run.</p>",
+        fi.baseline_phase
+            .as_deref()
+            .map(|b| format!(", with throughput (successful operations per second) relative to phase <b>{}</b>", esc(b)))
+            .unwrap_or_default(),
+        r.duplicate_siblings.items
+    );
+    s.push_str("<table><tr><th>window</th><th>kind</th><th>s</th><th>ops</th><th>ok</th><th>fail</th><th>unknown</th><th>ok/s</th><th>throughput</th><th>reads</th><th>writes</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>longest wait ms</th><th>duplicate siblings</th></tr>");
+    for w in fi.baseline.iter().chain(&fi.windows) {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&w.label),
+            w.kind.map(|k| k.name()).unwrap_or("baseline"),
+            w.end_s - w.start_s,
+            w.ops,
+            w.ok,
+            w.failed,
+            w.unknown,
+            w.ok_per_s,
+            pct(w.throughput_relative),
+            pct(w.read_throughput_relative),
+            pct(w.write_throughput_relative),
+            cell(w.p50_ms, 2),
+            cell(w.p99_ms, 1),
+            cell(w.max_ms, 0),
+            cell(w.wait_max_ms, 0),
+            if w.duplicate_siblings == 0 { "ok" } else { "bad" },
+            w.duplicate_siblings
+        );
+    }
+    s.push_str("</table>");
+}
+
 /// The whole page.
 pub fn render(r: &LabReport, history: &History) -> String {
     let mut s = String::new();
@@ -460,6 +499,10 @@ pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}}h2{{margin-
         }
     }
     s.push_str("</table>");
+
+    if !r.fault_impact.windows.is_empty() {
+        fault_impact_table(&mut s, r);
+    }
 
     let names: Vec<String> = r.settings.iter().map(|x| x.name.clone()).collect();
     let phases: Vec<String> =

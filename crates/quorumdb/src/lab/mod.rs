@@ -116,10 +116,10 @@ pub struct RunArgs {
     /// Output directory (default: ./lab-out/<scenario>-<seed>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Client processes (the workload's `clients`; az-failure 8, clock-skew-lww 6).
+    /// Client processes (the workload's `clients`; az-failure 8, clock-skew-lww 6, gray-failure 8).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// Keys per setting (the workload's `keys`; az-failure 20, clock-skew-lww 4).
+    /// Keys per setting (the workload's `keys`; az-failure 20, clock-skew-lww 4, gray-failure 20).
     #[arg(long)]
     pub keys: Option<usize>,
     /// Settings to run, comma-separated (default: all of the scenario's).

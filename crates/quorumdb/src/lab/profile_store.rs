@@ -9,7 +9,7 @@
 //! not disturb each other's registers either.
 
 use super::scenario::{Dur, Setting};
-use super::workload::{self, mix_seed, Control, Env, OpMeta, Recorder, Workload, OP_TIMEOUT_MS};
+use super::workload::{self, mix_seed, Control, Env, OpMeta, Recorder, Workload};
 use quorumdb_client::{Client, ReadOptions, WriteOptions};
 use quorumdb_lab::OpResult;
 use rand::rngs::StdRng;
@@ -85,6 +85,7 @@ impl Workload for ProfileStore {
                     owned: (0..self.0.keys).filter(|k| k % clients == p).collect(),
                     read: s.read_options(),
                     w: s.w.to_string(),
+                    timeout_ms: s.timeout_ms,
                     update_fraction: self.0.update_fraction,
                     think_ms_max: self.0.think_max.0.as_millis() as u64,
                 }));
@@ -131,6 +132,8 @@ struct Proc {
     owned: Vec<usize>,
     read: ReadOptions,
     w: String,
+    /// `timeout_ms` of every write (`None`: the server's default).
+    timeout_ms: Option<u64>,
     update_fraction: f64,
     think_ms_max: u64,
 }
@@ -154,7 +157,7 @@ async fn process(p: Proc) {
                     let opts = WriteOptions {
                         w: Some(p.w.clone()),
                         context: read.context_out,
-                        timeout_ms: Some(OP_TIMEOUT_MS),
+                        timeout_ms: p.timeout_ms,
                         ..WriteOptions::default()
                     };
                     workload::write(&p.rec, &p.meta, &phase, client, table, key, value, &opts).await.is_some()

@@ -11,7 +11,7 @@
 //! clients would.
 
 use super::scenario::{Dur, Setting};
-use super::workload::{self, mix_seed, Control, Env, OpMeta, Recorder, Workload, OP_TIMEOUT_MS};
+use super::workload::{self, mix_seed, Control, Env, OpMeta, Recorder, Workload};
 use quorumdb_client::{Client, ReadOptions, WriteOptions};
 use quorumdb_lab::report::parse_lineage;
 use quorumdb_lab::OpResult;
@@ -80,6 +80,7 @@ impl Workload for RmwLineage {
                     meta_setting: Arc::from(s.name.as_str()),
                     read: s.read_options(),
                     w: s.w.to_string(),
+                    timeout_ms: s.timeout_ms,
                 })
                 .collect(),
         );
@@ -139,6 +140,8 @@ struct Target {
     meta_setting: Arc<str>,
     read: ReadOptions,
     w: String,
+    /// `timeout_ms` of every write (`None`: the server's default).
+    timeout_ms: Option<u64>,
 }
 
 struct Proc {
@@ -172,7 +175,7 @@ async fn run(p: Proc) {
             let opts = WriteOptions {
                 w: Some(target.w.clone()),
                 context: read.context_out.clone(),
-                timeout_ms: Some(OP_TIMEOUT_MS),
+                timeout_ms: target.timeout_ms,
                 ..WriteOptions::default()
             };
             if workload::write(&p.rec, meta, &phase, &p.client, table, &key, value, &opts).await.is_none() {

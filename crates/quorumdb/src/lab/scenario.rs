@@ -19,15 +19,17 @@ use super::workload::{self, Workload};
 use anyhow::{bail, Context, Result};
 use quorumdb_client::ReadOptions;
 use quorumdb_lab::report::Checker;
+use quorumdb_lab::FaultKind;
 use quorumdb_node::config::ConflictMode;
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The scenarios shipped with QuorumDB: name and file text, in `lab list` order.
-pub const EMBEDDED: [(&str, &str); 2] = [
+pub const EMBEDDED: [(&str, &str); 3] = [
     ("az-failure", include_str!("../../../../scenarios/az-failure.toml")),
     ("clock-skew-lww", include_str!("../../../../scenarios/clock-skew-lww.toml")),
+    ("gray-failure", include_str!("../../../../scenarios/gray-failure.toml")),
 ];
 
 /// Longest phase a run accepts, seconds, after `--duration` scaling: an hour per phase is past
@@ -94,6 +96,62 @@ impl<'de> Deserialize<'de> for IntOrParam {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A number, or `"$name"`: the value of a `[params]` entry. Integers are accepted as numbers
+/// too, so `probability = 1` means what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FloatOrParam {
+    Float(f64),
+    Param(String),
+}
+
+impl<'de> Deserialize<'de> for FloatOrParam {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FloatOrParam, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FloatOrParam;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or \"$param\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<FloatOrParam, E> {
+                Ok(FloatOrParam::Float(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FloatOrParam, E> {
+                Ok(FloatOrParam::Float(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FloatOrParam, E> {
+                match v.strip_prefix('$') {
+                    Some(name) => Ok(FloatOrParam::Param(name.to_owned())),
+                    None => Err(E::custom(format!("expected a number or \"$param\", got {v:?}"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which timeouts the cluster's servers and the workload's requests run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Timeouts {
+    /// The lab's: heartbeats every 200 ms, a peer down after 1 s, requests timing out after 1 s,
+    /// so a phase sees the steady state of a fault rather than its detection.
+    #[default]
+    Lab,
+    /// The server's defaults (heartbeats 500 ms, down after 3 s, requests 2 s), and requests
+    /// without a `timeout_ms` of their own: what a default deployment lives through while a
+    /// fault is being detected, which is what gray failures are about.
+    Server,
+}
+
+impl Timeouts {
+    pub fn name(self) -> &'static str {
+        match self {
+            Timeouts::Lab => "lab",
+            Timeouts::Server => "server",
+        }
     }
 }
 
@@ -166,6 +224,8 @@ struct RawScenario {
     phase_duration: Dur,
     #[serde(default)]
     note: String,
+    /// The phase fault windows are compared with (throughput relative to it).
+    baseline: Option<String>,
     checkers: Vec<String>,
     cluster: RawCluster,
     tables: Vec<RawTable>,
@@ -184,6 +244,8 @@ struct RawCluster {
     nodes: usize,
     zones: usize,
     replicas: usize,
+    #[serde(default)]
+    timeouts: Timeouts,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,11 +304,13 @@ struct RawStep {
     target: Option<String>,
     clients: Option<ClientsMode>,
     offset_ms: Option<IntOrParam>,
+    delay_ms: Option<IntOrParam>,
+    probability: Option<FloatOrParam>,
     label: Option<String>,
 }
 
 /// What a fault step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Action {
     /// SIGKILL the target's nodes (a crash: no flush, no goodbye).
     Kill,
@@ -254,29 +318,61 @@ pub enum Action {
     Pause,
     /// Cut peer traffic between the target and every other node, both ways.
     Partition,
+    /// The target's nodes stop sending peer messages (requests and answers) to every other
+    /// node, while still receiving theirs: they hear everything and answer nothing, so work sent
+    /// to them (a forwarded write, a replica update) may be applied there without anyone
+    /// learning it. The direction a failing NIC or an egress firewall rule cuts.
+    OneWayPartition,
+    /// Every peer message the target's nodes send is dropped with this probability (without a
+    /// target: every node's), requests and answers alike. Every round trip of a target node is
+    /// thus lost with that probability, whichever side started it; without a target a round
+    /// trip loses its request or its answer, about twice as often. A lost message is never
+    /// retransmitted: the request times out.
+    Loss(f64),
+    /// Every peer message the target's nodes send is held back this many ms.
+    Delay(u64),
+    /// The target's nodes sleep this many ms before each group-commit fsync (a slow disk).
+    SlowDisk(u64),
     /// Add `offset_ms` to the target's wall clocks.
     Skew(i64),
     /// Start the target's killed nodes again, with their data.
     Restart,
     /// SIGCONT the target's paused nodes.
     Resume,
-    /// Remove every network cut.
+    /// Remove every network fault (cuts both ways and one way, loss, delays) on every node.
     Heal,
     /// Reset the target's clocks.
     Unskew,
-    /// Undo every fault on the target: restart, resume, heal the network, reset clocks.
+    /// Undo every fault on the target: restart, resume, heal the network, reset clocks and disks.
     Recover,
 }
 
 impl Action {
-    const NAMES: [&'static str; 9] =
-        ["kill", "pause", "partition", "skew", "restart", "resume", "heal", "unskew", "recover"];
+    const NAMES: [&'static str; 13] = [
+        "kill",
+        "pause",
+        "partition",
+        "one-way-partition",
+        "loss",
+        "delay",
+        "slow-disk",
+        "skew",
+        "restart",
+        "resume",
+        "heal",
+        "unskew",
+        "recover",
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Action::Kill => "kill",
             Action::Pause => "pause",
             Action::Partition => "partition",
+            Action::OneWayPartition => "one-way-partition",
+            Action::Loss(_) => "loss",
+            Action::Delay(_) => "delay",
+            Action::SlowDisk(_) => "slow-disk",
             Action::Skew(_) => "skew",
             Action::Restart => "restart",
             Action::Resume => "resume",
@@ -286,9 +382,29 @@ impl Action {
         }
     }
 
+    /// The kind of fault the action starts; `None` for an action that undoes faults.
+    pub fn fault_kind(self) -> Option<FaultKind> {
+        match self {
+            Action::Kill => Some(FaultKind::Crash),
+            Action::Pause => Some(FaultKind::Pause),
+            Action::Partition => Some(FaultKind::Partition),
+            Action::OneWayPartition => Some(FaultKind::OneWayPartition),
+            Action::Loss(_) => Some(FaultKind::Loss),
+            Action::Delay(_) => Some(FaultKind::Delay),
+            Action::SlowDisk(_) => Some(FaultKind::SlowDisk),
+            Action::Skew(_) => Some(FaultKind::Skew),
+            Action::Restart | Action::Resume | Action::Heal | Action::Unskew | Action::Recover => None,
+        }
+    }
+
     /// Whether the action starts a fault (rather than undoing one).
     pub fn is_fault(self) -> bool {
-        matches!(self, Action::Kill | Action::Pause | Action::Partition | Action::Skew(_))
+        self.fault_kind().is_some()
+    }
+
+    /// Whether the action is a fault of the peer network, which `heal` undoes.
+    pub fn is_network(self) -> bool {
+        matches!(self, Action::Partition | Action::OneWayPartition | Action::Loss(_) | Action::Delay(_))
     }
 }
 
@@ -338,12 +454,14 @@ pub struct Setting {
     pub r: u32,
     pub w: u32,
     pub consistency: Consistency,
+    /// The `timeout_ms` of every request under this setting; `None` leaves it to the server.
+    pub timeout_ms: Option<u64>,
 }
 
 impl Setting {
     /// The read options of every workload read under this setting.
     pub fn read_options(&self) -> ReadOptions {
-        let timeout_ms = Some(workload::OP_TIMEOUT_MS);
+        let timeout_ms = self.timeout_ms;
         match self.consistency {
             // The server sets r=quorum itself and refuses an explicit r with this mode.
             Consistency::Linearizable => {
@@ -368,6 +486,7 @@ pub struct ClusterShape {
     pub nodes: usize,
     pub zones: usize,
     pub replicas: usize,
+    pub timeouts: Timeouts,
 }
 
 /// A loaded, checked scenario with overrides applied: the driver's whole input besides the seed.
@@ -378,6 +497,8 @@ pub struct Scenario {
     /// The reference phase length after `--duration` (what the report calls `phase_s`).
     pub phase_duration: Duration,
     pub note: String,
+    /// The phase fault windows are compared with, if the file names one.
+    pub baseline: Option<String>,
     pub checkers: BTreeSet<Checker>,
     pub cluster: ClusterShape,
     pub tables: Vec<TableDef>,
@@ -453,7 +574,11 @@ fn check(text: &str, o: &Overrides) -> Result<Scenario> {
     if c.replicas == 0 || c.replicas > c.nodes {
         bail!("[cluster] replicas must be in 1..=nodes ({}), got {}", c.nodes, c.replicas);
     }
-    let cluster = ClusterShape { nodes: c.nodes, zones: c.zones, replicas: c.replicas };
+    let cluster = ClusterShape { nodes: c.nodes, zones: c.zones, replicas: c.replicas, timeouts: c.timeouts };
+    let timeout_ms = match c.timeouts {
+        Timeouts::Lab => Some(workload::OP_TIMEOUT_MS),
+        Timeouts::Server => None,
+    };
 
     let mut tables: Vec<TableDef> = Vec::new();
     for t in &raw.tables {
@@ -499,6 +624,7 @@ fn check(text: &str, o: &Overrides) -> Result<Scenario> {
             r: s.r,
             w: s.w,
             consistency: s.consistency,
+            timeout_ms,
         });
     }
     let settings = if o.settings.is_empty() {
@@ -597,6 +723,12 @@ fn check(text: &str, o: &Overrides) -> Result<Scenario> {
         bail!("[[phases]]: a scenario needs at least one phase");
     }
 
+    if let Some(b) = &raw.baseline {
+        if !phases.iter().any(|p| &p.name == b) {
+            bail!("baseline: no phase {b:?}; [[phases]] has: {}", list(phases.iter().map(|p| &p.name)));
+        }
+    }
+
     check_note(&raw.note, &raw.params, &picks)?;
     Ok(Scenario {
         name: raw.name,
@@ -604,6 +736,7 @@ fn check(text: &str, o: &Overrides) -> Result<Scenario> {
         settings_run: raw.settings_run,
         phase_duration: Duration::from_secs_f64(phase_s),
         note: raw.note,
+        baseline: raw.baseline,
         checkers,
         cluster,
         tables,
@@ -645,43 +778,106 @@ fn check_step(
         Some(p) => param(params, p, "string")?.as_str().unwrap_or_default().to_owned(),
         None => s.action.clone(),
     };
-    let offset = match &s.offset_ms {
+    let int = |v: &Option<IntOrParam>| -> Result<Option<i64>> {
+        match v {
+            None => Ok(None),
+            Some(IntOrParam::Int(v)) => Ok(Some(*v)),
+            Some(IntOrParam::Param(p)) => Ok(param(params, p, "integer")?.as_integer()),
+        }
+    };
+    let offset = int(&s.offset_ms)?;
+    let delay = int(&s.delay_ms)?;
+    let probability = match &s.probability {
         None => None,
-        Some(IntOrParam::Int(v)) => Some(*v),
-        Some(IntOrParam::Param(p)) => param(params, p, "integer")?.as_integer(),
+        Some(FloatOrParam::Float(v)) => Some(*v),
+        Some(FloatOrParam::Param(p)) => param(params, p, "float")?.as_float(),
     };
-    let action = match action_name.as_str() {
-        "kill" => Action::Kill,
-        "pause" => Action::Pause,
-        "partition" => Action::Partition,
-        "skew" => Action::Skew(offset.context("action skew needs offset_ms")?),
-        "restart" => Action::Restart,
-        "resume" => Action::Resume,
-        "heal" => Action::Heal,
-        "unskew" => Action::Unskew,
-        "recover" => Action::Recover,
-        other => bail!("unknown action {other:?}; known: {}", Action::NAMES.join(", ")),
+    // Faults are named by the kinds live runs and the simulator share (`kill` for a crash);
+    // the actions that undo them are the scenario's own words.
+    let action = match FaultKind::from_name(&action_name) {
+        Some(kind) => fault_action(kind, offset, delay, probability)?,
+        None => match action_name.as_str() {
+            "restart" => Action::Restart,
+            "resume" => Action::Resume,
+            "heal" => Action::Heal,
+            "unskew" => Action::Unskew,
+            "recover" => Action::Recover,
+            other => bail!("unknown action {other:?}; known: {} (crash is kill)", Action::NAMES.join(", ")),
+        },
     };
-    if offset.is_some() && !matches!(action, Action::Skew(_)) {
-        bail!("offset_ms only applies to action skew, not {}", action.name());
-    }
-    if let Action::Skew(ms) = action {
-        // The server bounds offsets too; an hour is past any clock failure worth simulating.
-        if ms.unsigned_abs() > 3_600_000 {
-            bail!("offset_ms must be within ±3600000 (an hour), got {ms}");
+    for (field, given, used_by) in [
+        ("offset_ms", offset.is_some(), matches!(action, Action::Skew(_))),
+        ("delay_ms", delay.is_some(), matches!(action, Action::SlowDisk(_) | Action::Delay(_))),
+        ("probability", probability.is_some(), matches!(action, Action::Loss(_))),
+    ] {
+        if given && !used_by {
+            let owners = match field {
+                "offset_ms" => "skew",
+                "delay_ms" => "slow-disk and delay",
+                _ => "loss",
+            };
+            bail!("{field} only applies to action {owners}, not {}", action.name());
         }
     }
     let target = match (&s.target, action) {
-        (Some(_), Action::Heal) => bail!("action heal takes no target: it removes every network cut"),
-        (None, Action::Heal) => None,
+        (Some(_), Action::Heal) => bail!("action heal takes no target: it removes every network fault"),
+        (None, Action::Heal) | (None, Action::Loss(_)) => None,
         (None, a) => bail!("action {} needs a target (a pick, zone:zN or node:nN)", a.name()),
         (Some(t), _) => Some(check_target(t, picks, c)?),
     };
     let clients_leave = s.clients == Some(ClientsMode::Leave);
     if clients_leave && !action.is_fault() {
-        bail!("clients = \"leave\" only applies to a fault (kill, pause, partition, skew)");
+        bail!("clients = \"leave\" only applies to a fault, not {}", action.name());
+    }
+    if clients_leave && target.is_none() {
+        bail!("clients = \"leave\" needs a target: {} without one is on every node", action.name());
     }
     Ok(Step { at: s.at.0, action, target, clients_leave, label: s.label.clone() })
+}
+
+/// The action of fault `kind` with its parameter, checked against the bounds the server and
+/// the lab accept.
+fn fault_action(
+    kind: FaultKind,
+    offset: Option<i64>,
+    delay: Option<i64>,
+    probability: Option<f64>,
+) -> Result<Action> {
+    let delay_ms = |what: &str| -> Result<u64> {
+        let ms = delay.with_context(|| format!("action {kind} needs delay_ms ({what})"))?;
+        // The server's own bound on fsync delays; a message delay longer than that is past
+        // every request timeout too, so the same bound serves both.
+        let max = quorumdb_api::FSYNC_DELAY_MS_MAX;
+        if ms < 1 || ms as u64 > max {
+            bail!("delay_ms must be in 1..={max}, got {ms}");
+        }
+        Ok(ms as u64)
+    };
+    Ok(match kind {
+        FaultKind::Crash => Action::Kill,
+        FaultKind::Pause => Action::Pause,
+        FaultKind::Partition => Action::Partition,
+        FaultKind::OneWayPartition => Action::OneWayPartition,
+        FaultKind::Loss => {
+            let p = probability
+                .context("action loss needs probability (of each message being dropped, e.g. 0.05)")?;
+            // 0 would be no fault at all, and the server refuses anything outside [0, 1].
+            if !(p > 0.0 && p <= 1.0) {
+                bail!("probability must be in (0, 1], got {p}");
+            }
+            Action::Loss(p)
+        }
+        FaultKind::Delay => Action::Delay(delay_ms("added to every message the target sends")?),
+        FaultKind::SlowDisk => Action::SlowDisk(delay_ms("added before each fsync")?),
+        FaultKind::Skew => {
+            let ms = offset.context("action skew needs offset_ms")?;
+            // The server bounds offsets too; an hour is past any clock failure worth simulating.
+            if ms.unsigned_abs() > 3_600_000 {
+                bail!("offset_ms must be within ±3600000 (an hour), got {ms}");
+            }
+            Action::Skew(ms)
+        }
+    })
 }
 
 fn check_target(t: &str, picks: &[Pick], c: ClusterShape) -> Result<Target> {
@@ -912,6 +1108,153 @@ steps = [{ at = "500ms", action = "kill", target = "node:n1" }]
         assert!(e.contains("unknown parameter $fault"), "{e}");
         let e = err(&MINIMAL.replace("r = 2", "r = 4"));
         assert!(e.contains("r must be in 1..=3"), "{e}");
+    }
+
+    /// The gray-failure file parses into its four fault windows, each followed by its recovery,
+    /// with the server's timeouts, the healthy baseline and no request timeout of its own.
+    #[test]
+    fn gray_failure_parses() {
+        let g = load("gray", embedded("gray-failure").unwrap(), &Overrides::default()).unwrap();
+        assert_eq!((g.cluster.nodes, g.cluster.zones, g.cluster.replicas), (5, 3, 3));
+        assert_eq!(g.cluster.timeouts, Timeouts::Server);
+        assert_eq!(g.baseline.as_deref(), Some("healthy"));
+        assert_eq!(g.settings[0].timeout_ms, None);
+        assert_eq!(g.settings[0].read_options().timeout_ms, None);
+        let faults: Vec<Action> =
+            g.phases.iter().flat_map(|p| &p.steps).map(|s| s.action).filter(|a| a.is_fault()).collect();
+        assert_eq!(
+            faults,
+            [Action::Pause, Action::SlowDisk(200), Action::OneWayPartition, Action::Loss(0.05)]
+        );
+        let kinds: Vec<&str> = faults.iter().filter_map(|a| a.fault_kind()).map(|k| k.name()).collect();
+        assert_eq!(kinds, ["pause", "slow-disk", "one-way-partition", "loss"]);
+        // Clients leave the sick node for every fault that has one; loss is on every node.
+        let leaving: Vec<bool> = g
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .filter(|s| s.action.is_fault())
+            .map(|s| s.clients_leave)
+            .collect();
+        assert_eq!(leaving, [true, true, true, false]);
+        let o = Overrides {
+            duration_s: Some(1.0),
+            params: vec![("fsync_delay_ms".into(), toml::Value::Integer(50))],
+            ..Overrides::default()
+        };
+        let short = load("gray", embedded("gray-failure").unwrap(), &o).unwrap();
+        assert_eq!(short.phases[1].duration, Duration::from_millis(500));
+        assert_eq!(short.phases[3].steps[0].action, Action::SlowDisk(50));
+        // The lab's own timeouts stay the default for the other files.
+        let az = load("az", embedded("az-failure").unwrap(), &Overrides::default()).unwrap();
+        assert_eq!(
+            (az.cluster.timeouts, az.settings[0].timeout_ms),
+            (Timeouts::Lab, Some(workload::OP_TIMEOUT_MS))
+        );
+    }
+
+    /// Proves the new fault actions take their parameters in the existing steps' syntax
+    /// (`crash` as a synonym of `kill`, `$param` values), and `heal` and `recover` parse around them.
+    #[test]
+    fn gray_fault_actions_parse() {
+        let with_steps = |steps: &str| {
+            MINIMAL.replace(
+                "steps = [{ at = \"500ms\", action = \"kill\", target = \"node:n1\" }]",
+                &format!("steps = [{steps}]"),
+            ) + "[params]\nslow = 80\np = 0.25\n"
+        };
+        let text = with_steps(
+            r#"{ action = "crash", target = "node:n1" },
+               { action = "slow-disk", target = "node:n2", delay_ms = "$slow" },
+               { action = "one-way-partition", target = "zone:z3", clients = "leave" },
+               { action = "loss", probability = "$p" },
+               { action = "loss", target = "node:n1", probability = 1 },
+               { action = "delay", target = "node:n2", delay_ms = 15 },
+               { at = "600ms", action = "heal" },
+               { at = "700ms", action = "recover", target = "node:n2" }"#,
+        );
+        let sc = load("t", &text, &Overrides::default()).unwrap();
+        let actions: Vec<Action> = sc.phases[0].steps.iter().map(|s| s.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::Kill,
+                Action::SlowDisk(80),
+                Action::OneWayPartition,
+                Action::Loss(0.25),
+                Action::Loss(1.0),
+                Action::Delay(15),
+                Action::Heal,
+                Action::Recover
+            ]
+        );
+        assert_eq!(sc.phases[0].steps[3].target, None, "loss without a target is on every node");
+        assert!(Action::Loss(0.1).is_network() && !Action::SlowDisk(1).is_network());
+    }
+
+    /// Malformed gray-failure steps are refused with an error naming the step and what is
+    /// wrong, never a panic: missing, misplaced, out-of-range or mistyped parameters, and
+    /// targets or clients modes that cannot apply.
+    #[test]
+    fn malformed_gray_faults_are_explained() {
+        let step = |s: &str| {
+            err(&(MINIMAL.replace(
+                "steps = [{ at = \"500ms\", action = \"kill\", target = \"node:n1\" }]",
+                &format!("steps = [{s}]"),
+            ) + "[params]\nname = \"x\"\n"))
+        };
+        for (bad, expect) in [
+            (r#"{ action = "slow-disk", target = "node:n1" }"#, "action slow-disk needs delay_ms"),
+            (
+                r#"{ action = "slow-disk", target = "node:n1", delay_ms = 0 }"#,
+                "delay_ms must be in 1..=10000, got 0",
+            ),
+            (
+                r#"{ action = "slow-disk", target = "node:n1", delay_ms = 20000 }"#,
+                "delay_ms must be in 1..=10000",
+            ),
+            (
+                r#"{ action = "slow-disk", target = "node:n1", delay_ms = "200ms" }"#,
+                "expected an integer or \"$param\"",
+            ),
+            (
+                r#"{ action = "slow-disk", target = "node:n1", delay_ms = "$name" }"#,
+                "parameter $name must be a integer",
+            ),
+            (r#"{ action = "slow-disk", delay_ms = 5 }"#, "action slow-disk needs a target"),
+            (r#"{ action = "loss" }"#, "action loss needs probability"),
+            (r#"{ action = "loss", probability = 5 }"#, "probability must be in (0, 1], got 5"),
+            (r#"{ action = "loss", probability = 0.0 }"#, "probability must be in (0, 1], got 0"),
+            (r#"{ action = "loss", probability = "5%" }"#, "expected a number or \"$param\""),
+            (
+                r#"{ action = "loss", probability = 0.1, clients = "leave" }"#,
+                "clients = \"leave\" needs a target",
+            ),
+            (
+                r#"{ action = "kill", target = "node:n1", probability = 0.1 }"#,
+                "probability only applies to action loss, not kill",
+            ),
+            (
+                r#"{ action = "pause", target = "node:n1", delay_ms = 5 }"#,
+                "delay_ms only applies to action slow-disk and delay",
+            ),
+            (r#"{ action = "one-way-partition" }"#, "action one-way-partition needs a target"),
+            (r#"{ action = "heal", clients = "leave" }"#, "only applies to a fault, not heal"),
+            (r#"{ action = "slow-dsik", target = "node:n1" }"#, "unknown action \"slow-dsik\""),
+        ] {
+            let e = step(bad);
+            // Type errors come from the TOML parser, with the line and column; the rest from
+            // the step checks, with the phase and step.
+            let located =
+                e.contains("step 1") || (e.contains("TOML parse error at line") && e.contains("column"));
+            assert!(located && e.contains(expect), "{bad}: {e}");
+        }
+        let e = err(&MINIMAL.replace("checkers =", "baseline = \"nope\"\ncheckers ="));
+        assert!(e.contains("baseline: no phase \"nope\"") && e.contains("p"), "{e}");
+        let e = err(
+            &MINIMAL.replace("replicas = 3\n[[tables]]", "replicas = 3\ntimeouts = \"fast\"\n[[tables]]")
+        );
+        assert!(e.contains("unknown variant `fast`"), "{e}");
     }
 
     /// Note placeholders are filled, with an explicit sign where asked.

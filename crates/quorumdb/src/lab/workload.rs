@@ -34,8 +34,9 @@ use tokio::task::JoinSet;
 /// the report says so.
 pub const OPS_LEN_MAX: usize = 400_000;
 
-/// Server-side quorum timeout sent with every workload request. One second is hundreds of times
-/// a healthy loopback round trip, so only faults hit it.
+/// Server-side quorum timeout sent with every workload request, unless the scenario runs with
+/// the server's timeouts (`[cluster] timeouts = "server"`). One second is hundreds of times a
+/// healthy loopback round trip, so only faults hit it.
 pub const OP_TIMEOUT_MS: u64 = 1_000;
 
 /// What a workload's processes get from the driver.
