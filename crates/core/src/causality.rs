@@ -703,6 +703,13 @@ impl ItemState {
         self.applied.binary_search_by_key(&id, |r| r.id).ok().map(|i| &self.applied[i])
     }
 
+    /// The same state without write records: the plain dotted state, whose merges never
+    /// treat versions of one write id as one write. For checkers that judge what must be
+    /// kept, which write records (trimmed by age and count) cannot promise.
+    pub fn without_write_records(&self) -> ItemState {
+        ItemState { applied: Vec::new(), ..self.clone() }
+    }
+
     /// The request records, by id.
     pub fn applied_writes(&self) -> &[AppliedWrite] {
         &self.applied
@@ -717,11 +724,14 @@ impl ItemState {
             self.applied.retain(|r| r.at_ms.saturating_add(APPLIED_WRITE_AGE_MS_MAX) >= now_ms);
         }
         if self.applied.len() > APPLIED_WRITES_LEN_MAX {
-            // Newest first by (time, id), a total order, so every replica keeps the same ones.
-            let mut order: Vec<(u64, WriteId)> = self.applied.iter().map(|r| (r.at_ms, r.id)).collect();
+            // Records of writes applied more than once first (they link the versions, and
+            // losing the link on every replica lets a superseded version come back), then the
+            // newest, by a total order, so every replica keeps the same ones.
+            let rank = |r: &AppliedWrite| (r.dots.len() > 1, r.at_ms, r.id);
+            let mut order: Vec<(bool, u64, WriteId)> = self.applied.iter().map(rank).collect();
             order.sort_unstable_by(|a, b| b.cmp(a));
             let cutoff = order[APPLIED_WRITES_LEN_MAX - 1];
-            self.applied.retain(|r| (r.at_ms, r.id) >= cutoff);
+            self.applied.retain(|r| rank(r) >= cutoff);
         }
         self.applied.len() != before
     }

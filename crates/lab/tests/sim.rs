@@ -20,10 +20,12 @@ fn options(seed: u64) -> SimOptions {
 }
 
 /// Every seed of the faulty default cluster (5 nodes, 3 zones, N = 3) passes the safety and
-/// liveness checks, and the runs really exercised faults and the repair paths.
+/// liveness checks, and the runs really exercised faults and the repair paths, hedged
+/// forwarding and write-id deduplication (hedged copies applied by two coordinators).
 #[test]
 fn sim_seeds_pass() {
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut hedged, mut deduplicated) = (0, 0);
     for seed in 0..SEEDS {
         let stats = run_seed(&options(seed)).unwrap_or_else(|failure| panic!("{failure}"));
         assert_eq!(stats.ops, OPS, "seed {seed}");
@@ -32,7 +34,10 @@ fn sim_seeds_pass() {
         totals.2 += stats.hints_delivered;
         totals.3 += stats.keys_pushed + stats.keys_pulled;
         totals.4 += stats.writes_acknowledged;
+        hedged += stats.writes_hedged;
+        deduplicated += stats.writes_deduplicated;
     }
+    assert!(hedged > 0 && deduplicated > 0, "{hedged} hedged, {deduplicated} deduplicated");
     let (faults, power_losses, hints, ae_keys, acknowledged) = totals;
     assert!(faults > SEEDS * 5, "{faults} faults in {SEEDS} seeds");
     assert!(power_losses > 0 && hints > 0 && ae_keys > 0, "{totals:?}");

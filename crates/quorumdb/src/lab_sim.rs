@@ -123,7 +123,7 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
                     println!(
                         "seed {seed}: ok · {} ops ({} ok, {} fail, {} info) · {} faults · {} acknowledged \
                          writes · {} hints delivered · {} exchanges · converged {} ms after the heal · \
-                         contexts ≤ {} entries, ≤ {} writers per key",
+                         contexts ≤ {} entries, ≤ {} writers per key · {} hedged, {} deduplicated",
                         stats.ops,
                         stats.ops_ok,
                         stats.ops_failed,
@@ -135,6 +135,8 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
                         stats.liveness_ms,
                         stats.context_len_max,
                         stats.writers_per_key_max,
+                        stats.writes_hedged,
+                        stats.writes_deduplicated,
                     );
                 }
                 totals.add(&stats);

@@ -86,7 +86,7 @@ impl ReplicaConfig {
             failure_timeout_ms: 3_000,
             heartbeat_interval_ms: 100,
             hedge_delay_ms_min: 20,
-            hedge_delay_ms_max: 0,
+            hedge_delay_ms_max: 250,
             hinted_handoff: true,
             hint_limits: HintLimits::default(),
             handoff_tick_ms: 100,

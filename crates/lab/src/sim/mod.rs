@@ -363,6 +363,10 @@ pub struct SimStats {
     pub exchanges_failed: u64,
     pub keys_pushed: u64,
     pub keys_pulled: u64,
+    /// Forwarded writes also sent to a second home replica, and writes a replica recognised
+    /// by their write id as already applied.
+    pub writes_hedged: u64,
+    pub writes_deduplicated: u64,
     /// Most entries in any stored item's context.
     pub context_len_max: u64,
     /// Most distinct writers (actor ids, one per data-dir incarnation) that minted dots of one
