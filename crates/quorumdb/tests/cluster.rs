@@ -557,7 +557,11 @@ async fn paused_replica_does_not_stall_writes_or_reads() {
     let clients: Vec<_> = (1..5).map(|i| c.client(i)).collect();
     // Each phase: four writers, each a put then a get of its own fresh key, through the
     // healthy nodes; returns (ops, failures, longest wait).
-    async fn phase(clients: &[quorumdb_client::Client], tag: &str, length: Duration) -> (u64, Vec<String>, Duration) {
+    async fn phase(
+        clients: &[quorumdb_client::Client],
+        tag: &str,
+        length: Duration,
+    ) -> (u64, Vec<String>, Duration) {
         let tasks: Vec<_> = clients
             .iter()
             .cloned()
@@ -605,6 +609,11 @@ async fn paused_replica_does_not_stall_writes_or_reads() {
     c.resume(victim);
     let ratio = (paused_ops as f64 / 5.0) / (healthy_ops as f64 / 2.0);
     println!("healthy {healthy_ops} ops in 2 s, paused {paused_ops} ops in 5 s: rate ratio {ratio:.2}, longest wait {longest:?}");
-    assert!(failures.is_empty(), "{} failures while paused: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures while paused: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(longest < Duration::from_secs(1), "an operation waited {longest:?}");
 }
