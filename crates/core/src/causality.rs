@@ -917,9 +917,27 @@ impl ItemState {
         if !self.ctx.descends(&other.ctx) {
             return false;
         }
-        // With write records the merge also works on logical writes; ask it directly.
+        // With write records the merge also works on logical writes: it changes nothing only
+        // if `self` already holds every record of `other` (same versions, no later time) and
+        // no write `self` shows is killed by either side (see `merge`).
         if !self.applied.is_empty() || !other.applied.is_empty() {
-            return &ItemState::merged(self, other) == self;
+            let holds = |theirs: &AppliedWrite| {
+                self.applied_write(theirs.id).is_some_and(|ours| {
+                    ours.at_ms <= theirs.at_ms && theirs.dots.iter().all(|d| ours.dots.contains(d))
+                })
+            };
+            if !other.applied.iter().all(holds) {
+                return false;
+            }
+            let kills = |s: &ItemState, r: &AppliedWrite| {
+                r.dots.iter().any(|d| s.ctx.covers(*d) && !has_sibling(&s.siblings, *d))
+            };
+            let killed_here = self.applied.iter().any(|r| {
+                r.dots.iter().any(|d| has_sibling(&self.siblings, *d)) && (kills(self, r) || kills(other, r))
+            });
+            if killed_here {
+                return false;
+            }
         }
         let mut left = self.siblings.iter().peekable();
         let mut right = other.siblings.iter().peekable();
