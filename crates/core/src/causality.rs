@@ -557,7 +557,7 @@ impl ItemState {
     /// Whether `dot` is a live version of a write id that has a smaller live version: the same
     /// write applied twice (a hedge), shown to clients once.
     fn is_duplicate_version(&self, dot: Dot) -> bool {
-        self.applied.iter().any(|r| {
+        self.applied.iter().filter(|r| r.dots.len() > 1).any(|r| {
             r.dots.contains(&dot) && r.dots.iter().any(|d| *d < dot && has_sibling(&self.siblings, *d))
         })
     }
@@ -642,10 +642,9 @@ impl ItemState {
         // A sibling goes if the client saw it, or saw another version of the same write id.
         let saw = |d: &Dot| {
             client_ctx.covers(*d)
-                || self
-                    .applied
-                    .iter()
-                    .any(|r| r.dots.contains(d) && r.dots.iter().any(|x| client_ctx.covers(*x)))
+                || self.applied.iter().any(|r| {
+                    r.dots.len() > 1 && r.dots.contains(d) && r.dots.iter().any(|x| client_ctx.covers(*x))
+                })
         };
         let kept = self.siblings.iter().filter(|(d, _)| !saw(d)).count();
         let siblings_len = kept + 1;
@@ -813,12 +812,18 @@ impl ItemState {
     /// and the laws. Linear in the number of siblings: both lists are sorted, so this is a single
     /// merge-join, and `self`'s values are moved rather than copied.
     pub fn merge(&mut self, other: &ItemState) {
-        let applied = merge_applied(&self.applied, &other.applied);
+        let applied = if other.applied.is_empty() || self.applied == other.applied {
+            std::mem::take(&mut self.applied)
+        } else {
+            merge_applied(&self.applied, &other.applied)
+        };
         // The logical-write rule (see `AppliedWrite`), judged on both sides as they were: a
         // side that has seen a version of a write and does not hold it has seen the write
-        // superseded, and then no version of it survives.
+        // superseded, and then no version of it survives. For a write with one version that is
+        // the plain dotted rule, which the sibling merge below applies anyway.
         let killed: Vec<&AppliedWrite> = applied
             .iter()
+            .filter(|r| r.dots.len() > 1)
             .filter(|r| {
                 [&*self, other]
                     .iter()
@@ -932,7 +937,7 @@ impl ItemState {
             let kills = |s: &ItemState, r: &AppliedWrite| {
                 r.dots.iter().any(|d| s.ctx.covers(*d) && !has_sibling(&s.siblings, *d))
             };
-            let killed_here = self.applied.iter().any(|r| {
+            let killed_here = self.applied.iter().filter(|r| r.dots.len() > 1).any(|r| {
                 r.dots.iter().any(|d| has_sibling(&self.siblings, *d)) && (kills(self, r) || kills(other, r))
             });
             if killed_here {
