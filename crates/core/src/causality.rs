@@ -781,11 +781,11 @@ impl ItemState {
     fn retired_to_drop(&self, rule: &Retirement) -> Vec<ActorId> {
         // Entries are sorted by actor id, that is by uid and then by start: the entry after a
         // retired actor's is its earliest known successor, whose start bounds the retirement.
-        let actors: Vec<ActorId> = self.ctx.iter().map(|(actor, _)| actor).collect();
+        // Pairs of neighbouring entries, without collecting them: this runs on every store.
+        let pairs = self.ctx.entries.keys().copied().zip(self.ctx.entries.keys().copied().skip(1));
         let mut young: Vec<(u64, ActorId)> = Vec::new();
         let mut drop = Vec::new();
-        for pair in actors.windows(2) {
-            let [old, successor] = [pair[0], pair[1]];
+        for (old, successor) in pairs {
             if old.uid() != successor.uid()
                 || old == rule.keep
                 || self.siblings.iter().any(|(dot, _)| dot.actor == old)
