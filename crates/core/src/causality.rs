@@ -58,6 +58,7 @@ use crate::limits::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use smallvec::{smallvec, SmallVec};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -508,9 +509,14 @@ impl fmt::Display for WriteId {
 pub struct AppliedWrite {
     pub id: WriteId,
     /// Sorted, unique, at most [`DOTS_PER_WRITE_MAX`].
-    pub dots: Vec<Dot>,
+    pub dots: WriteVersions,
     pub at_ms: u64,
 }
+
+/// The versions of one write id. Almost every write has exactly one, so it is stored inline:
+/// items keep up to [`APPLIED_WRITES_LEN_MAX`] records and every load, merge and clone of an
+/// item copies them, which with a heap list per record was a large share of a write's cost.
+pub type WriteVersions = SmallVec<[Dot; 1]>;
 
 /// Most versions recorded for one write id: one per home replica that could coordinate it.
 pub const DOTS_PER_WRITE_MAX: usize = REPLICATION_FACTOR_MAX;
@@ -690,7 +696,7 @@ impl ItemState {
         if let Some((id, at_ms)) = write_id {
             let dot = Dot { actor, counter: next.ctx.get(actor) };
             let position = next.applied.partition_point(|r| r.id < id);
-            next.applied.insert(position, AppliedWrite { id, dots: vec![dot], at_ms });
+            next.applied.insert(position, AppliedWrite { id, dots: smallvec![dot], at_ms });
             next.trim_applied(None);
         }
         debug_assert_eq!(next.check_invariants(), Ok(()));
@@ -1116,7 +1122,7 @@ impl ItemState {
                 if dots_len == 0 || dots_len > DOTS_PER_WRITE_MAX {
                     return Err(format!("write record {i}: {dots_len} versions (1 to {DOTS_PER_WRITE_MAX})"));
                 }
-                let mut dots: Vec<Dot> = Vec::with_capacity(dots_len);
+                let mut dots = WriteVersions::with_capacity(dots_len);
                 for _ in 0..dots_len {
                     let actor = ActorId(reader.u64_le("write version actor")?);
                     let counter = reader.varint("write version counter")?;
@@ -1195,7 +1201,7 @@ fn merge_applied(a: &[AppliedWrite], b: &[AppliedWrite]) -> Vec<AppliedWrite> {
         match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) if x.id == y.id => {
                 let union = |a: &[Dot], b: &[Dot]| {
-                    let mut all: Vec<Dot> = a.iter().chain(b).copied().collect();
+                    let mut all: WriteVersions = a.iter().chain(b).copied().collect();
                     all.sort_unstable();
                     all.dedup();
                     all

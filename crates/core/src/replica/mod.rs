@@ -2179,7 +2179,10 @@ impl<S: LocalStore> Replica<S> {
         let peer = self.name(o.to);
         match o.purpose {
             Purpose::WriteReplica { job } => {
-                let r = classify(result, |r| matches!(r, PeerResponse::Ack).then_some(()));
+                let r = classify(result, |r| match r {
+                    PeerResponse::Ack => Ok(()),
+                    other => Err(other),
+                });
                 self.count("write", outcome_label(&r));
                 if let Some(j) = self.writes.get_mut(&job) {
                     match r {
@@ -2191,7 +2194,10 @@ impl<S: LocalStore> Replica<S> {
                 self.drive_write(now, job);
             }
             Purpose::ReadReplica { job } => {
-                let r = classify(result, |r| if let PeerResponse::Item(s) = r { Some(s) } else { None });
+                let r = classify(result, |r| match r {
+                    PeerResponse::Item(s) => Ok(s),
+                    other => Err(other),
+                });
                 self.count("read", outcome_label(&r));
                 if let Some(j) = self.reads.get_mut(&job) {
                     match r {
@@ -2234,9 +2240,9 @@ impl<S: LocalStore> Replica<S> {
                 let reverse = self.scans.get(&job).is_some_and(|j| j.reverse);
                 let r = classify(result, |r| match r {
                     PeerResponse::Page { items, exhausted } => {
-                        Some(ScanMerge::from_page(items, exhausted, reverse))
+                        Ok(ScanMerge::from_page(items, exhausted, reverse))
                     }
-                    _ => None,
+                    other => Err(other),
                 });
                 if let Some(j) = self.scans.get_mut(&job) {
                     match r {
@@ -2768,13 +2774,14 @@ fn outcome_label<T>(result: &Result<T, Option<Failure>>) -> &'static str {
 /// fit the request (corrupt).
 fn classify<T>(
     result: Result<PeerResponse, SendError>,
-    expected: impl FnOnce(PeerResponse) -> Option<T>,
+    expected: impl FnOnce(PeerResponse) -> Result<T, PeerResponse>,
 ) -> Result<T, Option<Failure>> {
     match result {
         Ok(PeerResponse::Failed(e)) => Err(Some(refused(&e))),
+        // The response is formatted only when it is not the expected one: formatting every
+        // answer (values and all) cost a measurable share of a node's CPU under load.
         Ok(resp) => {
-            let shown = format!("unexpected response {resp:?}");
-            expected(resp).ok_or(Some(Failure::Corrupt(shown)))
+            expected(resp).map_err(|other| Some(Failure::Corrupt(format!("unexpected response {other:?}"))))
         }
         Err(SendError::Timeout) => Err(None),
         Err(SendError::Unreachable(m)) => Err(Some(Failure::Unreachable(m))),
