@@ -102,6 +102,15 @@ pub struct PutArgs {
     pub key: String,
     /// The value; `-` reads it from stdin.
     pub value: String,
+    #[command(flatten)]
+    pub write: WriteFlags,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
+/// The flags every write (put or delete) takes.
+#[derive(Args, Debug)]
+pub struct WriteFlags {
     #[arg(long)]
     pub sort_key: Option<String>,
     /// Write consistency: a number or one|quorum|all.
@@ -118,8 +127,19 @@ pub struct PutArgs {
     /// (say, after a timeout) yields one version of the write, not two. Default: a fresh id.
     #[arg(long)]
     pub write_id: Option<String>,
-    #[command(flatten)]
-    pub endpoint: EndpointArg,
+}
+
+impl WriteFlags {
+    fn options(self) -> WriteOptions {
+        WriteOptions {
+            w: self.w,
+            context: self.context,
+            sort_key: self.sort_key,
+            timeout_ms: None,
+            quorum: self.quorum,
+            write_id: self.write_id,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -148,20 +168,8 @@ pub struct GetArgs {
 pub struct DeleteArgs {
     pub table: String,
     pub key: String,
-    #[arg(long)]
-    pub sort_key: Option<String>,
-    #[arg(long)]
-    pub w: Option<String>,
-    #[arg(long)]
-    pub context: Option<String>,
-    /// `strict` (default: only home replicas count) or `sloppy` (stand-ins count while home
-    /// replicas are down).
-    #[arg(long, value_parser = ["strict", "sloppy"])]
-    pub quorum: Option<String>,
-    /// The write's id (32 hex digits or a UUID). Running the command again with the same id
-    /// (say, after a timeout) yields one version of the write, not two. Default: a fresh id.
-    #[arg(long)]
-    pub write_id: Option<String>,
+    #[command(flatten)]
+    pub write: WriteFlags,
     #[command(flatten)]
     pub endpoint: EndpointArg,
 }
@@ -292,14 +300,7 @@ async fn put(a: PutArgs) -> Result<i32> {
     } else {
         a.value
     };
-    let opts = WriteOptions {
-        w: a.w,
-        context: a.context,
-        sort_key: a.sort_key,
-        timeout_ms: None,
-        quorum: a.quorum,
-        write_id: a.write_id,
-    };
+    let opts = a.write.options();
     let r = client(&a.endpoint)?.put(&a.table, &a.key, &value, &opts).await?;
     println!("{}", r.context);
     Ok(0)
@@ -336,14 +337,7 @@ async fn get(a: GetArgs) -> Result<i32> {
 }
 
 async fn delete(a: DeleteArgs) -> Result<i32> {
-    let opts = WriteOptions {
-        w: a.w,
-        context: a.context,
-        sort_key: a.sort_key,
-        timeout_ms: None,
-        quorum: a.quorum,
-        write_id: a.write_id,
-    };
+    let opts = a.write.options();
     let r = client(&a.endpoint)?.delete(&a.table, &a.key, &opts).await?;
     println!("{}", r.context);
     Ok(0)
