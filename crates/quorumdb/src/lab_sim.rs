@@ -7,10 +7,13 @@
 //!   quorumdb lab simulate --seeds 1 --start 42 -v        replay one seed, with its stats
 //!   quorumdb lab simulate --seeds 200 --bug ack-before-fsync --keep-going
 //!                                                        how often a broken replica is caught
+//!   quorumdb lab simulate --system meta --seeds 500      the metadata Raft group instead
+//!                                                        (`quorumdb_lab::sim::meta`)
 //! ```
 
 use anyhow::{bail, Result};
 use clap::Args;
+use quorumdb_lab::sim::meta::{run_meta_seed, MetaBug, MetaSimOptions, MetaSimStats};
 use quorumdb_lab::sim::{run_seed, Bug, SimOptions, SimStats, NODES_MAX};
 use quorumdb_lab::FaultKind;
 use std::collections::BTreeMap;
@@ -18,6 +21,12 @@ use std::time::Instant;
 
 /// A progress line every this many seeds: about every half second in a release build.
 const PROGRESS_EVERY_SEEDS: u64 = 100;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    Data,
+    Meta,
+}
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -27,10 +36,13 @@ pub struct SimulateArgs {
     /// First seed.
     #[arg(long, default_value_t = 0)]
     pub start: u64,
-    /// Simulate a deliberately broken replica, to watch the simulator catch it:
-    /// ack-before-fsync | reuse-actor-after-crash.
-    #[arg(long, value_parser = parse_bug)]
-    pub bug: Option<Bug>,
+    /// What to simulate: the data replicas (`data`) or the metadata Raft group (`meta`).
+    #[arg(long, value_enum, default_value = "data")]
+    pub system: System,
+    /// Simulate a deliberately broken driver, to watch the simulator catch it. Data:
+    /// ack-before-fsync | reuse-actor-after-crash; meta: ack-before-persist | forget-vote.
+    #[arg(long)]
+    pub bug: Option<String>,
     /// Cluster size (nodes are spread over 3 zones; replication factor 3).
     #[arg(long, default_value_t = SimOptions::DEFAULT.nodes)]
     pub nodes: usize,
@@ -91,6 +103,13 @@ impl Totals {
 }
 
 pub fn run(a: SimulateArgs) -> Result<i32> {
+    if a.system == System::Meta {
+        return run_meta(a);
+    }
+    let bug = match &a.bug {
+        Some(name) => Some(parse_bug(name).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     if !(1..=NODES_MAX).contains(&a.nodes) {
         bail!("--nodes must be between 1 and {NODES_MAX}, got {}", a.nodes);
     }
@@ -102,7 +121,7 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
         nodes: a.nodes,
         ops: a.ops,
         faults: !a.no_faults,
-        bug: a.bug,
+        bug,
         crash_loop: a.crash_loop,
     };
     println!(
@@ -111,7 +130,7 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
         a.nodes,
         a.ops,
         if a.no_faults { "off" } else { "on" },
-        a.bug.map(|b| format!(", deliberate bug {b}")).unwrap_or_default()
+        bug.map(|b| format!(", deliberate bug {b}")).unwrap_or_default()
     );
     let started = Instant::now();
     let mut totals = Totals::default();
@@ -201,4 +220,96 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
         totals.events
     );
     Ok(if totals.failed > 0 { 1 } else { 0 })
+}
+
+/// `--system meta`: seeds of the metadata Raft group simulation.
+fn run_meta(a: SimulateArgs) -> Result<i32> {
+    let bug = match &a.bug {
+        Some(name) => Some(MetaBug::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = MetaBug::ALL.iter().map(|b| b.name()).collect();
+            anyhow::anyhow!("unknown metadata bug {name:?}; one of: {}", names.join(", "))
+        })?),
+        None => None,
+    };
+    let Some(end) = a.start.checked_add(a.seeds) else {
+        bail!("--start {} plus --seeds {} overflows", a.start, a.seeds);
+    };
+    let base = MetaSimOptions { faults: !a.no_faults, bug, ..MetaSimOptions::DEFAULT };
+    println!(
+        "simulating the metadata group, seeds {}..{end}: {} voters + {} learners, {} s of faults {}{}",
+        a.start,
+        base.voters,
+        base.learners,
+        base.safety_ms / 1000,
+        if a.no_faults { "off" } else { "on" },
+        bug.map(|b| format!(", deliberate bug {b}")).unwrap_or_default()
+    );
+    let started = Instant::now();
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let mut sum = MetaSimStats::default();
+    for seed in a.start..end {
+        match run_meta_seed(&MetaSimOptions { seed, ..base }) {
+            Ok(s) => {
+                passed += 1;
+                if a.verbose {
+                    println!(
+                        "seed {seed}: ok · {} proposals ({} acknowledged, {} refused, {} without a leader, {} unknown) · {} terms \
+                         with a leader · {} crashes, {} partitions, {} leader isolations, {} loss bursts · \
+                         {} snapshots · layout v{} · converged {} ms after the heal",
+                        s.proposals, s.acknowledged, s.refused, s.not_proposed, s.unknown, s.terms_with_leader, s.crashes,
+                        s.partitions, s.leader_isolations, s.loss_bursts, s.snapshots, s.layout_version,
+                        s.liveness_ms
+                    );
+                }
+                sum.proposals += s.proposals;
+                sum.acknowledged += s.acknowledged;
+                sum.entries_applied += s.entries_applied;
+                sum.snapshots += s.snapshots;
+                sum.terms_with_leader += s.terms_with_leader;
+                sum.crashes += s.crashes;
+                sum.partitions += s.partitions + s.leader_isolations;
+                sum.loss_bursts += s.loss_bursts;
+                sum.liveness_ms = sum.liveness_ms.max(s.liveness_ms);
+                sum.events += s.events;
+            }
+            Err(v) => {
+                failed += 1;
+                println!("seed {seed} FAILED {v}");
+                println!(
+                    "  replay: quorumdb lab simulate --system meta --seeds 1 --start {seed}{}",
+                    bug.map(|b| format!(" --bug {b}")).unwrap_or_default()
+                );
+                if !a.keep_going {
+                    return Ok(1);
+                }
+            }
+        }
+        let done = seed - a.start + 1;
+        if done.is_multiple_of(PROGRESS_EVERY_SEEDS) && done < a.seeds {
+            println!(
+                "seeds {done}/{}: {passed} passed, {failed} failed · {:.1} s",
+                a.seeds,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!(
+        "{passed} of {} seeds passed{} · {} proposals ({} acknowledged) · {} entries applied · {} terms \
+         with a leader · {} snapshots · {} crashes, {} partitions, {} loss bursts · slowest convergence {} ms after the heal \
+         · {} events · {:.1} s",
+        a.seeds,
+        if failed > 0 { format!(", {failed} failed") } else { String::new() },
+        sum.proposals,
+        sum.acknowledged,
+        sum.entries_applied,
+        sum.terms_with_leader,
+        sum.snapshots,
+        sum.crashes,
+        sum.partitions,
+        sum.loss_bursts,
+        sum.liveness_ms,
+        sum.events,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed > 0 { 1 } else { 0 })
 }

@@ -150,6 +150,7 @@
 //! crash), 155 fail, two with an acknowledged write lost.
 
 mod driver;
+pub mod meta;
 pub mod net;
 mod world;
 

@@ -1,0 +1,698 @@
+//! # Seeded simulation of the metadata Raft group
+//!
+//! The shipping metadata members (`quorumdb_meta::MetaNode`, raft-rs inside) on the simulated
+//! network of [`super::net`], with crashes that lose everything not persisted, partitions
+//! (random splits and the leader cut off alone), loss bursts and restarts, all from one seed.
+//!
+//! ```text
+//!   seed ──► StdRng ──► latencies, losses, faults, client proposals, each member's own seed
+//!
+//!   clients ──Propose──► any live member ──(raft forwards to the leader)──► commit ──► Reply
+//!   member effects:  Send ──► net    Persist ──► durable image (survives a crash)
+//!                    Applied ──► checkers       Reply ──► client bookkeeping
+//!
+//!   safety phase (faults on, invariants checked after every step) ──► liveness phase (heal,
+//!   restart everyone, no loss) ──► everyone at the same applied index with equal metadata
+//! ```
+//!
+//! Checked, in every run:
+//! - **election safety**: at most one leader per term, over every member and incarnation;
+//! - **state machine safety**: every member applies the same entry (term and command) at each
+//!   index, so no committed entry is ever lost or replaced, across crashes;
+//! - **acknowledged changes survive**: every table whose creation was acknowledged exists in the
+//!   final metadata of every member;
+//! - **convergence**: after the heal every member (learners too) reaches the same applied index
+//!   and byte-identical metadata, and a last proposal commits.
+//!
+//! Deliberate bugs at the driver seam, to show the checks bite: [`MetaBug::AckBeforePersist`]
+//! (the driver lets messages leave before the persisted state is durable; a crash then loses
+//! votes and appended entries that were acknowledged) and [`MetaBug::LoseSnapshotState`] (a
+//! restart keeps the snapshot's position in the log but not the metadata it holds). A member
+//! that panics (raft-rs asserts its log's consistency) fails the run too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use quorumdb_meta::{
+    Change, Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage, Outcome,
+    PersistDelta, ProposeError, RaftMessage, TableDef,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::net::{Endpoint, Message, NetConfig, Network, PPM};
+
+/// A deliberately broken driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaBug {
+    AckBeforePersist,
+    LoseSnapshotState,
+}
+
+impl MetaBug {
+    pub const ALL: [MetaBug; 2] = [MetaBug::AckBeforePersist, MetaBug::LoseSnapshotState];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MetaBug::AckBeforePersist => "ack-before-persist",
+            MetaBug::LoseSnapshotState => "lose-snapshot-state",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<MetaBug> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+impl fmt::Display for MetaBug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One run's shape.
+#[derive(Clone, Copy, Debug)]
+pub struct MetaSimOptions {
+    pub seed: u64,
+    pub voters: usize,
+    pub learners: usize,
+    /// Length of the safety phase.
+    pub safety_ms: u64,
+    pub faults: bool,
+    pub bug: Option<MetaBug>,
+}
+
+impl MetaSimOptions {
+    pub const DEFAULT: MetaSimOptions =
+        MetaSimOptions { seed: 0, voters: 5, learners: 2, safety_ms: 20_000, faults: true, bug: None };
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default)]
+pub struct MetaSimStats {
+    pub proposals: u64,
+    pub acknowledged: u64,
+    pub refused: u64,
+    /// Not proposed at all (no leader known, or refused before proposing).
+    pub not_proposed: u64,
+    /// Timed out, or the proposing member crashed: may or may not have committed.
+    pub unknown: u64,
+    pub entries_applied: u64,
+    pub terms_with_leader: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub leader_isolations: u64,
+    pub loss_bursts: u64,
+    pub snapshots: u64,
+    pub layout_version: u64,
+    /// Time from the heal to convergence.
+    pub liveness_ms: u64,
+    pub events: u64,
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaViolation {
+    pub at_ms: u64,
+    pub what: String,
+}
+
+impl fmt::Display for MetaViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {} ms: {}", self.at_ms, self.what)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Raft(Box<RaftMessage>);
+
+impl Message for Raft {
+    // Raft tolerates duplicated messages (every message carries its term and indexes).
+    fn may_duplicate(&self) -> bool {
+        true
+    }
+}
+
+struct Member {
+    id: u64,
+    node: Option<MetaNode>,
+    /// What survives a crash.
+    durable: MetaStorage,
+    /// Deltas not yet durable (only under `AckBeforePersist`; otherwise durable at once).
+    unsynced: Vec<PersistDelta>,
+    incarnation: u64,
+    restart_at_ms: Option<u64>,
+    next_tick_ms: u64,
+}
+
+struct World {
+    opts: MetaSimOptions,
+    rng: StdRng,
+    now_ms: u64,
+    net: Network<Raft>,
+    members: Vec<Member>,
+    voters: Vec<u64>,
+    learners: Vec<u64>,
+    /// Leader of each term, as first seen.
+    leaders: BTreeMap<u64, u64>,
+    /// The committed log as applied by anyone: index → (term, encoded command).
+    log: BTreeMap<u64, (u64, String)>,
+    /// Per member: the last index it applied.
+    applied: BTreeMap<u64, u64>,
+    /// Requests in flight: (member id, request id) → the table it creates, if any.
+    requests: BTreeMap<(u64, u64), Option<String>>,
+    /// Tables whose creation was acknowledged.
+    acked_tables: BTreeSet<String>,
+    next_request: u64,
+    next_table: u64,
+    log_entries_len_max: usize,
+    stats: MetaSimStats,
+    violation: Option<MetaViolation>,
+}
+
+const TICK_MS: u64 = 50;
+
+/// Runs one seed; `Ok` with its stats, or the first violation.
+pub fn run_meta_seed(opts: &MetaSimOptions) -> Result<MetaSimStats, MetaViolation> {
+    let mut w = World::new(*opts);
+    w.run();
+    match w.violation {
+        Some(v) => Err(v),
+        None => Ok(w.stats),
+    }
+}
+
+impl World {
+    fn new(opts: MetaSimOptions) -> World {
+        assert!(opts.voters >= 1 && opts.voters + opts.learners <= 16, "1 to 16 members");
+        let mut rng = StdRng::seed_from_u64(opts.seed);
+        let voters: Vec<u64> = (1..=opts.voters as u64).collect();
+        let learners: Vec<u64> = (opts.voters as u64 + 1..=(opts.voters + opts.learners) as u64).collect();
+        let net = Network::new(NetConfig {
+            latency_ms_min: 1,
+            latency_ms_max: 10,
+            slow_ppm: if opts.faults { 10_000 } else { 0 },
+            slow_ms_max: 300,
+            drop_ppm: if opts.faults { 10_000 } else { 0 },
+            duplicate_ppm: if opts.faults { 10_000 } else { 0 },
+        });
+        // Small logs, so snapshots are taken, sent to lagging members and restarted from.
+        let log_entries_len_max = rng.random_range(16..128);
+        let mut members = Vec::new();
+        for &id in voters.iter().chain(&learners) {
+            let mut config = MetaConfig::new(id, voters.clone(), learners.clone(), rng.random());
+            config.log_entries_len_max = log_entries_len_max;
+            let node = MetaNode::new(config).expect("a valid founding configuration");
+            let durable = node.storage().clone();
+            let next_tick_ms = rng.random_range(0..TICK_MS);
+            members.push(Member {
+                id,
+                node: Some(node),
+                durable,
+                unsynced: Vec::new(),
+                incarnation: 0,
+                restart_at_ms: None,
+                next_tick_ms,
+            });
+        }
+        World {
+            opts,
+            rng,
+            now_ms: 0,
+            net,
+            members,
+            voters,
+            learners,
+            leaders: BTreeMap::new(),
+            log: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            acked_tables: BTreeSet::new(),
+            next_request: 1,
+            next_table: 1,
+            log_entries_len_max,
+            stats: MetaSimStats::default(),
+            violation: None,
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(MetaViolation { at_ms: self.now_ms, what });
+        }
+    }
+
+    fn run(&mut self) {
+        // Bootstrap: one proposal to a random member, retried until acknowledged below.
+        let mut next_client_ms = 200;
+        let mut next_fault_ms = if self.opts.faults { self.rng.random_range(500..1500) } else { u64::MAX };
+        let mut heal_at_ms: Option<u64> = None;
+        let end_safety = self.opts.safety_ms;
+        let mut bootstrapped = false;
+        while self.now_ms < end_safety && self.violation.is_none() {
+            let next_tick = self.members.iter().map(|m| m.next_tick_ms).min().unwrap_or(u64::MAX);
+            let next = [
+                self.net.next_ms().unwrap_or(u64::MAX),
+                next_tick,
+                next_client_ms,
+                next_fault_ms,
+                end_safety,
+            ]
+            .into_iter()
+            .chain(heal_at_ms)
+            .chain(self.members.iter().filter_map(|m| m.restart_at_ms))
+            .min()
+            .expect("non-empty");
+            self.now_ms = next.max(self.now_ms);
+            self.stats.events += 1;
+            if self.now_ms >= end_safety {
+                break;
+            }
+            if heal_at_ms.is_some_and(|t| t <= self.now_ms) {
+                heal_at_ms = None;
+                self.net.heal();
+                let mut c = *self.net.config();
+                c.drop_ppm = 10_000;
+                self.net.set_config(c);
+            }
+            self.restart_due();
+            if self.now_ms >= next_fault_ms {
+                let heal_after = self.inject_fault();
+                heal_at_ms = Some(self.now_ms + heal_after);
+                next_fault_ms = self.now_ms + self.rng.random_range(500..2000);
+            }
+            if self.now_ms >= next_client_ms {
+                let command = if bootstrapped { self.random_command() } else { self.bootstrap_command() };
+                bootstrapped |= self.any_bootstrapped();
+                self.propose_random(command);
+                next_client_ms = self.now_ms + self.rng.random_range(20..120);
+            }
+            self.tick_due();
+            self.deliver_due();
+        }
+        if self.violation.is_some() {
+            return;
+        }
+        self.liveness();
+    }
+
+    fn any_bootstrapped(&self) -> bool {
+        self.members.iter().any(|m| m.node.as_ref().is_some_and(|n| n.metadata().layout().is_some()))
+    }
+
+    fn bootstrap_command(&self) -> Command {
+        let members = (1..=5)
+            .map(|i| MemberSpec {
+                id: format!("n{i}"),
+                zone: format!("z{}", (i - 1) % 3 + 1),
+                peer_address: format!("127.0.0.1:{}", 7000 + i),
+                http_address: format!("127.0.0.1:{}", 8000 + i),
+            })
+            .collect();
+        Command::Bootstrap { members, default_replicas: 3 }
+    }
+
+    /// Mostly table creations (each acknowledged one must survive), with membership changes
+    /// staged and committed against whatever version the proposer believes current.
+    fn random_command(&mut self) -> Command {
+        let roll = self.rng.random_range(0..100);
+        let version = self
+            .members
+            .iter()
+            .filter_map(|m| m.node.as_ref())
+            .filter_map(|n| n.metadata().layout().map(|l| l.version))
+            .max()
+            .unwrap_or(1);
+        match roll {
+            0..=59 => {
+                let name = format!("t{}", self.next_table);
+                self.next_table += 1;
+                let conflict = if self.rng.random_bool(0.5) { Conflict::Siblings } else { Conflict::Lww };
+                Command::CreateTable(TableDef { name, replicas: self.rng.random_range(1..=3), conflict })
+            }
+            60..=74 => {
+                let i = self.rng.random_range(6..40);
+                Command::Stage(Change::Join(MemberSpec {
+                    id: format!("n{i}"),
+                    zone: format!("z{}", i % 3 + 1),
+                    peer_address: format!("127.0.0.1:{}", 7000 + i),
+                    http_address: format!("127.0.0.1:{}", 8000 + i),
+                }))
+            }
+            75..=84 => Command::Stage(Change::Leave { id: format!("n{}", self.rng.random_range(1..40)) }),
+            85..=94 => Command::Commit { expected_version: version },
+            95..=97 => Command::Unstage,
+            _ => Command::Noop,
+        }
+    }
+
+    fn propose_random(&mut self, command: Command) {
+        let live: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].node.is_some()).collect();
+        if live.is_empty() {
+            return;
+        }
+        let i = live[self.rng.random_range(0..live.len())];
+        let request = self.next_request;
+        self.next_request += 1;
+        let table = match &command {
+            Command::CreateTable(t) => Some(t.name.clone()),
+            _ => None,
+        };
+        self.stats.proposals += 1;
+        let id = self.members[i].id;
+        self.requests.insert((id, request), table);
+        let now_ms = self.now_ms;
+        self.step(i, Input::Propose { now_ms, request, command });
+    }
+
+    fn tick_due(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].next_tick_ms <= self.now_ms {
+                self.members[i].next_tick_ms = self.now_ms + TICK_MS;
+                // Under the bug, a "sync" happens once per tick: deltas become durable late.
+                let m = &mut self.members[i];
+                for d in std::mem::take(&mut m.unsynced) {
+                    m.durable.apply(&d).expect("deltas fit the durable image");
+                }
+                if self.members[i].node.is_some() {
+                    let now_ms = self.now_ms;
+                    self.step(i, Input::Tick { now_ms });
+                }
+            }
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        while self.net.next_ms().is_some_and(|t| t <= self.now_ms) {
+            let Some((_, envelope)) = self.net.pop() else { break };
+            let Some(envelope) = envelope else { continue };
+            let Endpoint::Node(to) = envelope.to else { continue };
+            if self.members[to].node.is_some() {
+                self.step(to, Input::Message(envelope.msg.0));
+            }
+        }
+    }
+
+    fn index_of(&self, id: u64) -> usize {
+        self.members.iter().position(|m| m.id == id).expect("a member id")
+    }
+
+    fn step(&mut self, i: usize, input: Input) {
+        let Some(node) = self.members[i].node.as_mut() else { return };
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.step(input)));
+        let effects = match stepped {
+            Ok(effects) => effects,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let id = self.members[i].id;
+                self.members[i].node = None;
+                self.fail(format!("member {id} panicked: {message}"));
+                return;
+            }
+        };
+        let node = self.members[i].node.as_ref().expect("stepped above");
+        let (id, term, leader) = (node.id(), node.term(), node.is_leader());
+        if leader {
+            let first = *self.leaders.entry(term).or_insert(id);
+            if first != id {
+                self.fail(format!("two leaders in term {term}: member {first} and member {id}"));
+            }
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { to, message } => {
+                    let to = self.index_of(to);
+                    let now_ms = self.now_ms;
+                    self.net.send(
+                        &mut self.rng,
+                        now_ms,
+                        Endpoint::Node(i),
+                        Endpoint::Node(to),
+                        Raft(message),
+                    );
+                }
+                Effect::Persist(delta) => {
+                    if delta.snapshot.as_ref().is_some_and(|s| !s.get_data().is_empty()) {
+                        self.stats.snapshots += 1;
+                    }
+                    let m = &mut self.members[i];
+                    if self.opts.bug == Some(MetaBug::AckBeforePersist) {
+                        m.unsynced.push(delta);
+                    } else {
+                        m.durable.apply(&delta).expect("deltas fit the durable image");
+                    }
+                }
+                Effect::Applied { index, term, command, result } => {
+                    self.stats.entries_applied += 1;
+                    let shown = format!("{command:?} → {result:?}");
+                    let previous = self.applied.insert(id, index).unwrap_or(0);
+                    if index <= previous {
+                        self.fail(format!("member {id} applied index {index} after {previous}"));
+                    }
+                    match self.log.get(&index) {
+                        Some((t, s)) if *t != term || *s != shown => {
+                            let what = format!(
+                                "member {id} applied ({term}, {shown}) at index {index}, where ({t}, {s}) was applied before: a committed entry was replaced"
+                            );
+                            self.fail(what);
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.log.insert(index, (term, shown));
+                        }
+                    }
+                }
+                Effect::Reply { request, result } => {
+                    let table = self.requests.remove(&(id, request)).flatten();
+                    match result {
+                        Ok(outcome) => {
+                            self.stats.acknowledged += 1;
+                            if let (Some(t), Outcome::TableCreated) = (table, outcome) {
+                                self.acked_tables.insert(t);
+                            }
+                        }
+                        Err(ProposeError::Refused(_)) => self.stats.refused += 1,
+                        Err(
+                            ProposeError::NoLeader
+                            | ProposeError::Busy { .. }
+                            | ProposeError::TooLarge { .. },
+                        ) => self.stats.not_proposed += 1,
+                        Err(ProposeError::Timeout { .. }) => self.stats.unknown += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    fn restart_due(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].restart_at_ms.is_some_and(|t| t <= self.now_ms) {
+                self.restart(i);
+            }
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        m.restart_at_ms = None;
+        m.incarnation += 1;
+        let mut storage = m.durable.clone();
+        // A restart replays from its snapshot: applying the same indexes again is expected.
+        let snapshot_index = storage.snapshot_ref().get_metadata().index;
+        self.applied.insert(m.id, snapshot_index);
+        if self.opts.bug == Some(MetaBug::LoseSnapshotState) {
+            let mut snapshot = storage.snapshot_ref().clone();
+            snapshot.set_data(Default::default());
+            storage
+                .apply(&PersistDelta { snapshot: Some(snapshot), ..Default::default() })
+                .expect("the same snapshot position fits");
+        }
+        let mut config = MetaConfig::new(m.id, self.voters.clone(), self.learners.clone(), self.rng.random());
+        config.log_entries_len_max = self.log_entries_len_max;
+        match MetaNode::restart(config, storage) {
+            Ok(node) => self.members[i].node = Some(node),
+            Err(e) => {
+                let id = self.members[i].id;
+                self.fail(format!("member {id} cannot restart from its durable state: {e}"));
+            }
+        }
+        // Requests the crashed incarnation had in flight are answered by nobody: unknown.
+        let id = self.members[i].id;
+        let lost: Vec<(u64, u64)> = self.requests.keys().filter(|(m, _)| *m == id).copied().collect();
+        for k in lost {
+            self.requests.remove(&k);
+            self.stats.unknown += 1;
+        }
+    }
+
+    fn crash(&mut self, i: usize, down_ms: u64) {
+        let m = &mut self.members[i];
+        if m.node.is_none() {
+            return;
+        }
+        m.node = None;
+        m.unsynced.clear();
+        m.restart_at_ms = Some(self.now_ms + down_ms);
+        self.stats.crashes += 1;
+    }
+
+    /// One fault; returns after how long the network heals.
+    fn inject_fault(&mut self) -> u64 {
+        let n = self.members.len();
+        let roll = self.rng.random_range(0..100);
+        match roll {
+            0..=34 => {
+                let i = self.rng.random_range(0..n);
+                let down = self.rng.random_range(100..3000);
+                self.crash(i, down);
+                0
+            }
+            35..=59 => {
+                let mut side = BTreeSet::new();
+                for i in 0..n {
+                    if self.rng.random_bool(0.5) {
+                        side.insert(i);
+                    }
+                }
+                let other: BTreeSet<usize> = (0..n).filter(|i| !side.contains(i)).collect();
+                self.net.partition(&[side, other]);
+                self.stats.partitions += 1;
+                self.rng.random_range(300..3000)
+            }
+            60..=79 => {
+                // Leader loss: cut the current leader off alone.
+                let leader = self.members.iter().position(|m| m.node.as_ref().is_some_and(|x| x.is_leader()));
+                if let Some(l) = leader {
+                    let rest: BTreeSet<usize> = (0..n).filter(|&i| i != l).collect();
+                    self.net.partition(&[BTreeSet::from([l]), rest]);
+                    self.stats.leader_isolations += 1;
+                }
+                self.rng.random_range(500..3000)
+            }
+            80..=89 => {
+                // A crash of the leader itself, the most disruptive single crash.
+                let leader = self.members.iter().position(|m| m.node.as_ref().is_some_and(|x| x.is_leader()));
+                if let Some(l) = leader {
+                    let down = self.rng.random_range(100..2000);
+                    self.crash(l, down);
+                }
+                0
+            }
+            _ => {
+                let mut c = *self.net.config();
+                c.drop_ppm = self.rng.random_range(50_000..300_000).min(PPM);
+                self.net.set_config(c);
+                self.stats.loss_bursts += 1;
+                self.rng.random_range(200..2000)
+            }
+        }
+    }
+
+    /// Heal, restart everyone, stop loss, then wait for every member to agree.
+    fn liveness(&mut self) {
+        self.net.heal();
+        let mut c = *self.net.config();
+        c.drop_ppm = 0;
+        c.duplicate_ppm = 0;
+        c.slow_ppm = 0;
+        self.net.set_config(c);
+        for i in 0..self.members.len() {
+            if self.members[i].node.is_none() {
+                self.restart(i);
+            }
+        }
+        let healed_ms = self.now_ms;
+        let deadline = healed_ms + 30_000;
+        let mut final_request: Option<(u64, u64)> = None;
+        while self.now_ms < deadline && self.violation.is_none() {
+            let next_tick = self.members.iter().map(|m| m.next_tick_ms).min().unwrap_or(u64::MAX);
+            self.now_ms = self.net.next_ms().unwrap_or(u64::MAX).min(next_tick).max(self.now_ms);
+            self.stats.events += 1;
+            self.tick_due();
+            self.deliver_due();
+            // Once a leader is known, one last proposal must commit.
+            if final_request.is_none()
+                && self.members.iter().any(|m| m.node.as_ref().is_some_and(|n| n.is_leader()))
+            {
+                let i = self
+                    .members
+                    .iter()
+                    .position(|m| m.node.as_ref().is_some_and(|n| n.is_leader()))
+                    .expect("a leader");
+                let request = self.next_request;
+                self.next_request += 1;
+                let id = self.members[i].id;
+                self.requests.insert((id, request), None);
+                final_request = Some((id, request));
+                let now_ms = self.now_ms;
+                self.step(i, Input::Propose { now_ms, request, command: Command::Noop });
+            }
+            let final_done = final_request.is_some_and(|k| !self.requests.contains_key(&k));
+            if final_done && self.converged() {
+                self.stats.liveness_ms = self.now_ms - healed_ms;
+                self.final_checks();
+                return;
+            }
+        }
+        if self.violation.is_none() {
+            let indexes: Vec<String> = self
+                .members
+                .iter()
+                .map(|m| {
+                    let n = m.node.as_ref().expect("all restarted");
+                    format!("{}: applied {} term {} leader {}", m.id, n.applied_index(), n.term(), n.leader())
+                })
+                .collect();
+            self.fail(format!("no convergence within 30 s of the heal ({})", indexes.join("; ")));
+        }
+    }
+
+    fn converged(&self) -> bool {
+        let nodes: Vec<&MetaNode> = self.members.iter().filter_map(|m| m.node.as_ref()).collect();
+        let Some(first) = nodes.first() else { return false };
+        let bytes = first.metadata().encode();
+        nodes.iter().all(|n| n.applied_index() == first.applied_index() && n.metadata().encode() == bytes)
+            && first.applied_index() >= self.log.keys().next_back().copied().unwrap_or(0)
+    }
+
+    fn final_checks(&mut self) {
+        let node = self.members[0].node.as_ref().expect("restarted");
+        let metadata = node.metadata().clone();
+        self.stats.terms_with_leader = self.leaders.len() as u64;
+        self.stats.layout_version = metadata.layout().map_or(0, |l| l.version);
+        let missing: Vec<&String> =
+            self.acked_tables.iter().filter(|t| !metadata.tables().contains_key(*t)).collect();
+        if !missing.is_empty() {
+            let what = format!("{} acknowledged table creations lost: {:?}", missing.len(), missing);
+            self.fail(what);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fault-free run bootstraps, commits, and converges.
+    #[test]
+    fn fault_free_run_converges() {
+        let stats =
+            run_meta_seed(&MetaSimOptions { faults: false, safety_ms: 5_000, ..MetaSimOptions::DEFAULT })
+                .expect("no violation");
+        assert!(stats.acknowledged > 20, "{stats:?}");
+        assert!(stats.layout_version >= 1, "{stats:?}");
+    }
+
+    /// The same seed gives the same run.
+    #[test]
+    fn runs_are_deterministic() {
+        let opts = MetaSimOptions { seed: 3, safety_ms: 5_000, ..MetaSimOptions::DEFAULT };
+        let a = run_meta_seed(&opts).expect("no violation");
+        let b = run_meta_seed(&opts).expect("no violation");
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+}

@@ -1,0 +1,22 @@
+//! # Cluster metadata on Raft
+//!
+//! QuorumDB's data path is leaderless; its *metadata* (members, layout versions, tables, and
+//! later leases, fences, log metadata and the hot-key index) is not: it must be one agreed
+//! sequence of changes. This crate holds that as deterministic machines:
+//!
+//! - [`state`]: the metadata state machine ([`Metadata`], [`Command`], [`MetaError`]);
+//! - [`storage`]: the Raft log, hard state and snapshot ([`MetaStorage`]), and the
+//!   [`PersistDelta`]s that drivers make durable;
+//! - [`node`]: one group member ([`MetaNode`]) wrapping raft-rs's `RawNode`: inputs and
+//!   `Tick { now_ms }` in, ordered [`Effect`]s out. No I/O, no clock, no threads.
+//!
+//! The simulator (`quorumdb-lab`, `sim::meta`) and the server run this same code.
+
+pub mod node;
+pub mod state;
+pub mod storage;
+
+pub use node::{Effect, Input, MetaConfig, MetaNode, ProposeError};
+pub use raft::eraftpb::Message as RaftMessage;
+pub use state::{Change, Command, Conflict, Layout, MemberSpec, MetaError, Metadata, Outcome, TableDef};
+pub use storage::{MetaStorage, PersistDelta};

@@ -1,0 +1,451 @@
+//! One member of the metadata Raft group as a sans-IO machine.
+//!
+//! ```text
+//!   Input::Tick { now_ms } ──► raft ticks (one per tick_ms, jittered) ─┐
+//!   Input::Message(m) ───────► RawNode::step ─────────────────────────┤
+//!   Input::Propose { .. } ───► RawNode::propose (forwarded to leader) ─┤
+//!                                                                     ▼
+//!                         Ready: Send · Persist(delta) · Send(after persist) · Applied · Reply
+//! ```
+//!
+//! Effects are ordered: a driver must make each [`Effect::Persist`] durable before it carries out
+//! any effect after it (that is what lets a vote or an append acknowledgement leave the node).
+//! Everything is a function of the inputs and `MetaConfig::seed`: raft-rs draws its own
+//! randomized election timeout from the thread RNG, so the core pins that range to a single
+//! value and randomizes by itself (a per-incarnation election timeout drawn from the seed, and
+//! an extra tick now and then while not leading), which keeps runs reproducible.
+
+use std::collections::BTreeMap;
+
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::state::{Command, MetaError, Metadata, Outcome};
+use crate::storage::{MetaStorage, PersistDelta};
+
+/// Proposals one node keeps waiting for at once; more are refused as busy.
+pub const PROPOSALS_PENDING_MAX: usize = 1024;
+/// Log entries kept after the last snapshot before the node compacts (the default of
+/// [`MetaConfig::log_entries_len_max`]).
+pub const LOG_ENTRIES_LEN_MAX: usize = 512;
+/// Most bytes of one encoded command (metadata commands are small; this bounds the log).
+pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
+/// Most bytes of entries in one append message.
+pub const APPEND_BYTES_MAX: u64 = 1024 * 1024;
+
+/// How one member runs.
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    /// Raft id, non-zero, unique in the group.
+    pub id: u64,
+    /// The founding voters (3 or 5) and non-voting learners; every founding member must be
+    /// given the same lists.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Length of one raft tick.
+    pub tick_ms: u64,
+    /// Leader heartbeat interval in ticks.
+    pub heartbeat_ticks: usize,
+    /// Base election timeout in ticks; each incarnation draws its own from
+    /// `election_ticks..2 * election_ticks`.
+    pub election_ticks: usize,
+    /// How long a proposal waits for its commit before it is answered `Timeout`.
+    pub proposal_timeout_ms: u64,
+    /// Seeds the core's own randomness (election timeouts, tick jitter).
+    pub seed: u64,
+    /// Log entries kept after the last snapshot before the node compacts. The simulator sets
+    /// it low so that snapshots are taken and sent in most runs.
+    pub log_entries_len_max: usize,
+}
+
+impl MetaConfig {
+    /// Defaults: 50 ms ticks, heartbeats every 100 ms, elections after 0.5–1 s of silence.
+    pub fn new(id: u64, voters: Vec<u64>, learners: Vec<u64>, seed: u64) -> Self {
+        MetaConfig {
+            id,
+            voters,
+            learners,
+            tick_ms: 50,
+            heartbeat_ticks: 2,
+            election_ticks: 10,
+            proposal_timeout_ms: 5_000,
+            seed,
+            log_entries_len_max: LOG_ENTRIES_LEN_MAX,
+        }
+    }
+}
+
+/// Why a proposal did not commit.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ProposeError {
+    /// Committed, and refused by the state machine on every node alike.
+    #[error("{0}")]
+    Refused(MetaError),
+    /// No leader is known to forward to (an election is running): nothing was proposed.
+    #[error("no metadata leader is known right now; retry shortly")]
+    NoLeader,
+    /// Not committed within the timeout. The outcome is unknown: it may still commit.
+    #[error("the metadata change did not commit within {timeout_ms} ms; it may still apply")]
+    Timeout { timeout_ms: u64 },
+    #[error("too many metadata changes in flight (at most {max})")]
+    Busy { max: usize },
+    #[error("the command is too large ({bytes} bytes, at most {max})")]
+    TooLarge { bytes: usize, max: usize },
+}
+
+/// An input to the machine.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Tick {
+        now_ms: u64,
+    },
+    Message(Box<Message>),
+    /// A command to commit; answered by one [`Effect::Reply`] with the same `request`.
+    Propose {
+        now_ms: u64,
+        request: u64,
+        command: Command,
+    },
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    Send {
+        to: u64,
+        message: Box<Message>,
+    },
+    /// Make durable before carrying out any later effect.
+    Persist(PersistDelta),
+    /// A committed entry was applied (every member emits the same sequence).
+    Applied {
+        index: u64,
+        term: u64,
+        command: Option<Command>,
+        result: Result<Outcome, MetaError>,
+    },
+    Reply {
+        request: u64,
+        result: Result<Outcome, ProposeError>,
+    },
+}
+
+struct Pending {
+    deadline_ms: u64,
+}
+
+/// One metadata group member.
+pub struct MetaNode {
+    config: MetaConfig,
+    raw: RawNode<MetaStorage>,
+    metadata: Metadata,
+    applied: u64,
+    pending: BTreeMap<u64, Pending>,
+    effects: Vec<Effect>,
+    next_tick_ms: Option<u64>,
+    rng: u64,
+}
+
+impl MetaNode {
+    /// A founding member with an empty log.
+    pub fn new(config: MetaConfig) -> Result<MetaNode, String> {
+        let conf = ConfState {
+            voters: config.voters.clone(),
+            learners: config.learners.clone(),
+            ..Default::default()
+        };
+        Self::restart(config, MetaStorage::new(conf))
+    }
+
+    /// A member rebuilt from its durable image (after a crash or a clean stop). The state
+    /// machine restarts from the snapshot and raft replays the committed entries after it.
+    pub fn restart(config: MetaConfig, storage: MetaStorage) -> Result<MetaNode, String> {
+        let snapshot = storage.snapshot_ref().clone();
+        let metadata = if snapshot.get_data().is_empty() {
+            Metadata::new()
+        } else {
+            Metadata::decode(snapshot.get_data())
+                .map_err(|e| format!("the metadata snapshot is corrupt: {e}"))?
+        };
+        let applied = snapshot.get_metadata().index;
+        let mut rng = config.seed ^ 0x9e37_79b9_7f4a_7c15 ^ config.id.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let election =
+            config.election_ticks + (next_random(&mut rng) % config.election_ticks as u64) as usize;
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: election,
+            heartbeat_tick: config.heartbeat_ticks,
+            // A single-value range: raft-rs would draw from the thread RNG otherwise.
+            min_election_tick: election,
+            max_election_tick: election + 1,
+            applied,
+            max_size_per_msg: APPEND_BYTES_MAX,
+            max_inflight_msgs: 64,
+            check_quorum: true,
+            pre_vote: true,
+            max_uncommitted_size: 16 * 1024 * 1024,
+            ..Default::default()
+        };
+        raft_config.validate().map_err(|e| format!("invalid raft configuration: {e}"))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw =
+            RawNode::new(&raft_config, storage, &logger).map_err(|e| format!("cannot start raft: {e}"))?;
+        Ok(MetaNode {
+            config,
+            raw,
+            metadata,
+            applied,
+            pending: BTreeMap::new(),
+            effects: Vec::new(),
+            next_tick_ms: None,
+            rng,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// The applied metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader this member knows of (0 = none).
+    pub fn leader(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The durable image as this member sees it (for tests; drivers keep their own copy).
+    pub fn storage(&self) -> &MetaStorage {
+        self.raw.store()
+    }
+
+    /// Feeds one input; returns the effects, in the order they must be carried out.
+    pub fn step(&mut self, input: Input) -> Vec<Effect> {
+        match input {
+            Input::Tick { now_ms } => self.tick(now_ms),
+            Input::Message(m) => {
+                // A message from a member this one does not know, or for another group, is
+                // dropped: raft-rs answers with an error and changes nothing.
+                let _ = self.raw.step(*m);
+            }
+            Input::Propose { now_ms, request, command } => self.propose(now_ms, request, command),
+        }
+        self.drain_ready();
+        std::mem::take(&mut self.effects)
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        let next = *self.next_tick_ms.get_or_insert(now_ms);
+        if now_ms >= next {
+            let ticks = (now_ms - next) / self.config.tick_ms + 1;
+            // After a long gap (a paused process) one election timeout's worth is enough.
+            for _ in 0..ticks.min(2 * self.config.election_ticks as u64) {
+                self.raw.tick();
+                // Jitter while not leading: an extra tick one time in four, so two members
+                // whose timeouts were drawn alike still drift apart.
+                if self.raw.raft.state != StateRole::Leader && next_random(&mut self.rng).is_multiple_of(4) {
+                    self.raw.tick();
+                }
+            }
+            self.next_tick_ms = Some(next + ticks * self.config.tick_ms);
+        }
+        let expired: Vec<u64> =
+            self.pending.iter().filter(|(_, p)| p.deadline_ms <= now_ms).map(|(r, _)| *r).collect();
+        for request in expired {
+            self.pending.remove(&request);
+            let timeout_ms = self.config.proposal_timeout_ms;
+            self.effects.push(Effect::Reply { request, result: Err(ProposeError::Timeout { timeout_ms }) });
+        }
+    }
+
+    fn propose(&mut self, now_ms: u64, request: u64, command: Command) {
+        let reply = |e| Effect::Reply { request, result: Err(e) };
+        if self.pending.len() >= PROPOSALS_PENDING_MAX {
+            self.effects.push(reply(ProposeError::Busy { max: PROPOSALS_PENDING_MAX }));
+            return;
+        }
+        let data = postcard::to_allocvec(&command).expect("commands always encode: plain data");
+        if data.len() > COMMAND_BYTES_MAX {
+            self.effects.push(reply(ProposeError::TooLarge { bytes: data.len(), max: COMMAND_BYTES_MAX }));
+            return;
+        }
+        let mut context = Vec::with_capacity(16);
+        context.extend_from_slice(&self.config.id.to_le_bytes());
+        context.extend_from_slice(&request.to_le_bytes());
+        match self.raw.propose(context, data) {
+            Ok(()) => {
+                let deadline_ms = now_ms.saturating_add(self.config.proposal_timeout_ms);
+                assert!(
+                    self.pending.insert(request, Pending { deadline_ms }).is_none(),
+                    "request ids must be unique per member"
+                );
+            }
+            Err(_) => self.effects.push(reply(ProposeError::NoLeader)),
+        }
+    }
+
+    /// The raft-rs Ready loop, synchronous flavour: messages that need nothing durable go out
+    /// first; then the snapshot, entries and hard state are persisted; then the messages that
+    /// vouch for them; committed entries are applied as raft hands them over.
+    fn drain_ready(&mut self) {
+        while self.raw.has_ready() {
+            let first_effect = self.effects.len();
+            let mut rd = self.raw.ready();
+            for m in rd.take_messages() {
+                self.effects.push(Effect::Send { to: m.to, message: Box::new(m) });
+            }
+            let mut delta = PersistDelta::default();
+            if !rd.snapshot().is_empty() {
+                let snapshot = rd.snapshot().clone();
+                self.install_snapshot(&snapshot);
+                delta.snapshot = Some(snapshot);
+            }
+            let committed = rd.take_committed_entries();
+            self.apply_entries(committed);
+            if !rd.entries().is_empty() {
+                delta.entries = rd.take_entries();
+            }
+            if let Some(hs) = rd.hs() {
+                delta.hard_state = Some(hs.clone());
+            }
+            if !delta.is_empty() {
+                let mut store_delta = delta.clone();
+                // The snapshot was installed above already.
+                store_delta.snapshot = None;
+                self.raw.mut_store().apply(&store_delta).expect("raft hands over entries that fit the log");
+                self.effects.push(Effect::Persist(delta));
+            }
+            for m in rd.take_persisted_messages() {
+                self.effects.push(Effect::Send { to: m.to, message: Box::new(m) });
+            }
+            let mut light = self.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                let delta = PersistDelta { commit: Some(commit), ..Default::default() };
+                self.raw.mut_store().apply(&delta).expect("a commit index always fits");
+                self.effects.push(Effect::Persist(delta));
+            }
+            for m in light.take_messages() {
+                self.effects.push(Effect::Send { to: m.to, message: Box::new(m) });
+            }
+            let committed = light.take_committed_entries();
+            self.apply_entries(committed);
+            self.raw.advance_apply();
+            // A snapshot counts as sent once handed to the driver. raft-rs otherwise keeps the
+            // follower in snapshot state until told; if the message is lost, the follower
+            // rejects the next append and the leader sends a snapshot again.
+            let snapshot_targets: Vec<u64> = self.effects[first_effect..]
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Send { to, message } if message.get_msg_type() == MessageType::MsgSnapshot => {
+                        Some(*to)
+                    }
+                    _ => None,
+                })
+                .collect();
+            for to in snapshot_targets {
+                self.raw.report_snapshot(to, SnapshotStatus::Finish);
+            }
+            self.maybe_compact();
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) {
+        match Metadata::decode(snapshot.get_data()) {
+            Ok(m) => self.metadata = m,
+            // A snapshot without data is the initial (empty) one.
+            Err(_) if snapshot.get_data().is_empty() => self.metadata = Metadata::new(),
+            Err(e) => panic!("a snapshot from the leader does not decode: {e}"),
+        }
+        self.applied = snapshot.get_metadata().index;
+        self.raw.mut_store().install_snapshot(snapshot.clone()).expect("raft installs only newer snapshots");
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            self.applied = entry.index;
+            let (command, result) = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => (None, Ok(Outcome::Nothing)),
+                EntryType::EntryNormal => match postcard::from_bytes::<Command>(&entry.data) {
+                    Ok(c) => {
+                        let r = self.metadata.apply(&c);
+                        (Some(c), r)
+                    }
+                    Err(e) => (
+                        None,
+                        Err(MetaError::Invalid {
+                            what: "a log entry".into(),
+                            why: format!("does not decode: {e}"),
+                        }),
+                    ),
+                },
+                // Configuration changes of the group itself are not proposed yet.
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => (None, Ok(Outcome::Nothing)),
+            };
+            if entry.context.len() == 16 {
+                let proposer = u64::from_le_bytes(entry.context[..8].try_into().expect("8 bytes"));
+                let request = u64::from_le_bytes(entry.context[8..].try_into().expect("8 bytes"));
+                if proposer == self.config.id && self.pending.remove(&request).is_some() {
+                    let answer = result.clone().map_err(ProposeError::Refused);
+                    self.effects.push(Effect::Reply { request, result: answer });
+                }
+            }
+            self.effects.push(Effect::Applied { index: entry.index, term: entry.term, command, result });
+        }
+    }
+
+    /// Takes a snapshot at the applied index once the log holds more than
+    /// `log_entries_len_max` entries, so the log (and a restart's replay) stays bounded.
+    fn maybe_compact(&mut self) {
+        let store = self.raw.store();
+        let snap_index = store.snapshot_ref().get_metadata().index;
+        if self.applied <= snap_index
+            || (self.applied - snap_index) as usize <= self.config.log_entries_len_max
+        {
+            return;
+        }
+        let Ok(term) = store.term(self.applied) else { return };
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(self.metadata.encode().into());
+        let meta = snapshot.mut_metadata();
+        meta.index = self.applied;
+        meta.term = term;
+        meta.set_conf_state(store.conf_state().clone());
+        self.raw
+            .mut_store()
+            .install_snapshot(snapshot.clone())
+            .expect("an own snapshot at the applied index fits");
+        self.effects.push(Effect::Persist(PersistDelta { snapshot: Some(snapshot), ..Default::default() }));
+    }
+}
+
+/// splitmix64: a tiny, well-known generator; enough for timeouts and jitter.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

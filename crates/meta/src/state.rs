@@ -1,0 +1,484 @@
+//! The metadata state machine: what the Raft log's committed commands build.
+//!
+//! Every node applies the same committed [`Command`]s in the same order to a [`Metadata`], so
+//! every node holds the same members, layout versions and tables. `apply` is a pure function of
+//! the state and the command: a command that is invalid against the state (joining an id that
+//! exists, committing a stale plan) is still committed to the log, and every node rejects it
+//! alike with the same [`MetaError`], changing nothing.
+//!
+//! Membership changes are staged, then committed, in the spirit of `riak-admin cluster
+//! plan/commit` and Garage's layout versions:
+//!
+//! ```text
+//!   Stage(Join a) ─┐
+//!   Stage(Leave b) ├─► staged changes ──Commit { expected_version: v }──► layout v+1
+//!   Unstage ───────┘   (validated on     (refused unless the layout is still at v
+//!                       staging and       and the result keeps every table's
+//!                       again on commit)  zone spread)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Most members one layout holds. Bounds the state and every answer that lists members.
+pub const MEMBERS_LEN_MAX: usize = 256;
+/// Most changes that may be staged at once.
+pub const STAGED_LEN_MAX: usize = 64;
+/// Most tables the cluster declares.
+pub const TABLES_LEN_MAX: usize = 1024;
+/// Committed layout versions kept for `cluster layout` (the newest stay).
+pub const LAYOUT_HISTORY_LEN_MAX: usize = 16;
+/// Longest member id, zone, address or table name, in bytes.
+pub const NAME_BYTES_MAX: usize = 255;
+/// Most replicas a table may ask for (the data path's `REPLICATION_FACTOR_MAX`).
+pub const REPLICAS_MAX: u8 = 7;
+
+/// How a member is reached and where it sits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpec {
+    pub id: String,
+    pub zone: String,
+    pub peer_address: String,
+    pub http_address: String,
+}
+
+/// How a table resolves concurrent writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Conflict {
+    Siblings,
+    Lww,
+}
+
+/// A declared table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    pub replicas: u8,
+    pub conflict: Conflict,
+}
+
+/// One staged membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Join(MemberSpec),
+    Leave {
+        id: String,
+    },
+    /// `new` takes over `old`'s place; `new` must be in the same zone, so spread is unchanged.
+    Replace {
+        old: String,
+        new: MemberSpec,
+    },
+}
+
+/// One committed layout: the member set data placement is computed from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub version: u64,
+    pub members: BTreeMap<String, MemberSpec>,
+    /// The changes that made this version from the previous one (empty for the first).
+    pub changes: Vec<Change>,
+}
+
+impl Layout {
+    /// Distinct zones of the members.
+    pub fn zones(&self) -> BTreeSet<&str> {
+        self.members.values().map(|m| m.zone.as_str()).collect()
+    }
+}
+
+/// A command in the metadata log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The first layout. Accepted once; a second bootstrap (another node racing, a retried
+    /// request) is refused, so every node starts from the same members.
+    Bootstrap {
+        members: Vec<MemberSpec>,
+        default_replicas: u8,
+    },
+    Stage(Change),
+    /// Drops every staged change.
+    Unstage,
+    /// Applies the staged changes as layout `expected_version + 1`.
+    Commit {
+        expected_version: u64,
+    },
+    CreateTable(TableDef),
+    /// No state change; a leader's way to learn its commit index (and the simulator's filler).
+    Noop,
+}
+
+/// What an accepted command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Bootstrapped { version: u64 },
+    Staged { staged: usize },
+    Unstaged { dropped: usize },
+    Committed { version: u64 },
+    TableCreated,
+    Nothing,
+}
+
+/// Why a command was refused. Deterministic in the state, so every node refuses alike.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum MetaError {
+    #[error("the cluster is already bootstrapped (layout version {version})")]
+    AlreadyBootstrapped { version: u64 },
+    #[error("the cluster is not bootstrapped yet")]
+    NotBootstrapped,
+    #[error("member {id:?} is already in the layout or staged to join")]
+    DuplicateMember { id: String },
+    #[error("member {id:?} is not in the layout")]
+    UnknownMember { id: String },
+    #[error("{what} is invalid: {why}")]
+    Invalid { what: String, why: String },
+    #[error("table {table:?} wants {replicas} replicas in distinct zones; after this change only {zones_after} of the {zones_before} zones and {members_after} members would remain")]
+    BreaksZoneSpread {
+        table: String,
+        replicas: u8,
+        zones_before: usize,
+        zones_after: usize,
+        members_after: usize,
+    },
+    #[error("there are no staged changes to commit")]
+    NothingStaged,
+    #[error("the plan is stale: it was made for layout version {expected}, the layout is at {current}")]
+    StalePlan { expected: u64, current: u64 },
+    #[error("table {name:?} already exists")]
+    TableExists { name: String },
+    #[error("a limit is reached: {what} (at most {max})")]
+    Limit { what: String, max: usize },
+}
+
+/// The replicated metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Newest last; empty until bootstrapped.
+    layouts: Vec<Layout>,
+    staged: Vec<Change>,
+    tables: BTreeMap<String, TableDef>,
+    /// Replication factor of tables created on first write.
+    default_replicas: u8,
+}
+
+impl Metadata {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current layout, if bootstrapped.
+    pub fn layout(&self) -> Option<&Layout> {
+        self.layouts.last()
+    }
+
+    /// The kept layout versions, oldest first.
+    pub fn layouts(&self) -> &[Layout] {
+        &self.layouts
+    }
+
+    pub fn staged(&self) -> &[Change] {
+        &self.staged
+    }
+
+    pub fn tables(&self) -> &BTreeMap<String, TableDef> {
+        &self.tables
+    }
+
+    pub fn default_replicas(&self) -> u8 {
+        self.default_replicas
+    }
+
+    /// Applies one committed command. Never panics on any input.
+    pub fn apply(&mut self, command: &Command) -> Result<Outcome, MetaError> {
+        match command {
+            Command::Noop => Ok(Outcome::Nothing),
+            Command::Bootstrap { members, default_replicas } => {
+                if let Some(l) = self.layout() {
+                    return Err(MetaError::AlreadyBootstrapped { version: l.version });
+                }
+                check_replicas("default replicas", *default_replicas)?;
+                let mut layout = Layout { version: 1, members: BTreeMap::new(), changes: Vec::new() };
+                for m in members {
+                    check_member(m)?;
+                    if layout.members.insert(m.id.clone(), m.clone()).is_some() {
+                        return Err(MetaError::DuplicateMember { id: m.id.clone() });
+                    }
+                }
+                if layout.members.is_empty() || layout.members.len() > MEMBERS_LEN_MAX {
+                    return Err(MetaError::Invalid {
+                        what: "the member list".into(),
+                        why: format!("{} members (1 to {MEMBERS_LEN_MAX})", layout.members.len()),
+                    });
+                }
+                self.default_replicas = *default_replicas;
+                self.layouts.push(layout);
+                Ok(Outcome::Bootstrapped { version: 1 })
+            }
+            Command::Stage(change) => {
+                let current = self.layout().ok_or(MetaError::NotBootstrapped)?;
+                if self.staged.len() >= STAGED_LEN_MAX {
+                    return Err(MetaError::Limit { what: "staged changes".into(), max: STAGED_LEN_MAX });
+                }
+                let mut staged = self.staged.clone();
+                staged.push(change.clone());
+                // Validate the whole staged set against the layout now, so a bad change is
+                // refused when it is staged and not only at commit.
+                self.plan(current, &staged)?;
+                self.staged = staged;
+                Ok(Outcome::Staged { staged: self.staged.len() })
+            }
+            Command::Unstage => {
+                let dropped = self.staged.len();
+                self.staged.clear();
+                Ok(Outcome::Unstaged { dropped })
+            }
+            Command::Commit { expected_version } => {
+                let current = self.layout().ok_or(MetaError::NotBootstrapped)?;
+                if current.version != *expected_version {
+                    return Err(MetaError::StalePlan {
+                        expected: *expected_version,
+                        current: current.version,
+                    });
+                }
+                if self.staged.is_empty() {
+                    return Err(MetaError::NothingStaged);
+                }
+                let next = self.plan(current, &self.staged)?;
+                self.staged.clear();
+                let version = next.version;
+                self.layouts.push(next);
+                if self.layouts.len() > LAYOUT_HISTORY_LEN_MAX {
+                    self.layouts.remove(0);
+                }
+                Ok(Outcome::Committed { version })
+            }
+            Command::CreateTable(def) => {
+                check_name("table name", &def.name)?;
+                check_replicas("replicas", def.replicas)?;
+                if self.tables.contains_key(&def.name) {
+                    return Err(MetaError::TableExists { name: def.name.clone() });
+                }
+                if self.tables.len() >= TABLES_LEN_MAX {
+                    return Err(MetaError::Limit { what: "tables".into(), max: TABLES_LEN_MAX });
+                }
+                self.tables.insert(def.name.clone(), def.clone());
+                Ok(Outcome::TableCreated)
+            }
+        }
+    }
+
+    /// The layout `changes` would make from `from`, or why it may not be made.
+    pub fn plan(&self, from: &Layout, changes: &[Change]) -> Result<Layout, MetaError> {
+        let mut members = from.members.clone();
+        for change in changes {
+            match change {
+                Change::Join(m) => {
+                    check_member(m)?;
+                    if members.insert(m.id.clone(), m.clone()).is_some() {
+                        return Err(MetaError::DuplicateMember { id: m.id.clone() });
+                    }
+                }
+                Change::Leave { id } => {
+                    if members.remove(id).is_none() {
+                        return Err(MetaError::UnknownMember { id: id.clone() });
+                    }
+                }
+                Change::Replace { old, new } => {
+                    check_member(new)?;
+                    let Some(gone) = members.remove(old) else {
+                        return Err(MetaError::UnknownMember { id: old.clone() });
+                    };
+                    if gone.zone != new.zone {
+                        return Err(MetaError::Invalid {
+                            what: format!("replacing {old:?} by {:?}", new.id),
+                            why: format!(
+                                "the new member is in zone {:?}, the old one in {:?}",
+                                new.zone, gone.zone
+                            ),
+                        });
+                    }
+                    if members.insert(new.id.clone(), new.clone()).is_some() {
+                        return Err(MetaError::DuplicateMember { id: new.id.clone() });
+                    }
+                }
+            }
+        }
+        if members.len() > MEMBERS_LEN_MAX {
+            return Err(MetaError::Limit { what: "members".into(), max: MEMBERS_LEN_MAX });
+        }
+        let next = Layout { version: from.version + 1, members, changes: changes.to_vec() };
+        // Zone spread: each table's replicas land in min(replicas, zones) distinct zones; a
+        // change may not lower that, nor leave fewer members than replicas.
+        let zones_before = from.zones().len();
+        let zones_after = next.zones().len();
+        let replicas = std::iter::once(("(default)".to_string(), self.default_replicas))
+            .chain(self.tables.values().map(|t| (t.name.clone(), t.replicas)));
+        for (table, n) in replicas {
+            let n_usize = usize::from(n);
+            if zones_after.min(n_usize) < zones_before.min(n_usize) || next.members.len() < n_usize {
+                return Err(MetaError::BreaksZoneSpread {
+                    table,
+                    replicas: n,
+                    zones_before,
+                    zones_after,
+                    members_after: next.members.len(),
+                });
+            }
+        }
+        Ok(next)
+    }
+
+    /// The canonical encoding (snapshots, and comparing nodes' states).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self)
+            .expect("metadata always encodes: plain data, no maps with non-string keys")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Metadata, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), MetaError> {
+    if name.is_empty()
+        || name.len() > NAME_BYTES_MAX
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(MetaError::Invalid {
+            what: format!("{what} {:?}", name.chars().take(64).collect::<String>()),
+            why: format!("must be 1 to {NAME_BYTES_MAX} bytes without spaces or control characters"),
+        });
+    }
+    Ok(())
+}
+
+fn check_member(m: &MemberSpec) -> Result<(), MetaError> {
+    check_name("member id", &m.id)?;
+    check_name("zone", &m.zone)?;
+    check_name("peer address", &m.peer_address)?;
+    check_name("http address", &m.http_address)
+}
+
+fn check_replicas(what: &str, n: u8) -> Result<(), MetaError> {
+    if n == 0 || n > REPLICAS_MAX {
+        return Err(MetaError::Invalid {
+            what: format!("{what} {n}"),
+            why: format!("must be 1 to {REPLICAS_MAX}"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, zone: &str) -> MemberSpec {
+        MemberSpec {
+            id: id.into(),
+            zone: zone.into(),
+            peer_address: format!("127.0.0.1:1{id}"),
+            http_address: format!("127.0.0.1:2{id}"),
+        }
+    }
+
+    fn three_zones() -> Metadata {
+        let mut m = Metadata::new();
+        let members = vec![member("1", "a"), member("2", "b"), member("3", "c")];
+        assert_eq!(
+            m.apply(&Command::Bootstrap { members, default_replicas: 3 }),
+            Ok(Outcome::Bootstrapped { version: 1 })
+        );
+        m
+    }
+
+    /// Staging then committing makes the next layout version with the changes applied.
+    #[test]
+    fn stage_and_commit_make_a_new_version() {
+        let mut m = three_zones();
+        assert_eq!(
+            m.apply(&Command::Stage(Change::Join(member("4", "a")))),
+            Ok(Outcome::Staged { staged: 1 })
+        );
+        assert_eq!(m.apply(&Command::Commit { expected_version: 1 }), Ok(Outcome::Committed { version: 2 }));
+        let layout = m.layout().unwrap();
+        assert_eq!(layout.members.len(), 4);
+        assert!(m.staged().is_empty());
+    }
+
+    /// Each bad input of the issue is refused and changes nothing.
+    #[test]
+    fn bad_changes_are_refused_and_change_nothing() {
+        let mut m = three_zones();
+        let before = m.clone();
+        let cases = [
+            (Command::Stage(Change::Join(member("2", "b"))), "duplicate"),
+            (Command::Stage(Change::Leave { id: "3".into() }), "zone spread"),
+            (Command::Stage(Change::Leave { id: "9".into() }), "unknown"),
+            (Command::Commit { expected_version: 1 }, "nothing staged"),
+            (
+                Command::Stage(Change::Replace { old: "1".into(), new: member("5", "b") }),
+                "zone of a replacement",
+            ),
+            (Command::Bootstrap { members: vec![member("7", "a")], default_replicas: 3 }, "second bootstrap"),
+        ];
+        for (command, why) in cases {
+            assert!(m.apply(&command).is_err(), "{why} must be refused");
+            assert_eq!(m, before, "{why} changed the state");
+        }
+        // A stale plan: staged against version 1, but the layout moved on.
+        m.apply(&Command::Stage(Change::Join(member("4", "a")))).unwrap();
+        m.apply(&Command::Commit { expected_version: 1 }).unwrap();
+        m.apply(&Command::Stage(Change::Join(member("5", "b")))).unwrap();
+        assert_eq!(
+            m.apply(&Command::Commit { expected_version: 1 }),
+            Err(MetaError::StalePlan { expected: 1, current: 2 })
+        );
+    }
+
+    /// Leaving the last node of a zone is allowed when no table needs that zone.
+    #[test]
+    fn zone_spread_is_judged_per_table() {
+        let mut m = Metadata::new();
+        let members = vec![member("1", "a"), member("2", "b"), member("3", "c"), member("4", "a")];
+        m.apply(&Command::Bootstrap { members, default_replicas: 2 }).unwrap();
+        // Two replicas still find two zones without c.
+        assert!(m.apply(&Command::Stage(Change::Leave { id: "3".into() })).is_ok());
+        m.apply(&Command::Unstage).unwrap();
+        m.apply(&Command::CreateTable(TableDef {
+            name: "t".into(),
+            replicas: 3,
+            conflict: Conflict::Siblings,
+        }))
+        .unwrap();
+        assert!(matches!(
+            m.apply(&Command::Stage(Change::Leave { id: "3".into() })),
+            Err(MetaError::BreaksZoneSpread { .. })
+        ));
+    }
+
+    /// The encoding round-trips, so snapshots restore the same state.
+    #[test]
+    fn encoding_round_trips() {
+        let mut m = three_zones();
+        m.apply(&Command::CreateTable(TableDef { name: "t".into(), replicas: 2, conflict: Conflict::Lww }))
+            .unwrap();
+        m.apply(&Command::Stage(Change::Join(member("4", "a")))).unwrap();
+        assert_eq!(Metadata::decode(&m.encode()).unwrap(), m);
+    }
+
+    /// Layout history is bounded.
+    #[test]
+    fn layout_history_is_bounded() {
+        let mut m = three_zones();
+        for i in 0..(LAYOUT_HISTORY_LEN_MAX as u64 + 5) {
+            let v = m.layout().unwrap().version;
+            m.apply(&Command::Stage(Change::Join(member(&format!("x{i}"), "a")))).unwrap();
+            m.apply(&Command::Commit { expected_version: v }).unwrap();
+        }
+        assert_eq!(m.layouts().len(), LAYOUT_HISTORY_LEN_MAX);
+        assert_eq!(m.layout().unwrap().version, LAYOUT_HISTORY_LEN_MAX as u64 + 6);
+    }
+}
