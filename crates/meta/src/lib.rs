@@ -15,6 +15,7 @@
 pub mod node;
 pub mod state;
 pub mod storage;
+pub mod wire;
 
 pub use node::{Effect, Input, MetaConfig, MetaNode, ProposeError};
 pub use raft::eraftpb::Message as RaftMessage;

@@ -249,6 +249,7 @@ impl MetaNode {
                 let _ = self.raw.step(*m);
             }
             Input::Propose { now_ms, request, command } => self.propose(now_ms, request, command),
+            Input::Unreachable { peer } => self.raw.report_unreachable(peer),
         }
         self.drain_ready();
         std::mem::take(&mut self.effects)

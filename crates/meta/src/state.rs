@@ -97,6 +97,7 @@ pub enum Command {
     Bootstrap {
         members: Vec<MemberSpec>,
         default_replicas: u8,
+        tables: Vec<TableDef>,
     },
     Stage(Change),
     /// Drops every staged change.
@@ -194,7 +195,7 @@ impl Metadata {
     pub fn apply(&mut self, command: &Command) -> Result<Outcome, MetaError> {
         match command {
             Command::Noop => Ok(Outcome::Nothing),
-            Command::Bootstrap { members, default_replicas } => {
+            Command::Bootstrap { members, default_replicas, tables } => {
                 if let Some(l) = self.layout() {
                     return Err(MetaError::AlreadyBootstrapped { version: l.version });
                 }
@@ -212,7 +213,19 @@ impl Metadata {
                         why: format!("{} members (1 to {MEMBERS_LEN_MAX})", layout.members.len()),
                     });
                 }
+                if tables.len() > TABLES_LEN_MAX {
+                    return Err(MetaError::Limit { what: "tables".into(), max: TABLES_LEN_MAX });
+                }
+                let mut declared = BTreeMap::new();
+                for t in tables {
+                    check_name("table name", &t.name)?;
+                    check_replicas("replicas", t.replicas)?;
+                    if declared.insert(t.name.clone(), t.clone()).is_some() {
+                        return Err(MetaError::TableExists { name: t.name.clone() });
+                    }
+                }
                 self.default_replicas = *default_replicas;
+                self.tables = declared;
                 self.layouts.push(layout);
                 Ok(Outcome::Bootstrapped { version: 1 })
             }
@@ -388,7 +401,7 @@ mod tests {
         let mut m = Metadata::new();
         let members = vec![member("1", "a"), member("2", "b"), member("3", "c")];
         assert_eq!(
-            m.apply(&Command::Bootstrap { members, default_replicas: 3 }),
+            m.apply(&Command::Bootstrap { members, default_replicas: 3, tables: vec![] }),
             Ok(Outcome::Bootstrapped { version: 1 })
         );
         m
@@ -422,7 +435,10 @@ mod tests {
                 Command::Stage(Change::Replace { old: "1".into(), new: member("5", "b") }),
                 "zone of a replacement",
             ),
-            (Command::Bootstrap { members: vec![member("7", "a")], default_replicas: 3 }, "second bootstrap"),
+            (
+                Command::Bootstrap { members: vec![member("7", "a")], default_replicas: 3, tables: vec![] },
+                "second bootstrap",
+            ),
         ];
         for (command, why) in cases {
             assert!(m.apply(&command).is_err(), "{why} must be refused");
@@ -443,7 +459,7 @@ mod tests {
     fn zone_spread_is_judged_per_table() {
         let mut m = Metadata::new();
         let members = vec![member("1", "a"), member("2", "b"), member("3", "c"), member("4", "a")];
-        m.apply(&Command::Bootstrap { members, default_replicas: 2 }).unwrap();
+        m.apply(&Command::Bootstrap { members, default_replicas: 2, tables: vec![] }).unwrap();
         // Two replicas still find two zones without c.
         assert!(m.apply(&Command::Stage(Change::Leave { id: "3".into() })).is_ok());
         m.apply(&Command::Unstage).unwrap();

@@ -309,7 +309,7 @@ impl World {
                 http_address: format!("127.0.0.1:{}", 8000 + i),
             })
             .collect();
-        Command::Bootstrap { members, default_replicas: 3 }
+        Command::Bootstrap { members, default_replicas: 3, tables: Vec::new() }
     }
 
     /// Mostly table creations (each acknowledged one must survive), with membership changes
