@@ -108,6 +108,11 @@ pub enum Input {
         request: u64,
         command: Command,
     },
+    /// A message to `peer` could not be delivered (connection refused, timed out): raft
+    /// stops pipelining to it and probes instead.
+    Unreachable {
+        peer: u64,
+    },
 }
 
 /// What the driver must do, in order.
