@@ -559,3 +559,119 @@ mod tests {
         assert_eq!(serde_urlencoded::from_str::<RepairQuery>("").unwrap(), RepairQuery::default());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster metadata (the Raft group): members, layout versions, staged changes, tables.
+
+/// One member as the metadata layout records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInfo {
+    pub id: String,
+    pub zone: String,
+    pub peer_address: String,
+    pub http_address: String,
+}
+
+/// A staged membership change (`POST /v1/cluster/changes` body, and in answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChangeInfo {
+    Join(MemberInfo),
+    Leave { id: String },
+    Replace { old: String, new: MemberInfo },
+}
+
+/// One committed layout version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutInfo {
+    pub version: u64,
+    pub members: Vec<MemberInfo>,
+    pub changes: Vec<ChangeInfo>,
+}
+
+/// Answer of `GET /v1/cluster/layout`: the kept versions (oldest first) and what is staged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutHistory {
+    pub versions: Vec<LayoutInfo>,
+    pub staged: Vec<ChangeInfo>,
+}
+
+/// Answer of `GET /v1/cluster/meta`: the metadata group as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaStatus {
+    pub reporter: String,
+    pub raft_id: u64,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub is_leader: bool,
+    pub applied_index: u64,
+    pub commit_index: u64,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    /// 0 until the metadata is bootstrapped.
+    pub layout_version: u64,
+    pub tables: usize,
+}
+
+/// Per member in a plan: share of replicas before and after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanMember {
+    pub id: String,
+    pub zone: String,
+    /// Share of all replicas (of the default replication factor) it holds, 0 to 1.
+    pub ownership_before: f64,
+    pub ownership_after: f64,
+}
+
+/// Answer of `GET /v1/cluster/plan`: what committing the staged changes would do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// The version the plan applies to; `cluster commit` must name it.
+    pub from_version: u64,
+    pub to_version: u64,
+    pub staged: Vec<ChangeInfo>,
+    pub members: Vec<PlanMember>,
+    /// Zone → share of replicas after the change.
+    pub zones_after: Vec<(String, f64)>,
+    /// Fraction of replica placements (key-range × replica slots) that move to another node.
+    pub moved_fraction: f64,
+    /// `moved_fraction` × the items and bytes the answering node holds, scaled to the cluster.
+    pub items_estimated: u64,
+    /// Whether every table keeps its replicas in as many distinct zones as before.
+    pub zone_spread_ok: bool,
+    /// Why the plan cannot be committed, if it cannot.
+    pub error: Option<String>,
+}
+
+/// `POST /v1/cluster/commit` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    pub expected_version: u64,
+}
+
+/// Answer of a metadata change: the layout version after it (and staged changes left).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeAnswer {
+    pub layout_version: u64,
+    pub staged: usize,
+}
+
+/// A declared table (`POST /v1/tables` body, and answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableInfo {
+    pub name: String,
+    pub replicas: u8,
+    /// `siblings` or `lww`.
+    pub conflict: String,
+}
+
+/// Answer of `GET /v1/tables`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableList {
+    pub tables: Vec<TableInfo>,
+    /// Replication factor of tables created on first write.
+    pub default_replicas: u8,
+}

@@ -358,6 +358,71 @@ impl Client {
     }
 
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
+    /// The metadata group as this node sees it (leader, term, indexes, layout version).
+    pub async fn meta_status(&self) -> Result<api::MetaStatus, ClientError> {
+        self.get_json(&["v1", "cluster", "meta"]).await
+    }
+
+    /// The kept layout versions and the staged changes.
+    pub async fn layout(&self) -> Result<api::LayoutHistory, ClientError> {
+        self.get_json(&["v1", "cluster", "layout"]).await
+    }
+
+    /// Stages one membership change.
+    pub async fn stage_change(&self, change: &api::ChangeInfo) -> Result<api::ChangeAnswer, ClientError> {
+        self.send_json(Method::POST, &["v1", "cluster", "changes"], change).await
+    }
+
+    /// Drops every staged change.
+    pub async fn unstage(&self) -> Result<api::ChangeAnswer, ClientError> {
+        let url = self.url(&["v1", "cluster", "changes"])?;
+        let (status, bytes) = self.send(self.http.request(Method::DELETE, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// What committing the staged changes would do.
+    pub async fn plan(&self) -> Result<api::PlanInfo, ClientError> {
+        self.get_json(&["v1", "cluster", "plan"]).await
+    }
+
+    /// Commits the staged changes as the version after `expected_version`.
+    pub async fn commit_layout(&self, expected_version: u64) -> Result<api::ChangeAnswer, ClientError> {
+        self.send_json(Method::POST, &["v1", "cluster", "commit"], &api::CommitRequest { expected_version })
+            .await
+    }
+
+    /// The declared tables.
+    pub async fn tables(&self) -> Result<api::TableList, ClientError> {
+        self.get_json(&["v1", "tables"]).await
+    }
+
+    /// Declares a table.
+    pub async fn create_table(&self, table: &api::TableInfo) -> Result<api::TableInfo, ClientError> {
+        self.send_json(Method::POST, &["v1", "tables"], table).await
+    }
+
+    /// One declared table.
+    pub async fn table(&self, name: &str) -> Result<api::TableInfo, ClientError> {
+        self.get_json(&["v1", "tables", name]).await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        let url = self.url(segments)?;
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    async fn send_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = self.url(segments)?;
+        let (status, bytes) = self.send(self.http.request(method, url).json(body)).await?;
+        self.decode(status, &bytes)
+    }
+
     fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
         if let Some(bad) = segments.iter().find(|s| !addressable(s)) {
             let message = format!(

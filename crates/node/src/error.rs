@@ -6,6 +6,7 @@ use quorumdb_core::consistency::LevelError;
 use quorumdb_core::coordinator::QuorumError;
 use quorumdb_core::key::KeyError;
 use quorumdb_core::replica::ReplicaError;
+use quorumdb_meta::{MetaError, ProposeError};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone)]
@@ -39,8 +40,39 @@ pub enum ApiError {
     Overloaded(String),
     #[error("{0}")]
     AdminDisabled(String),
+    /// A metadata change refused by the metadata state machine (committed, and refused alike
+    /// on every node), with its own code: `duplicate_member`, `stale_plan`, ...
+    #[error("{message}")]
+    Metadata { code: &'static str, status: u16, message: String },
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProposeError::Refused(refused) => {
+                let (code, status) = match refused {
+                    MetaError::AlreadyBootstrapped { .. } => ("already_bootstrapped", 409),
+                    MetaError::NotBootstrapped => ("not_bootstrapped", 503),
+                    MetaError::DuplicateMember { .. } => ("duplicate_member", 409),
+                    MetaError::UnknownMember { .. } => ("unknown_member", 404),
+                    MetaError::Invalid { .. } => ("bad_request", 400),
+                    MetaError::BreaksZoneSpread { .. } => ("breaks_zone_spread", 409),
+                    MetaError::NothingStaged => ("nothing_staged", 409),
+                    MetaError::StalePlan { .. } => ("stale_plan", 409),
+                    MetaError::TableExists { .. } => ("table_exists", 409),
+                    MetaError::Limit { .. } => ("limit_reached", 409),
+                };
+                ApiError::Metadata { code, status, message }
+            }
+            ProposeError::NoLeader => ApiError::Unavailable(message),
+            ProposeError::Busy { .. } => ApiError::Overloaded(message),
+            ProposeError::Timeout { .. } => ApiError::Timeout(message),
+            ProposeError::TooLarge { .. } => ApiError::BadRequest(message),
+        }
+    }
 }
 
 /// A quorum failure as it crosses the wire and reaches the client.
@@ -150,6 +182,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::AdminDisabled(_) => "admin_disabled",
+            ApiError::Metadata { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -165,6 +198,7 @@ impl ApiError {
             | ApiError::Unavailable(_)
             | ApiError::Overloaded(_) => 503,
             ApiError::Timeout(_) => 504,
+            ApiError::Metadata { status, .. } => *status,
             ApiError::Internal(_) => 500,
         }
     }

@@ -23,6 +23,10 @@ use quorumdb_core::key::ItemKey;
 use quorumdb_core::limits::{
     CONTEXT_TOKEN_CHARS_MAX, SCAN_PAGE_LEN_DEFAULT, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX,
 };
+use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
+use quorumdb_meta::{
+    Change, Command, Conflict as MetaConflict, Layout, MemberSpec, Outcome, ProposeError, TableDef,
+};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,6 +40,8 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 6 * VALUE_BYTES_MAX + 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<Node>,
+    /// This node's metadata group member.
+    pub meta: crate::meta::Meta,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Bounds client requests in flight (`http_inflight_max`). A request that finds no permit
     /// is refused at once with 503 `overloaded` rather than queued: queueing would only turn
@@ -55,6 +61,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tables/{table}/items/{key}/replicas", get(inspect_item))
         .route("/v1/tables/{table}/partitions/{key}", get(scan_partition))
         .route("/v1/cluster/status", get(status))
+        .route("/v1/cluster/meta", get(meta_status))
+        .route("/v1/cluster/layout", get(layout))
+        .route("/v1/cluster/changes", axum::routing::post(stage_change).delete(unstage))
+        .route("/v1/cluster/plan", get(plan))
+        .route("/v1/cluster/commit", axum::routing::post(commit))
+        .route("/v1/tables", get(list_tables).post(create_table))
+        .route("/v1/tables/{table}", get(describe_table))
         .route("/v1/repair", get(repair_progress).post(start_repair))
         .merge(admin)
         .route("/metrics", get(metrics_route))
@@ -654,5 +667,239 @@ mod tests {
         assert_eq!(query::<api::ScanQuery>(&None).unwrap(), api::ScanQuery::default());
         let q = query::<api::DeleteQuery>(&Some("context=ab%2B&sort_key=a+b".into())).unwrap();
         assert_eq!((q.context.as_deref(), q.sort_key.as_deref()), (Some("ab+"), Some("a b")));
+    }
+}
+
+// -----------------------------------------------------------------------------------------------
+// Cluster metadata
+
+/// Parses a JSON body into an API type (which refuses unknown fields).
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+}
+
+fn member_info(m: &MemberSpec) -> api::MemberInfo {
+    api::MemberInfo {
+        id: m.id.clone(),
+        zone: m.zone.clone(),
+        peer_address: m.peer_address.clone(),
+        http_address: m.http_address.clone(),
+    }
+}
+
+fn member_spec(m: api::MemberInfo) -> MemberSpec {
+    MemberSpec { id: m.id, zone: m.zone, peer_address: m.peer_address, http_address: m.http_address }
+}
+
+fn change_info(c: &Change) -> api::ChangeInfo {
+    match c {
+        Change::Join(m) => api::ChangeInfo::Join(member_info(m)),
+        Change::Leave { id } => api::ChangeInfo::Leave { id: id.clone() },
+        Change::Replace { old, new } => api::ChangeInfo::Replace { old: old.clone(), new: member_info(new) },
+    }
+}
+
+fn table_info(t: &TableDef) -> api::TableInfo {
+    let conflict = match t.conflict {
+        MetaConflict::Siblings => "siblings",
+        MetaConflict::Lww => "lww",
+    };
+    api::TableInfo { name: t.name.clone(), replicas: t.replicas, conflict: conflict.into() }
+}
+
+fn meta_answer(s: &AppState, result: Result<Outcome, ProposeError>) -> Response {
+    match result {
+        Ok(_) => {
+            let v = s.meta.view();
+            let body = api::ChangeAnswer {
+                layout_version: v.metadata.layout().map_or(0, |l| l.version),
+                staged: v.metadata.staged().len(),
+            };
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn meta_status(State(s): State<AppState>) -> Response {
+    let v = s.meta.view();
+    let body = api::MetaStatus {
+        reporter: s.node.id().to_owned(),
+        raft_id: v.raft_id,
+        term: v.term,
+        leader: v.leader.clone(),
+        is_leader: v.is_leader,
+        applied_index: v.applied_index,
+        commit_index: v.commit_index,
+        voters: v.voters.clone(),
+        learners: v.learners.clone(),
+        layout_version: v.metadata.layout().map_or(0, |l| l.version),
+        tables: v.metadata.tables().len(),
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+async fn layout(State(s): State<AppState>) -> Response {
+    let v = s.meta.view();
+    let versions = v
+        .metadata
+        .layouts()
+        .iter()
+        .map(|l| api::LayoutInfo {
+            version: l.version,
+            members: l.members.values().map(member_info).collect(),
+            changes: l.changes.iter().map(change_info).collect(),
+        })
+        .collect();
+    let body = api::LayoutHistory { versions, staged: v.metadata.staged().iter().map(change_info).collect() };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+async fn stage_change(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let change = match json_body::<api::ChangeInfo>(body) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let change = match change {
+        api::ChangeInfo::Join(m) => Change::Join(member_spec(m)),
+        api::ChangeInfo::Leave { id } => Change::Leave { id },
+        api::ChangeInfo::Replace { old, new } => Change::Replace { old, new: member_spec(new) },
+    };
+    let result = s.meta.propose(Command::Stage(change)).await;
+    meta_answer(&s, result)
+}
+
+async fn unstage(State(s): State<AppState>) -> Response {
+    let result = s.meta.propose(Command::Unstage).await;
+    meta_answer(&s, result)
+}
+
+async fn commit(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req = match json_body::<api::CommitRequest>(body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let result = s.meta.propose(Command::Commit { expected_version: req.expected_version }).await;
+    meta_answer(&s, result)
+}
+
+/// Key-range samples a plan compares placements on: enough for a 0.1 % resolution.
+const PLAN_SAMPLES_LEN: u64 = 16_384;
+
+async fn plan(State(s): State<AppState>) -> Response {
+    let v = s.meta.view();
+    let Some(current) = v.metadata.layout() else {
+        return ApiError::Unavailable("the cluster metadata is not bootstrapped yet".into()).into_response();
+    };
+    let planned = v.metadata.plan(current, v.metadata.staged());
+    let (next, error) = match planned {
+        Ok(next) => (next, None),
+        Err(e) => (current.clone(), Some(e.to_string())),
+    };
+    let n = usize::from(v.metadata.default_replicas()).max(1);
+    let ring_of = |l: &Layout| {
+        let members = l.members.values().map(|m| Member { id: m.id.clone(), zone: m.zone.clone() }).collect();
+        Ring::new(members, VNODES_PER_NODE_DEFAULT)
+    };
+    let (before, after) = match (ring_of(current), ring_of(&next)) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(e), _) | (_, Err(e)) => {
+            return ApiError::Internal(format!("cannot build the ring: {e}")).into_response()
+        }
+    };
+    let own_before = before.replica_ownership(n);
+    let own_after = after.replica_ownership(n);
+    let share = |ring: &Ring, own: &[f64], id: &str| {
+        ring.index_of(id).and_then(|i| own.get(i).copied()).unwrap_or(0.0)
+    };
+    let mut ids: Vec<&String> = current.members.keys().chain(next.members.keys()).collect();
+    ids.sort();
+    ids.dedup();
+    let zone_of = |id: &str| {
+        next.members.get(id).or_else(|| current.members.get(id)).map(|m| m.zone.clone()).unwrap_or_default()
+    };
+    let members = ids
+        .iter()
+        .map(|id| api::PlanMember {
+            id: (*id).clone(),
+            zone: zone_of(id),
+            ownership_before: share(&before, &own_before, id),
+            ownership_after: share(&after, &own_after, id),
+        })
+        .collect::<Vec<_>>();
+    let mut zones: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for m in &members {
+        *zones.entry(m.zone.clone()).or_default() += m.ownership_after;
+    }
+    // Replica slots whose node changes, over evenly spaced key hashes.
+    let mut moved = 0u64;
+    for i in 0..PLAN_SAMPLES_LEN {
+        let hash = i.wrapping_mul(u64::MAX / PLAN_SAMPLES_LEN);
+        let old: Vec<&str> =
+            before.preference_list(hash, n).into_iter().map(|m| before.members()[m].id.as_str()).collect();
+        let new = after.preference_list(hash, n);
+        moved += new.iter().filter(|m| !old.contains(&after.members()[**m].id.as_str())).count() as u64;
+    }
+    let moved_fraction = moved as f64 / (PLAN_SAMPLES_LEN * n as u64) as f64;
+    // This node holds about n / members of all items.
+    let items_total = s.node.items_approx() as f64 * current.members.len() as f64 / n as f64;
+    let body = api::PlanInfo {
+        from_version: current.version,
+        to_version: current.version + 1,
+        staged: v.metadata.staged().iter().map(change_info).collect(),
+        members,
+        zones_after: zones.into_iter().collect(),
+        moved_fraction,
+        items_estimated: (moved_fraction * items_total * n as f64).round() as u64,
+        zone_spread_ok: !matches!(error, Some(ref e) if e.contains("distinct zones")),
+        error,
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+async fn list_tables(State(s): State<AppState>) -> Response {
+    let v = s.meta.view();
+    let body = api::TableList {
+        tables: v.metadata.tables().values().map(table_info).collect(),
+        default_replicas: v.metadata.default_replicas(),
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+async fn create_table(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let t = match json_body::<api::TableInfo>(body) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let conflict = match t.conflict.as_str() {
+        "siblings" => MetaConflict::Siblings,
+        "lww" => MetaConflict::Lww,
+        other => {
+            return ApiError::BadRequest(format!("conflict must be siblings or lww, not {other:?}"))
+                .into_response()
+        }
+    };
+    let def = TableDef { name: t.name, replicas: t.replicas, conflict };
+    let result = s.meta.propose(Command::CreateTable(def.clone())).await;
+    match result {
+        Ok(_) => (StatusCode::CREATED, Json(table_info(&def))).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn describe_table(State(s): State<AppState>, table: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(name)) = table else {
+        return ApiError::BadRequest("invalid table name in the path".into()).into_response();
+    };
+    let v = s.meta.view();
+    match v.metadata.tables().get(&name) {
+        Some(t) => (StatusCode::OK, Json(table_info(t))).into_response(),
+        None => ApiError::Metadata {
+            code: "table_not_found",
+            status: 404,
+            message: format!("table {name:?} is not declared"),
+        }
+        .into_response(),
     }
 }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod meta;
 pub mod node;
 pub mod storage;
 pub mod transport;
@@ -89,11 +90,24 @@ pub async fn run(
         peer = %node.config.peer_listen,
         "node starting"
     );
+    let meta = meta::Meta::start(node.config.clone(), node.storage.clone(), node.faults.clone())
+        .await
+        .map_err(NodeError::Setup)?;
     let handler: transport::Handler = {
         let node = node.clone();
+        let meta = meta.clone();
         Arc::new(move |from, req| {
             let node = node.clone();
-            Box::pin(async move { node.handle_peer(from, req).await })
+            let meta = meta.clone();
+            Box::pin(async move {
+                match req {
+                    wire::Request::Raft { message } => match meta.receive(&message) {
+                        Ok(()) => wire::Response::Ack,
+                        Err(message) => wire::Response::Error { code: "bad_request".into(), message },
+                    },
+                    req => node.handle_peer(from, req).await,
+                }
+            })
         })
     };
     tokio::spawn(transport::serve(
@@ -114,7 +128,7 @@ pub async fn run(
         });
     }
     let inflight = Arc::new(tokio::sync::Semaphore::new(node.config.http_inflight_max));
-    let app = http::router(http::AppState { node: node.clone(), metrics, inflight });
+    let app = http::router(http::AppState { node: node.clone(), meta: meta.clone(), metrics, inflight });
     node.ready.store(true, Ordering::Release);
     axum::serve(http_listener, app)
         .with_graceful_shutdown(shutdown)
@@ -124,6 +138,7 @@ pub async fn run(
     // Stop the replica shards first: a peer could still ask this node to coordinate a write,
     // and a dot minted after the clean-shutdown mark would not be covered by it.
     node.stop().await;
+    meta.stop().await;
     // Make everything durable before exit even in buffered mode, and record the clean stop.
     let storage = node.storage.clone();
     tokio::task::spawn_blocking(move || {

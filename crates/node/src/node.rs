@@ -815,6 +815,10 @@ fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaEr
             PeerRequest::TombstoneHeld { key: from_wire(key)?, state: decode_state(&state)? }
         }
         Request::StartRepair { table } => PeerRequest::StartRepair { table },
+        // The peer handler hands raft messages to the metadata member before this point.
+        Request::Raft { .. } => {
+            return Err(ReplicaError::BadRequest("a raft message is not a replica request".into()))
+        }
     })
 }
 

@@ -22,6 +22,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use quorumdb_core::causality::ActorId;
 use quorumdb_core::handoff::{Hint, HintId};
 use quorumdb_core::replica::{LocalStore, StoreError};
+use quorumdb_meta::wire::{WireConfState, WireEntry, WireHardState, WireSnapshot};
+use quorumdb_meta::{MetaStorage, PersistDelta};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,6 +72,10 @@ pub struct Storage {
     /// Recently purged tombstones: storage key → unix ms of the purge | encoded state. Lets the
     /// replica ignore the same tombstone when a slower replica sends it back.
     purged: Keyspace,
+    /// The metadata Raft group's durable image: `conf`, `hs`, `snap`, and `e` + index (u64 BE)
+    /// per log entry, each a `quorumdb_meta::wire` DTO in postcard. Shares the journal, so the
+    /// group commit makes it durable with everything else.
+    raft: Keyspace,
     /// This data directory's actor id, used to stamp dots of writes it coordinates. A fresh
     /// random id per data directory means a wiped node never reuses an old (actor, counter).
     actor: ActorId,
@@ -94,6 +100,7 @@ impl Storage {
         let hints = db.keyspace("hints", KeyspaceCreateOptions::default)?;
         let tombstones = db.keyspace("tombstones", KeyspaceCreateOptions::default)?;
         let purged = db.keyspace("purged", KeyspaceCreateOptions::default)?;
+        let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
         // The actor id stamps the dots of writes this replica coordinates. After a clean
         // shutdown every dot it minted is durable, so the id is kept. After a crash, the last
         // writes before it may have reached other replicas (replication and reads run ahead of
@@ -151,6 +158,7 @@ impl Storage {
             meta,
             tombstones,
             purged,
+            raft,
             actor,
             sync_tx,
             poisoned,
@@ -166,6 +174,93 @@ impl Storage {
         self.db.persist(PersistMode::SyncAll)?;
         self.meta.insert("clean_shutdown", [1u8])?;
         self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// The metadata group's durable image, or `None` if this data dir never joined one.
+    pub fn raft_load(&self) -> Result<Option<MetaStorage>, StorageError> {
+        fjall_thread_check();
+        let corrupt = |what: &str, e: postcard::Error| StorageError::Corrupt(format!("raft {what}: {e}"));
+        let Some(conf) = self.raft.get("conf")? else { return Ok(None) };
+        let conf: WireConfState = postcard::from_bytes(&conf).map_err(|e| corrupt("conf state", e))?;
+        let mut storage = MetaStorage::new(conf.into());
+        let mut delta = PersistDelta::default();
+        if let Some(snap) = self.raft.get("snap")? {
+            let snap: WireSnapshot = postcard::from_bytes(&snap).map_err(|e| corrupt("snapshot", e))?;
+            delta.snapshot = Some(snap.into());
+        }
+        for kv in self.raft.prefix("e") {
+            let (_, v) = kv.into_inner()?;
+            let e: WireEntry = postcard::from_bytes(&v).map_err(|e| corrupt("entry", e))?;
+            delta.entries.push(e.try_into().map_err(StorageError::Corrupt)?);
+        }
+        if let Some(hs) = self.raft.get("hs")? {
+            let hs: WireHardState = postcard::from_bytes(&hs).map_err(|e| corrupt("hard state", e))?;
+            delta.hard_state = Some(hs.into());
+        }
+        storage.apply(&delta).map_err(|e| StorageError::Corrupt(format!("raft log: {e}")))?;
+        Ok(Some(storage))
+    }
+
+    /// Writes the initial configuration of a founding member (not durable until a sync).
+    pub fn raft_init(&self, storage: &MetaStorage) -> Result<(), StorageError> {
+        fjall_thread_check();
+        let conf = postcard::to_allocvec(&WireConfState::from(storage.conf_state())).expect("plain data");
+        self.raft.insert("conf", conf)?;
+        Ok(())
+    }
+
+    /// Applies one persist delta of the metadata group, mirroring `MetaStorage::apply`; the
+    /// caller passes its image after the delta (for the hard state and conf state to write).
+    /// Not durable until a sync.
+    pub fn raft_apply(&self, delta: &PersistDelta, after: &MetaStorage) -> Result<(), StorageError> {
+        fjall_thread_check();
+        let entry_key = |index: u64| {
+            let mut k = Vec::with_capacity(9);
+            k.push(b'e');
+            k.extend_from_slice(&index.to_be_bytes());
+            k
+        };
+        if let Some(snap) = &delta.snapshot {
+            let index = snap.get_metadata().index;
+            let bytes = postcard::to_allocvec(&WireSnapshot::from(snap)).expect("plain data");
+            self.raft.insert("snap", bytes)?;
+            // Entries the snapshot covers are gone; a foreign snapshot replaces the whole log.
+            let own_suffix = after.entries_len() > 0;
+            let stale: Vec<Vec<u8>> =
+                self.raft.prefix("e").map(|kv| kv.key().map(|k| k.to_vec())).collect::<Result<_, _>>()?;
+            for k in stale {
+                let i = u64::from_be_bytes(
+                    k[1..9].try_into().map_err(|_| StorageError::Corrupt("raft entry key".into()))?,
+                );
+                if i <= index || !own_suffix {
+                    self.raft.remove(k)?;
+                }
+            }
+            let conf = postcard::to_allocvec(&WireConfState::from(after.conf_state())).expect("plain data");
+            self.raft.insert("conf", conf)?;
+        }
+        if let Some(first) = delta.entries.first() {
+            // Truncate a conflicting suffix, then append.
+            let stale: Vec<Vec<u8>> = self
+                .raft
+                .range(entry_key(first.index)..)
+                .map(|kv| kv.key().map(|k| k.to_vec()))
+                .collect::<Result<_, _>>()?;
+            for k in stale {
+                if k.first() == Some(&b'e') {
+                    self.raft.remove(k)?;
+                }
+            }
+            for e in &delta.entries {
+                let bytes = postcard::to_allocvec(&WireEntry::from(e)).expect("plain data");
+                self.raft.insert(entry_key(e.index), bytes)?;
+            }
+        }
+        if delta.hard_state.is_some() || delta.commit.is_some() || delta.snapshot.is_some() {
+            let hs = postcard::to_allocvec(&WireHardState::from(after.hard_state())).expect("plain data");
+            self.raft.insert("hs", hs)?;
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame accepted. A frame holds at most one scan page of item states
 /// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
@@ -89,6 +89,12 @@ pub enum Request {
     StartRepair { table: Option<String> },
     /// Return the local state of one item (empty encoding when absent).
     Read { key: WireKey },
+    /// A message of the metadata Raft group (`quorumdb_meta::wire` encoding), answered with
+    /// `Ack` once queued for the member (version 4).
+    Raft {
+        #[serde(with = "serde_bytes")]
+        message: Vec<u8>,
+    },
     /// Return one page of a partition's items.
     Scan {
         table: String,

@@ -45,6 +45,10 @@ pub enum Command {
     Nemesis(crate::nemesis::NemesisArgs),
     /// The lab: fault-injection scenarios on a real local cluster, and seeded simulation.
     Lab(crate::lab::LabArgs),
+    /// Cluster metadata: the Raft group, layout versions, staged membership changes.
+    Cluster(crate::cluster_cli::ClusterArgs),
+    /// Declared tables: create, list, describe.
+    Table(crate::cluster_cli::TableArgs),
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +256,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Bench(a) => crate::bench::run(a).await.map(|()| 0),
         Command::Nemesis(a) => crate::nemesis::run(a).await,
         Command::Lab(a) => crate::lab::run(a).await,
+        Command::Cluster(a) => crate::cluster_cli::cluster(a).await,
+        Command::Table(a) => crate::cluster_cli::table(a).await,
     }
 }
 

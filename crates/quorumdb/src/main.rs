@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod cluster_cli;
 mod demo;
 mod lab;
 mod lab_sim;

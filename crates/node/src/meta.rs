@@ -1,0 +1,435 @@
+//! The driver of this node's metadata group member (`quorumdb_meta::MetaNode`).
+//!
+//! One OS thread ("meta") with a single-threaded runtime owns the member. Inputs arrive over
+//! a bounded channel (peer raft messages, proposals from HTTP handlers, unreachable reports)
+//! and from a tick timer; the member's effects are carried out in order: `Persist` deltas go to
+//! the `raft` keyspace and are made durable by the group commit before any later effect
+//! (a vote or an append acknowledgement must never leave before it is on disk); `Send`s go to
+//! the peer over the transport (`Request::Raft`), `Reply`s to the waiting HTTP handler.
+//! The applied metadata is published in a [`MetaView`] that readers clone cheaply.
+//!
+//! Founding members and raft ids: every member of the configured list gets raft id = its
+//! position in the list sorted by member id, plus one. Up to five of them vote, picked
+//! round-robin over zones so that losing one zone costs the fewest voters; the rest are
+//! learners, which receive every change but do not vote.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use quorumdb_meta::wire::{decode_message, encode_message};
+use quorumdb_meta::{
+    Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage, Metadata, Outcome,
+    ProposeError, RaftMessage, TableDef,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{ConflictMode, NodeConfig};
+use crate::storage::{allow_fjall_on_this_thread, Storage};
+use crate::transport::{FaultLayer, PeerClient};
+use crate::wire::{Request, Response};
+
+/// Inputs waiting for the meta thread; more are refused (raft retransmits, clients retry).
+pub const META_QUEUE_LEN_MAX: usize = 4096;
+/// How long one raft message may take to reach a peer before it counts as unreachable.
+const RAFT_SEND_TIMEOUT_MS: u64 = 1_000;
+/// Most voters a founding group gets.
+pub const META_VOTERS_MAX: usize = 5;
+
+/// What HTTP handlers and status pages read.
+#[derive(Clone, Debug, Default)]
+pub struct MetaView {
+    pub metadata: Metadata,
+    pub raft_id: u64,
+    pub term: u64,
+    pub applied_index: u64,
+    pub commit_index: u64,
+    /// Member id of the leader this node knows of.
+    pub leader: Option<String>,
+    pub is_leader: bool,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+}
+
+enum MetaMsg {
+    Raft(Box<RaftMessage>),
+    Propose { command: Command, reply: oneshot::Sender<Result<Outcome, ProposeError>> },
+    Unreachable(u64),
+    Stop { done: oneshot::Sender<()> },
+}
+
+/// A handle on the meta thread.
+#[derive(Clone)]
+pub struct Meta {
+    tx: mpsc::Sender<MetaMsg>,
+    view: Arc<RwLock<MetaView>>,
+}
+
+/// Raft ids of the founding members, both ways.
+#[derive(Clone, Debug)]
+struct Ids {
+    by_name: BTreeMap<String, u64>,
+    by_id: BTreeMap<u64, String>,
+}
+
+impl Ids {
+    fn new(config: &NodeConfig) -> Ids {
+        let mut names: Vec<String> = config.members.iter().map(|m| m.id.clone()).collect();
+        names.sort();
+        let by_name: BTreeMap<String, u64> =
+            names.iter().enumerate().map(|(i, n)| (n.clone(), i as u64 + 1)).collect();
+        let by_id = by_name.iter().map(|(n, i)| (*i, n.clone())).collect();
+        Ids { by_name, by_id }
+    }
+
+    fn name(&self, id: u64) -> String {
+        self.by_id.get(&id).cloned().unwrap_or_else(|| format!("raft-{id}"))
+    }
+}
+
+/// The founding voters: up to [`META_VOTERS_MAX`] (an odd number when there are at least 3
+/// members), taken round-robin over zones in id order; the rest learn.
+pub fn founding_voters(config: &NodeConfig) -> (Vec<String>, Vec<String>) {
+    let n = config.members.len();
+    let want = match n {
+        0 => 0,
+        1 | 2 => 1,
+        3 | 4 => 3,
+        _ => META_VOTERS_MAX,
+    };
+    let mut by_zone: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for m in &config.members {
+        by_zone.entry(m.zone.as_str()).or_default().push(m.id.as_str());
+    }
+    for ids in by_zone.values_mut() {
+        ids.sort_unstable();
+    }
+    let mut voters = Vec::new();
+    let mut round = 0;
+    while voters.len() < want {
+        for ids in by_zone.values() {
+            if let Some(id) = ids.get(round) {
+                if voters.len() < want {
+                    voters.push(id.to_string());
+                }
+            }
+        }
+        round += 1;
+    }
+    voters.sort();
+    let mut learners: Vec<String> =
+        config.members.iter().map(|m| m.id.clone()).filter(|id| !voters.contains(id)).collect();
+    learners.sort();
+    (voters, learners)
+}
+
+/// The command that founds the metadata from the static configuration.
+fn bootstrap_command(config: &NodeConfig) -> Command {
+    let members = config
+        .members
+        .iter()
+        .map(|m| MemberSpec {
+            id: m.id.clone(),
+            zone: m.zone.clone(),
+            peer_address: m.peer.clone(),
+            http_address: if m.http.is_empty() { "-".into() } else { m.http.clone() },
+        })
+        .collect();
+    let tables = config
+        .tables
+        .iter()
+        .map(|t| TableDef {
+            name: t.name.clone(),
+            replicas: t.replication_factor.min(u8::MAX as usize) as u8,
+            conflict: match t.conflict {
+                ConflictMode::Siblings => Conflict::Siblings,
+                ConflictMode::Lww => Conflict::Lww,
+            },
+        })
+        .collect();
+    let default_replicas = config.replication_factor.min(u8::MAX as usize) as u8;
+    Command::Bootstrap { members, default_replicas, tables }
+}
+
+impl Meta {
+    /// Opens (or founds) this node's member and starts the meta thread.
+    pub async fn start(
+        config: NodeConfig,
+        storage: Arc<Storage>,
+        faults: Arc<FaultLayer>,
+    ) -> Result<Meta, String> {
+        let ids = Ids::new(&config);
+        let me = *ids.by_name.get(&config.node_id).ok_or("node_id is not a member")?;
+        let (voters, learners) = founding_voters(&config);
+        let raft_ids =
+            |names: &[String]| names.iter().filter_map(|n| ids.by_name.get(n).copied()).collect::<Vec<_>>();
+        let meta_config = MetaConfig::new(me, raft_ids(&voters), raft_ids(&learners), rand::random());
+        let view = Arc::new(RwLock::new(MetaView {
+            raft_id: me,
+            voters: voters.clone(),
+            learners: learners.clone(),
+            ..MetaView::default()
+        }));
+        let (tx, rx) = mpsc::channel(META_QUEUE_LEN_MAX);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let cx = MetaCx { config, storage, faults, ids, view: view.clone(), tx: tx.clone() };
+        std::thread::Builder::new()
+            .name("meta".into())
+            .spawn(move || run_meta(cx, meta_config, rx, ready_tx))
+            .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
+        ready_rx.await.map_err(|_| "the metadata thread stopped while opening".to_string())??;
+        Ok(Meta { tx, view })
+    }
+
+    /// The latest applied metadata and group status.
+    pub fn view(&self) -> MetaView {
+        self.view.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Hands a peer's raft message to the member. Dropped when the queue is full (raft resends).
+    pub fn receive(&self, bytes: &[u8]) -> Result<(), String> {
+        let m = decode_message(bytes)?;
+        self.tx.try_send(MetaMsg::Raft(Box::new(m))).map_err(|_| "the metadata queue is full".to_string())
+    }
+
+    /// Proposes a command and waits for its commit (the member answers within its proposal
+    /// timeout).
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(MetaMsg::Propose { command, reply })
+            .map_err(|_| ProposeError::Busy { max: META_QUEUE_LEN_MAX })?;
+        rx.await.unwrap_or(Err(ProposeError::NoLeader))
+    }
+
+    /// Stops the meta thread after it made everything durable.
+    pub async fn stop(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(MetaMsg::Stop { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct MetaCx {
+    config: NodeConfig,
+    storage: Arc<Storage>,
+    faults: Arc<FaultLayer>,
+    ids: Ids,
+    view: Arc<RwLock<MetaView>>,
+    tx: mpsc::Sender<MetaMsg>,
+}
+
+fn run_meta(
+    cx: MetaCx,
+    meta_config: MetaConfig,
+    rx: mpsc::Receiver<MetaMsg>,
+    ready: oneshot::Sender<Result<(), String>>,
+) {
+    allow_fjall_on_this_thread();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot build the metadata runtime: {e}")));
+            return;
+        }
+    };
+    runtime.block_on(meta_loop(cx, meta_config, rx, ready));
+}
+
+async fn meta_loop(
+    cx: MetaCx,
+    meta_config: MetaConfig,
+    mut rx: mpsc::Receiver<MetaMsg>,
+    ready: oneshot::Sender<Result<(), String>>,
+) {
+    let opened = match cx.storage.raft_load() {
+        Ok(Some(image)) => MetaNode::restart(meta_config.clone(), image).map(|n| (n, false)),
+        Ok(None) => MetaNode::new(meta_config.clone()).map(|n| (n, true)),
+        Err(e) => Err(e.to_string()),
+    };
+    let (mut node, fresh) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot open the metadata group: {e}")));
+            return;
+        }
+    };
+    if fresh {
+        let written = cx.storage.raft_init(node.storage());
+        let synced = match written {
+            Ok(()) => cx.storage.sync().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            let _ = ready.send(Err(format!("cannot write the metadata group's configuration: {e}")));
+            return;
+        }
+    }
+    let mut driver = Driver {
+        durable: node.storage().clone(),
+        peers: HashMap::new(),
+        pending: BTreeMap::new(),
+        next_request: 1,
+        bootstrap_request: None,
+        replies: Vec::new(),
+        cx,
+    };
+    driver.publish(&node);
+    let _ = ready.send(Ok(()));
+    let started = Instant::now();
+    let mut interval = tokio::time::interval(Duration::from_millis(meta_config.tick_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let input = tokio::select! {
+            msg = rx.recv() => match msg {
+                None => return,
+                Some(MetaMsg::Raft(m)) => Input::Message(m),
+                Some(MetaMsg::Unreachable(peer)) => Input::Unreachable { peer },
+                Some(MetaMsg::Propose { command, reply }) => {
+                    let request = driver.next_request;
+                    driver.next_request += 1;
+                    driver.pending.insert(request, reply);
+                    Input::Propose { now_ms: started.elapsed().as_millis() as u64, request, command }
+                }
+                Some(MetaMsg::Stop { done }) => {
+                    let _ = driver.cx.storage.sync().await;
+                    let _ = done.send(());
+                    return;
+                }
+            },
+            _ = interval.tick() => Input::Tick { now_ms: started.elapsed().as_millis() as u64 },
+        };
+        let effects = node.step(input);
+        if let Err(e) = driver.execute(effects).await {
+            // The store is poisoned (a failed fsync): this member must not vote or acknowledge
+            // anything again. It stops; the node reports metadata as unavailable.
+            tracing::error!(error = %e, "metadata member stops: its log cannot be made durable");
+            return;
+        }
+        driver.maybe_bootstrap(&mut node, started).await;
+        driver.publish(&node);
+        for (reply, result) in driver.replies.drain(..) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+struct Driver {
+    cx: MetaCx,
+    /// The durable image as written so far (mirrors the member's storage).
+    durable: MetaStorage,
+    peers: HashMap<u64, Arc<PeerClient>>,
+    pending: BTreeMap<u64, oneshot::Sender<Result<Outcome, ProposeError>>>,
+    next_request: u64,
+    /// The request of this node's bootstrap proposal, while one is in flight.
+    bootstrap_request: Option<u64>,
+    /// Answers held until the view shows the step that produced them.
+    replies: Vec<(oneshot::Sender<Result<Outcome, ProposeError>>, Result<Outcome, ProposeError>)>,
+}
+
+impl Driver {
+    async fn execute(&mut self, effects: Vec<Effect>) -> Result<(), String> {
+        let mut dirty = false;
+        for effect in effects {
+            if dirty && !matches!(effect, Effect::Persist(_)) {
+                self.cx.storage.sync().await.map_err(|e| e.to_string())?;
+                dirty = false;
+            }
+            match effect {
+                Effect::Persist(delta) => {
+                    self.durable.apply(&delta)?;
+                    self.cx.storage.raft_apply(&delta, &self.durable).map_err(|e| e.to_string())?;
+                    dirty = true;
+                }
+                Effect::Send { to, message } => self.send(to, &message),
+                Effect::Applied { index, command, result, .. } => {
+                    if let (Some(command), Err(e)) = (&command, &result) {
+                        tracing::debug!(index, ?command, error = %e, "metadata command refused");
+                    }
+                }
+                Effect::Reply { request, result } => {
+                    if self.bootstrap_request == Some(request) {
+                        self.bootstrap_request = None;
+                        match &result {
+                            Ok(_) => tracing::info!("metadata bootstrapped from the configured members"),
+                            Err(e) => tracing::debug!(error = %e, "bootstrap proposal did not apply"),
+                        }
+                    }
+                    // Answered after the view is published, so a client that reads right after
+                    // its answer sees its own change.
+                    if let Some(reply) = self.pending.remove(&request) {
+                        self.replies.push((reply, result));
+                    }
+                }
+            }
+        }
+        if dirty {
+            self.cx.storage.sync().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, to: u64, message: &RaftMessage) {
+        let Some(client) = self.peer(to) else { return };
+        let bytes = encode_message(message);
+        let tx = self.cx.tx.clone();
+        tokio::spawn(async move {
+            let sent = client
+                .request(Request::Raft { message: bytes }, Duration::from_millis(RAFT_SEND_TIMEOUT_MS))
+                .await;
+            if !matches!(sent, Ok(Response::Ack)) {
+                let _ = tx.try_send(MetaMsg::Unreachable(to));
+            }
+        });
+    }
+
+    fn peer(&mut self, to: u64) -> Option<Arc<PeerClient>> {
+        if let Some(c) = self.peers.get(&to) {
+            return Some(c.clone());
+        }
+        let name = self.cx.ids.by_id.get(&to)?;
+        let member = self.cx.config.members.iter().find(|m| &m.id == name)?;
+        let client = Arc::new(PeerClient::new(
+            self.cx.config.node_id.clone(),
+            member.id.clone(),
+            member.peer.clone(),
+            self.cx.config.peer_inflight_max,
+            self.cx.faults.clone(),
+        ));
+        self.peers.insert(to, client.clone());
+        Some(client)
+    }
+
+    /// A leader whose metadata is not founded yet proposes the configured members.
+    async fn maybe_bootstrap(&mut self, node: &mut MetaNode, started: Instant) {
+        if !node.is_leader() || node.metadata().layout().is_some() || self.bootstrap_request.is_some() {
+            return;
+        }
+        // Only once the leader has applied everything committed: a bootstrap may be in its log.
+        if node.applied_index() < node.commit_index() {
+            return;
+        }
+        let request = self.next_request;
+        self.next_request += 1;
+        self.bootstrap_request = Some(request);
+        let now_ms = started.elapsed().as_millis() as u64;
+        let effects =
+            node.step(Input::Propose { now_ms, request, command: bootstrap_command(&self.cx.config) });
+        if let Err(e) = self.execute(effects).await {
+            tracing::error!(error = %e, "metadata bootstrap could not be persisted");
+        }
+    }
+
+    fn publish(&self, node: &MetaNode) {
+        let Ok(mut v) = self.cx.view.write() else { return };
+        if v.applied_index != node.applied_index() || v.metadata.layout().is_none() {
+            v.metadata = node.metadata().clone();
+        }
+        v.term = node.term();
+        v.applied_index = node.applied_index();
+        v.commit_index = node.commit_index();
+        v.is_leader = node.is_leader();
+        v.leader = (node.leader() != 0).then(|| self.cx.ids.name(node.leader()));
+    }
+}
