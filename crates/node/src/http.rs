@@ -634,42 +634,6 @@ async fn readyz(State(s): State<AppState>) -> Response {
     (StatusCode::OK, Json(api::Health { status: "ready".into() })).into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bad_request(e: ApiError) -> String {
-        match e {
-            ApiError::BadRequest(m) => m,
-            other => panic!("expected bad_request, got {other:?}"),
-        }
-    }
-
-    /// An unknown query parameter is a bad_request naming it and the parameters the route accepts.
-    #[test]
-    fn unknown_query_parameter_is_named() {
-        let msg = bad_request(query::<api::ReadQuery>(&Some("r=all&R=all".into())).unwrap_err());
-        assert!(msg.starts_with("unknown query parameter `R`; this route accepts: `sort_key`, `r`"), "{msg}");
-        let msg = bad_request(query::<api::RepairQuery>(&Some("tabel=t".into())).unwrap_err());
-        assert_eq!(msg, "unknown query parameter `tabel`; this route accepts: `table`");
-    }
-
-    /// A known parameter given twice is refused rather than silently taking one of the values.
-    #[test]
-    fn duplicate_query_parameter_is_refused() {
-        let msg = bad_request(query::<api::WriteQuery>(&Some("w=one&w=all".into())).unwrap_err());
-        assert!(msg.contains("duplicate field `w`"), "{msg}");
-    }
-
-    /// No query string and a well-formed one both parse into the route's struct.
-    #[test]
-    fn query_parses_known_parameters() {
-        assert_eq!(query::<api::ScanQuery>(&None).unwrap(), api::ScanQuery::default());
-        let q = query::<api::DeleteQuery>(&Some("context=ab%2B&sort_key=a+b".into())).unwrap();
-        assert_eq!((q.context.as_deref(), q.sort_key.as_deref()), (Some("ab+"), Some("a b")));
-    }
-}
-
 // -----------------------------------------------------------------------------------------------
 // Cluster metadata
 
@@ -901,5 +865,41 @@ async fn describe_table(State(s): State<AppState>, table: Result<Path<String>, P
             message: format!("table {name:?} is not declared"),
         }
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad_request(e: ApiError) -> String {
+        match e {
+            ApiError::BadRequest(m) => m,
+            other => panic!("expected bad_request, got {other:?}"),
+        }
+    }
+
+    /// An unknown query parameter is a bad_request naming it and the parameters the route accepts.
+    #[test]
+    fn unknown_query_parameter_is_named() {
+        let msg = bad_request(query::<api::ReadQuery>(&Some("r=all&R=all".into())).unwrap_err());
+        assert!(msg.starts_with("unknown query parameter `R`; this route accepts: `sort_key`, `r`"), "{msg}");
+        let msg = bad_request(query::<api::RepairQuery>(&Some("tabel=t".into())).unwrap_err());
+        assert_eq!(msg, "unknown query parameter `tabel`; this route accepts: `table`");
+    }
+
+    /// A known parameter given twice is refused rather than silently taking one of the values.
+    #[test]
+    fn duplicate_query_parameter_is_refused() {
+        let msg = bad_request(query::<api::WriteQuery>(&Some("w=one&w=all".into())).unwrap_err());
+        assert!(msg.contains("duplicate field `w`"), "{msg}");
+    }
+
+    /// No query string and a well-formed one both parse into the route's struct.
+    #[test]
+    fn query_parses_known_parameters() {
+        assert_eq!(query::<api::ScanQuery>(&None).unwrap(), api::ScanQuery::default());
+        let q = query::<api::DeleteQuery>(&Some("context=ab%2B&sort_key=a+b".into())).unwrap();
+        assert_eq!((q.context.as_deref(), q.sort_key.as_deref()), (Some("ab+"), Some("a b")));
     }
 }

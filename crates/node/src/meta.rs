@@ -51,9 +51,12 @@ pub struct MetaView {
     pub learners: Vec<String>,
 }
 
+/// Where the answer to one proposal goes.
+type ReplyTx = oneshot::Sender<Result<Outcome, ProposeError>>;
+
 enum MetaMsg {
     Raft(Box<RaftMessage>),
-    Propose { command: Command, reply: oneshot::Sender<Result<Outcome, ProposeError>> },
+    Propose { command: Command, reply: ReplyTx },
     Unreachable(u64),
     Stop { done: oneshot::Sender<()> },
 }
@@ -320,12 +323,12 @@ struct Driver {
     /// The durable image as written so far (mirrors the member's storage).
     durable: MetaStorage,
     peers: HashMap<u64, Arc<PeerClient>>,
-    pending: BTreeMap<u64, oneshot::Sender<Result<Outcome, ProposeError>>>,
+    pending: BTreeMap<u64, ReplyTx>,
     next_request: u64,
     /// The request of this node's bootstrap proposal, while one is in flight.
     bootstrap_request: Option<u64>,
     /// Answers held until the view shows the step that produced them.
-    replies: Vec<(oneshot::Sender<Result<Outcome, ProposeError>>, Result<Outcome, ProposeError>)>,
+    replies: Vec<(ReplyTx, Result<Outcome, ProposeError>)>,
 }
 
 impl Driver {
