@@ -561,6 +561,8 @@ enum Purpose {
 #[derive(Clone, Debug)]
 struct Outstanding {
     to: NodeId,
+    /// When it was sent: a peer that never answers it has been failing since then.
+    sent_ms: u64,
     deadline_ms: u64,
     purpose: Purpose,
 }
@@ -1015,7 +1017,7 @@ impl<S: LocalStore> Replica<S> {
         let id = self.next_id();
         let timeout_ms = timeout_ms.max(1);
         let deadline_ms = now.mono_ms.saturating_add(timeout_ms);
-        self.outstanding.insert(id, Outstanding { to, deadline_ms, purpose });
+        self.outstanding.insert(id, Outstanding { to, sent_ms: now.mono_ms, deadline_ms, purpose });
         self.deadlines.insert((deadline_ms, id));
         self.effects.push(Effect::Send { to, id, req, timeout_ms });
         id
@@ -2175,7 +2177,11 @@ impl<S: LocalStore> Replica<S> {
         // Late (after its deadline) or unknown: nobody waits for it.
         let Some(o) = self.outstanding.remove(&id) else { return };
         self.deadlines.remove(&(o.deadline_ms, id));
-        self.shared.detector.record(o.to, result.is_ok(), now.mono_ms);
+        // A failed request counts from when it was sent, not from when its timeout fired: a
+        // paused peer is then "down" failure_timeout after it stopped answering, whatever the
+        // request timeout.
+        let at_ms = if result.is_ok() { now.mono_ms } else { o.sent_ms };
+        self.shared.detector.record(o.to, result.is_ok(), at_ms);
         let peer = self.name(o.to);
         match o.purpose {
             Purpose::WriteReplica { job } => {

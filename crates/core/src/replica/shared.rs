@@ -192,7 +192,8 @@ impl Detector {
         }
     }
 
-    /// Records the outcome of one exchange with `peer`.
+    /// Records the outcome of one exchange with `peer`: a success at `now_ms`, or a failure that
+    /// began at `now_ms` (the caller passes when the unanswered request was sent).
     pub fn record(&self, peer: NodeId, ok: bool, now_ms: u64) {
         let Some(since) = self.failing_since_ms.get(peer) else { return };
         if ok {
