@@ -8,11 +8,12 @@ use quorumdb_lab::sim::meta::{run_meta_seed, MetaBug, MetaSimOptions};
 const SEEDS: u64 = 60;
 
 /// Every seed keeps one leader per term, never replaces a committed entry, keeps every
-/// acknowledged change and converges after the heal; and the runs really saw faults,
-/// elections and snapshots.
+/// acknowledged change, grows every lock's fencing tokens and converges after the heal; and
+/// the runs really saw faults, elections, snapshots, lock grants and lease expiries.
 #[test]
 fn meta_sim_seeds_pass() {
     let (mut crashes, mut isolations, mut terms, mut snapshots, mut acked) = (0, 0, 0, 0, 0);
+    let (mut tokens, mut expired) = (0, 0);
     for seed in 0..SEEDS {
         let s = run_meta_seed(&MetaSimOptions { seed, ..MetaSimOptions::DEFAULT })
             .unwrap_or_else(|v| panic!("seed {seed}: {v}"));
@@ -21,7 +22,12 @@ fn meta_sim_seeds_pass() {
         terms += s.terms_with_leader;
         snapshots += s.snapshots;
         acked += s.acknowledged;
+        tokens += s.tokens_granted;
+        expired += s.leases_expired;
     }
+    // Fencing tokens were minted and checked across leader changes and restarts, and the
+    // leaders' lessors expired leases.
+    assert!(tokens > SEEDS * 3 && expired > SEEDS, "{tokens} tokens granted, {expired} leases expired");
     assert!(crashes > SEEDS * 3 && isolations > SEEDS, "{crashes} crashes, {isolations} leader isolations");
     assert!(terms > SEEDS * 3, "{terms} terms with a leader: leaders must change under faults");
     assert!(snapshots > SEEDS, "{snapshots} snapshots: compaction and snapshot sending must run");

@@ -151,6 +151,15 @@ pub struct MetaNode {
     effects: Vec<Effect>,
     next_tick_ms: Option<u64>,
     rng: u64,
+    /// The latest time an input brought (ticks, proposals).
+    now_ms: u64,
+    /// The lessor: when each lease expires by this member's clock. Only a leader acts on it,
+    /// and a member that becomes leader first restarts every lease's timer (a new leader
+    /// extends leases rather than expiring them early).
+    expiry: BTreeMap<u64, u64>,
+    /// Leases whose expiry this leader proposed, with when (proposed again after a timeout).
+    expiring: BTreeMap<u64, u64>,
+    was_leader: bool,
 }
 
 impl MetaNode {
@@ -206,6 +215,10 @@ impl MetaNode {
             effects: Vec::new(),
             next_tick_ms: None,
             rng,
+            now_ms: 0,
+            expiry: BTreeMap::new(),
+            expiring: BTreeMap::new(),
+            was_leader: false,
         })
     }
 
@@ -246,6 +259,10 @@ impl MetaNode {
 
     /// Feeds one input; returns the effects, in the order they must be carried out.
     pub fn step(&mut self, input: Input) -> Vec<Effect> {
+        if let Input::Tick { now_ms } | Input::Propose { now_ms, .. } = &input {
+            self.now_ms = self.now_ms.max(*now_ms);
+        }
+        let ticked = matches!(input, Input::Tick { .. });
         match input {
             Input::Tick { now_ms } => self.tick(now_ms),
             Input::Message(m) => {
@@ -257,7 +274,71 @@ impl MetaNode {
             Input::Unreachable { peer } => self.raw.report_unreachable(peer),
         }
         self.drain_ready();
+        self.lessor(ticked);
+        self.drain_ready();
         std::mem::take(&mut self.effects)
+    }
+
+    /// The leader's lease timers: restarted on winning leadership, checked on every tick;
+    /// an expired lease is proposed for expiry (void if a keep-alive commits first).
+    fn lessor(&mut self, ticked: bool) {
+        let leader = self.is_leader();
+        if leader && !self.was_leader {
+            let now = self.now_ms;
+            self.expiry =
+                self.metadata.leases().values().map(|l| (l.id, now.saturating_add(l.ttl_ms))).collect();
+            self.expiring.clear();
+        }
+        self.was_leader = leader;
+        if !leader || !ticked {
+            return;
+        }
+        let now = self.now_ms;
+        let due: Vec<u64> = self
+            .expiry
+            .iter()
+            .filter(|(id, deadline)| {
+                **deadline <= now
+                    && self
+                        .expiring
+                        .get(id)
+                        .is_none_or(|at| now >= at.saturating_add(self.config.proposal_timeout_ms))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(lease) = self.metadata.leases().get(&id) else {
+                self.expiry.remove(&id);
+                continue;
+            };
+            let command = Command::LeaseExpire { id, renewals: lease.renewals };
+            let data = postcard::to_allocvec(&command).expect("commands always encode: plain data");
+            // Request 0: nobody waits for the answer.
+            let mut context = Vec::with_capacity(16);
+            context.extend_from_slice(&self.config.id.to_le_bytes());
+            context.extend_from_slice(&0u64.to_le_bytes());
+            if self.raw.propose(context, data).is_ok() {
+                self.expiring.insert(id, now);
+            }
+        }
+    }
+
+    /// Keeps the lessor's timers in step with an applied lease command.
+    fn track_lease(&mut self, command: &Command, result: &Result<Outcome, MetaError>) {
+        let now = self.now_ms;
+        match (command, result) {
+            (_, Ok(Outcome::LeaseGranted { id, ttl_ms })) | (_, Ok(Outcome::LeaseKept { id, ttl_ms })) => {
+                self.expiry.insert(*id, now.saturating_add(*ttl_ms));
+                self.expiring.remove(id);
+            }
+            (Command::LeaseRevoke { id } | Command::LeaseExpire { id, .. }, _)
+                if !self.metadata.leases().contains_key(id) =>
+            {
+                self.expiry.remove(id);
+                self.expiring.remove(id);
+            }
+            _ => {}
+        }
     }
 
     fn tick(&mut self, now_ms: u64) {
@@ -396,7 +477,8 @@ impl MetaNode {
                 EntryType::EntryNormal if entry.data.is_empty() => (None, Ok(Outcome::Nothing)),
                 EntryType::EntryNormal => match postcard::from_bytes::<Command>(&entry.data) {
                     Ok(c) => {
-                        let r = self.metadata.apply(&c);
+                        let r = self.metadata.apply_at(entry.index, &c);
+                        self.track_lease(&c, &r);
                         (Some(c), r)
                     }
                     Err(e) => (

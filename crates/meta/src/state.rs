@@ -32,6 +32,16 @@ pub const TABLES_LEN_MAX: usize = 1024;
 pub const LAYOUT_HISTORY_LEN_MAX: usize = 16;
 /// Longest member id, zone, address or table name, in bytes.
 pub const NAME_BYTES_MAX: usize = 255;
+/// Most leases alive at once.
+pub const LEASES_LEN_MAX: usize = 10_000;
+/// Most lock or election names held at once.
+pub const HOLDERS_LEN_MAX: usize = 10_000;
+/// Shortest and longest lease TTL.
+pub const LEASE_TTL_MS_MIN: u64 = 1_000;
+pub const LEASE_TTL_MS_MAX: u64 = 3_600_000;
+/// Longest value an election winner may publish, in bytes.
+pub const HOLDER_VALUE_BYTES_MAX: usize = 4096;
+
 /// Most replicas a table may ask for (the data path's `REPLICATION_FACTOR_MAX`).
 pub const REPLICAS_MAX: u8 = 7;
 
@@ -89,6 +99,27 @@ impl Layout {
     }
 }
 
+/// A lease: alive until revoked or expired. Expiry is decided by the metadata leader's clock
+/// (see `node.rs`); the replicated state only records the lease and how often it was renewed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The log index of its grant: unique, and increasing with grant order.
+    pub id: u64,
+    pub ttl_ms: u64,
+    /// Keep-alives applied so far; an expiry proposed before the latest one is void.
+    pub renewals: u64,
+}
+
+/// Who holds a lock or leads an election, bound to a live lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub lease: u64,
+    /// The fencing token of this grant: the log index of the acquiring command, so strictly
+    /// increasing per name across holders, metadata leaders and restarts.
+    pub token: u64,
+    pub value: String,
+}
+
 /// A command in the metadata log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -107,6 +138,36 @@ pub enum Command {
         expected_version: u64,
     },
     CreateTable(TableDef),
+    /// A new lease of `ttl_ms`; its id is the grant's log index.
+    LeaseGrant {
+        ttl_ms: u64,
+    },
+    /// Renews a lease (the leader restarts its timer on applying it).
+    LeaseKeepAlive {
+        id: u64,
+    },
+    /// Ends a lease and releases every lock and election it holds.
+    LeaseRevoke {
+        id: u64,
+    },
+    /// The leader's lessor found the lease expired after `renewals` renewals; void if it was
+    /// renewed since.
+    LeaseExpire {
+        id: u64,
+        renewals: u64,
+    },
+    /// Takes lock or election `name` for `lease` (publishing `value`); its token is this
+    /// command's log index. The same lease acquiring again gets its token back.
+    Acquire {
+        name: String,
+        lease: u64,
+        value: String,
+    },
+    /// Gives `name` up; `token` must be the holder's.
+    Release {
+        name: String,
+        token: u64,
+    },
     /// No state change; a leader's way to learn its commit index (and the simulator's filler).
     Noop,
 }
@@ -114,11 +175,35 @@ pub enum Command {
 /// What an accepted command did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Bootstrapped { version: u64 },
-    Staged { staged: usize },
-    Unstaged { dropped: usize },
-    Committed { version: u64 },
+    Bootstrapped {
+        version: u64,
+    },
+    Staged {
+        staged: usize,
+    },
+    Unstaged {
+        dropped: usize,
+    },
+    Committed {
+        version: u64,
+    },
     TableCreated,
+    LeaseGranted {
+        id: u64,
+        ttl_ms: u64,
+    },
+    LeaseKept {
+        id: u64,
+        ttl_ms: u64,
+    },
+    /// The lease ended; these names were released with it.
+    LeaseEnded {
+        released: Vec<String>,
+    },
+    Acquired {
+        token: u64,
+    },
+    Released,
     Nothing,
 }
 
@@ -149,6 +234,12 @@ pub enum MetaError {
     StalePlan { expected: u64, current: u64 },
     #[error("table {name:?} already exists")]
     TableExists { name: String },
+    #[error("lease {id} does not exist (never granted, revoked, or expired)")]
+    UnknownLease { id: u64 },
+    #[error("{name:?} is held by lease {lease} with token {token}")]
+    Held { name: String, lease: u64, token: u64 },
+    #[error("{name:?} is not held with token {token}")]
+    NotHolder { name: String, token: u64 },
     #[error("a limit is reached: {what} (at most {max})")]
     Limit { what: String, max: usize },
 }
@@ -162,6 +253,10 @@ pub struct Metadata {
     tables: BTreeMap<String, TableDef>,
     /// Replication factor of tables created on first write.
     default_replicas: u8,
+    leases: BTreeMap<u64, Lease>,
+    holders: BTreeMap<String, Holder>,
+    /// The last token granted per name, kept after release: the next grant must exceed it.
+    tokens: BTreeMap<String, u64>,
 }
 
 impl Metadata {
@@ -191,9 +286,115 @@ impl Metadata {
         self.default_replicas
     }
 
+    pub fn leases(&self) -> &BTreeMap<u64, Lease> {
+        &self.leases
+    }
+
+    pub fn holders(&self) -> &BTreeMap<String, Holder> {
+        &self.holders
+    }
+
+    /// The last fencing token granted for `name` (0 if none ever was).
+    pub fn last_token(&self, name: &str) -> u64 {
+        self.tokens.get(name).copied().unwrap_or(0)
+    }
+
+    /// Applies the command committed at log `index`. Leases and tokens take their ids from
+    /// the index; everything else ignores it.
+    pub fn apply_at(&mut self, index: u64, command: &Command) -> Result<Outcome, MetaError> {
+        match command {
+            Command::LeaseGrant { ttl_ms } => {
+                if !(LEASE_TTL_MS_MIN..=LEASE_TTL_MS_MAX).contains(ttl_ms) {
+                    return Err(MetaError::Invalid {
+                        what: format!("a lease TTL of {ttl_ms} ms"),
+                        why: format!("must be {LEASE_TTL_MS_MIN} to {LEASE_TTL_MS_MAX} ms"),
+                    });
+                }
+                if self.leases.len() >= LEASES_LEN_MAX {
+                    return Err(MetaError::Limit { what: "leases".into(), max: LEASES_LEN_MAX });
+                }
+                self.leases.insert(index, Lease { id: index, ttl_ms: *ttl_ms, renewals: 0 });
+                Ok(Outcome::LeaseGranted { id: index, ttl_ms: *ttl_ms })
+            }
+            Command::LeaseKeepAlive { id } => {
+                let lease = self.leases.get_mut(id).ok_or(MetaError::UnknownLease { id: *id })?;
+                lease.renewals += 1;
+                Ok(Outcome::LeaseKept { id: *id, ttl_ms: lease.ttl_ms })
+            }
+            Command::LeaseRevoke { id } => self.end_lease(*id),
+            Command::LeaseExpire { id, renewals } => match self.leases.get(id) {
+                Some(l) if l.renewals == *renewals => self.end_lease(*id),
+                // Renewed after the lessor looked, or already gone: nothing to do.
+                _ => Ok(Outcome::Nothing),
+            },
+            Command::Acquire { name, lease, value } => {
+                check_name("lock name", name)?;
+                if value.len() > HOLDER_VALUE_BYTES_MAX {
+                    return Err(MetaError::Invalid {
+                        what: format!("the value for {name:?}"),
+                        why: format!("{} bytes, at most {HOLDER_VALUE_BYTES_MAX}", value.len()),
+                    });
+                }
+                if !self.leases.contains_key(lease) {
+                    return Err(MetaError::UnknownLease { id: *lease });
+                }
+                match self.holders.get(name) {
+                    Some(h) if h.lease == *lease => return Ok(Outcome::Acquired { token: h.token }),
+                    Some(h) => {
+                        return Err(MetaError::Held { name: name.clone(), lease: h.lease, token: h.token })
+                    }
+                    None => {}
+                }
+                if self.holders.len() >= HOLDERS_LEN_MAX {
+                    return Err(MetaError::Limit { what: "held locks".into(), max: HOLDERS_LEN_MAX });
+                }
+                // Log indexes only grow, so this holds for every honest log; asserted because
+                // a token that does not grow would let a stale holder's writes through.
+                assert!(
+                    index > self.last_token(name),
+                    "fencing tokens must grow: {index} after {}",
+                    self.last_token(name)
+                );
+                self.tokens.insert(name.clone(), index);
+                self.holders
+                    .insert(name.clone(), Holder { lease: *lease, token: index, value: value.clone() });
+                Ok(Outcome::Acquired { token: index })
+            }
+            Command::Release { name, token } => match self.holders.get(name) {
+                Some(h) if h.token == *token => {
+                    self.holders.remove(name);
+                    Ok(Outcome::Released)
+                }
+                _ => Err(MetaError::NotHolder { name: name.clone(), token: *token }),
+            },
+            other => self.apply(other),
+        }
+    }
+
+    fn end_lease(&mut self, id: u64) -> Result<Outcome, MetaError> {
+        if self.leases.remove(&id).is_none() {
+            return Err(MetaError::UnknownLease { id });
+        }
+        let released: Vec<String> =
+            self.holders.iter().filter(|(_, h)| h.lease == id).map(|(n, _)| n.clone()).collect();
+        for name in &released {
+            self.holders.remove(name);
+        }
+        Ok(Outcome::LeaseEnded { released })
+    }
+
     /// Applies one committed command. Never panics on any input.
     pub fn apply(&mut self, command: &Command) -> Result<Outcome, MetaError> {
         match command {
+            Command::LeaseGrant { .. }
+            | Command::LeaseKeepAlive { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::LeaseExpire { .. }
+            | Command::Acquire { .. }
+            | Command::Release { .. } => Err(MetaError::Invalid {
+                what: "a lease or lock command".into(),
+                why: "needs its log index (apply_at)".into(),
+            }),
             Command::Noop => Ok(Outcome::Nothing),
             Command::Bootstrap { members, default_replicas, tables } => {
                 if let Some(l) = self.layout() {
@@ -496,5 +697,90 @@ mod tests {
         }
         assert_eq!(m.layouts().len(), LAYOUT_HISTORY_LEN_MAX);
         assert_eq!(m.layout().unwrap().version, LAYOUT_HISTORY_LEN_MAX as u64 + 6);
+    }
+
+    fn lease_commands() -> impl proptest::strategy::Strategy<Value = Vec<Command>> {
+        use proptest::prelude::*;
+        let command = prop_oneof![
+            (1_000u64..5_000).prop_map(|ttl_ms| Command::LeaseGrant { ttl_ms }),
+            (0u64..40).prop_map(|id| Command::LeaseKeepAlive { id }),
+            (0u64..40).prop_map(|id| Command::LeaseRevoke { id }),
+            (0u64..40, 0u64..3).prop_map(|(id, renewals)| Command::LeaseExpire { id, renewals }),
+            (0u8..3, 0u64..40).prop_map(|(n, lease)| Command::Acquire {
+                name: format!("l{n}"),
+                lease,
+                value: String::new()
+            }),
+            (0u8..3, 0u64..40).prop_map(|(n, token)| Command::Release { name: format!("l{n}"), token }),
+        ];
+        proptest::collection::vec(command, 1..120)
+    }
+
+    proptest::proptest! {
+        /// Over any sequence of lease and lock commands: every new grant's token exceeds every
+        /// earlier token of its name, a holder's lease is alive, and a re-acquire by the holder
+        /// returns its token.
+        #[test]
+        fn fencing_tokens_grow_and_holders_hold_live_leases(commands in lease_commands()) {
+            let mut m = Metadata::new();
+            let mut last: BTreeMap<String, u64> = BTreeMap::new();
+            for (i, c) in commands.iter().enumerate() {
+                let index = i as u64 + 1;
+                let before = m.holders().clone();
+                let r = m.apply_at(index, c);
+                if let (Command::Acquire { name, lease, .. }, Ok(Outcome::Acquired { token })) = (c, &r) {
+                    match before.get(name) {
+                        Some(h) => proptest::prop_assert_eq!((h.lease, h.token), (*lease, *token)),
+                        None => {
+                            proptest::prop_assert_eq!(*token, index);
+                            proptest::prop_assert!(*token > last.get(name).copied().unwrap_or(0));
+                            last.insert(name.clone(), *token);
+                        }
+                    }
+                }
+                for (name, h) in m.holders() {
+                    proptest::prop_assert!(m.leases().contains_key(&h.lease), "{} held by dead lease {}", name, h.lease);
+                    proptest::prop_assert!(h.token <= m.last_token(name));
+                }
+            }
+        }
+    }
+
+    /// Bad lease input: unknown lease, a lease that expired, a lock held by another lease, a
+    /// release with another token, an out-of-range TTL.
+    #[test]
+    fn bad_lease_input_is_refused() {
+        let mut m = Metadata::new();
+        assert!(matches!(m.apply_at(1, &Command::LeaseGrant { ttl_ms: 10 }), Err(MetaError::Invalid { .. })));
+        assert_eq!(
+            m.apply_at(2, &Command::LeaseGrant { ttl_ms: 5_000 }),
+            Ok(Outcome::LeaseGranted { id: 2, ttl_ms: 5_000 })
+        );
+        assert_eq!(
+            m.apply_at(3, &Command::LeaseGrant { ttl_ms: 5_000 }),
+            Ok(Outcome::LeaseGranted { id: 3, ttl_ms: 5_000 })
+        );
+        let acquire = |lease| Command::Acquire { name: "scheduler".into(), lease, value: "a".into() };
+        assert_eq!(m.apply_at(4, &acquire(9)), Err(MetaError::UnknownLease { id: 9 }));
+        assert_eq!(m.apply_at(5, &acquire(2)), Ok(Outcome::Acquired { token: 5 }));
+        assert_eq!(
+            m.apply_at(6, &acquire(3)),
+            Err(MetaError::Held { name: "scheduler".into(), lease: 2, token: 5 })
+        );
+        let release = Command::Release { name: "scheduler".into(), token: 4 };
+        assert!(matches!(m.apply_at(7, &release), Err(MetaError::NotHolder { .. })));
+        // An expiry the lessor proposed before a renewal is void; one after it ends the lease
+        // and frees the lock; the next holder's token is larger.
+        m.apply_at(8, &Command::LeaseKeepAlive { id: 2 }).unwrap();
+        assert_eq!(m.apply_at(9, &Command::LeaseExpire { id: 2, renewals: 0 }), Ok(Outcome::Nothing));
+        assert_eq!(
+            m.apply_at(10, &Command::LeaseExpire { id: 2, renewals: 1 }),
+            Ok(Outcome::LeaseEnded { released: vec!["scheduler".into()] })
+        );
+        assert_eq!(
+            m.apply_at(11, &Command::LeaseKeepAlive { id: 2 }),
+            Err(MetaError::UnknownLease { id: 2 })
+        );
+        assert_eq!(m.apply_at(12, &acquire(3)), Ok(Outcome::Acquired { token: 12 }));
     }
 }

@@ -64,6 +64,9 @@ impl From<ProposeError> for ApiError {
                     MetaError::StalePlan { .. } => ("stale_plan", 409),
                     MetaError::TableExists { .. } => ("table_exists", 409),
                     MetaError::Limit { .. } => ("limit_reached", 409),
+                    MetaError::UnknownLease { .. } => ("unknown_lease", 404),
+                    MetaError::Held { .. } => ("held", 409),
+                    MetaError::NotHolder { .. } => ("not_holder", 409),
                 };
                 ApiError::Metadata { code, status, message }
             }

@@ -255,16 +255,18 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
                     println!(
                         "seed {seed}: ok · {} proposals ({} acknowledged, {} refused, {} without a leader, {} unknown) · {} terms \
                          with a leader · {} crashes, {} partitions, {} leader isolations, {} loss bursts · \
-                         {} snapshots · layout v{} · converged {} ms after the heal",
+                         {} snapshots · layout v{} · {} fencing tokens, {} leases expired · converged {} ms after the heal",
                         s.proposals, s.acknowledged, s.refused, s.not_proposed, s.unknown, s.terms_with_leader, s.crashes,
                         s.partitions, s.leader_isolations, s.loss_bursts, s.snapshots, s.layout_version,
-                        s.liveness_ms
+                        s.tokens_granted, s.leases_expired, s.liveness_ms
                     );
                 }
                 sum.proposals += s.proposals;
                 sum.acknowledged += s.acknowledged;
                 sum.entries_applied += s.entries_applied;
                 sum.snapshots += s.snapshots;
+                sum.tokens_granted += s.tokens_granted;
+                sum.leases_expired += s.leases_expired;
                 sum.terms_with_leader += s.terms_with_leader;
                 sum.crashes += s.crashes;
                 sum.partitions += s.partitions + s.leader_isolations;
@@ -295,7 +297,7 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
     }
     println!(
         "{passed} of {} seeds passed{} · {} proposals ({} acknowledged) · {} entries applied · {} terms \
-         with a leader · {} snapshots · {} crashes, {} partitions, {} loss bursts · slowest convergence {} ms after the heal \
+         with a leader · {} snapshots · {} fencing tokens granted, {} leases expired · {} crashes, {} partitions, {} loss bursts · slowest convergence {} ms after the heal \
          · {} events · {:.1} s",
         a.seeds,
         if failed > 0 { format!(", {failed} failed") } else { String::new() },
@@ -304,6 +306,8 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
         sum.entries_applied,
         sum.terms_with_leader,
         sum.snapshots,
+        sum.tokens_granted,
+        sum.leases_expired,
         sum.crashes,
         sum.partitions,
         sum.loss_bursts,

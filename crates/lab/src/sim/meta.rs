@@ -105,6 +105,9 @@ pub struct MetaSimStats {
     pub loss_bursts: u64,
     pub snapshots: u64,
     pub layout_version: u64,
+    /// New lock grants (fencing tokens minted) and leases the leader expired.
+    pub tokens_granted: u64,
+    pub leases_expired: u64,
     /// Time from the heal to convergence.
     pub liveness_ms: u64,
     pub events: u64,
@@ -165,6 +168,11 @@ struct World {
     acked_tables: BTreeSet<String>,
     next_request: u64,
     next_table: u64,
+    /// Leases the clients were granted; the last token they saw per name.
+    leases: Vec<u64>,
+    tokens_seen: BTreeMap<String, u64>,
+    /// Every fencing token applied, per name, by log index.
+    tokens: BTreeMap<String, BTreeMap<u64, u64>>,
     log_entries_len_max: usize,
     stats: MetaSimStats,
     violation: Option<MetaViolation>,
@@ -230,6 +238,9 @@ impl World {
             acked_tables: BTreeSet::new(),
             next_request: 1,
             next_table: 1,
+            leases: Vec::new(),
+            tokens_seen: BTreeMap::new(),
+            tokens: BTreeMap::new(),
             log_entries_len_max,
             stats: MetaSimStats::default(),
             violation: None,
@@ -323,6 +334,9 @@ impl World {
             .filter_map(|n| n.metadata().layout().map(|l| l.version))
             .max()
             .unwrap_or(1);
+        if self.rng.random_range(0..100) < 40 {
+            return self.lease_command();
+        }
         match roll {
             0..=59 => {
                 let name = format!("t{}", self.next_table);
@@ -346,6 +360,42 @@ impl World {
         }
     }
 
+    /// Leases, locks and releases on three names, with leases and tokens the clients saw.
+    fn lease_command(&mut self) -> Command {
+        let lease =
+            if self.leases.is_empty() { 0 } else { self.leases[self.rng.random_range(0..self.leases.len())] };
+        let name = format!("l{}", self.rng.random_range(0..3));
+        match self.rng.random_range(0..100) {
+            0..=19 => Command::LeaseGrant { ttl_ms: self.rng.random_range(1_000..4_000) },
+            20..=49 => Command::LeaseKeepAlive { id: lease },
+            50..=54 => Command::LeaseRevoke { id: lease },
+            55..=84 => Command::Acquire { name, lease, value: format!("v{}", self.next_request) },
+            _ => {
+                let token = self.tokens_seen.get(&name).copied().unwrap_or(1);
+                Command::Release { name, token }
+            }
+        }
+    }
+
+    /// Fencing tokens, in log order per name: a new grant (token = its index) exceeds every
+    /// earlier token of the name; a re-acquire returns the current one.
+    fn check_token(&mut self, index: u64, name: &str, token: u64) {
+        let tokens = self.tokens.entry(name.to_string()).or_default();
+        if tokens.get(&index).is_some() {
+            return;
+        }
+        let before = tokens.range(..index).next_back().map(|(_, t)| *t).unwrap_or(0);
+        let after = tokens.range(index + 1..).next().map(|(_, t)| *t).unwrap_or(u64::MAX);
+        let new_grant = token == index;
+        let ok = if new_grant { before < token && token <= after } else { before == token && token <= after };
+        tokens.insert(index, token);
+        if !ok {
+            self.fail(format!(
+                "fencing token {token} for {name:?} at index {index} does not grow: {before} before it, {after} after"
+            ));
+        }
+    }
+
     fn propose_random(&mut self, command: Command) {
         let live: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].node.is_some()).collect();
         if live.is_empty() {
@@ -356,6 +406,7 @@ impl World {
         self.next_request += 1;
         let table = match &command {
             Command::CreateTable(t) => Some(t.name.clone()),
+            Command::Acquire { name, .. } => Some(format!("lock:{name}")),
             _ => None,
         };
         self.stats.proposals += 1;
@@ -448,6 +499,19 @@ impl World {
                 }
                 Effect::Applied { index, term, command, result } => {
                     self.stats.entries_applied += 1;
+                    // Counted once per log entry, not once per member applying it.
+                    let first_seen = !self.log.contains_key(&index);
+                    if let (Some(Command::Acquire { name, .. }), Ok(Outcome::Acquired { token })) =
+                        (&command, &result)
+                    {
+                        self.check_token(index, name, *token);
+                        self.stats.tokens_granted += u64::from(*token == index && first_seen);
+                    }
+                    if let (Some(Command::LeaseExpire { .. }), Ok(Outcome::LeaseEnded { .. })) =
+                        (&command, &result)
+                    {
+                        self.stats.leases_expired += u64::from(first_seen);
+                    }
                     let shown = format!("{command:?} → {result:?}");
                     let previous = self.applied.insert(id, index).unwrap_or(0);
                     if index <= previous {
@@ -471,8 +535,17 @@ impl World {
                     match result {
                         Ok(outcome) => {
                             self.stats.acknowledged += 1;
-                            if let (Some(t), Outcome::TableCreated) = (table, outcome) {
-                                self.acked_tables.insert(t);
+                            match (table, outcome) {
+                                (Some(t), Outcome::TableCreated) => {
+                                    self.acked_tables.insert(t);
+                                }
+                                (Some(t), Outcome::Acquired { token }) => {
+                                    if let Some(name) = t.strip_prefix("lock:") {
+                                        self.tokens_seen.insert(name.to_string(), token);
+                                    }
+                                }
+                                (_, Outcome::LeaseGranted { id, .. }) => self.leases.push(id),
+                                _ => {}
                             }
                         }
                         Err(ProposeError::Refused(_)) => self.stats.refused += 1,
