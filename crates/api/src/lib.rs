@@ -675,3 +675,73 @@ pub struct TableList {
     /// Replication factor of tables created on first write.
     pub default_replicas: u8,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Leases, locks and elections (in the metadata group).
+
+/// `POST /v1/leases` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub ttl_ms: u64,
+}
+
+/// A lease as granted or renewed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    pub id: u64,
+    pub ttl_ms: u64,
+    /// Keep-alives applied so far (in `GET /v1/leases`).
+    #[serde(default)]
+    pub renewals: u64,
+    /// Locks and elections it holds (in `GET /v1/leases`).
+    #[serde(default)]
+    pub holds: Vec<String>,
+}
+
+/// Answer of `GET /v1/leases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseList {
+    pub leases: Vec<LeaseInfo>,
+}
+
+/// Answer of `DELETE /v1/leases/{id}`: the names released with the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRevoked {
+    pub released: Vec<String>,
+}
+
+/// `POST /v1/locks/{name}` body: take the lock (or lead the election) for `lease`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    pub lease: u64,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// The holder of a lock or the leader of an election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderInfo {
+    pub lease: u64,
+    /// The fencing token: strictly increasing per name across holders, metadata leaders and
+    /// restarts.
+    pub token: u64,
+    pub value: String,
+}
+
+/// Answer of `GET /v1/locks/{name}` and of a successful acquire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub name: String,
+    pub holder: Option<HolderInfo>,
+    /// The last token ever granted for the name (0 if none).
+    pub last_token: u64,
+}
+
+/// `DELETE /v1/locks/{name}` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseQuery {
+    pub token: u64,
+}

@@ -406,6 +406,52 @@ impl Client {
         self.get_json(&["v1", "tables", name]).await
     }
 
+    /// Grants a lease of `ttl_ms`.
+    pub async fn grant_lease(&self, ttl_ms: u64) -> Result<api::LeaseInfo, ClientError> {
+        self.send_json(Method::POST, &["v1", "leases"], &api::LeaseRequest { ttl_ms }).await
+    }
+
+    /// Renews a lease for another TTL.
+    pub async fn keepalive_lease(&self, id: u64) -> Result<api::LeaseInfo, ClientError> {
+        let id = id.to_string();
+        let url = self.url(&["v1", "leases", &id, "keepalive"])?;
+        let (status, bytes) = self.send(self.http.request(Method::POST, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Ends a lease; the locks and elections it held are released.
+    pub async fn revoke_lease(&self, id: u64) -> Result<api::LeaseRevoked, ClientError> {
+        let id = id.to_string();
+        let url = self.url(&["v1", "leases", &id])?;
+        let (status, bytes) = self.send(self.http.request(Method::DELETE, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// The live leases.
+    pub async fn leases(&self) -> Result<api::LeaseList, ClientError> {
+        self.get_json(&["v1", "leases"]).await
+    }
+
+    /// Takes lock (or leads election) `name` for `lease`, publishing `value`; the answer holds
+    /// the fencing token. Fails with code `held` while another lease holds it.
+    pub async fn acquire(&self, name: &str, lease: u64, value: &str) -> Result<api::LockInfo, ClientError> {
+        let body = api::AcquireRequest { lease, value: value.to_owned() };
+        self.send_json(Method::POST, &["v1", "locks", name], &body).await
+    }
+
+    /// Gives lock `name` up; `token` must be the holder's.
+    pub async fn release(&self, name: &str, token: u64) -> Result<api::LockInfo, ClientError> {
+        let mut url = self.url(&["v1", "locks", name])?;
+        set_query(&mut url, &api::ReleaseQuery { token });
+        let (status, bytes) = self.send(self.http.request(Method::DELETE, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Who holds lock (or leads election) `name`.
+    pub async fn lock(&self, name: &str) -> Result<api::LockInfo, ClientError> {
+        self.get_json(&["v1", "locks", name]).await
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
         let url = self.url(segments)?;
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;

@@ -68,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/commit", axum::routing::post(commit))
         .route("/v1/tables", get(list_tables).post(create_table))
         .route("/v1/tables/{table}", get(describe_table))
+        .route("/v1/leases", get(list_leases).post(grant_lease))
+        .route("/v1/leases/{id}", axum::routing::delete(revoke_lease))
+        .route("/v1/leases/{id}/keepalive", axum::routing::post(keepalive_lease))
+        .route("/v1/locks/{name}", get(show_lock).post(acquire_lock).delete(release_lock))
         .route("/v1/repair", get(repair_progress).post(start_repair))
         .merge(admin)
         .route("/metrics", get(metrics_route))
@@ -865,6 +869,134 @@ async fn describe_table(State(s): State<AppState>, table: Result<Path<String>, P
             message: format!("table {name:?} is not declared"),
         }
         .into_response(),
+    }
+}
+
+fn lock_info(v: &crate::meta::MetaView, name: &str) -> api::LockInfo {
+    api::LockInfo {
+        name: name.to_owned(),
+        holder: v.metadata.holders().get(name).map(|h| api::HolderInfo {
+            lease: h.lease,
+            token: h.token,
+            value: h.value.clone(),
+        }),
+        last_token: v.metadata.last_token(name),
+    }
+}
+
+fn lease_id(id: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
+    let Ok(Path(id)) = id else { return Err(ApiError::BadRequest("invalid lease id in the path".into())) };
+    id.parse().map_err(|_| ApiError::BadRequest(format!("lease id {id:?} is not a number")))
+}
+
+async fn list_leases(State(s): State<AppState>) -> Response {
+    let v = s.meta.view();
+    let leases = v
+        .metadata
+        .leases()
+        .values()
+        .map(|l| api::LeaseInfo {
+            id: l.id,
+            ttl_ms: l.ttl_ms,
+            renewals: l.renewals,
+            holds: v
+                .metadata
+                .holders()
+                .iter()
+                .filter(|(_, h)| h.lease == l.id)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        })
+        .collect();
+    (StatusCode::OK, Json(api::LeaseList { leases })).into_response()
+}
+
+async fn grant_lease(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req = match json_body::<api::LeaseRequest>(body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match s.meta.propose(Command::LeaseGrant { ttl_ms: req.ttl_ms }).await {
+        Ok(Outcome::LeaseGranted { id, ttl_ms }) => {
+            (StatusCode::CREATED, Json(api::LeaseInfo { id, ttl_ms, renewals: 0, holds: vec![] }))
+                .into_response()
+        }
+        Ok(other) => ApiError::Internal(format!("unexpected outcome {other:?}")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn keepalive_lease(State(s): State<AppState>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match lease_id(id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    match s.meta.propose(Command::LeaseKeepAlive { id }).await {
+        Ok(Outcome::LeaseKept { id, ttl_ms }) => {
+            (StatusCode::OK, Json(api::LeaseInfo { id, ttl_ms, renewals: 0, holds: vec![] })).into_response()
+        }
+        Ok(other) => ApiError::Internal(format!("unexpected outcome {other:?}")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn revoke_lease(State(s): State<AppState>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match lease_id(id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    match s.meta.propose(Command::LeaseRevoke { id }).await {
+        Ok(Outcome::LeaseEnded { released }) => {
+            (StatusCode::OK, Json(api::LeaseRevoked { released })).into_response()
+        }
+        Ok(other) => ApiError::Internal(format!("unexpected outcome {other:?}")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn show_lock(State(s): State<AppState>, name: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(name)) = name else {
+        return ApiError::BadRequest("invalid lock name in the path".into()).into_response();
+    };
+    (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response()
+}
+
+async fn acquire_lock(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(Path(name)) = name else {
+        return ApiError::BadRequest("invalid lock name in the path".into()).into_response();
+    };
+    let req = match json_body::<api::AcquireRequest>(body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match s.meta.propose(Command::Acquire { name: name.clone(), lease: req.lease, value: req.value }).await {
+        Ok(Outcome::Acquired { .. }) => {
+            (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response()
+        }
+        Ok(other) => ApiError::Internal(format!("unexpected outcome {other:?}")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn release_lock(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let Ok(Path(name)) = name else {
+        return ApiError::BadRequest("invalid lock name in the path".into()).into_response();
+    };
+    let q = match query::<api::ReleaseQuery>(&raw) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    match s.meta.propose(Command::Release { name: name.clone(), token: q.token }).await {
+        Ok(_) => (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

@@ -49,6 +49,12 @@ pub enum Command {
     Cluster(crate::cluster_cli::ClusterArgs),
     /// Declared tables: create, list, describe.
     Table(crate::cluster_cli::TableArgs),
+    /// Leases: grant, keepalive, revoke, list.
+    Lease(crate::lease_cli::LeaseArgs),
+    /// Locks bound to a lease, with fencing tokens.
+    Lock(crate::lease_cli::LockArgs),
+    /// Leader elections bound to a lease, with fencing tokens.
+    Elect(crate::lease_cli::ElectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -258,6 +264,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Lab(a) => crate::lab::run(a).await,
         Command::Cluster(a) => crate::cluster_cli::cluster(a).await,
         Command::Table(a) => crate::cluster_cli::table(a).await,
+        Command::Lease(a) => crate::lease_cli::lease(a).await,
+        Command::Lock(a) => crate::lease_cli::lock(a).await,
+        Command::Elect(a) => crate::lease_cli::elect(a).await,
     }
 }
 

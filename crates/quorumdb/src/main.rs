@@ -6,6 +6,7 @@ mod cluster_cli;
 mod demo;
 mod lab;
 mod lab_sim;
+mod lease_cli;
 mod nemesis;
 
 use clap::Parser;

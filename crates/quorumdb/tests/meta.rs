@@ -33,6 +33,17 @@ fn member(id: &str, zone: &str) -> api::MemberInfo {
     }
 }
 
+/// Stops every node cleanly, then starts them all again with their data.
+fn restart_all(c: &mut Cluster) {
+    for i in 0..c.nodes.len() {
+        c.stop(i);
+    }
+    for i in 0..c.nodes.len() {
+        c.spawn(i);
+    }
+    c.wait_ready();
+}
+
 fn code(e: ClientError) -> String {
     e.code().unwrap_or("(no code)").to_owned()
 }
@@ -87,13 +98,7 @@ async fn layout_and_tables_commit_through_raft_and_survive_restarts() {
     c.kill(leader);
     c.spawn(leader);
     c.wait_ready();
-    for i in 0..5 {
-        c.stop(i);
-    }
-    for i in 0..5 {
-        c.spawn(i);
-    }
-    c.wait_ready();
+    restart_all(&mut c);
     for i in 0..5 {
         let m = wait_layout(&c.client(i), 2).await;
         assert_eq!(m.layout_version, 2, "node {i}: {m:?}");
@@ -111,4 +116,55 @@ async fn layout_and_tables_commit_through_raft_and_survive_restarts() {
     let layout = c.client(0).layout().await.unwrap();
     assert_eq!(layout.versions.last().unwrap().members.len(), 6);
     assert!(layout.staged.is_empty());
+}
+
+/// Leases, locks and fencing tokens on real processes: a held lock refuses a second lease,
+/// revoking frees it, a lease nobody renews expires by the leader's clock and releases its
+/// lock, tokens keep growing across a SIGKILLed metadata leader and a full restart, and each
+/// bad input gets its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_hand_out_growing_fencing_tokens_across_leader_loss_and_restart() {
+    let mut c = Cluster::start("leases", 3, 3, 3);
+    wait_layout(&c.client(0), 1).await;
+    let a = c.client(0).grant_lease(30_000).await.unwrap();
+    let b = c.client(1).grant_lease(30_000).await.unwrap();
+    let t1 = c.client(2).acquire("scheduler", a.id, "host-a").await.unwrap().holder.unwrap().token;
+    // The holder acquiring again gets its token back; another lease is refused.
+    assert_eq!(c.client(0).acquire("scheduler", a.id, "host-a").await.unwrap().holder.unwrap().token, t1);
+    assert_eq!(code(c.client(1).acquire("scheduler", b.id, "host-b").await.unwrap_err()), "held");
+    c.client(0).revoke_lease(a.id).await.unwrap();
+    let t2 = c.client(1).acquire("scheduler", b.id, "host-b").await.unwrap().holder.unwrap().token;
+    assert!(t2 > t1, "{t2} after {t1}");
+
+    // A short lease nobody renews expires (within its TTL plus a few ticks) and frees its lock.
+    let short = c.client(0).grant_lease(1_000).await.unwrap();
+    c.client(0).acquire("cron", short.id, "").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.client(0).lock("cron").await.unwrap().holder.is_some() {
+        assert!(Instant::now() < deadline, "a 1 s lease was not expired within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code(c.client(0).keepalive_lease(short.id).await.unwrap_err()), "unknown_lease");
+
+    // Bad input.
+    assert_eq!(code(c.client(0).grant_lease(10).await.unwrap_err()), "bad_request");
+    assert_eq!(code(c.client(0).acquire("x", 999_999, "").await.unwrap_err()), "unknown_lease");
+    assert_eq!(code(c.client(0).release("scheduler", t1).await.unwrap_err()), "not_holder");
+
+    // Leader loss, then a full restart: leases survive (a new leader restarts their timers)
+    // and the next token is still larger.
+    let leader = c.index(&c.client(0).meta_status().await.unwrap().leader.unwrap());
+    c.kill(leader);
+    let other = (leader + 1) % 3;
+    c.client(other).keepalive_lease(b.id).await.ok();
+    c.spawn(leader);
+    c.wait_ready();
+    restart_all(&mut c);
+    wait_layout(&c.client(0), 1).await;
+    let held = c.client(0).lock("scheduler").await.unwrap().holder.unwrap();
+    assert_eq!((held.lease, held.token), (b.id, t2));
+    c.client(0).release("scheduler", t2).await.unwrap();
+    let l = c.client(1).grant_lease(30_000).await.unwrap();
+    let t3 = c.client(2).acquire("scheduler", l.id, "host-c").await.unwrap().holder.unwrap().token;
+    assert!(t3 > t2, "{t3} after {t2}");
 }
