@@ -29,6 +29,8 @@ pub enum ApiError {
     #[error("{0}")]
     TooManyWriters(String),
     #[error("{0}")]
+    Fenced(String),
+    #[error("{0}")]
     Quorum(QuorumDetails),
     #[error("{0}")]
     Timeout(String),
@@ -159,6 +161,7 @@ impl From<ReplicaError> for ApiError {
             ReplicaError::ItemTooLarge(m) => ApiError::ItemTooLarge(m),
             ReplicaError::TooManySiblings(m) => ApiError::TooManySiblings(m),
             ReplicaError::TooManyWriters(m) => ApiError::TooManyWriters(m),
+            ReplicaError::Fenced(m) => ApiError::Fenced(m),
             ReplicaError::Timeout(m) => ApiError::Timeout(m),
             ReplicaError::Poisoned(m) => ApiError::Poisoned(m),
             ReplicaError::Unavailable(m) => ApiError::Unavailable(m),
@@ -179,6 +182,7 @@ impl ApiError {
             ApiError::ItemTooLarge(_) => "item_too_large",
             ApiError::TooManySiblings(_) => "too_many_siblings",
             ApiError::TooManyWriters(_) => "too_many_writers",
+            ApiError::Fenced(_) => "fenced",
             ApiError::Quorum(_) => "quorum_not_reached",
             ApiError::Timeout(_) => "timeout",
             ApiError::Poisoned(_) => "node_poisoned",
@@ -194,7 +198,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::InvalidConsistency(_) | ApiError::MalformedContext(_) => 400,
             ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) | ApiError::ItemTooLarge(_) => 413,
-            ApiError::TooManySiblings(_) | ApiError::TooManyWriters(_) => 409,
+            ApiError::TooManySiblings(_) | ApiError::TooManyWriters(_) | ApiError::Fenced(_) => 409,
             ApiError::AdminDisabled(_) => 403,
             ApiError::Quorum(_)
             | ApiError::Poisoned(_)
@@ -217,6 +221,7 @@ impl ApiError {
             "item_too_large" => ApiError::ItemTooLarge(message),
             "too_many_siblings" => ApiError::TooManySiblings(message),
             "too_many_writers" => ApiError::TooManyWriters(message),
+            "fenced" => ApiError::Fenced(message),
             "timeout" => ApiError::Timeout(message),
             "node_poisoned" => ApiError::Poisoned(message),
             "unavailable" => ApiError::Unavailable(message),

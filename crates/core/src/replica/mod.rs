@@ -327,6 +327,9 @@ pub enum ReplicaError {
     /// The write would add a writer to an item whose context already names the most allowed.
     #[error("{0}")]
     TooManyWriters(String),
+    /// The write carries a fencing token lower than one the item holds (see `causality::Fence`).
+    #[error("{0}")]
+    Fenced(String),
     #[error("{0}")]
     Quorum(QuorumError),
     /// A quorum failure reported by a remote coordinator (outcomes as text).
@@ -355,6 +358,7 @@ impl ReplicaError {
             ReplicaError::ItemTooLarge(_) => "item_too_large",
             ReplicaError::TooManySiblings(_) => "too_many_siblings",
             ReplicaError::TooManyWriters(_) => "too_many_writers",
+            ReplicaError::Fenced(_) => "fenced",
             ReplicaError::Quorum(_) | ReplicaError::RemoteQuorum { .. } => "quorum_not_reached",
             ReplicaError::Timeout(_) => "timeout",
             ReplicaError::Poisoned(_) => "node_poisoned",
@@ -373,6 +377,7 @@ impl ReplicaError {
             "value_too_large" => ReplicaError::ValueTooLarge(message),
             "item_too_large" => ReplicaError::ItemTooLarge(message),
             "too_many_siblings" => ReplicaError::TooManySiblings(message),
+            "fenced" => ReplicaError::Fenced(message),
             "too_many_writers" => ReplicaError::TooManyWriters(message),
             "timeout" => ReplicaError::Timeout(message),
             "node_poisoned" => ReplicaError::Poisoned(message),
@@ -417,6 +422,8 @@ impl From<CausalityError> for ReplicaError {
             CausalityError::VersionVectorTooLong { .. } => ReplicaError::TooManyWriters(e.to_string()),
             CausalityError::MalformedState(_) => ReplicaError::Internal(e.to_string()),
             CausalityError::MalformedWriteId(_) => ReplicaError::BadRequest(e.to_string()),
+            CausalityError::Fenced { .. } => ReplicaError::Fenced(e.to_string()),
+            CausalityError::TooManyFences { .. } => ReplicaError::TooManySiblings(e.to_string()),
         }
     }
 }
