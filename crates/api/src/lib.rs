@@ -110,6 +110,9 @@ pub struct WriteQuery {
     /// The write's id (32 hex digits or a UUID), as the `Idempotency-Key` header also gives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_id: Option<String>,
+    /// A fencing token, `name:token` (a lock or election and its holder's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<String>,
 }
 
 /// Query of `DELETE /v1/tables/{table}/items/{key}`: a write's query plus the causality token
@@ -129,6 +132,8 @@ pub struct DeleteQuery {
     pub quorum: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<String>,
 }
 
 /// Body of a put. `context` may be absent or `null` (a blind write).

@@ -56,6 +56,9 @@ pub struct WriteOptions {
     /// the same write again with the same id (a retry after a timeout) yields one version of it,
     /// not two. When absent the client draws a fresh one for each call.
     pub write_id: Option<String>,
+    /// A fencing token, `name:token` (the holder's token of a lock or election): replicas
+    /// refuse the write (code `fenced`) once the item holds a higher token of the name.
+    pub fence: Option<String>,
 }
 
 /// A fresh random write id: 32 hex digits.
@@ -537,6 +540,7 @@ fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
             timeout_ms,
             quorum: opts.quorum.clone(),
             write_id: None,
+            fence: opts.fence.clone(),
         };
         set_query(url, &query);
     } else {
@@ -546,6 +550,7 @@ fn write_query(url: &mut Url, opts: &WriteOptions, context_in_query: bool) {
             timeout_ms,
             quorum: opts.quorum.clone(),
             write_id: None,
+            fence: opts.fence.clone(),
         };
         set_query(url, &query);
     }
@@ -731,6 +736,7 @@ mod tests {
             timeout_ms: Some(250),
             quorum: Some("sloppy".into()),
             write_id: None,
+            fence: None,
         };
         write_query(&mut url, &opts, true);
         assert_eq!(

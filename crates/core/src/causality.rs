@@ -780,6 +780,25 @@ impl ItemState {
         }
     }
 
+    /// Whether this state carries a version written under a fencing token lower than one
+    /// `known` holds for the same name: then a replica holding `known` refuses it (the merge
+    /// would drop that version), with both tokens.
+    pub fn fenced_by(&self, known: &ItemState) -> Option<CausalityError> {
+        self.fences.iter().filter(|r| !r.dots.is_empty()).find_map(|r| {
+            let current = known.fence_token(&r.name)?;
+            (current > r.token).then(|| CausalityError::Fenced {
+                name: r.name.clone(),
+                token: r.token,
+                current,
+            })
+        })
+    }
+
+    /// Whether any write to this item carried a fence.
+    pub fn has_fences(&self) -> bool {
+        !self.fences.is_empty()
+    }
+
     /// The highest fencing token of `name` this item holds.
     pub fn fence_token(&self, name: &str) -> Option<u64> {
         self.fences.binary_search_by(|r| r.name.as_str().cmp(name)).ok().map(|i| self.fences[i].token)

@@ -33,6 +33,7 @@ fn write(key: &ItemKey, w: Level, value: &[u8]) -> ClientRequest {
         mode: QuorumMode::Strict,
         timeout_ms: 500,
         write_id: None,
+        fence: None,
     }
 }
 

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use goldenscript::{Command, Context};
 
 mod support;
-use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector, WriteId};
+use quorumdb_core::causality::{ActorId, Fence, ItemState, Value, VersionVector, WriteId};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::replica::{
@@ -396,6 +396,13 @@ impl goldenscript::Runner for Runner {
                     mode: QuorumMode::Strict,
                     timeout_ms: 300,
                     write_id: keyed(cmd, "id").map(|id| id.parse().map(WriteId)).transpose()?,
+                    fence: match (keyed(cmd, "fence"), keyed(cmd, "token")) {
+                        (Some(name), Some(token)) => {
+                            Some(Fence { name: name.to_owned(), token: token.parse()? })
+                        }
+                        (None, None) => None,
+                        _ => return Err("a fenced write needs fence=NAME token=N".into()),
+                    },
                 };
                 self.client(node_arg(gw)?, &k, req);
             }
@@ -492,4 +499,6 @@ scripts! { Runner, SCRIPTS_DIR;
     /// Proves a retried write with the same write id, at the same or another home replica,
     /// yields no second version, while the same value without an id does.
     idempotent,
+    /// Fenced writes: refused where a higher token is known, dropped by merges elsewhere.
+    fenced,
 }

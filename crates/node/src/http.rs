@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use quorumdb_api as api;
-use quorumdb_core::causality::{ItemState, VersionVector, WriteId};
+use quorumdb_core::causality::{Fence, ItemState, VersionVector, WriteId, FENCE_NAME_BYTES_MAX};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::limits::{
@@ -374,6 +374,7 @@ async fn put_item(
                     mode: quorum_mode(&s.node, q.quorum.as_deref())?,
                     timeout: timeout(&s.node, q.timeout_ms.as_deref())?,
                     write_id: id,
+                    fence: fence(&s, q.fence.as_deref())?,
                 },
             )
             .await?;
@@ -381,6 +382,37 @@ async fn put_item(
     }
     .await;
     finish("put", &lvl, started, result)
+}
+
+/// Parses `fence=name:token` and checks it against this node's metadata: a token that was
+/// never granted is refused (`unknown_fence`), one older than the name's latest grant is
+/// fenced here already; replicas check it against what each item holds.
+fn fence(s: &AppState, raw: Option<&str>) -> Result<Option<Fence>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let malformed =
+        || ApiError::BadRequest(format!("fence must be NAME:TOKEN with a token above 0, got {raw:?}"));
+    let (name, token) = raw.rsplit_once(':').ok_or_else(malformed)?;
+    let token: u64 = token.parse().map_err(|_| malformed())?;
+    if name.is_empty() || name.len() > FENCE_NAME_BYTES_MAX || token == 0 {
+        return Err(malformed());
+    }
+    let last = s.meta.view().metadata.last_token(name);
+    if token > last {
+        let message = if last == 0 {
+            format!(
+                "fencing token {token} of {name:?} was never granted: no lock or election {name:?} exists"
+            )
+        } else {
+            format!("fencing token {token} of {name:?} was never granted (the latest grant is {last})")
+        };
+        return Err(ApiError::Metadata { code: "unknown_fence", status: 409, message });
+    }
+    if token < last {
+        return Err(ApiError::Fenced(format!(
+            "write fenced: it carries token {token} of {name:?}, and {name:?} was granted again with token {last}"
+        )));
+    }
+    Ok(Some(Fence { name: name.to_owned(), token }))
 }
 
 async fn delete_item(
@@ -411,7 +443,8 @@ async fn delete_item(
                 .context()
                 .clone(),
         };
-        let settings = WriteSettings { w, mode, timeout, write_id: id };
+        let settings =
+            WriteSettings { w, mode, timeout, write_id: id, fence: fence(&s, q.fence.as_deref())? };
         let state = s.node.write(item, None, ctx, settings).await?;
         Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
     }

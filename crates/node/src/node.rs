@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::storage::{ShardStore, Storage};
 use crate::transport::{FaultLayer, PeerClient, TransportError};
 use crate::wire::{KeyDigest, LeafListing, PageItem, Request, Response, WireKey, WireTree};
-use quorumdb_core::causality::{ItemState, VersionVector, WriteId};
+use quorumdb_core::causality::{Fence, ItemState, VersionVector, WriteId};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::handoff::HintStats;
 use quorumdb_core::key::ItemKey;
@@ -83,13 +83,15 @@ struct Snapshot {
 }
 
 /// How a client wants one write done.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct WriteSettings {
     pub w: Level,
     pub mode: QuorumMode,
     pub timeout: Duration,
     /// The client's id of the write (see `causality::WriteId`); `None` lets the node draw one.
     pub write_id: Option<WriteId>,
+    /// The fencing token the write carries (checked by every replica; see `causality::Fence`).
+    pub fence: Option<Fence>,
 }
 
 pub struct Node {
@@ -362,6 +364,7 @@ impl Node {
             mode: core_mode(opts.mode),
             timeout_ms: opts.timeout.as_millis() as u64,
             write_id: opts.write_id,
+            fence: opts.fence,
         };
         match self.client(shard, req).await? {
             ClientResponse::Written(state) => Ok(state),
@@ -738,7 +741,7 @@ fn tree_from_wire(ring: &Ring, t: WireTree) -> Result<TreeId, ReplicaError> {
 fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
     match req {
         PeerRequest::Ping => Request::Ping,
-        PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id } => {
+        PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id, fence } => {
             Request::CoordinateWrite {
                 key: to_wire(&key),
                 value,
@@ -747,6 +750,7 @@ fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
                 sloppy,
                 timeout_ms,
                 write_id: write_id.0,
+                fence: fence.map(|f| (f.name, f.token)),
             }
         }
         PeerRequest::Replicate { key, state } => {
@@ -778,7 +782,7 @@ fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
 fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaError> {
     Ok(match req {
         Request::Ping => PeerRequest::Ping,
-        Request::CoordinateWrite { key, value, context, w, sloppy, timeout_ms, write_id } => {
+        Request::CoordinateWrite { key, value, context, w, sloppy, timeout_ms, write_id, fence } => {
             PeerRequest::CoordinateWrite {
                 key: from_wire(key)?,
                 value,
@@ -787,6 +791,7 @@ fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaEr
                 sloppy,
                 timeout_ms,
                 write_id: WriteId(write_id),
+                fence: fence.map(|(name, token)| Fence { name, token }),
             }
         }
         Request::Replicate { key, state } => {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest frame accepted. A frame holds at most one scan page of item states
 /// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
@@ -60,6 +60,8 @@ pub enum Request {
         /// The write's id: a hedged or retried copy sent to another coordinator carries the
         /// same one, so replicas keep one version of it.
         write_id: u128,
+        /// The fencing token (lock or election name, token) the write carries (version 5).
+        fence: Option<(String, u64)>,
     },
     /// Merge this state into the local replica and acknowledge once durable.
     Replicate {

@@ -137,6 +137,10 @@ pub struct WriteFlags {
     /// (say, after a timeout) yields one version of the write, not two. Default: a fresh id.
     #[arg(long)]
     pub write_id: Option<String>,
+    /// A fencing token NAME:TOKEN (from `lock acquire` or `elect campaign`): the write is
+    /// refused (`fenced`) where a higher token of NAME is known.
+    #[arg(long)]
+    pub fence: Option<String>,
 }
 
 impl WriteFlags {
@@ -148,6 +152,7 @@ impl WriteFlags {
             timeout_ms: None,
             quorum: self.quorum,
             write_id: self.write_id,
+            fence: self.fence,
         }
     }
 }

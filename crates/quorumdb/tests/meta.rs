@@ -168,3 +168,36 @@ async fn locks_hand_out_growing_fencing_tokens_across_leader_loss_and_restart() 
     let t3 = c.client(2).acquire("scheduler", l.id, "host-c").await.unwrap().holder.unwrap().token;
     assert!(t3 > t2, "{t3} after {t2}");
 }
+
+/// Fenced writes over HTTP: the current holder's token is accepted, the previous holder's is
+/// refused with code `fenced` naming both tokens, a token never granted is `unknown_fence`, and
+/// a malformed fence is `bad_request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_writes_refuse_stale_and_unknown_tokens() {
+    use quorumdb_client::WriteOptions;
+    let c = Cluster::start("fence", 3, 3, 3);
+    wait_layout(&c.client(0), 1).await;
+    let a = c.client(0).grant_lease(30_000).await.unwrap();
+    let t1 = c.client(0).acquire("sched", a.id, "a").await.unwrap().holder.unwrap().token;
+    let with = |fence: String| WriteOptions { fence: Some(fence), ..WriteOptions::default() };
+    c.client(1).put("jobs", "p1", "by-a", &with(format!("sched:{t1}"))).await.unwrap();
+    c.client(0).revoke_lease(a.id).await.unwrap();
+    let b = c.client(1).grant_lease(30_000).await.unwrap();
+    let t2 = c.client(1).acquire("sched", b.id, "b").await.unwrap().holder.unwrap().token;
+    c.client(2).put("jobs", "p1", "by-b", &with(format!("sched:{t2}"))).await.unwrap();
+    // The stale holder, through every node.
+    for i in 0..3 {
+        let e = c.client(i).put("jobs", "p1", "stale", &with(format!("sched:{t1}"))).await.unwrap_err();
+        let message = e.to_string();
+        assert_eq!(code(e), "fenced", "node {i}");
+        assert!(message.contains(&t1.to_string()) && message.contains(&t2.to_string()), "{message}");
+    }
+    let e = c.client(0).put("jobs", "p1", "x", &with(format!("sched:{}", t2 + 100))).await.unwrap_err();
+    assert_eq!(code(e), "unknown_fence");
+    let e = c.client(0).put("jobs", "p1", "x", &with("nolock:1".into())).await.unwrap_err();
+    assert_eq!(code(e), "unknown_fence");
+    let e = c.client(0).put("jobs", "p1", "x", &with("sched".into())).await.unwrap_err();
+    assert_eq!(code(e), "bad_request");
+    let got = c.client(0).get("jobs", "p1", &Default::default()).await.unwrap();
+    assert_eq!(got.values, vec!["by-b".to_string()]);
+}

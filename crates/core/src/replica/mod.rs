@@ -55,7 +55,7 @@ pub use store::{LocalStore, MemStore, StoreError};
 
 use crate::antientropy::{Command, Exchange, ExchangeStats, LeafItems, EXCHANGE_LEAVES_MAX};
 use crate::causality::{
-    ActorId, Applied, CausalityError, Dot, ItemState, Retirement, Value, VersionVector, WriteId,
+    ActorId, Applied, CausalityError, Dot, Fence, ItemState, Retirement, Value, VersionVector, WriteId,
 };
 use crate::consistency::{Level, LevelError};
 use crate::coordinator::{Failure, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
@@ -145,6 +145,8 @@ pub enum ClientRequest {
         /// The client's id of this logical write (retries and hedges carry the same id and
         /// yield one version); the gateway draws one when the client sent none.
         write_id: Option<WriteId>,
+        /// The fencing token the write carries (see `causality::Fence`).
+        fence: Option<Fence>,
     },
     Read {
         key: ItemKey,
@@ -209,6 +211,7 @@ pub enum PeerRequest {
         sloppy: bool,
         timeout_ms: u64,
         write_id: WriteId,
+        fence: Option<Fence>,
     },
     /// Merge this state and acknowledge once durable.
     Replicate {
@@ -610,6 +613,7 @@ struct ForwardJob {
     value: Option<Vec<u8>>,
     ctx: VersionVector,
     write_id: WriteId,
+    fence: Option<Fence>,
     w: usize,
     mode: QuorumMode,
     timeout_ms: u64,
@@ -660,6 +664,7 @@ struct WriteArgs<W> {
     mode: QuorumMode,
     timeout_ms: u64,
     write_id: WriteId,
+    fence: Option<Fence>,
 }
 
 struct ReadJob {
@@ -1205,7 +1210,7 @@ impl<S: LocalStore> Replica<S> {
         homes: &[NodeId],
         value: Option<Vec<u8>>,
         ctx: &VersionVector,
-        write_id: WriteId,
+        (write_id, fence): (WriteId, Option<&Fence>),
     ) -> Result<ItemState, ReplicaError> {
         self.check_writable()?;
         let sk = key.storage_key();
@@ -1217,7 +1222,10 @@ impl<S: LocalStore> Replica<S> {
         let rule = self.retirement(now);
         let id = Some((write_id, now.wall_ms));
         let new = match self.shared.table(&key.table).conflict {
-            Conflict::Siblings => match local.apply(ctx, value, self.actor, Some(&rule), id)? {
+            Conflict::Siblings => match match fence {
+                Some(f) => local.apply_fenced(ctx, value, self.actor, Some(&rule), id, f)?,
+                None => local.apply(ctx, value, self.actor, Some(&rule), id)?,
+            } {
                 Applied::New(new) => new,
                 Applied::Duplicate { .. } => {
                     self.stats.writes_deduplicated += 1;
@@ -1500,10 +1508,10 @@ impl<S: LocalStore> Replica<S> {
 
     fn on_client(&mut self, now: Now, id: RequestId, req: ClientRequest) {
         match req {
-            ClientRequest::Write { key, value, ctx, w, mode, timeout_ms, write_id } => {
+            ClientRequest::Write { key, value, ctx, w, mode, timeout_ms, write_id, fence } => {
                 // Every write gets an id, so that a hedged or retried copy is recognised.
                 let write_id = write_id.unwrap_or_else(|| self.draw_write_id());
-                let write = WriteArgs { value, ctx, w, mode, timeout_ms, write_id };
+                let write = WriteArgs { value, ctx, w, mode, timeout_ms, write_id, fence };
                 if let Err(e) = self.start_write(now, id, key, write) {
                     self.reply(id, Err(e));
                 }
@@ -1540,7 +1548,7 @@ impl<S: LocalStore> Replica<S> {
         key: ItemKey,
         write: WriteArgs<Level>,
     ) -> Result<(), ReplicaError> {
-        let WriteArgs { value, ctx, w, mode, timeout_ms, write_id } = write;
+        let WriteArgs { value, ctx, w, mode, timeout_ms, write_id, fence } = write;
         if let Some(v) = &value {
             if v.len() > VALUE_BYTES_MAX {
                 return Err(ReplicaError::ValueTooLarge(format!(
@@ -1554,7 +1562,7 @@ impl<S: LocalStore> Replica<S> {
         let timeout_ms = self.timeout_of(timeout_ms);
         let pref = self.shared.preference(&key);
         if pref.contains(&self.me()) {
-            let write = WriteArgs { value, ctx, w, mode, timeout_ms, write_id };
+            let write = WriteArgs { value, ctx, w, mode, timeout_ms, write_id, fence };
             return self.coordinate_write(now, key, pref, write, ReplyTo::Client(client));
         }
         let job = self.next_id();
@@ -1566,6 +1574,7 @@ impl<S: LocalStore> Replica<S> {
                 value,
                 ctx,
                 write_id,
+                fence,
                 w,
                 mode,
                 timeout_ms,
@@ -1615,6 +1624,7 @@ impl<S: LocalStore> Replica<S> {
             sloppy: f.mode == QuorumMode::Sloppy,
             timeout_ms: f.timeout_ms,
             write_id: f.write_id,
+            fence: f.fence.clone(),
         };
         // Give the remote coordinator its whole timeout plus a margin to report back.
         let timeout = f.timeout_ms.saturating_add(self.shared.config.forward_margin_ms);
@@ -1708,11 +1718,11 @@ impl<S: LocalStore> Replica<S> {
         write: WriteArgs<usize>,
         reply_to: ReplyTo,
     ) -> Result<(), ReplicaError> {
-        let WriteArgs { value, ctx, w, mode, timeout_ms, write_id } = write;
+        let WriteArgs { value, ctx, w, mode, timeout_ms, write_id, fence } = write;
         // A duplicate (this replica already applied the write id) replicates the current state
         // again and waits for the same quorum: the retry of a write that reached too few
         // replicas completes it instead of creating a second version.
-        let new = self.apply_local_write(now, &key, &pref, value, &ctx, write_id)?;
+        let new = self.apply_local_write(now, &key, &pref, value, &ctx, (write_id, fence.as_ref()))?;
         let (targets, down) = self.request_targets(&key, &pref, mode, now);
         let mut replicas: Vec<NodeId> = targets.iter().map(|(i, _)| *i).collect();
         replicas.extend(down.iter().copied());
@@ -1764,14 +1774,25 @@ impl<S: LocalStore> Replica<S> {
         };
         if let Some(answer) = answer {
             j.replied = true;
-            match j.reply_to {
-                ReplyTo::Client(id) => {
-                    self.reply(id, answer.map(ClientResponse::Written).map_err(ReplicaError::Quorum))
+            // A write that failed because replicas hold a higher fencing token says so.
+            let error = |e: QuorumError<String>| {
+                let fenced = e.outcomes.iter().find_map(|(node, o)| match o {
+                    Outcome::Error(Failure::Refused { code, message }) if code == "fenced" => {
+                        Some(format!("{message} (replica {node})"))
+                    }
+                    _ => None,
+                });
+                match fenced {
+                    Some(m) => ReplicaError::Fenced(m),
+                    None => ReplicaError::Quorum(e),
                 }
+            };
+            match j.reply_to {
+                ReplyTo::Client(id) => self.reply(id, answer.map(ClientResponse::Written).map_err(error)),
                 ReplyTo::Peer { to, id } => {
                     let resp = match answer {
                         Ok(state) => PeerResponse::Written(state),
-                        Err(e) => PeerResponse::Failed(ReplicaError::Quorum(e)),
+                        Err(e) => PeerResponse::Failed(error(e)),
                     };
                     self.respond(to, id, resp);
                 }
@@ -2085,7 +2106,17 @@ impl<S: LocalStore> Replica<S> {
                 Ok(Some(PeerResponse::Item(self.read_local(&key, &homes)?)))
             }
             PeerRequest::Replicate { key, state } => {
+                // A version written under a fencing token below the one this replica holds
+                // is refused (and dropped by the merge, which still runs: the context is news).
+                let fenced = if state.has_fences() {
+                    state.fenced_by(&self.load(&key.storage_key())?.1)
+                } else {
+                    None
+                };
                 self.merge_local(now, &key, &state)?;
+                if let Some(e) = fenced {
+                    return Err(e.into());
+                }
                 // Even an unchanged state may not be durable yet (another writer stored it a
                 // moment ago), so the acknowledgement always waits for a covering sync.
                 let trace = self.trace.then(|| (key.storage_key(), state));
@@ -2107,7 +2138,7 @@ impl<S: LocalStore> Replica<S> {
                 self.after_sync(now, Waiter::Ack { to: from, id, key: None });
                 Ok(None)
             }
-            PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id } => {
+            PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id, fence } => {
                 let pref = self.shared.preference(&key);
                 if !pref.contains(&self.me()) {
                     return Err(ReplicaError::Unavailable(format!(
@@ -2122,7 +2153,7 @@ impl<S: LocalStore> Replica<S> {
                 }
                 let mode = if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict };
                 let timeout_ms = self.timeout_of(timeout_ms);
-                let write = WriteArgs { value, ctx, w: w.max(1), mode, timeout_ms, write_id };
+                let write = WriteArgs { value, ctx, w: w.max(1), mode, timeout_ms, write_id, fence };
                 self.coordinate_write(now, key, pref, write, ReplyTo::Peer { to: from, id })?;
                 Ok(None)
             }

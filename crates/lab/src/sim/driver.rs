@@ -347,6 +347,7 @@ impl SimNode {
                     w: Level::Count(w),
                     mode: if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict },
                     timeout_ms,
+                    fence: None,
                     // Half the clients name their writes (as the Rust client and the CLI do),
                     // half leave it to the gateway (as a bare HTTP client may); a duplicated
                     // client message is then one write either way.
