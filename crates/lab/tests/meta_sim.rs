@@ -61,7 +61,7 @@ fn meta_sim_catches_ack_before_persist() {
 }
 
 /// A restart that loses the snapshot's metadata is caught by the state-machine check (over 500
-/// seeds: 494 caught).
+/// seeds: 500 caught).
 #[test]
 fn meta_sim_catches_lost_snapshot_state() {
     let n = caught(MetaBug::LoseSnapshotState, 20);
