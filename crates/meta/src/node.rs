@@ -314,13 +314,19 @@ impl MetaNode {
             let command = Command::LeaseExpire { id, renewals: lease.renewals };
             let data = postcard::to_allocvec(&command).expect("commands always encode: plain data");
             // Request 0: nobody waits for the answer.
-            let mut context = Vec::with_capacity(16);
-            context.extend_from_slice(&self.config.id.to_le_bytes());
-            context.extend_from_slice(&0u64.to_le_bytes());
-            if self.raw.propose(context, data).is_ok() {
+            if self.raw.propose(self.proposal_context(0), data).is_ok() {
                 self.expiring.insert(id, now);
             }
         }
+    }
+
+    /// An entry's context: the proposing member and its request id, so that the member that
+    /// applies its own proposal answers it (`apply_entries` reads it back).
+    fn proposal_context(&self, request: u64) -> Vec<u8> {
+        let mut context = Vec::with_capacity(16);
+        context.extend_from_slice(&self.config.id.to_le_bytes());
+        context.extend_from_slice(&request.to_le_bytes());
+        context
     }
 
     /// Keeps the lessor's timers in step with an applied lease command.
@@ -376,10 +382,7 @@ impl MetaNode {
             self.effects.push(reply(ProposeError::TooLarge { bytes: data.len(), max: COMMAND_BYTES_MAX }));
             return;
         }
-        let mut context = Vec::with_capacity(16);
-        context.extend_from_slice(&self.config.id.to_le_bytes());
-        context.extend_from_slice(&request.to_le_bytes());
-        match self.raw.propose(context, data) {
+        match self.raw.propose(self.proposal_context(request), data) {
             Ok(()) => {
                 let deadline_ms = now_ms.saturating_add(self.config.proposal_timeout_ms);
                 assert!(

@@ -396,7 +396,7 @@ fn fence(s: &AppState, raw: Option<&str>) -> Result<Option<Fence>, ApiError> {
     if name.is_empty() || name.len() > FENCE_NAME_BYTES_MAX || token == 0 {
         return Err(malformed());
     }
-    let last = s.meta.view().metadata.last_token(name);
+    let last = s.meta.last_token(name);
     if token > last {
         let message = if last == 0 {
             format!(

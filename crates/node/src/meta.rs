@@ -189,6 +189,12 @@ impl Meta {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
     }
 
+    /// The last fencing token granted for `name`, read without copying the metadata (every
+    /// fenced write asks).
+    pub fn last_token(&self, name: &str) -> u64 {
+        self.view.read().map(|v| v.metadata.last_token(name)).unwrap_or(0)
+    }
+
     /// Hands a peer's raft message to the member. Dropped when the queue is full (raft resends).
     pub fn receive(&self, bytes: &[u8]) -> Result<(), String> {
         let m = decode_message(bytes)?;
