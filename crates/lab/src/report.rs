@@ -478,8 +478,8 @@ pub struct LabReport {
     pub checker: crate::Report,
 }
 
-/// Nearest-rank percentile of sorted `xs` (`q` in 0..=1).
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+/// Nearest-rank percentile of sorted `xs` (`q` in 0..=1), rounded to 3 decimals.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }

@@ -189,6 +189,40 @@ fn gray_failure_short_run() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// A short split-brain-scheduler run (one pause and one partition of the leader per fencing
+/// setting) proves the fencing claim end to end: with fencing no assignment from a replaced
+/// leader is acknowledged or survives, without it some are, and failover times are reported.
+#[test]
+fn split_brain_scheduler_short_run() {
+    let (out, report, code) =
+        lab_run("split-brain", &["split-brain-scheduler", "--seed", "3", "--param", "rounds=1"]);
+    assert_eq!(code, 0, "a fencing guarantee was violated: {report:#}");
+    assert_eq!(report["scenario"], "split-brain-scheduler");
+    assert_eq!(report["lease_ttl_ms"], 2000.0);
+    let modes = report["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2);
+    let (on, off) = (&modes[0], &modes[1]);
+    assert_eq!((on["fencing"].as_bool(), off["fencing"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(on["stale_accepted"], 0, "{on:#}");
+    assert_eq!(on["stale_in_final_state"], 0, "{on:#}");
+    assert!(on["assignments_ok"].as_u64().unwrap() > 0, "{on:#}");
+    assert!(
+        off["stale_accepted"].as_u64().unwrap() > 0,
+        "without fencing a zombie's assignment should land: {off:#}"
+    );
+    for m in modes {
+        let faults = m["faults"].as_array().unwrap();
+        let kinds: Vec<&str> = faults.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"pause") && kinds.contains(&"partition"), "{kinds:?}");
+        assert_eq!(m["failover"]["samples"], 2, "every fault needs a successor: {m:#}");
+        // A new leader can only take over once the old lease expired: at least most of a TTL.
+        assert!(m["failover"]["p50_ms"].as_f64().unwrap() > 1000.0, "{m:#}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html missing");
+    assert!(html.contains("Fencing on") && !html.contains("<script"));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// Runs `quorumdb lab <args>` to completion; returns exit code, stdout and stderr.
 fn lab(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BIN).arg("lab").args(args).output().expect("cannot run quorumdb");
@@ -205,7 +239,7 @@ fn lab_list_names_the_builtin_scenarios() {
     let (code, stdout, stderr) = lab(&["list"]);
     assert_eq!(code, 0, "{stderr}");
     let names: Vec<&str> = stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert_eq!(names, ["az-failure", "clock-skew-lww", "gray-failure"], "{stdout}");
+    assert_eq!(names, ["az-failure", "clock-skew-lww", "gray-failure", "split-brain-scheduler"], "{stdout}");
     assert!(stdout.contains("zone outage") && stdout.contains("last-writer-wins"), "{stdout}");
     assert!(stdout.contains("paused, slow"), "{stdout}");
 
@@ -213,7 +247,7 @@ fn lab_list_names_the_builtin_scenarios() {
     assert_eq!(code, 0, "{stderr}");
     let list: Value = serde_json::from_str(&stdout).expect("lab list -o json is not JSON");
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 3);
+    assert_eq!(list.len(), 4);
     assert_eq!(list[0]["name"], "az-failure");
     assert!(list.iter().all(|s| s["description"].as_str().is_some_and(|d| !d.is_empty())));
 }

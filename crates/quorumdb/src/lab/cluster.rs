@@ -166,6 +166,11 @@ impl LabCluster {
         self.procs.id(i)
     }
 
+    /// Node `i`'s client API base URL (for processes the lab starts besides the nodes).
+    pub fn http_url(&self, i: usize) -> String {
+        self.procs.http_url(i)
+    }
+
     pub fn client(&self, i: usize) -> &Client {
         &self.clients[i]
     }

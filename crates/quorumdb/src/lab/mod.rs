@@ -33,6 +33,8 @@ mod html;
 mod profile_store;
 mod rmw_lineage;
 pub mod scenario;
+pub mod scheduler;
+mod split_brain;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -74,6 +76,9 @@ pub enum LabCommand {
     List(ListArgs),
     /// Run the seeded whole-cluster simulation.
     Simulate(crate::lab_sim::SimulateArgs),
+    /// One scheduler process of `split-brain-scheduler` (the lab starts these).
+    #[command(hide = true)]
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +145,7 @@ pub async fn run(a: LabArgs) -> Result<i32> {
     match a.command {
         LabCommand::Simulate(s) => crate::lab_sim::run(s),
         LabCommand::List(l) => list(&l),
+        LabCommand::Scheduler(s) => scheduler::run(s).await,
         LabCommand::Run(r) => {
             // Ctrl-C or SIGTERM drops the scenario future, whose LabCluster guard then kills
             // every server it started.
@@ -157,6 +163,9 @@ fn list(a: &ListArgs) -> Result<i32> {
     for (name, text) in scenario::EMBEDDED {
         let s = scenario::load(&format!("embedded scenario {name}"), text, &scenario::Overrides::default())?;
         rows.push((name, s.description));
+    }
+    for (name, text) in split_brain::EMBEDDED {
+        rows.push((name, split_brain::describe(&format!("embedded scenario {name}"), text)?.1));
     }
     match a.output {
         crate::cli::TextOrJson::Json => {
@@ -189,9 +198,13 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
     if let Some(text) = scenario::embedded(arg) {
         return Ok((format!("embedded scenario {arg}"), text.to_owned()));
     }
+    if let Some((_, text)) = split_brain::EMBEDDED.iter().find(|(n, _)| *n == arg) {
+        return Ok((format!("embedded scenario {arg}"), (*text).to_owned()));
+    }
     let path = Path::new(arg);
     if !path.exists() {
-        let known: Vec<&str> = scenario::EMBEDDED.iter().map(|(n, _)| *n).collect();
+        let known: Vec<&str> =
+            scenario::EMBEDDED.iter().chain(split_brain::EMBEDDED.iter()).map(|(n, _)| *n).collect();
         bail!("unknown scenario {arg:?}: not a built-in one ({}) and no such file", known.join(", "));
     }
     let len = std::fs::metadata(path).with_context(|| format!("cannot read {arg}"))?.len();
@@ -204,6 +217,9 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
 
 async fn run_scenario(a: RunArgs) -> Result<i32> {
     let (origin, text) = read_scenario(&a.scenario)?;
+    if split_brain::is_coordination(&text) {
+        return run_coordination(a, &origin, &text).await;
+    }
     let mut overrides = scenario::Overrides {
         duration_s: a.duration,
         clients: a.clients,
@@ -263,6 +279,35 @@ async fn run_scenario(a: RunArgs) -> Result<i32> {
     println!("report: {}", out.join("report.html").display());
     println!("replay: {}", report.command);
     Ok(if report.violations == 0 { 0 } else { EXIT_VIOLATED })
+}
+
+/// `lab run` of a coordination scenario (`split-brain-scheduler`): only `--seed`, `--out` and
+/// `--param` apply; the key-value options are refused rather than ignored.
+async fn run_coordination(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
+    let unused = [
+        ("--duration", a.duration.is_some()),
+        ("--clients", a.clients.is_some()),
+        ("--keys", a.keys.is_some()),
+        ("--settings", !a.settings.is_empty()),
+        ("--zone-fault", a.zone_fault.is_some()),
+        ("--skew-ms", a.skew_ms.is_some()),
+    ];
+    if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
+        bail!("{origin}: {flag} does not apply to a coordination scenario; use --param NAME=VALUE (for example --param rounds=1)");
+    }
+    let params: Vec<(String, toml::Value)> =
+        a.params.iter().map(|p| parse_param(p)).collect::<Result<_>>()?;
+    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
+    let name = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("name").and_then(|n| n.as_str().map(str::to_owned)))
+        .unwrap_or_else(|| "coordination".into());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("lab-out").join(format!("{name}-{seed}")));
+    let mut command = format!("quorumdb lab run {} --seed {seed}", a.scenario);
+    for p in &a.params {
+        command.push_str(&format!(" --param {p}"));
+    }
+    split_brain::run(origin, text, &params, seed, &out, command).await
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -223,7 +223,17 @@ pub struct OpMeta {
 
 /// How a failed call is recorded, and the one-line error kept in the history.
 fn classify(err: &ClientError) -> (OpResult, String) {
-    let result = match err {
+    let result = result_of(err);
+    let text = match err.code() {
+        Some(code) => format!("{code}: {err}"),
+        None => err.to_string(),
+    };
+    (result, text)
+}
+
+/// How a failed call is recorded: the module's outcome rules.
+pub fn result_of(err: &ClientError) -> OpResult {
+    match err {
         ClientError::Api { status, .. } if (400..500).contains(status) => OpResult::Fail,
         ClientError::Api { .. } => OpResult::Info,
         // `Client` renders connect failures as "connection failed: ...": the request was
@@ -231,12 +241,7 @@ fn classify(err: &ClientError) -> (OpResult, String) {
         ClientError::Transport { detail, .. } if detail.starts_with("connection failed") => OpResult::Fail,
         ClientError::Transport { .. } | ClientError::Decode(_) => OpResult::Info,
         ClientError::BadEndpoint(_) => OpResult::Fail,
-    };
-    let text = match err.code() {
-        Some(code) => format!("{code}: {err}"),
-        None => err.to_string(),
-    };
-    (result, text)
+    }
 }
 
 fn blank_op(meta: &OpMeta, phase: &str, kind: OpKind, table: &str, key: &str) -> Op {
