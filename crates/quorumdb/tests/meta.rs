@@ -170,8 +170,8 @@ async fn locks_hand_out_growing_fencing_tokens_across_leader_loss_and_restart() 
 }
 
 /// Fenced writes over HTTP: the current holder's token is accepted, the previous holder's is
-/// refused with code `fenced` naming both tokens, a token never granted is `unknown_fence`, and
-/// a malformed fence is `bad_request`.
+/// refused with code `fenced` naming both tokens, a token never granted is `unknown_fence`, a
+/// token of another name is refused too, and a malformed fence is `bad_request`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_writes_refuse_stale_and_unknown_tokens() {
     use quorumdb_client::WriteOptions;
@@ -198,6 +198,15 @@ async fn fenced_writes_refuse_stale_and_unknown_tokens() {
     assert_eq!(code(e), "unknown_fence");
     let e = c.client(0).put("jobs", "p1", "x", &with("sched".into())).await.unwrap_err();
     assert_eq!(code(e), "bad_request");
+    // A token of another name: above this name's latest grant it was never granted here,
+    // below it it is stale; either way the write is refused and the message names both.
+    let tc = c.client(1).acquire("cron", b.id, "b").await.unwrap().holder.unwrap().token;
+    let e = c.client(0).put("jobs", "p2", "x", &with(format!("sched:{tc}"))).await.unwrap_err();
+    let message = e.to_string();
+    assert_eq!(code(e), "unknown_fence");
+    assert!(message.contains(&tc.to_string()) && message.contains(&t2.to_string()), "{message}");
+    let e = c.client(0).put("jobs", "p2", "x", &with(format!("cron:{t2}"))).await.unwrap_err();
+    assert_eq!(code(e), "fenced");
     let got = c.client(0).get("jobs", "p1", &Default::default()).await.unwrap();
     assert_eq!(got.values, vec!["by-b".to_string()]);
 }
