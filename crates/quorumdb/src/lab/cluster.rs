@@ -41,6 +41,8 @@ pub const SERVER_REQUEST_TIMEOUT_MS: u64 = 1_000;
 /// machine. A paused (SIGSTOP) node accepts connections but never answers; this is what ends
 /// such a call.
 pub const CLIENT_TIMEOUT_MS: u64 = 3_000;
+/// Starts of a lab cluster tried before giving up, when a chosen port was taken meanwhile.
+pub const START_ATTEMPTS_MAX: usize = 3;
 /// Pause between polls while waiting for readiness, liveness or repair.
 const POLL_MS: u64 = 50;
 
@@ -120,7 +122,32 @@ pub struct LabCluster {
 impl LabCluster {
     /// Writes the configs, starts every node and waits until all answer `/readyz` and see each
     /// other up. Node logs go to `log_dir/<id>.log`.
+    ///
+    /// A port chosen free can be taken by another process before the node binds it (parallel
+    /// lab runs probe ports too); a start that fails that way is retried on fresh ports, up to
+    /// [`START_ATTEMPTS_MAX`] times.
     pub async fn start(spec: &ClusterSpec, log_dir: &Path) -> Result<LabCluster> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(spec, log_dir).await {
+                Err(e) if attempt < START_ATTEMPTS_MAX && port_taken(log_dir) => {
+                    eprintln!(
+                        "a node's port was taken before it could bind it ({e:#}); retrying on other ports"
+                    );
+                    attempt += 1;
+                    // Node logs are appended to; start the next attempt's afresh.
+                    for e in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+                        if e.file_name().to_string_lossy().ends_with(".log") {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(spec: &ClusterSpec, log_dir: &Path) -> Result<LabCluster> {
         if spec.nodes == 0 || spec.zones == 0 || spec.zones > spec.nodes {
             bail!("a lab cluster needs 1 <= zones <= nodes (got {} zones, {} nodes)", spec.zones, spec.nodes);
         }
@@ -404,6 +431,13 @@ impl LabCluster {
             self.members().iter().map(|(id, zone)| serde_json::json!({"id": id, "zone": zone})).collect(),
         )
     }
+}
+
+/// Whether a node log in `log_dir` says a listen address was in use.
+fn port_taken(log_dir: &Path) -> bool {
+    let Ok(dir) = std::fs::read_dir(log_dir) else { return false };
+    dir.flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("Address already in use")))
 }
 
 fn toml_int(v: u64) -> toml::Value {
