@@ -750,3 +750,55 @@ pub struct LockInfo {
 pub struct ReleaseQuery {
     pub token: u64,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Heat telemetry
+
+/// `GET /v1/hot` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotQuery {
+    /// Only this table's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Most keys in the answer (default 20, at most 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// `cluster` (default: every member's view merged) or `node` (the answering node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// One hot partition key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotKeyInfo {
+    pub table: String,
+    /// The partition key (its first 64 bytes, as UTF-8 with invalid bytes replaced).
+    pub key: String,
+    /// Operations per second over the window: reads (and scans) and writes handled for this
+    /// key, summed over the nodes that answered (each replica counts what it did).
+    pub reads_per_s: f64,
+    pub writes_per_s: f64,
+    /// Share of all operations the answering scope handled, 0 to 1.
+    pub share: f64,
+    /// Space-Saving's bound on how much the counts may overstate, per second.
+    pub error_per_s: f64,
+}
+
+/// Answer of `GET /v1/hot`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotReport {
+    /// `cluster` or `node`.
+    pub scope: String,
+    /// Nodes whose views are merged.
+    pub nodes: Vec<String>,
+    /// Members that did not answer in time, with why.
+    pub missing: Vec<(String, String)>,
+    /// Length of the counting window, ms.
+    pub window_ms: u64,
+    /// All operations per second in the scope (every key, hot or not).
+    pub reads_per_s: f64,
+    pub writes_per_s: f64,
+    /// Hottest first.
+    pub keys: Vec<HotKeyInfo>,
+}

@@ -409,6 +409,14 @@ impl Client {
         self.get_json(&["v1", "tables", name]).await
     }
 
+    /// The hottest partition keys over the last window (`GET /v1/hot`).
+    pub async fn hot(&self, q: &api::HotQuery) -> Result<api::HotReport, ClientError> {
+        let mut url = self.url(&["v1", "hot"])?;
+        set_query(&mut url, q);
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        self.decode(status, &bytes)
+    }
+
     /// Grants a lease of `ttl_ms`.
     pub async fn grant_lease(&self, ttl_ms: u64) -> Result<api::LeaseInfo, ClientError> {
         self.send_json(Method::POST, &["v1", "leases"], &api::LeaseRequest { ttl_ms }).await

@@ -24,6 +24,7 @@ pub mod causality;
 pub mod consistency;
 pub mod coordinator;
 pub mod handoff;
+pub mod heat;
 pub mod key;
 pub mod limits;
 pub mod merkle;

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/leases/{id}/keepalive", axum::routing::post(keepalive_lease))
         .route("/v1/locks/{name}", get(show_lock).post(acquire_lock).delete(release_lock))
         .route("/v1/repair", get(repair_progress).post(start_repair))
+        .route("/v1/hot", get(hot))
         .merge(admin)
         .route("/metrics", get(metrics_route))
         .route("/livez", get(|| async { (StatusCode::OK, Json(api::Health { status: "live".into() })) }))
@@ -636,6 +637,80 @@ async fn start_repair(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Res
         },
         Err(e) => e.into_response(),
     }
+}
+
+/// Keys `GET /v1/hot` returns unless `limit` says otherwise.
+const HOT_LIMIT_DEFAULT: usize = 20;
+
+/// `GET /v1/hot`: the hottest partition keys over the last window, of this node or of every
+/// member (each replica counts the reads and writes it handled; see `quorumdb_core::heat`).
+async fn hot(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let q = match query::<api::HotQuery>(&raw) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let checked = (|| {
+        if let Some(t) = &q.table {
+            quorumdb_core::key::validate_table(t)?;
+        }
+        let limit = q.limit.unwrap_or(HOT_LIMIT_DEFAULT);
+        if limit == 0 || limit > quorumdb_core::heat::HEAT_KEYS_LEN_MAX {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be 1 to {}, got {limit}",
+                quorumdb_core::heat::HEAT_KEYS_LEN_MAX
+            )));
+        }
+        let cluster = match q.scope.as_deref() {
+            None | Some("cluster") => true,
+            Some("node") => false,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!("scope must be cluster or node, got {other:?}")))
+            }
+        };
+        Ok((limit, cluster))
+    })();
+    let (limit, cluster) = match checked {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let me = s.node.id().to_owned();
+    let (report, missing) =
+        if cluster { s.node.heat_cluster().await } else { (s.node.heat_local(), Vec::new()) };
+    let nodes: Vec<String> = s
+        .node
+        .ring()
+        .members()
+        .iter()
+        .map(|m| m.id.clone())
+        .filter(|id| *id == me || (cluster && !missing.iter().any(|(m, _)| m == id)))
+        .collect();
+    let per_s =
+        |n: u64| if report.window_ms == 0 { 0.0 } else { n as f64 * 1000.0 / report.window_ms as f64 };
+    let total = report.reads_total + report.writes_total;
+    let keys = report
+        .keys
+        .iter()
+        .filter(|k| q.table.as_ref().is_none_or(|t| *t == k.table))
+        .take(limit)
+        .map(|k| api::HotKeyInfo {
+            table: k.table.clone(),
+            key: String::from_utf8_lossy(&k.partition).into_owned(),
+            reads_per_s: per_s(k.reads),
+            writes_per_s: per_s(k.writes),
+            share: if total == 0 { 0.0 } else { (k.reads + k.writes) as f64 / total as f64 },
+            error_per_s: per_s(k.reads_error + k.writes_error),
+        })
+        .collect();
+    let body = api::HotReport {
+        scope: if cluster { "cluster" } else { "node" }.into(),
+        nodes,
+        missing,
+        window_ms: report.window_ms,
+        reads_per_s: per_s(report.reads_total),
+        writes_per_s: per_s(report.writes_total),
+        keys,
+    };
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 async fn repair_progress(State(s): State<AppState>) -> Response {

@@ -23,10 +23,13 @@ use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::storage::{ShardStore, Storage};
 use crate::transport::{FaultLayer, PeerClient, TransportError};
-use crate::wire::{KeyDigest, LeafListing, PageItem, Request, Response, WireKey, WireTree};
+use crate::wire::{
+    KeyDigest, LeafListing, PageItem, Request, Response, WireHeat, WireHotKey, WireKey, WireTree,
+};
 use quorumdb_core::causality::{Fence, ItemState, VersionVector, WriteId};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::handoff::HintStats;
+use quorumdb_core::heat::{HeatReport, HotKey, HEAT_KEYS_LEN_MAX};
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::replica::{
     self, shard_of, ClientRequest, ClientResponse, Conflict, Effect, Input, Now, PeerRequest, PeerResponse,
@@ -80,6 +83,8 @@ struct Snapshot {
     tombstones: usize,
     /// Stored items, all shards (approximate; published by shard 0).
     items: usize,
+    /// The shard's last heat window.
+    heat: HeatReport,
 }
 
 /// How a client wants one write done.
@@ -106,7 +111,16 @@ pub struct Node {
     shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
     snapshots: Arc<Vec<Mutex<Snapshot>>>,
     started: Instant,
+    /// Clients for the few node-level requests this node sends itself (heat reports); the
+    /// replica traffic uses each shard's own.
+    admin_peers: Vec<Option<Arc<PeerClient>>>,
 }
+
+/// Ranks of the hottest keys published as metrics.
+const HOT_METRIC_RANKS: [&str; 5] = ["1", "2", "3", "4", "5"];
+
+/// How long a peer may take to send its heat report before `GET /v1/hot` leaves it out.
+pub const HEAT_PEER_TIMEOUT_MS: u64 = 1_000;
 
 /// The replica configuration of a node config.
 pub fn replica_config(config: &NodeConfig) -> ReplicaConfig {
@@ -219,6 +233,7 @@ impl Node {
         for ready in opened {
             ready.await.map_err(|_| "a replica shard stopped while opening".to_string())??;
         }
+        let admin_peers = peers();
         Ok(Arc::new(Node {
             config,
             storage,
@@ -228,6 +243,7 @@ impl Node {
             shards,
             snapshots,
             started,
+            admin_peers,
         }))
     }
 
@@ -318,6 +334,42 @@ impl Node {
     /// Stored items (approximate, as of the last publication).
     pub fn items_approx(&self) -> usize {
         self.snapshots.first().and_then(|s| s.lock().ok().map(|s| s.items)).unwrap_or(0)
+    }
+
+    /// This node's heat over the last window, all shards merged.
+    pub fn heat_local(&self) -> HeatReport {
+        let mut report = HeatReport::default();
+        for slot in self.snapshots.iter() {
+            if let Ok(s) = slot.lock() {
+                report.merge(&s.heat);
+            }
+        }
+        report
+    }
+
+    /// Every member's heat merged: this node's and each peer's that answers within
+    /// [`HEAT_PEER_TIMEOUT_MS`]. Also returns the members that did not answer, with why.
+    pub async fn heat_cluster(&self) -> (HeatReport, Vec<(String, String)>) {
+        let mut report = self.heat_local();
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, p) in self.admin_peers.iter().enumerate() {
+            let Some(p) = p.clone() else { continue };
+            let id = self.shared.ring.members().get(i).map(|m| m.id.clone()).unwrap_or_default();
+            asks.spawn(async move {
+                let answer = p.request(Request::Heat, Duration::from_millis(HEAT_PEER_TIMEOUT_MS)).await;
+                (id, answer)
+            });
+        }
+        let mut missing = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            let Ok((id, answer)) = joined else { continue };
+            match answer {
+                Ok(Response::Heat(h)) => report.merge(&heat_from_wire(h)),
+                Ok(other) => missing.push((id, format!("unexpected answer {:?}", response_kind(&other)))),
+                Err(e) => missing.push((id, e.to_string())),
+            }
+        }
+        (report, missing)
     }
 
     /// Starts a full anti-entropy pass on every shard of this node.
@@ -453,6 +505,9 @@ impl Node {
         let Some(from) = self.shared.ring.index_of(&from) else {
             return Response::Error { code: "bad_request".into(), message: format!("unknown peer {from:?}") };
         };
+        if let Request::Heat = req {
+            return Response::Heat(heat_to_wire(&self.heat_local()));
+        }
         let req = match request_from_wire(&self.shared.ring, req) {
             Ok(r) => r,
             Err(e) => return response_to_wire(PeerResponse::Failed(e)),
@@ -530,6 +585,22 @@ impl Node {
         metrics::gauge!("quorumdb_tombstones").set(tombstones as f64);
         metrics::counter!("quorumdb_hlc_timestamps_rejected_total")
             .absolute(self.shared.hlc.rejected_total.load(std::sync::atomic::Ordering::Relaxed));
+        // The hottest keys by rank only: a key label would leave a series behind for every key
+        // that was ever hot. Which key holds a rank is in `GET /v1/hot`.
+        let heat = self.heat_local();
+        let per_s =
+            |n: u64| if heat.window_ms == 0 { 0.0 } else { n as f64 * 1000.0 / heat.window_ms as f64 };
+        let total = heat.reads_total + heat.writes_total;
+        for (rank, label) in HOT_METRIC_RANKS.iter().enumerate() {
+            let k = heat.keys.get(rank);
+            let (reads, writes) = k.map_or((0, 0), |k| (k.reads, k.writes));
+            metrics::gauge!("quorumdb_hot_key_ops_per_second", "rank" => *label, "op" => "read")
+                .set(per_s(reads));
+            metrics::gauge!("quorumdb_hot_key_ops_per_second", "rank" => *label, "op" => "write")
+                .set(per_s(writes));
+            let share = if total == 0 { 0.0 } else { (reads + writes) as f64 / total as f64 };
+            metrics::gauge!("quorumdb_hot_key_share", "rank" => *label).set(share);
+        }
         for (i, m) in self.shared.ring.members().iter().enumerate() {
             if i != self.shared.me {
                 metrics::gauge!("quorumdb_peer_up", "peer" => m.id.clone()).set(if self.is_up(i) {
@@ -631,6 +702,7 @@ async fn shard_loop(
                     s.stats = replica.stats().clone();
                     s.hints = replica.hint_stats();
                     s.progress = replica.repair_progress().clone();
+                    s.heat = replica.heat().clone();
                     s.tombstones = quorumdb_core::replica::LocalStore::tombstones_len(replica.store());
                     if cx.shard == 0 {
                         s.items = cx.storage.approximate_len();
@@ -820,6 +892,10 @@ fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaEr
             PeerRequest::TombstoneHeld { key: from_wire(key)?, state: decode_state(&state)? }
         }
         Request::StartRepair { table } => PeerRequest::StartRepair { table },
+        // Answered by the node itself, before this conversion.
+        Request::Heat => {
+            return Err(ReplicaError::BadRequest("a heat request is not a replica request".into()))
+        }
         // The peer handler hands raft messages to the metadata member before this point.
         Request::Raft { .. } => {
             return Err(ReplicaError::BadRequest("a raft message is not a replica request".into()))
@@ -903,5 +979,69 @@ fn response_from_wire(resp: Response) -> PeerResponse {
             })
         }
         Response::Error { code, message } => PeerResponse::Failed(ReplicaError::from_code(&code, message)),
+        Response::Heat(_) => {
+            PeerResponse::Failed(ReplicaError::Internal("a heat report is not a replica answer".into()))
+        }
+    }
+}
+
+fn heat_to_wire(h: &HeatReport) -> WireHeat {
+    WireHeat {
+        window_ms: h.window_ms,
+        reads_total: h.reads_total,
+        writes_total: h.writes_total,
+        keys: h
+            .keys
+            .iter()
+            .take(HEAT_KEYS_LEN_MAX)
+            .map(|k| WireHotKey {
+                hash: k.hash,
+                table: k.table.clone(),
+                partition: k.partition.clone(),
+                reads: k.reads,
+                reads_error: k.reads_error,
+                writes: k.writes,
+                writes_error: k.writes_error,
+            })
+            .collect(),
+    }
+}
+
+fn heat_from_wire(h: WireHeat) -> HeatReport {
+    HeatReport {
+        window_ms: h.window_ms,
+        reads_total: h.reads_total,
+        writes_total: h.writes_total,
+        keys: h
+            .keys
+            .into_iter()
+            .take(HEAT_KEYS_LEN_MAX)
+            .map(|k| HotKey {
+                hash: k.hash,
+                table: k.table,
+                partition: k.partition,
+                reads: k.reads,
+                reads_error: k.reads_error,
+                writes: k.writes,
+                writes_error: k.writes_error,
+            })
+            .collect(),
+    }
+}
+
+/// A response's variant name, for error messages (its payload may be large).
+fn response_kind(r: &Response) -> &'static str {
+    match r {
+        Response::Pong => "Pong",
+        Response::Ack => "Ack",
+        Response::Hashes { .. } => "Hashes",
+        Response::Held { .. } => "Held",
+        Response::LeafKeys { .. } => "LeafKeys",
+        Response::Item { .. } => "Item",
+        Response::Page { .. } => "Page",
+        Response::Written { .. } => "Written",
+        Response::QuorumFailed { .. } => "QuorumFailed",
+        Response::Error { .. } => "Error",
+        Response::Heat(_) => "Heat",
     }
 }

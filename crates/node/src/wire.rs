@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest frame accepted. A frame holds at most one scan page of item states
 /// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
@@ -89,6 +89,8 @@ pub enum Request {
     },
     /// Start a full anti-entropy pass on this node (all trees, or one table's).
     StartRepair { table: Option<String> },
+    /// This node's heat report: its hottest partition keys over the last window (version 6).
+    Heat,
     /// Return the local state of one item (empty encoding when absent).
     Read { key: WireKey },
     /// A message of the metadata Raft group (`quorumdb_meta::wire` encoding), answered with
@@ -171,6 +173,29 @@ pub enum Response {
         code: String,
         message: String,
     },
+    /// Answer to `Heat`.
+    Heat(WireHeat),
+}
+
+/// A node's heat report on the wire (`quorumdb_core::heat::HeatReport`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WireHeat {
+    pub window_ms: u64,
+    pub reads_total: u64,
+    pub writes_total: u64,
+    pub keys: Vec<WireHotKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireHotKey {
+    pub hash: u64,
+    pub table: String,
+    #[serde(with = "serde_bytes")]
+    pub partition: Vec<u8>,
+    pub reads: u64,
+    pub reads_error: u64,
+    pub writes: u64,
+    pub writes_error: u64,
 }
 
 /// One item of a scan page: sort key and encoded state. Byte fields use `serde_bytes` so they

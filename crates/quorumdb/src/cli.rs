@@ -55,6 +55,8 @@ pub enum Command {
     Lock(crate::lease_cli::LockArgs),
     /// Leader elections bound to a lease, with fencing tokens.
     Elect(crate::lease_cli::ElectArgs),
+    /// The hottest partition keys over the last second, every node's view merged.
+    Hot(HotArgs),
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +254,23 @@ pub struct StatusArgs {
     pub endpoint: EndpointArg,
 }
 
+#[derive(Args, Debug)]
+pub struct HotArgs {
+    /// Only this table's keys.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Most keys shown (1 to 256).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Only the node at --endpoint, not every member.
+    #[arg(long)]
+    pub node_only: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: TableOrJson,
+    #[command(flatten)]
+    pub endpoint: EndpointArg,
+}
+
 /// Runs a command; returns the process exit code.
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
@@ -272,7 +291,49 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Lease(a) => crate::lease_cli::lease(a).await,
         Command::Lock(a) => crate::lease_cli::lock(a).await,
         Command::Elect(a) => crate::lease_cli::elect(a).await,
+        Command::Hot(a) => hot(a).await,
     }
+}
+
+async fn hot(a: HotArgs) -> Result<i32> {
+    let q = quorumdb_api::HotQuery {
+        table: a.table.clone(),
+        limit: Some(a.limit),
+        scope: Some(if a.node_only { "node" } else { "cluster" }.into()),
+    };
+    let r = client(&a.endpoint)?.hot(&q).await?;
+    match a.output {
+        TableOrJson::Json => println!("{}", serde_json::to_string(&r)?),
+        TableOrJson::Table => {
+            println!(
+                "{} over {} ms on {}: {:.0} reads/s, {:.0} writes/s",
+                r.scope,
+                r.window_ms,
+                r.nodes.join(","),
+                r.reads_per_s,
+                r.writes_per_s
+            );
+            for (id, why) in &r.missing {
+                eprintln!("{id} did not answer: {why}");
+            }
+            println!(
+                "{:<16} {:<32} {:>10} {:>10} {:>7} {:>8}",
+                "TABLE", "KEY", "READS/S", "WRITES/S", "SHARE", "±/S"
+            );
+            for k in &r.keys {
+                println!(
+                    "{:<16} {:<32} {:>10.1} {:>10.1} {:>6.1}% {:>8.1}",
+                    k.table,
+                    k.key,
+                    k.reads_per_s,
+                    k.writes_per_s,
+                    k.share * 100.0,
+                    k.error_per_s
+                );
+            }
+        }
+    }
+    Ok(0)
 }
 
 async fn server(a: ServerArgs) -> Result<()> {

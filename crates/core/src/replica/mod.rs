@@ -60,6 +60,7 @@ use crate::causality::{
 use crate::consistency::{Level, LevelError};
 use crate::coordinator::{Failure, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
 use crate::handoff::{HandoffCommand, Hint, HintId, HintQueue};
+use crate::heat::{Heat, HeatOp, HeatReport};
 use crate::key::{partition_prefix, ItemKey, KeyError};
 use crate::limits::{
     ITEM_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX, SCAN_PAGE_BYTES_MAX, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX,
@@ -772,6 +773,8 @@ pub struct Replica<S: LocalStore> {
     trace: bool,
     events: Vec<Event>,
     stats: ReplicaStats,
+    /// Reads and writes per partition key over the last window (`crate::heat`).
+    heat: Heat,
 }
 
 impl<S: LocalStore> Replica<S> {
@@ -815,6 +818,7 @@ impl<S: LocalStore> Replica<S> {
             trace: false,
             events: Vec::new(),
             stats: ReplicaStats::default(),
+            heat: Heat::default(),
             store,
             shared,
         };
@@ -945,6 +949,7 @@ impl<S: LocalStore> Replica<S> {
 
     /// Feeds one input.
     pub fn step(&mut self, now: Now, input: Input) {
+        self.count_heat(&input);
         match input {
             Input::Client { id, req } => self.on_client(now, id, req),
             Input::Peer { from, id, req } => self.on_peer(now, from, id, req),
@@ -954,8 +959,38 @@ impl<S: LocalStore> Replica<S> {
         }
     }
 
+    /// Counts the operations on one partition key that `input` makes this replica do: a read
+    /// or write it coordinates, a write it applies for a coordinator, a read it serves.
+    fn count_heat(&mut self, input: &Input) {
+        let (op, key) = match input {
+            Input::Client { req: ClientRequest::Write { key, .. }, .. } => (HeatOp::Write, key),
+            Input::Client { req: ClientRequest::Read { key, .. }, .. } => (HeatOp::Read, key),
+            Input::Client { req: ClientRequest::Scan(s), .. } => {
+                self.heat.observe(HeatOp::Read, &s.table, &s.partition);
+                return;
+            }
+            Input::Peer {
+                req: PeerRequest::CoordinateWrite { key, .. } | PeerRequest::Replicate { key, .. },
+                ..
+            } => (HeatOp::Write, key),
+            Input::Peer { req: PeerRequest::Read { key }, .. } => (HeatOp::Read, key),
+            Input::Peer { req: PeerRequest::Scan { table, partition, .. }, .. } => {
+                self.heat.observe(HeatOp::Read, table, partition);
+                return;
+            }
+            _ => return,
+        };
+        self.heat.observe(op, &key.table, &key.partition);
+    }
+
+    /// This replica's heat over its last completed window.
+    pub fn heat(&self) -> &HeatReport {
+        self.heat.last()
+    }
+
     /// Advances time: request and coordinator deadlines, hint hand-off, anti-entropy, GC.
     pub fn tick(&mut self, now: Now) {
+        self.heat.tick(now.mono_ms);
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now.mono_ms {
                 break;
