@@ -56,6 +56,12 @@ pub struct SpaceSaving {
     index: HashMap<u64, usize>,
     /// Operations observed (the stream length `n`).
     total: u64,
+    /// The smallest count once the sketch is full, and counters that may still hold it (a
+    /// counter hit since has moved on; it is skipped when popped). Rebuilt by one scan when it
+    /// runs dry, so a miss costs O(1) amortized rather than a scan of every counter: under an
+    /// even load many counters share the minimum.
+    min_count: u64,
+    at_min: Vec<usize>,
 }
 
 /// The identity of `(table, partition)`: the key hashed with the table's hash as seed, so no
@@ -77,29 +83,46 @@ impl SpaceSaving {
             self.counters[i].count += 1;
             return;
         }
-        let fresh = |count: u64, error: u64| Counter {
-            hash,
-            table: String::from_utf8_lossy(shown(table.as_bytes())).into_owned(),
-            partition: shown(partition).to_vec(),
-            count,
-            error,
-        };
         if self.counters.len() < HEAT_KEYS_LEN_MAX {
             self.index.insert(hash, self.counters.len());
-            self.counters.push(fresh(1, 0));
+            self.counters.push(Counter {
+                hash,
+                table: String::from_utf8_lossy(shown(table.as_bytes())).into_owned(),
+                partition: shown(partition).to_vec(),
+                count: 1,
+                error: 0,
+            });
             return;
         }
-        // Replace the smallest counter; the newcomer inherits its count as the error bound.
-        let (i, min) = self
-            .counters
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| c.count)
-            .map(|(i, c)| (i, c.count))
-            .expect("a full sketch has counters");
-        self.index.remove(&self.counters[i].hash);
+        // Replace a smallest counter; the newcomer inherits its count as the error bound.
+        let i = self.pop_min();
+        let min = self.min_count;
+        let c = &mut self.counters[i];
+        self.index.remove(&c.hash);
         self.index.insert(hash, i);
-        self.counters[i] = fresh(min + 1, min);
+        // Reuse the evicted counter's buffers: no allocation once the sketch is warm.
+        c.hash = hash;
+        c.table.clear();
+        c.table.push_str(&String::from_utf8_lossy(shown(table.as_bytes())));
+        c.partition.clear();
+        c.partition.extend_from_slice(shown(partition));
+        c.count = min + 1;
+        c.error = min;
+    }
+
+    /// The index of a counter holding the smallest count (`min_count`), of a full sketch.
+    fn pop_min(&mut self) -> usize {
+        loop {
+            while let Some(i) = self.at_min.pop() {
+                if self.counters[i].count == self.min_count {
+                    return i;
+                }
+            }
+            self.min_count = self.counters.iter().map(|c| c.count).min().expect("a full sketch has counters");
+            let min = self.min_count;
+            self.at_min
+                .extend(self.counters.iter().enumerate().filter(|(_, c)| c.count == min).map(|(i, _)| i));
+        }
     }
 
     pub fn total(&self) -> u64 {
