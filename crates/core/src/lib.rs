@@ -23,6 +23,7 @@ pub mod antientropy;
 pub mod causality;
 pub mod consistency;
 pub mod coordinator;
+pub mod crdt;
 pub mod handoff;
 pub mod heat;
 pub mod key;
