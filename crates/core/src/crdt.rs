@@ -286,9 +286,13 @@ mod tests {
         ]
     }
 
-    /// Runs a history; returns the replicas, every add `(element, actor, counter)` and every
-    /// remove `(element, context)`.
-    fn run(ops: &[Op]) -> (Vec<Set>, Vec<(u8, u8, u64)>, Vec<(u8, Clock<u8>)>) {
+    /// What a history did: every add `(element, actor, counter)` and every remove
+    /// `(element, context)`.
+    type Adds = Vec<(u8, u8, u64)>;
+    type Removes = Vec<(u8, Clock<u8>)>;
+
+    /// Runs a history; returns the replicas, its adds and its removes.
+    fn run(ops: &[Op]) -> (Vec<Set>, Adds, Removes) {
         let mut r: Vec<Set> = vec![Set::default(); REPLICAS];
         let mut adds = Vec::new();
         let mut removed = Vec::new();
