@@ -1,0 +1,201 @@
+//! What the Kafka front end needs from the log behind it.
+//!
+//! The protocol layer (this crate) turns Kafka requests into calls on a [`Broker`] and the
+//! answers back into Kafka responses; it decides nothing about offsets, durability or
+//! placement. The node implements `Broker` over the Raft-sequenced log; tests implement it in
+//! memory.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::batch::BatchHeader;
+
+/// One broker as clients see it (a QuorumDB node with a Kafka listener).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    /// The node's zone.
+    pub rack: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    /// The broker clients should send admin requests to (any broker works; this is the
+    /// metadata leader when one is known).
+    pub controller_id: i32,
+    pub brokers: Vec<BrokerInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    /// The broker clients should produce to and fetch from. Any broker serves any partition;
+    /// the leader is a placement hint that spreads client connections.
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: [u8; 16],
+    pub partitions: Vec<PartitionInfo>,
+    /// `retention.ms` (-1: unlimited).
+    pub retention_ms: i64,
+    /// `retention.bytes` per partition (-1: unlimited).
+    pub retention_bytes: i64,
+}
+
+/// A topic to create. `None` fields take the cluster's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: Option<i32>,
+    pub replication_factor: Option<i16>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+}
+
+/// One validated record batch to append to a partition.
+#[derive(Clone, Debug)]
+pub struct Append {
+    pub topic: String,
+    pub partition: i32,
+    pub header: BatchHeader,
+    /// The whole batch as the producer sent it (base offset still the producer's).
+    pub batch: Bytes,
+}
+
+/// Where an appended batch landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// What a fetch of one partition returns.
+#[derive(Clone, Debug, Default)]
+pub struct Records {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Whole batches, in offset order, their base offsets rewritten to the assigned ones. The
+    /// first may begin before the requested offset (clients skip what they did not ask for).
+    pub records: Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    /// The first batch whose max timestamp is at or after this (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// Why the log refused or failed an operation. Each maps to one Kafka error code.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum LogError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+    #[error("corrupt record batch: {0}")]
+    CorruptMessage(String),
+    #[error("record batch too large: {bytes} bytes, at most {max}")]
+    MessageTooLarge { bytes: usize, max: usize },
+    #[error("out-of-order sequence number")]
+    OutOfOrderSequence,
+    #[error("producer epoch is stale")]
+    InvalidProducerEpoch,
+    #[error("unknown producer id")]
+    UnknownProducerId,
+    #[error("not enough replicas: {0}")]
+    NotEnoughReplicas(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Transient: no metadata leader, a queue full. Clients retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("policy violation: {0}")]
+    PolicyViolation(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The log as the Kafka front end uses it. Implementations must be cheap to call concurrently
+/// from many connections.
+pub trait Broker: Send + Sync + 'static {
+    fn cluster(&self) -> ClusterInfo;
+
+    /// Every topic, sorted by name.
+    fn topics(&self) -> Vec<TopicInfo>;
+
+    fn topic(&self, name: &str) -> Option<TopicInfo>;
+
+    /// Whether a Metadata request for an unknown topic creates it (with the defaults).
+    fn auto_create_topics(&self) -> bool;
+
+    /// Creates topics (one result per topic, in order). With `validate_only` nothing is
+    /// created, only checked.
+    fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        timeout_ms: u64,
+    ) -> impl Future<Output = Vec<Result<TopicInfo, LogError>>> + Send;
+
+    fn delete_topics(
+        &self,
+        names: Vec<String>,
+        timeout_ms: u64,
+    ) -> impl Future<Output = Vec<Result<(), LogError>>> + Send;
+
+    /// Appends batches (one result per batch, in order). Batches of one partition are
+    /// sequenced in the order given. Answers once every batch is durable and its offsets are
+    /// committed, or failed.
+    fn produce(
+        &self,
+        appends: Vec<Append>,
+        timeout_ms: u64,
+    ) -> impl Future<Output = Vec<Result<Appended, LogError>>> + Send;
+
+    /// Reads whole batches of one partition from `offset`, up to about `max_bytes` (at least
+    /// one batch when any is available). An offset at the high watermark returns no records;
+    /// one below the log start or beyond the high watermark is `OffsetOutOfRange`.
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<Records, LogError>> + Send;
+
+    /// Resolves an offset query to `(offset, timestamp)`; the timestamp is -1 for
+    /// `Earliest`/`Latest`.
+    fn list_offset(&self, topic: &str, partition: i32, query: OffsetQuery) -> Result<(i64, i64), LogError>;
+
+    /// A new producer id and epoch for idempotent producing (transactions are not supported:
+    /// a transactional id is refused).
+    fn init_producer_id(&self, timeout_ms: u64) -> impl Future<Output = Result<(i64, i16), LogError>> + Send;
+
+    /// Changes whenever any partition's high watermark moves (long-polling fetches wait on it).
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
+}
