@@ -1,11 +1,26 @@
-//! QuorumDB's Kafka front end: the wire protocol, spoken by unmodified Kafka clients, in front
-//! of the log behind the [`Broker`] trait.
+//! QuorumDB's Kafka front end: the wire protocol, spoken by unmodified Kafka clients
+//! (librdkafka and its bindings, kafka-python, the Java client), in front of the log behind
+//! the [`Broker`] trait.
+//!
+//! - [`batch`]: record-batch validation; the broker stores batches as produced and never
+//!   decompresses them.
+//! - [`serve`] (module `server`): the listener, framing, version negotiation, dispatch;
+//!   `api`: one handler per API; `bounds`: the allocation guard run before decoding;
+//!   `legacy`: the hand-encoded refusal of Produce v0–v2.
+//! - [`error_code`]: every [`LogError`] as a Kafka error code.
 
+mod api;
 pub mod batch;
+mod bounds;
 pub mod broker;
+mod error;
+mod legacy;
+pub mod server;
 
-pub use batch::BatchHeader;
+pub use batch::{rewrite_base_offset, split_batches, testing, BatchError, BatchHeader};
 pub use broker::{
     Append, Appended, Broker, BrokerInfo, ClusterInfo, LogError, NewTopic, OffsetQuery, PartitionInfo,
     Records, TopicInfo,
 };
+pub use error::{check_topic_name, error_code};
+pub use server::{advertised, serve, KafkaConfig, APIS};

@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::log::{AppendSpec, LogError, LogOutcome, LogState, TopicSpec};
+
 /// Most members one layout holds. Bounds the state and every answer that lists members.
 pub const MEMBERS_LEN_MAX: usize = 256;
 /// Most changes that may be staged at once.
@@ -170,6 +172,24 @@ pub enum Command {
     },
     /// No state change; a leader's way to learn its commit index (and the simulator's filler).
     Noop,
+    /// A log topic (see `log.rs`); its id derives from the log index.
+    CreateTopic(TopicSpec),
+    /// Marks a topic for deletion: hidden at once, trimmed away, then removed.
+    DeleteTopic {
+        name: String,
+    },
+    /// Sequences batches whose bytes are already durable as blobs.
+    Append {
+        appends: Vec<AppendSpec>,
+    },
+    /// Retention: drops whole batches of a partition that end at or before `before`.
+    Trim {
+        topic: String,
+        partition: u32,
+        before: u64,
+    },
+    /// Issues an idempotent producer id (the log index).
+    InitProducerId,
 }
 
 /// What an accepted command did.
@@ -205,6 +225,7 @@ pub enum Outcome {
     },
     Released,
     Nothing,
+    Log(LogOutcome),
 }
 
 /// Why a command was refused. Deterministic in the state, so every node refuses alike.
@@ -242,6 +263,8 @@ pub enum MetaError {
     NotHolder { name: String, token: u64 },
     #[error("a limit is reached: {what} (at most {max})")]
     Limit { what: String, max: usize },
+    #[error("{0}")]
+    Log(LogError),
 }
 
 /// The replicated metadata.
@@ -257,6 +280,8 @@ pub struct Metadata {
     holders: BTreeMap<String, Holder>,
     /// The last token granted per name, kept after release: the next grant must exceed it.
     tokens: BTreeMap<String, u64>,
+    /// Topics, partitions and their offset index.
+    log: LogState,
 }
 
 impl Metadata {
@@ -292,6 +317,11 @@ impl Metadata {
 
     pub fn holders(&self) -> &BTreeMap<String, Holder> {
         &self.holders
+    }
+
+    /// The log's topics and offsets.
+    pub fn log(&self) -> &LogState {
+        &self.log
     }
 
     /// The last fencing token granted for `name` (0 if none ever was).
@@ -367,8 +397,20 @@ impl Metadata {
                 }
                 _ => Err(MetaError::NotHolder { name: name.clone(), token: *token }),
             },
+            Command::CreateTopic(spec) => {
+                self.log_ready()?;
+                self.log.create_topic(index, spec).map(Outcome::Log).map_err(MetaError::Log)
+            }
+            Command::Append { appends } => {
+                self.log.append(index, appends).map(Outcome::Log).map_err(MetaError::Log)
+            }
+            Command::InitProducerId => Ok(Outcome::Log(self.log.init_producer(index))),
             other => self.apply(other),
         }
+    }
+
+    fn log_ready(&self) -> Result<(), MetaError> {
+        self.layout().map(|_| ()).ok_or(MetaError::NotBootstrapped)
     }
 
     fn end_lease(&mut self, id: u64) -> Result<Outcome, MetaError> {
@@ -391,11 +433,20 @@ impl Metadata {
             | Command::LeaseRevoke { .. }
             | Command::LeaseExpire { .. }
             | Command::Acquire { .. }
-            | Command::Release { .. } => Err(MetaError::Invalid {
-                what: "a lease or lock command".into(),
+            | Command::Release { .. }
+            | Command::CreateTopic(_)
+            | Command::Append { .. }
+            | Command::InitProducerId => Err(MetaError::Invalid {
+                what: "a lease, lock or log command".into(),
                 why: "needs its log index (apply_at)".into(),
             }),
             Command::Noop => Ok(Outcome::Nothing),
+            Command::DeleteTopic { name } => {
+                self.log.delete_topic(name).map(Outcome::Log).map_err(MetaError::Log)
+            }
+            Command::Trim { topic, partition, before } => {
+                self.log.trim(topic, *partition, *before).map(Outcome::Log).map_err(MetaError::Log)
+            }
             Command::Bootstrap { members, default_replicas, tables } => {
                 if let Some(l) = self.layout() {
                     return Err(MetaError::AlreadyBootstrapped { version: l.version });

@@ -125,6 +125,50 @@ pub struct MemberConfig {
     /// Base URL of the member's HTTP API, reported by `status`.
     #[serde(default)]
     pub http: String,
+    /// The address Kafka clients reach the member's Kafka listener at (`host:port`); empty
+    /// when it runs none.
+    #[serde(default)]
+    pub kafka: String,
+}
+
+/// The log and its Kafka listener (`[log]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A Metadata request naming an unknown topic creates it with the defaults (Kafka's
+    /// `auto.create.topics.enable`).
+    #[serde(default = "default_true")]
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a count (Kafka's `num.partitions`).
+    #[serde(default = "default_partitions")]
+    pub default_partitions: u32,
+    /// `retention.ms` of a topic created without one; 0: unlimited. Kafka's default: 7 days.
+    #[serde(default = "default_retention_ms")]
+    pub retention_ms_default: u64,
+    /// How often the metadata leader looks for batches that retention may drop.
+    #[serde(default = "default_retention_check_interval_ms")]
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            auto_create_topics: true,
+            default_partitions: default_partitions(),
+            retention_ms_default: default_retention_ms(),
+            retention_check_interval_ms: default_retention_check_interval_ms(),
+        }
+    }
+}
+
+fn default_partitions() -> u32 {
+    1
+}
+fn default_retention_ms() -> u64 {
+    7 * 24 * 60 * 60 * 1000
+}
+fn default_retention_check_interval_ms() -> u64 {
+    1_000
 }
 
 /// How a table resolves concurrent writes.
@@ -213,6 +257,11 @@ pub struct NodeConfig {
     pub members: Vec<MemberConfig>,
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Where the Kafka listener binds (`host:port`); none when unset.
+    #[serde(default)]
+    pub kafka_listen: Option<String>,
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 fn default_replication_factor() -> usize {
@@ -273,7 +322,7 @@ pub struct ConfigOverrides {
     pub replication_factor: Option<usize>,
     pub durability: Option<Durability>,
     pub request_timeout_ms: Option<u64>,
-    /// `id@zone@peer_addr@http_url`, comma-separated.
+    /// `id@zone@peer_addr@http_url[@kafka_addr]`, comma-separated.
     pub members: Option<String>,
 }
 
@@ -446,22 +495,20 @@ fn parse_members(spec: &str) -> Result<Vec<MemberConfig>, ConfigError> {
     spec.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|entry| {
-            let parts: Vec<&str> = entry.trim().splitn(4, '@').collect();
+            let parts: Vec<&str> = entry.trim().splitn(5, '@').collect();
+            let member = |id: &str, zone: &str, peer: &str, http: &str, kafka: &str| MemberConfig {
+                id: id.into(),
+                zone: zone.into(),
+                peer: peer.into(),
+                http: http.into(),
+                kafka: kafka.into(),
+            };
             match parts.as_slice() {
-                [id, zone, peer] => Ok(MemberConfig {
-                    id: (*id).into(),
-                    zone: (*zone).into(),
-                    peer: (*peer).into(),
-                    http: String::new(),
-                }),
-                [id, zone, peer, http] => Ok(MemberConfig {
-                    id: (*id).into(),
-                    zone: (*zone).into(),
-                    peer: (*peer).into(),
-                    http: (*http).into(),
-                }),
+                [id, zone, peer] => Ok(member(id, zone, peer, "", "")),
+                [id, zone, peer, http] => Ok(member(id, zone, peer, http, "")),
+                [id, zone, peer, http, kafka] => Ok(member(id, zone, peer, http, kafka)),
                 _ => Err(ConfigError::Invalid(format!(
-                    "member {entry:?} must look like id@zone@peer_addr[@http_url]"
+                    "member {entry:?} must look like id@zone@peer_addr[@http_url[@kafka_addr]]"
                 ))),
             }
         })
@@ -513,6 +560,7 @@ peer = "127.0.0.1:7801"
             zone: "z1".into(),
             peer: "127.0.0.1:7801".into(),
             http: String::new(),
+            kafka: String::new(),
         };
         NodeConfig::with_defaults(
             "n1".into(),

@@ -6,6 +6,7 @@ use quorumdb_core::consistency::LevelError;
 use quorumdb_core::coordinator::QuorumError;
 use quorumdb_core::key::KeyError;
 use quorumdb_core::replica::ReplicaError;
+use quorumdb_meta::log::LogError;
 use quorumdb_meta::{MetaError, ProposeError};
 use thiserror::Error;
 
@@ -69,6 +70,14 @@ impl From<ProposeError> for ApiError {
                     MetaError::UnknownLease { .. } => ("unknown_lease", 404),
                     MetaError::Held { .. } => ("held", 409),
                     MetaError::NotHolder { .. } => ("not_holder", 409),
+                    MetaError::Log(e) => match e {
+                        LogError::TopicExists { .. } => ("topic_exists", 409),
+                        LogError::UnknownTopic { .. } | LogError::UnknownPartition { .. } => {
+                            ("unknown_topic", 404)
+                        }
+                        LogError::InvalidName { .. } | LogError::Invalid { .. } => ("bad_request", 400),
+                        LogError::Limit { .. } => ("limit_reached", 409),
+                    },
                 };
                 ApiError::Metadata { code, status, message }
             }

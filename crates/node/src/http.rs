@@ -219,6 +219,12 @@ fn context(token: Option<&str>) -> Result<VersionVector, ApiError> {
 }
 
 fn item_key(table: &str, key: &str, sort_key: Option<&str>) -> Result<ItemKey, ApiError> {
+    if table.starts_with("__") {
+        return Err(ApiError::BadRequest(format!(
+            "table {table:?}: names beginning with \"__\" are reserved for QuorumDB's internal tables (the log's batches live in {:?})",
+            crate::log::LOG_TABLE
+        )));
+    }
     Ok(ItemKey::new(table, key.as_bytes(), sort_key.unwrap_or("").as_bytes())?)
 }
 

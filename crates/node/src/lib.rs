@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod log;
 pub mod meta;
 pub mod node;
 pub mod storage;
@@ -127,6 +128,20 @@ pub async fn run(
             }
         });
     }
+    let (stop_kafka, kafka_stopped) = tokio::sync::watch::channel(false);
+    if let Some(addr) = node.config.kafka_listen.clone() {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| NodeError::Bind { addr: addr.clone(), source })?;
+        let log = log::Log::start(node.clone(), meta.clone());
+        tracing::info!(node = node.id(), kafka = %addr, "kafka listener starting");
+        tokio::spawn(quorumdb_kafka::serve(
+            listener,
+            log,
+            quorumdb_kafka::KafkaConfig::default(),
+            kafka_stopped,
+        ));
+    }
     let inflight = Arc::new(tokio::sync::Semaphore::new(node.config.http_inflight_max));
     let app = http::router(http::AppState { node: node.clone(), meta: meta.clone(), metrics, inflight });
     node.ready.store(true, Ordering::Release);
@@ -135,6 +150,7 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Setup(format!("http server failed: {e}")))?;
     tracing::info!(node = node.id(), "node stopping");
+    let _ = stop_kafka.send(true);
     // Stop the replica shards first: a peer could still ask this node to coordinate a write,
     // and a dot minted after the clean-shutdown mark would not be covered by it.
     node.stop().await;

@@ -39,7 +39,10 @@ pub const META_VOTERS_MAX: usize = 5;
 /// What HTTP handlers and status pages read.
 #[derive(Clone, Debug, Default)]
 pub struct MetaView {
-    pub metadata: Metadata,
+    /// Shared: readers clone the view per request, and the log's index makes the metadata
+    /// large; a copy of the `Arc` is cheap, and the copy made on each applied step shares
+    /// every untouched topic and index chunk (see `quorumdb_meta::log`).
+    pub metadata: Arc<Metadata>,
     pub raft_id: u64,
     pub term: u64,
     pub applied_index: u64,
@@ -66,6 +69,9 @@ enum MetaMsg {
 pub struct Meta {
     tx: mpsc::Sender<MetaMsg>,
     view: Arc<RwLock<MetaView>>,
+    /// The applied index, for waiters (long-polling Kafka fetches).
+    applied: tokio::sync::watch::Receiver<u64>,
+    ids: Arc<Ids>,
 }
 
 /// Raft ids of the founding members, both ways.
@@ -175,13 +181,26 @@ impl Meta {
         }));
         let (tx, rx) = mpsc::channel(META_QUEUE_LEN_MAX);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let cx = MetaCx { config, storage, faults, ids, view: view.clone(), tx: tx.clone() };
+        let (applied_tx, applied) = tokio::sync::watch::channel(0);
+        let shared_ids = Arc::new(ids.clone());
+        let cx =
+            MetaCx { config, storage, faults, ids, view: view.clone(), tx: tx.clone(), applied: applied_tx };
         std::thread::Builder::new()
             .name("meta".into())
             .spawn(move || run_meta(cx, meta_config, rx, ready_tx))
             .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
         ready_rx.await.map_err(|_| "the metadata thread stopped while opening".to_string())??;
-        Ok(Meta { tx, view })
+        Ok(Meta { tx, view, applied, ids: shared_ids })
+    }
+
+    /// Changes whenever this node applies a committed command.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// The raft id of a founding member (what Kafka clients see as its broker id).
+    pub fn raft_id(&self, member: &str) -> Option<u64> {
+        self.ids.by_name.get(member).copied()
     }
 
     /// The latest applied metadata and group status.
@@ -227,6 +246,7 @@ struct MetaCx {
     ids: Ids,
     view: Arc<RwLock<MetaView>>,
     tx: mpsc::Sender<MetaMsg>,
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 fn run_meta(
@@ -433,12 +453,16 @@ impl Driver {
     fn publish(&self, node: &MetaNode) {
         let Ok(mut v) = self.cx.view.write() else { return };
         if v.applied_index != node.applied_index() || v.metadata.layout().is_none() {
-            v.metadata = node.metadata().clone();
+            v.metadata = Arc::new(node.metadata().clone());
         }
         v.term = node.term();
         v.applied_index = node.applied_index();
         v.commit_index = node.commit_index();
         v.is_leader = node.is_leader();
         v.leader = (node.leader() != 0).then(|| self.cx.ids.name(node.leader()));
+        drop(v);
+        self.cx
+            .applied
+            .send_if_modified(|a| std::mem::replace(a, node.applied_index()) != node.applied_index());
     }
 }

@@ -65,7 +65,7 @@ fn cluster_spec(a: &DemoArgs) -> Result<ClusterSpec> {
     if a.nodes == 0 || a.zones == 0 {
         bail!("--nodes and --zones must be at least 1");
     }
-    if u32::from(a.base_port) + u32::from(launcher::PEER_PORT_OFFSET) + u32::from(a.nodes)
+    if u32::from(a.base_port) + u32::from(launcher::KAFKA_PORT_OFFSET) + u32::from(a.nodes)
         > u32::from(u16::MAX)
     {
         bail!("--base-port {} leaves no room for {} nodes", a.base_port, a.nodes);

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// With [`Ports::Base`], peer ports sit this far above the HTTP ports.
 pub const PEER_PORT_OFFSET: u16 = 100;
+/// Kafka listener ports sit this far above the HTTP ports.
+pub const KAFKA_PORT_OFFSET: u16 = 200;
 /// Pause between readiness polls.
 const POLL_MS: u64 = 50;
 /// Pause between exit checks while stopping.
@@ -29,33 +31,35 @@ const PROBE_TIMEOUT_MS: u64 = 500;
 /// Where the nodes listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ports {
-    /// Node i (1-based) serves HTTP on `base + i` and peers on `base + 100 + i`.
+    /// Node i (1-based) serves HTTP on `base + i`, peers on `base + 100 + i` and Kafka
+    /// clients on `base + 200 + i`.
     Base(u16),
-    /// Index-aligned HTTP and peer ports, one each per node.
-    Explicit { http: Vec<u16>, peer: Vec<u16> },
+    /// Index-aligned HTTP, peer and Kafka ports, one each per node.
+    Explicit { http: Vec<u16>, peer: Vec<u16>, kafka: Vec<u16> },
 }
 
 impl Ports {
     /// Free loopback ports for `nodes` nodes, reserved with [`free_ports`].
     pub fn free(nodes: usize) -> Result<Ports> {
-        let mut http = free_ports(nodes * 2)?;
-        let peer = http.split_off(nodes);
-        Ok(Ports::Explicit { http, peer })
+        let mut http = free_ports(nodes * 3)?;
+        let mut peer = http.split_off(nodes);
+        let kafka = peer.split_off(nodes);
+        Ok(Ports::Explicit { http, peer, kafka })
     }
 
-    fn of(&self, i: usize) -> Result<(u16, u16)> {
+    /// Node `i`'s HTTP, peer and Kafka ports.
+    fn of(&self, i: usize) -> Result<(u16, u16, u16)> {
         match self {
             Ports::Base(base) => {
                 let n = u16::try_from(i + 1).ok();
-                let http = n.and_then(|n| base.checked_add(n));
-                let peer = n.and_then(|n| base.checked_add(PEER_PORT_OFFSET)?.checked_add(n));
-                match (http, peer) {
-                    (Some(h), Some(p)) => Ok((h, p)),
+                let at = |offset: u16| n.and_then(|n| base.checked_add(offset)?.checked_add(n));
+                match (at(0), at(PEER_PORT_OFFSET), at(KAFKA_PORT_OFFSET)) {
+                    (Some(h), Some(p), Some(k)) => Ok((h, p, k)),
                     _ => bail!("base port {base} leaves no room for node n{}", i + 1),
                 }
             }
-            Ports::Explicit { http, peer } => match (http.get(i), peer.get(i)) {
-                (Some(&h), Some(&p)) => Ok((h, p)),
+            Ports::Explicit { http, peer, kafka } => match (http.get(i), peer.get(i), kafka.get(i)) {
+                (Some(&h), Some(&p), Some(&k)) => Ok((h, p, k)),
                 _ => bail!("no port given for node n{}", i + 1),
             },
         }
@@ -149,17 +153,20 @@ pub fn node_configs(spec: &ClusterSpec, dir: &Path) -> Result<Vec<NodeConfig>> {
     let members: Vec<MemberConfig> = ports
         .iter()
         .enumerate()
-        .map(|(i, (http, peer))| MemberConfig {
+        .map(|(i, (http, peer, kafka))| MemberConfig {
             id: node_id(i),
             zone: zone_of(i, spec.zones),
             peer: format!("127.0.0.1:{peer}"),
             http: format!("http://127.0.0.1:{http}"),
+            // Advertised to Kafka clients as is: 127.0.0.1, never `localhost` (which may
+            // resolve to ::1 first, where nothing listens).
+            kafka: format!("127.0.0.1:{kafka}"),
         })
         .collect();
     members
         .iter()
         .zip(&ports)
-        .map(|(m, (http, _))| {
+        .map(|(m, (http, _, _))| {
             let mut c = NodeConfig::with_defaults(
                 m.id.clone(),
                 m.zone.clone(),
@@ -168,6 +175,7 @@ pub fn node_configs(spec: &ClusterSpec, dir: &Path) -> Result<Vec<NodeConfig>> {
                 dir.join(&m.id).join("data"),
                 members.clone(),
             )?;
+            c.kafka_listen = Some(m.kafka.clone());
             c.replication_factor = spec.replication_factor;
             c.admin_enabled = spec.admin_enabled;
             let c = merge_settings(c, &spec.settings, &spec.settings_origin)?;
@@ -621,8 +629,12 @@ mod tests {
         assert_eq!((m.id.as_str(), m.zone.as_str()), ("n5", "z2"));
         assert_eq!((m.peer.as_str(), m.http.as_str()), ("127.0.0.1:7805", "http://127.0.0.1:7705"));
 
-        let spec =
-            ClusterSpec::new(2, 1, 1, Ports::Explicit { http: vec![9001, 9002], peer: vec![9101, 9102] });
+        let spec = ClusterSpec::new(
+            2,
+            1,
+            1,
+            Ports::Explicit { http: vec![9001, 9002], peer: vec![9101, 9102], kafka: vec![9201, 9202] },
+        );
         let configs = node_configs(&spec, dir).unwrap();
         assert_eq!(configs[1].http_listen, "127.0.0.1:9002");
         assert_eq!(configs[1].peer_listen, "127.0.0.1:9102");

@@ -19,6 +19,8 @@ pub struct NodeProc {
     pub id: String,
     pub zone: String,
     pub http: String,
+    /// The Kafka listener's `host:port`.
+    pub kafka: String,
     pub config: PathBuf,
 }
 
@@ -64,6 +66,7 @@ impl Cluster {
                 id: procs.id(i).to_owned(),
                 zone: procs.zone(i).to_owned(),
                 http: procs.http_url(i),
+                kafka: procs.config(i).kafka_listen.clone().unwrap_or_default(),
                 config: procs.config_path(i).to_owned(),
             })
             .collect();

@@ -1,0 +1,406 @@
+//! The Kafka listener: connections, framing, version negotiation and dispatch.
+//!
+//! A request is a 4-byte big-endian length and that many bytes: the request header (API key,
+//! version, correlation id, client id, and tagged fields in flexible versions) then the body.
+//! The answer is framed the same way, its header carrying the correlation id.
+//!
+//! Requests on one connection are served one at a time, in order, as Kafka's broker does.
+//! Clients pipeline requests and match answers by correlation id, but they rely on answers
+//! arriving in request order, and an idempotent producer relies on its batches being
+//! appended in the order it sent them; serving a connection sequentially gives both for free.
+//! Concurrency comes from connections (clients open one per broker, more with many
+//! producers), which run as separate tasks.
+//!
+//! We advertise exactly what we implement (see [`APIS`]), with one deliberate exception:
+//! Produce is advertised from v0 although v0–v2 are refused with UNSUPPORTED_VERSION, because
+//! librdkafka before 2.11.1 stops compressing unless the broker advertises Produce v0 (see
+//! `legacy`). Group APIs are not advertised: consumer-group clients fail with a clear "broker
+//! does not support" instead of misbehaving.
+//!
+//! Misbehaving clients cannot hurt the node: frame lengths are checked before anything is
+//! allocated, array counts are checked against the frame before decoding (see `bounds`),
+//! decoding never panics, a request we cannot parse closes its connection, idle connections
+//! are closed after [`KafkaConfig::idle_ms_max`], a frame must arrive within
+//! [`KafkaConfig::io_ms_max`], and the number of connections is bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::api::{self, Ctx};
+use crate::broker::Broker;
+use crate::{bounds, legacy};
+
+/// The APIs and versions we advertise: `(key, min, max)`. Each range lies within what
+/// kafka-protocol 0.18 decodes and encodes, except Produce v0–v2 (see the module docs), whose
+/// refusal is hand-encoded. CreateTopics starts at v2 and DeleteTopics at v1 because the codec
+/// has nothing older; every client since Kafka 2.0 uses newer versions.
+pub const APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// Produce versions below this are advertised but refused (see the module docs).
+const PRODUCE_VERSION_MIN_SERVED: i16 = 3;
+/// The request header of Produce v0–v2 (non-flexible, with a client id).
+const LEGACY_REQUEST_HEADER_VERSION: i16 = 1;
+/// api key, api version, correlation id: the part of a request header every version shares.
+const REQUEST_HEADER_FIXED_BYTES: usize = 8;
+/// An accept error (e.g. out of file descriptors) pauses accepting this long.
+const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+
+/// The advertised `(min, max)` versions of `key`.
+pub fn advertised(key: ApiKey) -> Option<(i16, i16)> {
+    APIS.iter().find(|(k, _, _)| *k == key).map(|(_, min, max)| (*min, *max))
+}
+
+/// Limits of the listener. The defaults follow Kafka's where Kafka has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Largest request frame; a bigger one closes the connection (Kafka's
+    /// `socket.request.max.bytes` is 100 MiB).
+    pub request_bytes_max: usize,
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub connections_max: usize,
+    /// Largest record batch a producer may send (Kafka's `message.max.bytes`, 1 MiB).
+    pub batch_bytes_max: usize,
+    /// Cap on a fetch's `max_wait_ms` (its long poll).
+    pub fetch_wait_ms_max: u64,
+    /// A connection without a request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`, 10 min).
+    pub idle_ms_max: u64,
+    /// Longest time to receive the rest of a frame once it began, and to send an answer.
+    pub io_ms_max: u64,
+    /// The log operation timeout when a request gives none (`timeout_ms` ≤ 0), and for
+    /// InitProducerId, whose request has no timeout.
+    pub request_timeout_ms_default: u64,
+    /// Cap on a request's `timeout_ms`.
+    pub request_timeout_ms_max: u64,
+    /// How long a Metadata request waits for a topic it auto-creates.
+    pub auto_create_timeout_ms: u64,
+    /// After shutdown, how long to let connections finish their current request.
+    pub shutdown_drain_ms_max: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            request_bytes_max: 64 * 1024 * 1024,
+            connections_max: 1024,
+            batch_bytes_max: 1024 * 1024,
+            fetch_wait_ms_max: 30_000,
+            idle_ms_max: 10 * 60 * 1000,
+            io_ms_max: 30_000,
+            request_timeout_ms_default: 30_000,
+            request_timeout_ms_max: 120_000,
+            auto_create_timeout_ms: 10_000,
+            shutdown_drain_ms_max: 5_000,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// A request's `timeout_ms` as a log operation timeout.
+    pub fn timeout_ms(&self, requested: i32) -> u64 {
+        match u64::try_from(requested) {
+            Ok(ms) if ms > 0 => ms.min(self.request_timeout_ms_max),
+            _ => self.request_timeout_ms_default,
+        }
+    }
+}
+
+/// Serves Kafka clients on `listener` until `shutdown` turns true (or its sender is dropped),
+/// then lets connections finish their current request for up to
+/// [`KafkaConfig::shutdown_drain_ms_max`] and returns.
+pub async fn serve<B: Broker>(
+    listener: TcpListener,
+    broker: Arc<B>,
+    config: KafkaConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(config.connections_max));
+    let config = Arc::new(config);
+    let mut connections = JoinSet::new();
+    let local = listener.local_addr().ok();
+    tracing::debug!(addr = ?local, "kafka listener serving");
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka accept failed");
+                tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = config.connections_max, "kafka connection refused: too many connections");
+            drop(stream);
+            continue;
+        };
+        let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            match connection(stream, peer, &*broker, &config, shutdown).await {
+                Ok(()) => tracing::trace!(%peer, "kafka connection closed"),
+                Err(Close::Quiet(why)) => tracing::debug!(%peer, %why, "kafka connection closed"),
+                Err(Close::Loud(why)) => tracing::warn!(%peer, %why, "kafka connection closed"),
+            }
+        });
+    }
+    drop(listener);
+    let drain = tokio::time::timeout(Duration::from_millis(config.shutdown_drain_ms_max), async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drain.await.is_err() {
+        tracing::info!(left = connections.len(), "kafka listener stopping: closing connections still busy");
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+    tracing::debug!(addr = ?local, "kafka listener stopped");
+}
+
+/// Why a connection was closed: `Quiet` for the ordinary (peer gone, idle, garbage from a
+/// port scanner: logged at debug), `Loud` for what an operator should see (warn).
+#[derive(Debug)]
+enum Close {
+    Quiet(String),
+    Loud(String),
+}
+
+/// What one request frame gives.
+enum Reply {
+    Frame(BytesMut),
+    /// Nothing to send (Produce with acks=0).
+    Nothing,
+    /// Close the connection (the request cannot be answered in its format).
+    Close(Close),
+}
+
+async fn connection<B: Broker>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    broker: &B,
+    config: &KafkaConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Close> {
+    // Answers are written whole; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    let idle = Duration::from_millis(config.idle_ms_max);
+    let io = Duration::from_millis(config.io_ms_max);
+    loop {
+        let mut len = [0u8; 4];
+        tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(Close::Quiet(format!("read failed: {e}"))),
+                Err(_) => return Err(Close::Quiet(format!("idle for {} ms", config.idle_ms_max))),
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        }
+        let n = i32::from_be_bytes(len);
+        let n = match usize::try_from(n) {
+            Ok(n) if n > config.request_bytes_max => {
+                let hint = if &len == b"GET " || &len == b"POST" || &len == b"PUT " {
+                    " (an HTTP request on the Kafka port?)"
+                } else if len[0] == 0x16 && len[1] == 0x03 {
+                    " (a TLS handshake? the Kafka listener speaks plaintext)"
+                } else {
+                    ""
+                };
+                return Err(Close::Loud(format!(
+                    "request frame of {n} bytes exceeds request_bytes_max {}{hint}",
+                    config.request_bytes_max
+                )));
+            }
+            Ok(n) if n >= REQUEST_HEADER_FIXED_BYTES => n,
+            _ => return Err(Close::Quiet(format!("request frame length {n}"))),
+        };
+        let mut frame = vec![0u8; n];
+        match tokio::time::timeout(io, stream.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Close::Quiet(format!("read failed inside a frame: {e}"))),
+            Err(_) => {
+                return Err(Close::Quiet(format!(
+                    "a frame of {n} bytes did not arrive within {} ms",
+                    config.io_ms_max
+                )))
+            }
+        }
+        let cx = Ctx { broker, config, shutdown: shutdown.clone() };
+        let out = match handle(&cx, peer, Bytes::from(frame)).await {
+            Reply::Frame(out) => out,
+            Reply::Nothing => continue,
+            Reply::Close(why) => return Err(why),
+        };
+        match tokio::time::timeout(io, stream.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Close::Quiet(format!("write failed: {e}"))),
+            Err(_) => {
+                return Err(Close::Quiet(format!("the answer was not taken within {} ms", config.io_ms_max)))
+            }
+        }
+    }
+}
+
+/// Serves one request frame (header and body, without the length).
+async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes) -> Reply {
+    let Some(&[k0, k1, v0, v1, c0, c1, c2, c3]) = frame.first_chunk::<REQUEST_HEADER_FIXED_BYTES>() else {
+        return Reply::Close(Close::Quiet(format!("a request frame of {} bytes", frame.len())));
+    };
+    let key_raw = i16::from_be_bytes([k0, k1]);
+    let version = i16::from_be_bytes([v0, v1]);
+    let correlation = i32::from_be_bytes([c0, c1, c2, c3]);
+    let key = ApiKey::try_from(key_raw).ok();
+    let Some((key, (min, max))) = key.and_then(|k| advertised(k).map(|r| (k, r))) else {
+        // Kafka closes the connection too: the request's format (and so its answer's) is
+        // unknown. Clients that read our ApiVersions never send these.
+        let name = key.map_or_else(|| format!("api key {key_raw}"), |k| format!("{k:?}"));
+        tracing::info!(%peer, api = %name, version, "kafka request for an API we do not serve: closing the connection");
+        return Reply::Close(Close::Quiet(format!("{name} is not served")));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: an ApiVersions we do not speak gets UNSUPPORTED_VERSION and our list,
+            // in v0 (whose header only needs the correlation id), so the client can retry
+            // with a version we list.
+            let r = api::api_versions(ResponseError::UnsupportedVersion.code());
+            return reply(correlation, key, 0, &r);
+        }
+        tracing::info!(%peer, api = ?key, version, "kafka request of a version we do not advertise: closing the connection");
+        return Reply::Close(Close::Quiet(format!("{key:?} v{version} is not served")));
+    }
+    let mut body = frame;
+    let legacy_produce = key == ApiKey::Produce && version < PRODUCE_VERSION_MIN_SERVED;
+    let header_version =
+        if legacy_produce { LEGACY_REQUEST_HEADER_VERSION } else { key.request_header_version(version) };
+    let header = match RequestHeader::decode(&mut body, header_version) {
+        Ok(h) => h,
+        Err(e) => return malformed(peer, key, version, format!("bad request header: {e}")),
+    };
+    let c = header.correlation_id;
+    if legacy_produce {
+        return legacy_produce_reply(peer, c, version, body);
+    }
+    if let Err(e) = bounds::check(key, version, &body) {
+        return malformed(peer, key, version, e);
+    }
+    macro_rules! decode {
+        ($t:ty) => {
+            match <$t>::decode(&mut body, version) {
+                Ok(req) => req,
+                Err(e) => return malformed(peer, key, version, e.to_string()),
+            }
+        };
+    }
+    match key {
+        ApiKey::ApiVersions => reply(c, key, version, &api::api_versions(0)),
+        ApiKey::Metadata => {
+            reply(c, key, version, &api::metadata(cx, version, decode!(MetadataRequest)).await)
+        }
+        ApiKey::CreateTopics => {
+            reply(c, key, version, &api::create_topics(cx, version, decode!(CreateTopicsRequest)).await)
+        }
+        ApiKey::DeleteTopics => {
+            reply(c, key, version, &api::delete_topics(cx, version, decode!(DeleteTopicsRequest)).await)
+        }
+        ApiKey::Produce => {
+            let req = decode!(ProduceRequest);
+            let acks = req.acks;
+            let produced = api::produce(cx, version, req).await;
+            if acks != 0 {
+                return reply(c, key, version, &produced.response);
+            }
+            if produced.failed {
+                // acks=0 gets no answer; Kafka closes the connection on a failure so the
+                // producer notices (and refreshes its metadata).
+                return Reply::Close(Close::Quiet("acks=0 produce failed".into()));
+            }
+            Reply::Nothing
+        }
+        ApiKey::Fetch => reply(c, key, version, &api::fetch(cx, version, decode!(FetchRequest)).await),
+        ApiKey::ListOffsets => reply(c, key, version, &api::list_offsets(cx, decode!(ListOffsetsRequest))),
+        ApiKey::InitProducerId => {
+            reply(c, key, version, &api::init_producer_id(cx, decode!(InitProducerIdRequest)).await)
+        }
+        // Unreachable: `advertised` only passes the keys above.
+        other => Reply::Close(Close::Loud(format!("{other:?} is advertised but has no handler"))),
+    }
+}
+
+fn malformed(peer: SocketAddr, key: ApiKey, version: i16, why: String) -> Reply {
+    tracing::debug!(%peer, api = ?key, version, %why, "kafka request malformed: closing the connection");
+    Reply::Close(Close::Quiet(format!("malformed {key:?} v{version} request: {why}")))
+}
+
+fn legacy_produce_reply(peer: SocketAddr, correlation: i32, version: i16, body: Bytes) -> Reply {
+    let req = match legacy::decode_produce(body) {
+        Ok(r) => r,
+        Err(e) => return malformed(peer, ApiKey::Produce, version, e),
+    };
+    tracing::info!(%peer, version, "kafka Produce below v3 refused (only v2 record batches are stored)");
+    if req.acks == 0 {
+        return Reply::Close(Close::Quiet(format!("Produce v{version} with acks=0 refused")));
+    }
+    match legacy::encode_produce_error(&req, version, ResponseError::UnsupportedVersion.code()) {
+        Ok(body) => frame(correlation, 0, |out| {
+            out.put_slice(&body);
+            Ok(())
+        }),
+        Err(e) => Reply::Close(Close::Loud(format!("encoding a Produce v{version} refusal: {e}"))),
+    }
+}
+
+/// Frames `body` as the answer to request `correlation`.
+fn reply<M: Encodable>(correlation: i32, key: ApiKey, version: i16, body: &M) -> Reply {
+    frame(correlation, key.response_header_version(version), |out| {
+        body.encode(out, version).map_err(|e| format!("encoding {key:?} v{version}: {e}"))
+    })
+}
+
+fn frame(
+    correlation: i32,
+    header_version: i16,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+) -> Reply {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_u32(0); // the length, set below
+    let header = ResponseHeader::default().with_correlation_id(correlation);
+    let encoded = header
+        .encode(&mut out, header_version)
+        .map_err(|e| format!("encoding a response header: {e}"))
+        .and_then(|()| body(&mut out));
+    if let Err(e) = encoded {
+        // A bug of ours (a field set that the version lacks): say so, and close rather than
+        // send a broken frame.
+        return Reply::Close(Close::Loud(e));
+    }
+    let Ok(len) = u32::try_from(out.len() - 4) else {
+        return Reply::Close(Close::Loud(format!("a response of {} bytes does not fit a frame", out.len())));
+    };
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Reply::Frame(out)
+}

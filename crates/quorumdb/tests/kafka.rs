@@ -1,0 +1,175 @@
+//! The log through real Kafka clients on a real cluster: kcat (librdkafka 2.0) and the Python
+//! clients confluent-kafka (librdkafka 2.16) and kafka-python. `scripts/test.sh` installs them;
+//! without them these tests fail and say so.
+
+mod common;
+
+use common::Cluster;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Longest any one client command may run before the test fails instead of hanging.
+const CLIENT_TIMEOUT_S: &str = "60";
+
+fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new("timeout")
+        .arg(CLIENT_TIMEOUT_S)
+        .arg("kcat")
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run kcat ({e}); run the tests with scripts/test.sh, which installs it")
+        });
+    if let Some(input) = input {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn produce(broker: &str, topic: &str, extra: &[&str], lines: &[String]) {
+    let mut args = vec!["-P", "-b", broker, "-t", topic, "-K:", "-X", "acks=all"];
+    args.extend_from_slice(extra);
+    let input = lines.join("\n") + "\n";
+    let (ok, _, err) = kcat(&args, Some(&input));
+    assert!(ok && !err.contains("ERROR"), "kcat produce to {topic} via {broker} failed: {err}");
+}
+
+/// `key:value:offset` lines of a whole partition, read from the beginning.
+fn consume(broker: &str, topic: &str) -> Vec<String> {
+    let (ok, out, err) =
+        kcat(&["-C", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-f", "%k:%s:%o\\n"], None);
+    assert!(ok, "kcat consume of {topic} via {broker} failed: {err}");
+    out.lines().map(str::to_owned).collect()
+}
+
+fn lines(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}:value-{i}")).collect()
+}
+
+fn expected(all: &[String]) -> Vec<String> {
+    all.iter().enumerate().map(|(o, l)| format!("{l}:{o}")).collect()
+}
+
+/// kcat sees every node as a broker, and what it produces through one node (plain and lz4- or
+/// gzip-compressed batches, which the broker stores untouched) it consumes through another, in
+/// order, once each, with dense offsets; `-o -N` (ListOffsets) starts N from the end.
+#[test]
+fn kcat_produces_and_consumes_through_any_node() {
+    let c = Cluster::start("kafka-kcat", 3, 3, 3);
+    let (ok, out, err) = kcat(&["-L", "-b", &c.nodes[0].kafka], None);
+    assert!(ok, "{err}");
+    assert!(out.contains(" 3 brokers:"), "{out}");
+    for n in &c.nodes {
+        assert!(out.contains(&format!("at {}", n.kafka)), "broker {} missing: {out}", n.kafka);
+    }
+    let mut all = lines("a", 0..200);
+    produce(&c.nodes[0].kafka, "orders", &[], &all);
+    let more = lines("b", 0..300);
+    produce(
+        &c.nodes[1].kafka,
+        "orders",
+        &["-X", "compression.codec=lz4", "-X", "enable.idempotence=true"],
+        &more,
+    );
+    all.extend(more);
+    let gz = lines("c", 200..400);
+    produce(&c.nodes[2].kafka, "orders", &["-X", "compression.codec=gzip"], &gz);
+    all.extend(gz);
+    assert_eq!(consume(&c.nodes[2].kafka, "orders"), expected(&all));
+    let (ok, out, err) =
+        kcat(&["-C", "-b", &c.nodes[0].kafka, "-t", "orders", "-o", "-3", "-e", "-f", "%o\\n"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["697", "698", "699"]);
+    // A topic name Kafka forbids is refused, and the broker keeps serving.
+    let (_, _, err) = kcat(
+        &["-P", "-b", &c.nodes[0].kafka, "-t", "bad/name", "-X", "topic.metadata.refresh.interval.ms=100"],
+        Some("x\n"),
+    );
+    assert!(err.to_lowercase().contains("invalid") || err.contains("Broker: "), "{err}");
+    assert_eq!(consume(&c.nodes[0].kafka, "orders").len(), 700);
+}
+
+/// Records acknowledged with acks=all survive kill -9 of a minority node and then a full
+/// restart of the cluster, with the same offsets; producing continues while a node is down.
+#[test]
+fn acknowledged_records_survive_kill_and_full_restart() {
+    let mut c = Cluster::start("kafka-durable", 3, 3, 3);
+    let mut all = lines("a", 0..300);
+    produce(&c.nodes[0].kafka, "events", &[], &all);
+    c.kill(2);
+    let more = lines("b", 0..300);
+    produce(&c.nodes[0].kafka, "events", &["-X", "enable.idempotence=true"], &more);
+    all.extend(more);
+    assert_eq!(consume(&c.nodes[1].kafka, "events"), expected(&all));
+    for i in 0..2 {
+        c.stop(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    c.wait_ready();
+    // The metadata group needs a leader again before offsets are served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = kcat(
+            &["-C", "-b", &c.nodes[2].kafka, "-t", "events", "-o", "beginning", "-e", "-f", "%k:%s:%o\\n"],
+            None,
+        );
+        if got.0 && got.1.lines().count() == all.len() {
+            assert_eq!(got.1.lines().map(str::to_owned).collect::<Vec<_>>(), expected(&all));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the restart: {} / {}",
+            got.1.lines().count(),
+            got.2
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A frame larger than the request limit closes that connection, and the listener keeps
+/// serving others.
+#[test]
+fn oversized_frame_closes_only_its_connection() {
+    let c = Cluster::start("kafka-frame", 1, 1, 1);
+    let mut s = std::net::TcpStream::connect(&c.nodes[0].kafka).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&(512 * 1024 * 1024u32).to_be_bytes()).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "the connection should be closed");
+    let (ok, out, err) = kcat(&["-L", "-b", &c.nodes[0].kafka], None);
+    assert!(ok && out.contains(" 1 brokers:"), "{out}{err}");
+}
+
+/// confluent-kafka (admin create, idempotent zstd producer, per-partition consumers) and
+/// kafka-python (gzip producer, consumer) work unmodified (see tests/kafka/clients.py).
+#[test]
+fn python_clients_produce_and_consume() {
+    let python = std::env::var("QUORUMDB_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let check = Command::new(&python).args(["-c", "import confluent_kafka, kafka"]).output();
+    assert!(
+        check.as_ref().is_ok_and(|o| o.status.success()),
+        "{python} lacks confluent-kafka or kafka-python; run the tests with scripts/test.sh, which installs them in a virtualenv"
+    );
+    let c = Cluster::start("kafka-python", 3, 3, 3);
+    let bootstrap = format!("{},{}", c.nodes[0].kafka, c.nodes[1].kafka);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/clients.py");
+    let out = Command::new("timeout").args(["180", &python, script, &bootstrap]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

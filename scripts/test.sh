@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test suite, on a fresh machine: installs the third-party clients the Kafka tests drive
+# (kcat from Debian; confluent-kafka and kafka-python in a virtualenv under target/), then runs
+# every test. README's "Run the tests" and .ci/run call this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "== installing kcat (Debian package)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq || true
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat
+fi
+
+VENV=target/test-venv
+if ! "$VENV/bin/python" -c "import confluent_kafka, kafka" >/dev/null 2>&1; then
+  echo "== installing confluent-kafka and kafka-python (virtualenv $VENV)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "confluent-kafka==2.16.2" "kafka-python==3.0.12"
+fi
+export QUORUMDB_TEST_PYTHON="$PWD/$VENV/bin/python"
+
+cargo test --workspace --locked "$@"
