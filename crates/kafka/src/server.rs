@@ -14,8 +14,12 @@
 //! We advertise exactly what we implement (see [`APIS`]), with one deliberate exception:
 //! Produce is advertised from v0 although v0–v2 are refused with UNSUPPORTED_VERSION, because
 //! librdkafka before 2.11.1 stops compressing unless the broker advertises Produce v0 (see
-//! `legacy`). Group APIs are not advertised: consumer-group clients fail with a clear "broker
-//! does not support" instead of misbehaving.
+//! `legacy`). Group APIs are not advertised yet. Two consequences for librdkafka (checked with
+//! 2.0.2 and 2.16): a consumer that subscribes with a `group.id` waits for a group coordinator
+//! that never comes (assign-based consumers such as `kcat -C` work), and a producer set to
+//! `compression.codec=lz4` sends uncompressed batches, because librdkafka enables LZ4 only for
+//! brokers that advertise FindCoordinator v0 (its feature map dates LZ4 by the 0.8.2 group
+//! coordinator). gzip, snappy and zstd are used as configured.
 //!
 //! Misbehaving clients cannot hurt the node: frame lengths are checked before anything is
 //! allocated, array counts are checked against the frame before decoding (see `bounds`),

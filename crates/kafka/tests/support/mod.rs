@@ -14,8 +14,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use quorumdb_kafka::{
-    check_topic_name, rewrite_base_offset, serve, Append, Appended, BatchHeader, Broker, BrokerInfo, ClusterInfo,
-    KafkaConfig, LogError, NewTopic, OffsetQuery, PartitionInfo, Records, TopicInfo,
+    check_topic_name, rewrite_base_offset, serve, Append, Appended, BatchHeader, Broker, BrokerInfo,
+    ClusterInfo, KafkaConfig, LogError, NewTopic, OffsetQuery, PartitionInfo, Records, TopicInfo,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -144,7 +144,9 @@ impl Broker for MemBroker {
                 }
                 let rf = t.replication_factor.unwrap_or(1);
                 if rf != 1 {
-                    return Err(LogError::InvalidReplicationFactor(format!("{rf}: this broker has one node")));
+                    return Err(LogError::InvalidReplicationFactor(format!(
+                        "{rf}: this broker has one node"
+                    )));
                 }
                 let n = self.next_topic.fetch_add(1, Ordering::SeqCst);
                 let mut id = [0u8; 16];
@@ -176,7 +178,10 @@ impl Broker for MemBroker {
 
     async fn delete_topics(&self, names: Vec<String>, _timeout_ms: u64) -> Vec<Result<(), LogError>> {
         let mut map = self.topics.lock().unwrap();
-        names.into_iter().map(|n| map.remove(&n).map(|_| ()).ok_or(LogError::UnknownTopicOrPartition)).collect()
+        names
+            .into_iter()
+            .map(|n| map.remove(&n).map(|_| ()).ok_or(LogError::UnknownTopicOrPartition))
+            .collect()
     }
 
     async fn produce(&self, appends: Vec<Append>, _timeout_ms: u64) -> Vec<Result<Appended, LogError>> {
@@ -187,7 +192,13 @@ impl Broker for MemBroker {
         out
     }
 
-    async fn read(&self, topic: &str, partition: i32, offset: i64, max_bytes: usize) -> Result<Records, LogError> {
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Records, LogError> {
         let topics = self.topics.lock().unwrap();
         let t = topics.get(topic).ok_or(LogError::UnknownTopicOrPartition)?;
         let idx = usize::try_from(partition).map_err(|_| LogError::UnknownTopicOrPartition)?;
@@ -301,9 +312,10 @@ impl Client {
     /// The next answer, decoded as `key` v`version`: `(correlation id, body)`.
     pub async fn recv<R: Decodable>(&mut self, key: ApiKey, version: i16) -> (i32, R) {
         let mut frame = self.recv_frame().await.expect("the server closed the connection");
-        let header =
-            ResponseHeader::decode(&mut frame, key.response_header_version(version)).expect("decode response header");
-        let body = R::decode(&mut frame, version).unwrap_or_else(|e| panic!("decode {key:?} v{version}: {e}"));
+        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))
+            .expect("decode response header");
+        let body =
+            R::decode(&mut frame, version).unwrap_or_else(|e| panic!("decode {key:?} v{version}: {e}"));
         assert!(frame.is_empty(), "{key:?} v{version}: {} bytes after the response", frame.len());
         (header.correlation_id, body)
     }
