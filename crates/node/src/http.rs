@@ -381,7 +381,7 @@ async fn put_item(
                     mode: quorum_mode(&s.node, q.quorum.as_deref())?,
                     timeout: timeout(&s.node, q.timeout_ms.as_deref())?,
                     write_id: id,
-                    fence: fence(&s, q.fence.as_deref())?,
+                    fence: fence(&s, q.fence.as_deref()).await?,
                 },
             )
             .await?;
@@ -394,7 +394,11 @@ async fn put_item(
 /// Parses `fence=name:token` and checks it against this node's metadata: a token that was
 /// never granted is refused (`unknown_fence`), one older than the name's latest grant is
 /// fenced here already; replicas check it against what each item holds.
-fn fence(s: &AppState, raw: Option<&str>) -> Result<Option<Fence>, ApiError> {
+/// How long a write whose fencing token is newer than this node knows waits for the node's
+/// metadata to catch up (the grant may have committed through another node moments ago).
+const FENCE_CATCH_UP_MS: u64 = 1_000;
+
+async fn fence(s: &AppState, raw: Option<&str>) -> Result<Option<Fence>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     let malformed =
         || ApiError::BadRequest(format!("fence must be NAME:TOKEN with a token above 0, got {raw:?}"));
@@ -403,7 +407,12 @@ fn fence(s: &AppState, raw: Option<&str>) -> Result<Option<Fence>, ApiError> {
     if name.is_empty() || name.len() > FENCE_NAME_BYTES_MAX || token == 0 {
         return Err(malformed());
     }
-    let last = s.meta.last_token(name);
+    let mut last = s.meta.last_token(name);
+    if token > last {
+        let wait = Duration::from_millis(FENCE_CATCH_UP_MS);
+        last =
+            s.meta.wait_until(wait, |v| v.metadata.last_token(name) >= token).await.metadata.last_token(name);
+    }
     if token > last {
         let message = if last == 0 {
             format!(
@@ -451,7 +460,7 @@ async fn delete_item(
                 .clone(),
         };
         let settings =
-            WriteSettings { w, mode, timeout, write_id: id, fence: fence(&s, q.fence.as_deref())? };
+            WriteSettings { w, mode, timeout, write_id: id, fence: fence(&s, q.fence.as_deref()).await? };
         let state = s.node.write(item, None, ctx, settings).await?;
         Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
     }

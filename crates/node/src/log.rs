@@ -188,6 +188,12 @@ impl Log {
         ItemKey { table: LOG_TABLE.into(), partition: blob.to_be_bytes().to_vec(), sort: Vec::new() }
     }
 
+    /// Blobs are written and deleted at w=quorum, strict: the fetch path's r=quorum fallback
+    /// must intersect every acknowledged write.
+    fn blob_write(timeout: Duration) -> WriteSettings {
+        WriteSettings { w: Level::Quorum, mode: QuorumMode::Strict, timeout, write_id: None, fence: None }
+    }
+
     fn timeout(&self, timeout_ms: u64) -> Duration {
         let max = crate::config::REQUEST_TIMEOUT_MS_MAX;
         Duration::from_millis(if timeout_ms == 0 {
@@ -198,13 +204,7 @@ impl Log {
     }
 
     async fn put_blob(node: &Node, blob: u128, bytes: Vec<u8>, timeout: Duration) -> Result<(), LogError> {
-        let settings = WriteSettings {
-            w: Level::Quorum,
-            mode: QuorumMode::Strict,
-            timeout,
-            write_id: None,
-            fence: None,
-        };
+        let settings = Self::blob_write(timeout);
         node.write(Self::blob_key(blob), Some(bytes), Default::default(), settings).await.map(|_| ()).map_err(
             |e| match e {
                 crate::error::ApiError::Timeout(m) => LogError::Timeout(m),
@@ -235,13 +235,7 @@ impl Log {
         else {
             return;
         };
-        let settings = WriteSettings {
-            w: Level::Quorum,
-            mode: QuorumMode::Strict,
-            timeout,
-            write_id: None,
-            fence: None,
-        };
+        let settings = Self::blob_write(timeout);
         let _ = self.node.write(key, None, state.context().clone(), settings).await;
     }
 
@@ -526,17 +520,11 @@ impl Broker for Log {
             view.metadata.log().partition(topic, p).ok_or(LogError::UnknownTopicOrPartition)?.next_offset;
         if offset > hw as i64 {
             // Another node may have acknowledged offsets this one has not applied yet.
-            let mut applied = self.meta.applied();
             let want = view.commit_index;
-            let _ = tokio::time::timeout(Duration::from_millis(CATCH_UP_WAIT_MS), async {
-                while *applied.borrow_and_update() < want {
-                    if applied.changed().await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await;
-            view = self.meta.view();
+            view = self
+                .meta
+                .wait_until(Duration::from_millis(CATCH_UP_WAIT_MS), |v| v.applied_index >= want)
+                .await;
             hw =
                 view.metadata.log().partition(topic, p).ok_or(LogError::UnknownTopicOrPartition)?.next_offset;
         }

@@ -198,6 +198,26 @@ impl Meta {
         self.applied.clone()
     }
 
+    /// Waits until `done` holds for the applied view (checked at once and after every applied
+    /// step), or `timeout` passed; returns the view it last saw. A node that lags the metadata
+    /// leader by a few entries uses this before refusing something another node has already
+    /// committed (a fresh fencing token, offsets beyond its high watermark).
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&MetaView) -> bool) -> MetaView {
+        let mut applied = self.applied.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            applied.borrow_and_update();
+            let view = self.view();
+            if done(&view) {
+                return view;
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.view(),
+            }
+        }
+    }
+
     /// The raft id of a founding member (what Kafka clients see as its broker id).
     pub fn raft_id(&self, member: &str) -> Option<u64> {
         self.ids.by_name.get(member).copied()
