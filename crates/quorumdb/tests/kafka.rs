@@ -59,7 +59,8 @@ fn expected(all: &[String]) -> Vec<String> {
     all.iter().enumerate().map(|(o, l)| format!("{l}:{o}")).collect()
 }
 
-/// kcat sees every node as a broker, and what it produces through one node (plain and lz4- or
+/// kcat sees every node as a broker, and what it produces through one node (plain, "lz4" (sent
+/// uncompressed by librdkafka until FindCoordinator v0 is advertised, docs/log.md) and
 /// gzip-compressed batches, which the broker stores untouched) it consumes through another, in
 /// order, once each, with dense offsets; `-o -N` (ListOffsets) starts N from the end.
 #[test]

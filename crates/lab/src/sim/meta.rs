@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use quorumdb_meta::log::{AppendSpec, ProducerBatch, TopicConfig, TopicSpec};
 use quorumdb_meta::{
     Change, Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage, Outcome,
     PersistDelta, ProposeError, RaftMessage, TableDef,
@@ -334,8 +335,10 @@ impl World {
             .filter_map(|n| n.metadata().layout().map(|l| l.version))
             .max()
             .unwrap_or(1);
-        if self.rng.random_range(0..100) < 40 {
-            return self.lease_command();
+        match self.rng.random_range(0..100) {
+            0..=39 => return self.lease_command(),
+            40..=64 => return self.log_command(),
+            _ => {}
         }
         match roll {
             0..=59 => {
@@ -357,6 +360,46 @@ impl World {
             85..=94 => Command::Commit { expected_version: version },
             95..=97 => Command::Unstage,
             _ => Command::Noop,
+        }
+    }
+
+    /// The log's sequencer (the same `quorumdb_meta::log` the server runs): topics created and
+    /// deleted, appends (some of idempotent producers) and trims; every member must apply them
+    /// with the same offsets.
+    fn log_command(&mut self) -> Command {
+        let topic = format!("log{}", self.rng.random_range(0..2));
+        match self.rng.random_range(0..100) {
+            0..=14 => Command::CreateTopic(TopicSpec {
+                name: topic,
+                partitions: self.rng.random_range(1..=3),
+                replicas: 3,
+                config: TopicConfig::default(),
+            }),
+            15..=74 => {
+                let appends = (0..self.rng.random_range(1..=3))
+                    .map(|_| AppendSpec {
+                        topic: topic.clone(),
+                        partition: self.rng.random_range(0..3),
+                        records: self.rng.random_range(1..=5),
+                        bytes: 100,
+                        max_timestamp: self.next_request as i64,
+                        blob: self.rng.random(),
+                        producer: self.rng.random_bool(0.3).then(|| ProducerBatch {
+                            id: self.rng.random_range(1..200),
+                            epoch: 0,
+                            base_sequence: self.rng.random_range(0..3) * 5,
+                        }),
+                    })
+                    .collect();
+                Command::Append { appends }
+            }
+            75..=84 => Command::Trim {
+                topic,
+                partition: self.rng.random_range(0..3),
+                before: self.rng.random_range(0..40),
+            },
+            85..=94 => Command::InitProducerId,
+            _ => Command::DeleteTopic { name: topic },
         }
     }
 
