@@ -262,6 +262,9 @@ pub struct NodeStatus {
     pub state: String,
     /// Fraction of the ring this node owns, 0.0..=1.0.
     pub ownership: f64,
+    /// The member's Kafka listener (`host:port`), when it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
 }
 
 /// Answer of `GET /v1/cluster/status`: membership, zones, liveness and ring ownership as the
@@ -472,6 +475,7 @@ mod tests {
                 address: "127.0.0.1:7701".into(),
                 state: "up".into(),
                 ownership: 0.25,
+                kafka: Some("127.0.0.1:7901".into()),
             }],
             reporter: "n1".into(),
             wall_ms: -5,
@@ -679,6 +683,74 @@ pub struct TableList {
     pub tables: Vec<TableInfo>,
     /// Replication factor of tables created on first write.
     pub default_replicas: u8,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topics of the Kafka-compatible log.
+
+/// `POST /v1/topics` body. Omitted fields take the cluster's defaults (`[log]` config).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTopic {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// Replicas of the topic's batches; 1..=N is accepted and stored with the cluster's N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u8>,
+    /// `retention.ms`; -1 keeps batches forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes` per partition; -1 is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<i64>,
+}
+
+/// One partition of a topic, as the answering node's applied metadata has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPartitionInfo {
+    pub partition: u32,
+    /// The first offset still readable.
+    pub log_start_offset: u64,
+    /// The next offset to be assigned (Kafka's high watermark; also the last stable offset).
+    pub high_watermark: u64,
+    /// Record batches indexed.
+    pub batches: u64,
+    /// Bytes of those batches, as produced (compressed).
+    pub bytes: u64,
+    /// Producer ids whose recent batches this partition remembers (idempotence).
+    pub producers: u64,
+}
+
+/// A topic (answers of `GET /v1/topics[/{name}]` and `POST /v1/topics`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: String,
+    /// The Kafka topic id, as a hyphenated UUID.
+    pub id: String,
+    pub replication_factor: u8,
+    /// `None`: unlimited.
+    pub retention_ms: Option<u64>,
+    /// Per partition; `None`: unlimited.
+    pub retention_bytes: Option<u64>,
+    pub partitions: Vec<TopicPartitionInfo>,
+}
+
+/// Answer of `GET /v1/topics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicList {
+    pub topics: Vec<TopicInfo>,
+    /// The Kafka listeners of the members, as configured (`host:port`; empty when a member
+    /// runs none).
+    pub kafka_addresses: Vec<String>,
+}
+
+/// Answer of `DELETE /v1/topics/{name}`: the topic is hidden at once and drained in the
+/// background; its name is free again once its batches are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDeleted {
+    pub name: String,
+    pub deleting: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

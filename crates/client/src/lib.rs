@@ -409,6 +409,28 @@ impl Client {
         self.get_json(&["v1", "tables", name]).await
     }
 
+    /// The log's topics, with offsets per partition.
+    pub async fn topics(&self) -> Result<api::TopicList, ClientError> {
+        self.get_json(&["v1", "topics"]).await
+    }
+
+    /// Creates a topic of the Kafka-compatible log.
+    pub async fn create_topic(&self, topic: &api::NewTopic) -> Result<api::TopicInfo, ClientError> {
+        self.send_json(Method::POST, &["v1", "topics"], topic).await
+    }
+
+    /// One topic, with offsets per partition.
+    pub async fn topic(&self, name: &str) -> Result<api::TopicInfo, ClientError> {
+        self.get_json(&["v1", "topics", name]).await
+    }
+
+    /// Deletes a topic: it is hidden at once and drained in the background.
+    pub async fn delete_topic(&self, name: &str) -> Result<api::TopicDeleted, ClientError> {
+        let url = self.url(&["v1", "topics", name])?;
+        let (status, bytes) = self.send(self.http.request(Method::DELETE, url)).await?;
+        self.decode(status, &bytes)
+    }
+
     /// The hottest partition keys over the last window (`GET /v1/hot`).
     pub async fn hot(&self, q: &api::HotQuery) -> Result<api::HotReport, ClientError> {
         let mut url = self.url(&["v1", "hot"])?;

@@ -196,6 +196,11 @@ impl PartitionLog {
         self.producers.get(&id)
     }
 
+    /// Producers whose recent batches this partition remembers.
+    pub fn producers_len(&self) -> usize {
+        self.producers.len()
+    }
+
     fn push(&mut self, entry: BatchEntry) {
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK_LEN => Arc::make_mut(last).push(entry),

@@ -47,6 +47,8 @@ pub struct AppState {
     /// is refused at once with 503 `overloaded` rather than queued: queueing would only turn
     /// overload into timeouts for everyone.
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// The Kafka-compatible log, when this node runs a Kafka listener.
+    pub log: Option<Arc<crate::log::Log>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,6 +70,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/commit", axum::routing::post(commit))
         .route("/v1/tables", get(list_tables).post(create_table))
         .route("/v1/tables/{table}", get(describe_table))
+        .route("/v1/topics", get(crate::http_topics::list_topics).post(crate::http_topics::create_topic))
+        .route(
+            "/v1/topics/{topic}",
+            get(crate::http_topics::describe_topic).delete(crate::http_topics::delete_topic),
+        )
         .route("/v1/leases", get(list_leases).post(grant_lease))
         .route("/v1/leases/{id}", axum::routing::delete(revoke_lease))
         .route("/v1/leases/{id}/keepalive", axum::routing::post(keepalive_lease))
@@ -589,6 +596,7 @@ async fn status(State(s): State<AppState>) -> Response {
             address: m.http.clone(),
             state: if node.is_up(i) { "up" } else { "down" }.into(),
             ownership: ownership.get(i).copied().unwrap_or(0.0),
+            kafka: Some(m.kafka.clone()).filter(|k| !k.is_empty()),
         })
         .collect();
     let hints = node.hint_stats();
@@ -765,7 +773,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 // Cluster metadata
 
 /// Parses a JSON body into an API type (which refuses unknown fields).
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
 }

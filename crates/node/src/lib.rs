@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+mod http_topics;
 pub mod log;
 pub mod meta;
 pub mod node;
@@ -129,12 +130,14 @@ pub async fn run(
         });
     }
     let (stop_kafka, kafka_stopped) = tokio::sync::watch::channel(false);
+    let mut log_for_http = None;
     if let Some(addr) = node.config.kafka_listen.clone() {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|source| NodeError::Bind { addr: addr.clone(), source })?;
         let log = log::Log::start(node.clone(), meta.clone());
         tracing::info!(node = node.id(), kafka = %addr, "kafka listener starting");
+        log_for_http = Some(log.clone());
         tokio::spawn(quorumdb_kafka::serve(
             listener,
             log,
@@ -143,7 +146,13 @@ pub async fn run(
         ));
     }
     let inflight = Arc::new(tokio::sync::Semaphore::new(node.config.http_inflight_max));
-    let app = http::router(http::AppState { node: node.clone(), meta: meta.clone(), metrics, inflight });
+    let app = http::router(http::AppState {
+        node: node.clone(),
+        meta: meta.clone(),
+        metrics,
+        inflight,
+        log: log_for_http,
+    });
     node.ready.store(true, Ordering::Release);
     axum::serve(http_listener, app)
         .with_graceful_shutdown(shutdown)

@@ -49,6 +49,8 @@ pub enum Command {
     Cluster(crate::cluster_cli::ClusterArgs),
     /// Declared tables: create, list, describe.
     Table(crate::cluster_cli::TableArgs),
+    /// Topics of the Kafka-compatible log: create, list, describe, delete.
+    Topic(crate::topic_cli::TopicArgs),
     /// Leases: grant, keepalive, revoke, list.
     Lease(crate::lease_cli::LeaseArgs),
     /// Locks bound to a lease, with fencing tokens.
@@ -288,6 +290,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Lab(a) => crate::lab::run(a).await,
         Command::Cluster(a) => crate::cluster_cli::cluster(a).await,
         Command::Table(a) => crate::cluster_cli::table(a).await,
+        Command::Topic(a) => crate::topic_cli::topic(a).await,
         Command::Lease(a) => crate::lease_cli::lease(a).await,
         Command::Lock(a) => crate::lease_cli::lock(a).await,
         Command::Elect(a) => crate::lease_cli::elect(a).await,
@@ -447,13 +450,17 @@ async fn status(a: StatusArgs) -> Result<i32> {
     match a.output {
         TableOrJson::Json => println!("{}", serde_json::to_string(&r)?),
         TableOrJson::Table => {
-            println!("{:<8} {:<6} {:<28} {:<6} {:>9}", "ID", "ZONE", "ADDRESS", "STATE", "OWNERSHIP");
+            println!(
+                "{:<8} {:<6} {:<28} {:<22} {:<6} {:>9}",
+                "ID", "ZONE", "ADDRESS", "KAFKA", "STATE", "OWNERSHIP"
+            );
             for n in &r.nodes {
                 println!(
-                    "{:<8} {:<6} {:<28} {:<6} {:>8.1}%",
+                    "{:<8} {:<6} {:<28} {:<22} {:<6} {:>8.1}%",
                     n.id,
                     n.zone,
                     n.address,
+                    n.kafka.as_deref().unwrap_or("-"),
                     n.state,
                     n.ownership * 100.0
                 );

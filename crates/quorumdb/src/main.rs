@@ -8,6 +8,7 @@ mod lab;
 mod lab_sim;
 mod lease_cli;
 mod nemesis;
+mod topic_cli;
 
 use clap::Parser;
 
