@@ -8,11 +8,13 @@
 //! - [`storage`]: the Raft log, hard state and snapshot ([`MetaStorage`]), and the
 //!   [`PersistDelta`]s that drivers make durable;
 //! - [`log`]: the log's sequencer — topics, partitions, dense offsets, idempotent producers;
+//! - [`group`]: consumer groups' generations, assignments and generation-fenced offsets;
 //! - [`node`]: one group member ([`MetaNode`]) wrapping raft-rs's `RawNode`: inputs and
 //!   `Tick { now_ms }` in, ordered [`Effect`]s out. No I/O, no clock, no threads.
 //!
 //! The simulator (`quorumdb-lab`, `sim::meta`) and the server run this same code.
 
+pub mod group;
 pub mod log;
 pub mod node;
 pub mod state;

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::group::{GroupCommand, GroupError, GroupOutcome, GroupsState};
 use crate::log::{AppendSpec, LogError, LogOutcome, LogState, TopicSpec};
 
 /// Most members one layout holds. Bounds the state and every answer that lists members.
@@ -190,6 +191,8 @@ pub enum Command {
     },
     /// Issues an idempotent producer id (the log index).
     InitProducerId,
+    /// A consumer group's generation, assignment or committed offsets (see `group.rs`).
+    Group(GroupCommand),
 }
 
 /// What an accepted command did.
@@ -226,6 +229,7 @@ pub enum Outcome {
     Released,
     Nothing,
     Log(LogOutcome),
+    Group(GroupOutcome),
 }
 
 /// Why a command was refused. Deterministic in the state, so every node refuses alike.
@@ -265,6 +269,8 @@ pub enum MetaError {
     Limit { what: String, max: usize },
     #[error("{0}")]
     Log(LogError),
+    #[error("{0}")]
+    Group(GroupError),
 }
 
 /// The replicated metadata.
@@ -282,6 +288,8 @@ pub struct Metadata {
     tokens: BTreeMap<String, u64>,
     /// Topics, partitions and their offset index.
     log: LogState,
+    /// Consumer groups: generations, members, assignments, committed offsets.
+    groups: GroupsState,
 }
 
 impl Metadata {
@@ -322,6 +330,11 @@ impl Metadata {
     /// The log's topics and offsets.
     pub fn log(&self) -> &LogState {
         &self.log
+    }
+
+    /// The consumer groups.
+    pub fn groups(&self) -> &GroupsState {
+        &self.groups
     }
 
     /// The last fencing token granted for `name` (0 if none ever was).
@@ -442,7 +455,13 @@ impl Metadata {
             }),
             Command::Noop => Ok(Outcome::Nothing),
             Command::DeleteTopic { name } => {
-                self.log.delete_topic(name).map(Outcome::Log).map_err(MetaError::Log)
+                let outcome = self.log.delete_topic(name).map(Outcome::Log).map_err(MetaError::Log)?;
+                // Offsets of a deleted topic would apply to a recreated one with new offsets.
+                self.groups.forget_topic(name);
+                Ok(outcome)
+            }
+            Command::Group(c) => {
+                self.groups.apply(&self.log, c).map(Outcome::Group).map_err(MetaError::Group)
             }
             Command::Trim { topic, partition, before } => {
                 self.log.trim(topic, *partition, *before).map(Outcome::Log).map_err(MetaError::Log)

@@ -6,6 +6,7 @@ use quorumdb_core::consistency::LevelError;
 use quorumdb_core::coordinator::QuorumError;
 use quorumdb_core::key::KeyError;
 use quorumdb_core::replica::ReplicaError;
+use quorumdb_meta::group::GroupError;
 use quorumdb_meta::log::LogError;
 use quorumdb_meta::{MetaError, ProposeError};
 use thiserror::Error;
@@ -77,6 +78,15 @@ impl From<ProposeError> for ApiError {
                         }
                         LogError::InvalidName { .. } | LogError::Invalid { .. } => ("bad_request", 400),
                         LogError::Limit { .. } => ("limit_reached", 409),
+                    },
+                    MetaError::Group(e) => match e {
+                        GroupError::StaleGeneration { .. } => ("stale_generation", 409),
+                        GroupError::IllegalGeneration { .. } => ("illegal_generation", 409),
+                        GroupError::UnknownMember { .. } => ("unknown_member", 409),
+                        GroupError::UnknownGroup { .. } => ("unknown_group", 404),
+                        GroupError::NotEmpty { .. } => ("group_not_empty", 409),
+                        GroupError::Invalid { .. } => ("bad_request", 400),
+                        GroupError::Limit { .. } => ("limit_reached", 409),
                     },
                 };
                 ApiError::Metadata { code, status, message }
