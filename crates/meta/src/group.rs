@@ -184,6 +184,8 @@ pub enum GroupError {
     StaleGeneration { group: String, expected: i32, current: i32 },
     #[error("generation {got} of group {group:?} is not the current one ({current})")]
     IllegalGeneration { group: String, got: i32, current: i32 },
+    #[error("generation {generation} of group {group:?} has no assignment yet: a rebalance is in progress")]
+    RebalanceInProgress { group: String, generation: i32 },
     #[error("member {member:?} is not in the current generation of group {group:?}")]
     UnknownMember { group: String, member: String },
     #[error("group {group:?} does not exist")]
@@ -414,6 +416,11 @@ impl GroupsState {
                     member: member.to_string(),
                 });
             }
+            if !g.assigned {
+                // Kafka refuses commits between a generation and its assignment: the member
+                // cannot know yet which partitions it owns.
+                return Err(GroupError::RebalanceInProgress { group: name.to_string(), generation });
+            }
         }
         let g = self.groups.get_mut(name).expect("the group exists: checked or inserted above");
         let results = offsets
@@ -499,6 +506,22 @@ mod tests {
         }
     }
 
+    /// A generation and an (empty) assignment for it: the members may commit.
+    fn stable(
+        s: &mut GroupsState,
+        log: &LogState,
+        expected: i32,
+        members: &[&str],
+    ) -> Result<GroupOutcome, GroupError> {
+        let outcome = s.apply(log, &generation(expected, members))?;
+        if !members.is_empty() {
+            let assign =
+                GroupCommand::Assign { group: "g".into(), generation: expected + 1, assignments: Vec::new() };
+            s.apply(log, &assign).expect("the generation was just made");
+        }
+        Ok(outcome)
+    }
+
     fn commit(generation: i32, member: &str, offset: i64) -> GroupCommand {
         GroupCommand::CommitOffsets {
             group: "g".into(),
@@ -525,12 +548,16 @@ mod tests {
     fn stale_generation_commit_is_refused() {
         let log = log_with("t", 2);
         let mut s = GroupsState::default();
-        assert_eq!(
-            s.apply(&log, &generation(0, &["a", "b"])),
-            Ok(GroupOutcome::Generation { generation: 1 })
-        );
+        assert_eq!(stable(&mut s, &log, 0, &["a", "b"]), Ok(GroupOutcome::Generation { generation: 1 }));
         assert!(s.apply(&log, &commit(1, "a", 10)).is_ok());
         assert_eq!(s.apply(&log, &generation(1, &["b"])), Ok(GroupOutcome::Generation { generation: 2 }));
+        assert_eq!(
+            s.apply(&log, &commit(2, "b", 15)),
+            Err(GroupError::RebalanceInProgress { group: "g".into(), generation: 2 }),
+            "no commit before the generation's assignment"
+        );
+        let assign = GroupCommand::Assign { group: "g".into(), generation: 2, assignments: Vec::new() };
+        s.apply(&log, &assign).unwrap();
         assert_eq!(
             s.apply(&log, &commit(1, "a", 99)),
             Err(GroupError::IllegalGeneration { group: "g".into(), got: 1, current: 2 })
@@ -651,23 +678,28 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever mix of generations and commits is applied, the stored offset only ever
-        /// comes from a commit whose generation and member were current when it applied.
+        /// Whatever mix of generations, assignments and commits is applied, an offset only
+        /// moves by a commit whose generation was current and assigned and whose member was
+        /// in it; any other commit changes nothing.
         #[test]
-        fn only_current_members_move_offsets(ops in proptest::collection::vec((0u8..3, 0i32..4, 0u8..3, 0i64..1000), 1..60)) {
+        fn only_current_members_move_offsets(ops in proptest::collection::vec((0u8..4, 0i32..4, 0u8..3, 0i64..1000), 1..60)) {
             let log = log_with("t", 1);
             let mut s = GroupsState::default();
             let names = ["a", "b", "c"];
             for (kind, generation, m, offset) in ops {
                 let before = s.clone();
+                let current = s.group("g").map_or(0, |g| g.generation);
                 let cmd = match kind {
-                    0 => self::generation(s.group("g").map_or(0, |g| g.generation), &names[..=usize::from(m)]),
+                    0 => self::generation(current, &names[..=usize::from(m)]),
+                    1 => GroupCommand::Assign { group: "g".into(), generation: current, assignments: Vec::new() },
                     _ => commit(generation, names[usize::from(m)], offset),
                 };
                 let r = s.apply(&log, &cmd);
                 if let GroupCommand::CommitOffsets { generation, member, .. } = &cmd {
                     let g = before.group("g");
-                    let allowed = g.is_some_and(|g| g.generation == *generation && g.members.contains_key(member));
+                    let allowed = g.is_some_and(|g| {
+                        g.generation == *generation && g.members.contains_key(member) && g.assigned
+                    });
                     prop_assert_eq!(r.is_ok(), allowed);
                     if !allowed {
                         prop_assert_eq!(&s, &before);

@@ -14,6 +14,7 @@
 //!
 //! The simulator (`quorumdb-lab`, `sim::meta`) and the server run this same code.
 
+pub mod coordinator;
 pub mod group;
 pub mod log;
 pub mod node;

@@ -83,6 +83,7 @@ impl From<ProposeError> for ApiError {
                         GroupError::StaleGeneration { .. } => ("stale_generation", 409),
                         GroupError::IllegalGeneration { .. } => ("illegal_generation", 409),
                         GroupError::UnknownMember { .. } => ("unknown_member", 409),
+                        GroupError::RebalanceInProgress { .. } => ("rebalance_in_progress", 409),
                         GroupError::UnknownGroup { .. } => ("unknown_group", 404),
                         GroupError::NotEmpty { .. } => ("group_not_empty", 409),
                         GroupError::Invalid { .. } => ("bad_request", 400),
