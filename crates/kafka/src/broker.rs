@@ -11,6 +11,8 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::batch::BatchHeader;
+pub use quorumdb_meta::coordinator::{GroupCode, Request as GroupRequest, Response as GroupResponse};
+pub use quorumdb_meta::group::{OffsetRefusal, OffsetSpec};
 
 /// One broker as clients see it (a QuorumDB node with a Kafka listener).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,4 +200,101 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Changes whenever any partition's high watermark moves (long-polling fetches wait on it).
     fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    // -----------------------------------------------------------------------------------------
+    // Consumer groups. The defaults answer that no coordinator is available, for brokers (test
+    // doubles) that serve only the log.
+
+    /// The broker that coordinates `group` (FindCoordinator).
+    fn coordinator(&self, group: &str) -> Result<BrokerInfo, GroupCode> {
+        let _ = group;
+        Err(GroupCode::CoordinatorNotAvailable)
+    }
+
+    /// JoinGroup, SyncGroup, Heartbeat, LeaveGroup: answered when the coordinator answers
+    /// (a join waits for its rebalance).
+    fn group(&self, request: GroupRequest) -> impl Future<Output = GroupResponse> + Send {
+        let code = GroupCode::CoordinatorNotAvailable;
+        let response = match request {
+            GroupRequest::Join(_) => GroupResponse::Join(Err(code)),
+            GroupRequest::Sync { .. } => GroupResponse::Sync(Err(code)),
+            GroupRequest::Heartbeat { .. } => GroupResponse::Heartbeat(Err(code)),
+            GroupRequest::Leave { .. } => GroupResponse::Leave(Err(code)),
+        };
+        async move { response }
+    }
+
+    /// Commits offsets for `member` of `generation` (-1 and "" for a simple consumer): one
+    /// result per offset, in order, or a group-level refusal.
+    fn commit_offsets(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        offsets: Vec<OffsetSpec>,
+    ) -> impl Future<Output = Result<Vec<Result<(), OffsetRefusal>>, GroupCode>> + Send {
+        let _ = (group, generation, member, offsets);
+        async { Err(GroupCode::CoordinatorNotAvailable) }
+    }
+
+    /// Committed offsets of `group`: of the partitions given, or of every partition it has
+    /// offsets for (`None`). A partition without one is absent.
+    fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> impl Future<Output = Result<Vec<FetchedOffset>, GroupCode>> + Send {
+        let _ = (group, partitions);
+        async { Err(GroupCode::CoordinatorNotAvailable) }
+    }
+
+    /// Every group: `(group, protocol type, state)`.
+    fn list_groups(&self) -> Result<Vec<(String, String, String)>, GroupCode> {
+        Err(GroupCode::CoordinatorNotAvailable)
+    }
+
+    fn describe_group(&self, group: &str) -> Result<GroupDescription, GroupCode> {
+        let _ = group;
+        Err(GroupCode::CoordinatorNotAvailable)
+    }
+
+    /// Deletes empty groups and their offsets: one result per group, in order.
+    fn delete_groups(&self, groups: Vec<String>) -> impl Future<Output = Vec<Result<(), GroupCode>>> + Send {
+        let n = groups.len();
+        async move { vec![Err(GroupCode::CoordinatorNotAvailable); n] }
+    }
+}
+
+/// One committed offset (OffsetFetch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset to read.
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// One member of a described group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Its subscription (empty if it has not joined the current coordinator).
+    pub metadata: Vec<u8>,
+    pub assignment: Vec<u8>,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable` or `Dead`.
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<DescribedMember>,
 }

@@ -6,7 +6,7 @@
 //!   decompresses them.
 //! - [`serve`] (module `server`): the listener, framing, version negotiation, dispatch;
 //!   `api`: one handler per API; `bounds`: the allocation guard run before decoding;
-//!   `legacy`: the hand-encoded refusal of Produce v0–v2.
+//!   `legacy`: the hand-encoded refusal of Produce v0–v2; `groups`: the consumer-group APIs.
 //! - [`error_code`]: every [`LogError`] as a Kafka error code.
 
 mod api;
@@ -14,13 +14,16 @@ pub mod batch;
 mod bounds;
 pub mod broker;
 mod error;
+mod groups;
 mod legacy;
 pub mod server;
 
 pub use batch::{rewrite_base_offset, split_batches, testing, BatchError, BatchHeader};
 pub use broker::{
-    Append, Appended, Broker, BrokerInfo, ClusterInfo, LogError, NewTopic, OffsetQuery, PartitionInfo,
-    Records, TopicInfo,
+    Append, Appended, Broker, BrokerInfo, ClusterInfo, DescribedMember, FetchedOffset, GroupCode,
+    GroupDescription, GroupRequest, GroupResponse, LogError, NewTopic, OffsetQuery, OffsetRefusal,
+    OffsetSpec, PartitionInfo, Records, TopicInfo,
 };
 pub use error::{check_topic_name, error_code};
+pub use groups::group_code;
 pub use server::{advertised, serve, KafkaConfig, APIS};

@@ -14,12 +14,9 @@
 //! We advertise exactly what we implement (see [`APIS`]), with one deliberate exception:
 //! Produce is advertised from v0 although v0–v2 are refused with UNSUPPORTED_VERSION, because
 //! librdkafka before 2.11.1 stops compressing unless the broker advertises Produce v0 (see
-//! `legacy`). Group APIs are not advertised yet. Two consequences for librdkafka (checked with
-//! 2.0.2 and 2.16): a consumer that subscribes with a `group.id` waits for a group coordinator
-//! that never comes (assign-based consumers such as `kcat -C` work), and a producer set to
-//! `compression.codec=lz4` sends uncompressed batches, because librdkafka enables LZ4 only for
-//! brokers that advertise FindCoordinator v0 (its feature map dates LZ4 by the 0.8.2 group
-//! coordinator). gzip, snappy and zstd are used as configured.
+//! `legacy`). The consumer-group APIs (`groups`) are served too; advertising FindCoordinator
+//! also matters to librdkafka's compression: it enables LZ4 only for brokers that advertise
+//! FindCoordinator v0 (its feature map dates LZ4 by the 0.8.2 group coordinator).
 //!
 //! Misbehaving clients cannot hurt the node: frame lengths are checked before anything is
 //! allocated, array counts are checked against the frame before decoding (see `bounds`),
@@ -33,8 +30,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    ApiKey, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
@@ -45,7 +44,7 @@ use tokio::task::JoinSet;
 
 use crate::api::{self, Ctx};
 use crate::broker::Broker;
-use crate::{bounds, legacy};
+use crate::{bounds, groups, legacy};
 
 /// The APIs and versions we advertise: `(key, min, max)`. Each range lies within what
 /// kafka-protocol 0.18 decodes and encodes, except Produce v0–v2 (see the module docs), whose
@@ -60,6 +59,16 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// Produce versions below this are advertised but refused (see the module docs).
@@ -349,6 +358,38 @@ async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes) -> R
         ApiKey::ListOffsets => reply(c, key, version, &api::list_offsets(cx, decode!(ListOffsetsRequest))),
         ApiKey::InitProducerId => {
             reply(c, key, version, &api::init_producer_id(cx, decode!(InitProducerIdRequest)).await)
+        }
+        ApiKey::FindCoordinator => {
+            reply(c, key, version, &groups::find_coordinator(cx, version, decode!(FindCoordinatorRequest)))
+        }
+        ApiKey::JoinGroup => {
+            let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+            // Kafka reports the client host as "/address".
+            let host = format!("/{}", peer.ip());
+            let req = decode!(JoinGroupRequest);
+            reply(c, key, version, &groups::join_group(cx, version, req, client_id, &host).await)
+        }
+        ApiKey::SyncGroup => {
+            reply(c, key, version, &groups::sync_group(cx, version, decode!(SyncGroupRequest)).await)
+        }
+        ApiKey::Heartbeat => reply(c, key, version, &groups::heartbeat(cx, decode!(HeartbeatRequest)).await),
+        ApiKey::LeaveGroup => {
+            reply(c, key, version, &groups::leave_group(cx, version, decode!(LeaveGroupRequest)).await)
+        }
+        ApiKey::OffsetCommit => {
+            reply(c, key, version, &groups::offset_commit(cx, version, decode!(OffsetCommitRequest)).await)
+        }
+        ApiKey::OffsetFetch => {
+            reply(c, key, version, &groups::offset_fetch(cx, version, decode!(OffsetFetchRequest)).await)
+        }
+        ApiKey::ListGroups => {
+            reply(c, key, version, &groups::list_groups(cx, version, decode!(ListGroupsRequest)))
+        }
+        ApiKey::DescribeGroups => {
+            reply(c, key, version, &groups::describe_groups(cx, version, decode!(DescribeGroupsRequest)))
+        }
+        ApiKey::DeleteGroups => {
+            reply(c, key, version, &groups::delete_groups(cx, decode!(DeleteGroupsRequest)).await)
         }
         // Unreachable: `advertised` only passes the keys above.
         other => Reply::Close(Close::Loud(format!("{other:?} is advertised but has no handler"))),

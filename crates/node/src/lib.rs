@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod http;
 mod http_topics;
 pub mod log;
@@ -136,11 +137,12 @@ pub async fn run(
             .await
             .map_err(|source| NodeError::Bind { addr: addr.clone(), source })?;
         let log = log::Log::start(node.clone(), meta.clone());
+        let groups = groups::Groups::start(node.clone(), meta.clone());
         tracing::info!(node = node.id(), kafka = %addr, "kafka listener starting");
         log_for_http = Some(log.clone());
         tokio::spawn(quorumdb_kafka::serve(
             listener,
-            log,
+            Arc::new(groups::NodeBroker { log, groups }),
             quorumdb_kafka::KafkaConfig::default(),
             kafka_stopped,
         ));
