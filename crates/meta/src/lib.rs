@@ -26,3 +26,10 @@ pub use node::{Effect, Input, MetaConfig, MetaNode, ProposeError};
 pub use raft::eraftpb::Message as RaftMessage;
 pub use state::{Change, Command, Conflict, Layout, MemberSpec, MetaError, Metadata, Outcome, TableDef};
 pub use storage::{MetaStorage, PersistDelta};
+
+/// Whether a raft message carries client proposals forwarded to the leader (`MsgPropose`).
+/// Raft tolerates every other message arriving twice; a proposal delivered twice is appended
+/// and committed twice, like a client write sent twice (the real transport never duplicates).
+pub fn is_forwarded_proposal(m: &RaftMessage) -> bool {
+    m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose
+}

@@ -255,10 +255,12 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
                     println!(
                         "seed {seed}: ok · {} proposals ({} acknowledged, {} refused, {} without a leader, {} unknown) · {} terms \
                          with a leader · {} crashes, {} partitions, {} leader isolations, {} loss bursts · \
-                         {} snapshots · layout v{} · {} fencing tokens, {} leases expired · converged {} ms after the heal",
+                         {} snapshots · layout v{} · {} fencing tokens, {} leases expired · log: {} appends acknowledged \
+                         ({} not judged), {} polls returned {} batches, {} batches in the end · converged {} ms after the heal",
                         s.proposals, s.acknowledged, s.refused, s.not_proposed, s.unknown, s.terms_with_leader, s.crashes,
                         s.partitions, s.leader_isolations, s.loss_bursts, s.snapshots, s.layout_version,
-                        s.tokens_granted, s.leases_expired, s.liveness_ms
+                        s.tokens_granted, s.leases_expired, s.log_acked, s.log_acked_unjudged, s.log_polls, s.log_polled,
+                        s.log_final, s.liveness_ms
                     );
                 }
                 sum.proposals += s.proposals;
@@ -273,6 +275,8 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
                 sum.loss_bursts += s.loss_bursts;
                 sum.liveness_ms = sum.liveness_ms.max(s.liveness_ms);
                 sum.events += s.events;
+                sum.log_acked += s.log_acked;
+                sum.log_polled += s.log_polled;
             }
             Err(v) => {
                 failed += 1;
@@ -297,8 +301,8 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
     }
     println!(
         "{passed} of {} seeds passed{} · {} proposals ({} acknowledged) · {} entries applied · {} terms \
-         with a leader · {} snapshots · {} fencing tokens granted, {} leases expired · {} crashes, {} partitions, {} loss bursts · slowest convergence {} ms after the heal \
-         · {} events · {:.1} s",
+         with a leader · {} snapshots · {} fencing tokens granted, {} leases expired · log checker: {} appends acknowledged, {} batches polled, 0 anomalies \
+         · {} crashes, {} partitions, {} loss bursts · slowest convergence {} ms after the heal · {} events · {:.1} s",
         a.seeds,
         if failed > 0 { format!(", {failed} failed") } else { String::new() },
         sum.proposals,
@@ -308,6 +312,8 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
         sum.snapshots,
         sum.tokens_granted,
         sum.leases_expired,
+        sum.log_acked,
+        sum.log_polled,
         sum.crashes,
         sum.partitions,
         sum.loss_bursts,

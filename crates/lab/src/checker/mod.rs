@@ -7,6 +7,7 @@
 //! | [`linearizability`] | Is each key, taken alone, a linearizable register? | history |
 //! | [`staleness`] | How often does a read miss a write acknowledged before it started, by Δt? | history |
 //! | [`sessions`] | Does each client read its own writes, and are its reads monotonic? | history |
+//! | [`log`] | Does a partitioned log keep every acknowledged record once, at its offset, and do consumers see it in order without gaps? (Jepsen's Kafka anomalies) | [`log::LogHistory`] with final reads |
 //!
 //! They answer different questions on purpose. Jepsen's lesson is that "consistent" means
 //! nothing until you say which property; a Dynamo-style store with `r + w ≤ N` is *expected* to
@@ -14,11 +15,15 @@
 //! The reports therefore keep each property separate, and staleness and sessions break their
 //! counts down by the `setting` and `phase` labels the scenario driver records on each read.
 //!
+//! The log checker judges its own history type ([`log::LogHistory`]: sends, polls and final
+//! partition reads), not key-value [`History`]s, and is not part of [`check_all`].
+//!
 //! Every checker validates the history first ([`History::validate`]) and returns a typed
 //! [`CheckError`] for anything it cannot judge; no input makes a checker panic. Reports are
 //! deterministic (no timings, sorted keys), so they can be compared and kept as golden files.
 
 pub mod linearizability;
+pub mod log;
 pub mod lost_writes;
 pub mod sessions;
 pub mod staleness;
@@ -28,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use linearizability::{check_linearizability, LinearizabilityReport};
+pub use log::{check_log, LogHistory, LogHistoryError, LogReport};
 pub use lost_writes::{check_lost_writes, LostWritesReport};
 pub use sessions::{check_sessions, SessionsReport};
 pub use staleness::{check_staleness, StalenessReport};

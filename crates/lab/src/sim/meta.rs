@@ -22,7 +22,18 @@
 //! - **acknowledged changes survive**: every table whose creation was acknowledged exists in the
 //!   final metadata of every member;
 //! - **convergence**: after the heal every member (learners too) reaches the same applied index
-//!   and byte-identical metadata, and a last proposal commits.
+//!   and byte-identical metadata, and a last proposal commits;
+//! - **the log** ([`crate::checker::log`]): every append the clients were told about is recorded
+//!   as a send (`ok(base offset)`, `fail` when refused or never proposed, `info` on a timeout or
+//!   a crash of the proposing member), simulated consumers poll the partition index of a random
+//!   live member from their position, and the converged metadata gives the final contents of
+//!   every partition. The log checker must find no duplicate, lost append, inconsistent offset,
+//!   non-monotonic or skipped poll, or unexpected batch. A batch is one value (its blob id) at
+//!   its base offset. Topics are judged per incarnation (name and topic id), so appends to a
+//!   topic later deleted are dropped from the judgement (counted), and offsets below a
+//!   partition's final log start were trimmed on purpose (the checker excludes them). A retried
+//!   idempotent batch acknowledged as a duplicate carries another blob than the batch it
+//!   duplicates, so those acknowledgements are counted but not judged.
 //!
 //! Deliberate bugs at the driver seam, to show the checks bite: [`MetaBug::AckBeforePersist`]
 //! (the driver lets messages leave before the persisted state is durable; a crash then loses
@@ -33,7 +44,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use quorumdb_meta::log::{AppendSpec, ProducerBatch, TopicConfig, TopicSpec};
+use crate::checker::log::{check_log, FinalPartition, LogHistory, LogOp, Poll, Send};
+use crate::checker::CheckConfig;
+use crate::history::OpResult;
+use quorumdb_meta::log::{AppendSpec, LogOutcome, ProducerBatch, TopicConfig, TopicSpec};
 use quorumdb_meta::{
     Change, Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage, Outcome,
     PersistDelta, ProposeError, RaftMessage, TableDef,
@@ -112,6 +126,42 @@ pub struct MetaSimStats {
     /// Time from the heal to convergence.
     pub liveness_ms: u64,
     pub events: u64,
+    /// Log appends acknowledged with an offset and judged by the log checker.
+    pub log_acked: u64,
+    /// Acknowledged appends not judged: idempotent duplicates, or of a topic later deleted.
+    pub log_acked_unjudged: u64,
+    /// Consumer polls and the batches they returned; batches in the final partitions.
+    pub log_polls: u64,
+    pub log_polled: u64,
+    pub log_final: u64,
+}
+
+/// One log append as its client saw it; resolved into a [`Send`] once every blob's topic
+/// incarnation is known.
+#[derive(Clone, Debug)]
+struct SimSend {
+    process: u32,
+    topic: String,
+    partition: u32,
+    blob: u128,
+    invoke_ms: u64,
+    complete_ms: u64,
+    result: OpResult,
+    offset: Option<u64>,
+}
+
+/// Simulated consumers per partition.
+const LOG_CONSUMERS: u32 = 2;
+/// Most batches one simulated poll returns.
+const LOG_POLL_BATCHES_MAX: usize = 4;
+
+fn blob_value(blob: u128) -> String {
+    format!("{blob:032x}")
+}
+
+fn incarnation(name: &str, id: &[u8; 16]) -> String {
+    let hex: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{name}#{hex}")
 }
 
 /// Why a run failed.
@@ -131,9 +181,13 @@ impl fmt::Display for MetaViolation {
 struct Raft(Box<RaftMessage>);
 
 impl Message for Raft {
-    // Raft tolerates duplicated messages (every message carries its term and indexes).
+    // Raft tolerates duplicated messages (every message carries its term and indexes), except
+    // a forwarded proposal: delivered twice it commits its command twice, which the log
+    // checker sees as a duplicate append. The real transport (TCP) never duplicates a message
+    // and never resends one, so, as for the replicas' writes (`net::Message`), that fault is
+    // left out.
     fn may_duplicate(&self) -> bool {
-        true
+        !quorumdb_meta::is_forwarded_proposal(&self.0)
     }
 }
 
@@ -177,6 +231,16 @@ struct World {
     log_entries_len_max: usize,
     stats: MetaSimStats,
     violation: Option<MetaViolation>,
+    /// Append proposals in flight: (member id, request id) → (proposed at, specs).
+    log_requests: BTreeMap<(u64, u64), (u64, Vec<AppendSpec>)>,
+    log_sends: Vec<SimSend>,
+    /// The incarnation each topic name has as of the newest applied index, and the
+    /// incarnation each applied blob went to.
+    topic_ids: BTreeMap<String, [u8; 16]>,
+    blob_topic: BTreeMap<u128, String>,
+    /// Simulated consumers: (incarnation, partition, consumer) → position.
+    log_positions: BTreeMap<(String, u32, u32), u64>,
+    log_polls: Vec<Poll>,
 }
 
 const TICK_MS: u64 = 50;
@@ -245,6 +309,12 @@ impl World {
             log_entries_len_max,
             stats: MetaSimStats::default(),
             violation: None,
+            log_requests: BTreeMap::new(),
+            log_sends: Vec::new(),
+            topic_ids: BTreeMap::new(),
+            blob_topic: BTreeMap::new(),
+            log_positions: BTreeMap::new(),
+            log_polls: Vec::new(),
         }
     }
 
@@ -297,6 +367,9 @@ impl World {
                 let command = if bootstrapped { self.random_command() } else { self.bootstrap_command() };
                 bootstrapped |= self.any_bootstrapped();
                 self.propose_random(command);
+                if bootstrapped && self.rng.random_bool(0.5) {
+                    self.poll_log();
+                }
                 next_client_ms = self.now_ms + self.rng.random_range(20..120);
             }
             self.tick_due();
@@ -455,6 +528,9 @@ impl World {
         self.stats.proposals += 1;
         let id = self.members[i].id;
         self.requests.insert((id, request), table);
+        if let Command::Append { appends } = &command {
+            self.log_requests.insert((id, request), (self.now_ms, appends.clone()));
+        }
         let now_ms = self.now_ms;
         self.step(i, Input::Propose { now_ms, request, command });
     }
@@ -555,6 +631,9 @@ impl World {
                     {
                         self.stats.leases_expired += u64::from(first_seen);
                     }
+                    if first_seen {
+                        self.track_log_apply(command.as_ref(), &result);
+                    }
                     let shown = format!("{command:?} → {result:?}");
                     let previous = self.applied.insert(id, index).unwrap_or(0);
                     if index <= previous {
@@ -574,6 +653,9 @@ impl World {
                     }
                 }
                 Effect::Reply { request, result } => {
+                    if let Some((invoke_ms, specs)) = self.log_requests.remove(&(id, request)) {
+                        self.record_append_reply(request, invoke_ms, specs, &result);
+                    }
                     let table = self.requests.remove(&(id, request)).flatten();
                     match result {
                         Ok(outcome) => {
@@ -642,6 +724,10 @@ impl World {
         for k in lost {
             self.requests.remove(&k);
             self.stats.unknown += 1;
+            if let Some((invoke_ms, specs)) = self.log_requests.remove(&k) {
+                let timeout = Err(ProposeError::Timeout { timeout_ms: 0 });
+                self.record_append_reply(k.1, invoke_ms, specs, &timeout);
+            }
         }
     }
 
@@ -786,6 +872,206 @@ impl World {
             let what = format!("{} acknowledged table creations lost: {:?}", missing.len(), missing);
             self.fail(what);
         }
+        self.judge_log(&metadata);
+    }
+
+    /// Follows topic incarnations and where each applied batch went, in log order (an index is
+    /// first applied only after every index before it).
+    fn track_log_apply(
+        &mut self,
+        command: Option<&Command>,
+        result: &Result<Outcome, quorumdb_meta::MetaError>,
+    ) {
+        match (command, result) {
+            (Some(Command::CreateTopic(spec)), Ok(Outcome::Log(LogOutcome::TopicCreated { id }))) => {
+                self.topic_ids.insert(spec.name.clone(), *id);
+            }
+            (Some(Command::DeleteTopic { name }), Ok(Outcome::Log(LogOutcome::TopicDeleting))) => {
+                self.topic_ids.remove(name);
+            }
+            (Some(Command::Append { appends }), Ok(Outcome::Log(LogOutcome::Appended { results }))) => {
+                for (spec, r) in appends.iter().zip(results) {
+                    if let (Ok(r), Some(id)) = (r, self.topic_ids.get(&spec.topic)) {
+                        if !r.duplicate {
+                            self.blob_topic.insert(spec.blob, incarnation(&spec.topic, id));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the client of one append proposal was told, one send per batch.
+    fn record_append_reply(
+        &mut self,
+        request: u64,
+        invoke_ms: u64,
+        specs: Vec<AppendSpec>,
+        result: &Result<Outcome, ProposeError>,
+    ) {
+        // One process per batch of the proposal (a proposal carries up to three, sent at once).
+        let process = |i: usize| u32::try_from(request * 4 + i as u64).unwrap_or(u32::MAX);
+        let complete_ms = self.now_ms;
+        let results: Vec<(OpResult, Option<u64>)> = match result {
+            Ok(Outcome::Log(LogOutcome::Appended { results })) if results.len() == specs.len() => results
+                .iter()
+                .map(|r| match r {
+                    Ok(a) if a.duplicate => (OpResult::Info, None),
+                    Ok(a) => (OpResult::Ok, Some(a.base_offset)),
+                    Err(_) => (OpResult::Fail, None),
+                })
+                .collect(),
+            Ok(_) | Err(ProposeError::Refused(_)) => vec![(OpResult::Fail, None); specs.len()],
+            Err(ProposeError::NoLeader | ProposeError::Busy { .. } | ProposeError::TooLarge { .. }) => {
+                vec![(OpResult::Fail, None); specs.len()]
+            }
+            Err(ProposeError::Timeout { .. }) => vec![(OpResult::Info, None); specs.len()],
+        };
+        // An idempotent duplicate is acknowledged with the offset of the batch it repeats, which
+        // holds another blob here: recorded as unknown (its own blob never lands), counted.
+        if let Ok(Outcome::Log(LogOutcome::Appended { results })) = result {
+            self.stats.log_acked_unjudged +=
+                results.iter().filter(|x| x.as_ref().is_ok_and(|a| a.duplicate)).count() as u64;
+        }
+        for (i, (spec, (r, offset))) in specs.into_iter().zip(results).enumerate() {
+            self.log_sends.push(SimSend {
+                process: process(i),
+                topic: spec.topic,
+                partition: spec.partition,
+                blob: spec.blob,
+                invoke_ms,
+                complete_ms,
+                result: r,
+                offset,
+            });
+        }
+    }
+
+    /// One simulated consumer poll: a random live member's applied index of a random
+    /// partition, from the consumer's position.
+    fn poll_log(&mut self) {
+        let live: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].node.is_some()).collect();
+        if live.is_empty() {
+            return;
+        }
+        let i = live[self.rng.random_range(0..live.len())];
+        let name = format!("log{}", self.rng.random_range(0..2));
+        let partition = self.rng.random_range(0..3u32);
+        let consumer = self.rng.random_range(0..LOG_CONSUMERS);
+        let Some(node) = self.members[i].node.as_ref() else { return };
+        let log = node.metadata().log();
+        let Some(topic) = log.topic(&name) else { return };
+        let Some(part) = topic.partitions.get(partition as usize) else { return };
+        let key = (incarnation(&name, &topic.id), partition, consumer);
+        let (mut position, mut fresh) = match self.log_positions.get(&key) {
+            Some(&p) => (p, false),
+            None => (part.log_start, true),
+        };
+        if position < part.log_start {
+            // Trimmed under the consumer: it resets, which starts a new session.
+            position = part.log_start;
+            fresh = true;
+        }
+        let from_offset = position;
+        let batches: Vec<(u64, u64, u128)> = part
+            .batches_from(position)
+            .filter(|b| b.base_offset >= position)
+            .take(LOG_POLL_BATCHES_MAX)
+            .map(|b| (b.base_offset, b.end_offset(), b.blob))
+            .collect();
+        if let Some(&(_, end, _)) = batches.last() {
+            position = end;
+        }
+        let now_ns = self.now_ms * 1_000_000;
+        self.log_polls.push(Poll {
+            process: 1_000_000 + consumer,
+            topic: key.0.clone(),
+            partition,
+            invoke_ns: now_ns,
+            complete_ns: now_ns,
+            from_offset,
+            fresh,
+            records: batches.iter().map(|&(o, _, b)| (o, blob_value(b))).collect(),
+            error: None,
+        });
+        self.log_positions.insert(key, position);
+    }
+
+    /// The log checker over every append, poll and the converged partitions.
+    fn judge_log(&mut self, metadata: &quorumdb_meta::Metadata) {
+        // Proposals still unanswered at the end may have committed: unknown outcome.
+        for ((_, request), (invoke_ms, specs)) in std::mem::take(&mut self.log_requests) {
+            self.record_append_reply(
+                request,
+                invoke_ms,
+                specs,
+                &Err(ProposeError::Timeout { timeout_ms: 0 }),
+            );
+        }
+        let mut ops = Vec::new();
+        let mut finals = BTreeSet::new();
+        for (name, topic) in metadata.log().topics() {
+            let key = incarnation(name, &topic.id);
+            for (p, part) in topic.partitions.iter().enumerate() {
+                let records: Vec<(u64, String)> =
+                    part.batches().map(|b| (b.base_offset, blob_value(b.blob))).collect();
+                self.stats.log_final += records.len() as u64;
+                ops.push(LogOp::Final(FinalPartition {
+                    topic: key.clone(),
+                    partition: p as u32,
+                    log_start: part.log_start,
+                    high_watermark: part.next_offset,
+                    records,
+                }));
+            }
+            finals.insert(key);
+        }
+        for s in &self.log_sends {
+            let topic =
+                self.blob_topic.get(&s.blob).cloned().unwrap_or_else(|| format!("{}#unapplied", s.topic));
+            if !finals.contains(&topic) {
+                // A topic deleted since: its appends are gone on purpose.
+                self.stats.log_acked_unjudged += u64::from(s.result == OpResult::Ok);
+                continue;
+            }
+            self.stats.log_acked += u64::from(s.result == OpResult::Ok);
+            ops.push(LogOp::Send(Send {
+                process: s.process,
+                topic,
+                partition: s.partition,
+                value: blob_value(s.blob),
+                invoke_ns: s.invoke_ms * 1_000_000,
+                complete_ns: s.complete_ms * 1_000_000,
+                result: s.result,
+                offset: s.offset,
+                producer: None,
+                error: None,
+            }));
+        }
+        for p in &self.log_polls {
+            if finals.contains(&p.topic) {
+                self.stats.log_polls += 1;
+                self.stats.log_polled += p.records.len() as u64;
+                ops.push(LogOp::Poll(p.clone()));
+            }
+        }
+        match check_log(&LogHistory::new(ops), &CheckConfig { examples_len_max: 1, ..CheckConfig::default() })
+        {
+            Ok(r) if r.anomalies == 0 => {}
+            Ok(r) => {
+                let example = serde_json::json!({
+                    "duplicate": r.duplicate_examples, "lost": r.lost_examples,
+                    "inconsistent": r.inconsistent_examples, "nonmonotonic": r.nonmonotonic_examples,
+                    "skipped": r.skipped_examples, "unexpected": r.unexpected_examples,
+                });
+                self.fail(format!(
+                    "log checker: {} anomalies (duplicates {}, lost {}, inconsistent offsets {}, non-monotonic polls {}, skipped polls {}, unexpected {}): {example}",
+                    r.anomalies, r.duplicates, r.lost, r.inconsistent_offsets, r.nonmonotonic_polls, r.skipped_polls, r.unexpected_values
+                ));
+            }
+            Err(e) => self.fail(format!("the simulated log history is not valid: {e}")),
+        }
     }
 }
 
@@ -801,6 +1087,20 @@ mod tests {
                 .expect("no violation");
         assert!(stats.acknowledged > 20, "{stats:?}");
         assert!(stats.layout_version >= 1, "{stats:?}");
+    }
+
+    /// A faulty run exercises the log judgement: appends acknowledged with offsets, polls that
+    /// returned batches and final partitions all reach the log checker, which found nothing.
+    #[test]
+    fn faulty_runs_feed_the_log_checker() {
+        let (mut acked, mut polled, mut final_batches) = (0, 0, 0);
+        for seed in 0..5 {
+            let stats =
+                run_meta_seed(&MetaSimOptions { seed, ..MetaSimOptions::DEFAULT }).expect("no violation");
+            (acked, polled, final_batches) =
+                (acked + stats.log_acked, polled + stats.log_polled, final_batches + stats.log_final);
+        }
+        assert!(acked > 30 && polled > 30 && final_batches > 30, "{acked} {polled} {final_batches}");
     }
 
     /// The same seed gives the same run.

@@ -198,6 +198,15 @@ impl LabCluster {
         self.procs.http_url(i)
     }
 
+    /// Node `i`'s Kafka listener, `host:port` (the lab's Kafka clients connect there).
+    pub fn kafka_addr(&self, i: usize) -> Result<String> {
+        self.procs
+            .config(i)
+            .kafka_listen
+            .clone()
+            .with_context(|| format!("node {} has no Kafka listener", self.id(i)))
+    }
+
     pub fn client(&self, i: usize) -> &Client {
         &self.clients[i]
     }

@@ -30,6 +30,8 @@
 mod cluster;
 mod driver;
 mod html;
+mod kafka_wire;
+mod log_faults;
 mod profile_store;
 mod rmw_lineage;
 pub mod scenario;
@@ -139,6 +141,11 @@ pub struct RunArgs {
     /// Sets any of the scenario's `[params]`: NAME=VALUE (VALUE as TOML, or a bare string).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+    /// `log-under-faults` only: corrupt the recorded history with this anomaly class before
+    /// checking (lost, duplicate, inconsistent, nonmonotonic, skip, unexpected), to show the
+    /// checker catches it.
+    #[arg(long, hide = true, value_name = "CLASS")]
+    pub inject_bug: Option<String>,
 }
 
 pub async fn run(a: LabArgs) -> Result<i32> {
@@ -166,6 +173,9 @@ fn list(a: &ListArgs) -> Result<i32> {
     }
     for (name, text) in split_brain::EMBEDDED {
         rows.push((name, split_brain::describe(&format!("embedded scenario {name}"), text)?.1));
+    }
+    for (name, text) in log_faults::EMBEDDED {
+        rows.push((name, log_faults::describe(&format!("embedded scenario {name}"), text)?.1));
     }
     match a.output {
         crate::cli::TextOrJson::Json => {
@@ -198,13 +208,19 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
     if let Some(text) = scenario::embedded(arg) {
         return Ok((format!("embedded scenario {arg}"), text.to_owned()));
     }
-    if let Some((_, text)) = split_brain::EMBEDDED.iter().find(|(n, _)| *n == arg) {
+    if let Some((_, text)) =
+        split_brain::EMBEDDED.iter().chain(log_faults::EMBEDDED.iter()).find(|(n, _)| *n == arg)
+    {
         return Ok((format!("embedded scenario {arg}"), (*text).to_owned()));
     }
     let path = Path::new(arg);
     if !path.exists() {
-        let known: Vec<&str> =
-            scenario::EMBEDDED.iter().chain(split_brain::EMBEDDED.iter()).map(|(n, _)| *n).collect();
+        let known: Vec<&str> = scenario::EMBEDDED
+            .iter()
+            .chain(split_brain::EMBEDDED.iter())
+            .chain(log_faults::EMBEDDED.iter())
+            .map(|(n, _)| *n)
+            .collect();
         bail!("unknown scenario {arg:?}: not a built-in one ({}) and no such file", known.join(", "));
     }
     let len = std::fs::metadata(path).with_context(|| format!("cannot read {arg}"))?.len();
@@ -217,6 +233,12 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
 
 async fn run_scenario(a: RunArgs) -> Result<i32> {
     let (origin, text) = read_scenario(&a.scenario)?;
+    if log_faults::is_log(&text) {
+        return run_log(a, &origin, &text).await;
+    }
+    if a.inject_bug.is_some() {
+        bail!("{origin}: --inject-bug applies to log scenarios only");
+    }
     if split_brain::is_coordination(&text) {
         return run_coordination(a, &origin, &text).await;
     }
@@ -308,6 +330,41 @@ async fn run_coordination(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
         command.push_str(&format!(" --param {p}"));
     }
     split_brain::run(origin, text, &params, seed, &out, command).await
+}
+
+/// `lab run` of a log scenario (`log-under-faults`): `--seed`, `--out`, `--duration` (the
+/// fault run's length, scaling the fault timings) and `--param` apply; the key-value options
+/// are refused rather than ignored.
+async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
+    let unused = [
+        ("--clients", a.clients.is_some()),
+        ("--keys", a.keys.is_some()),
+        ("--settings", !a.settings.is_empty()),
+        ("--zone-fault", a.zone_fault.is_some()),
+        ("--skew-ms", a.skew_ms.is_some()),
+    ];
+    if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
+        bail!("{origin}: {flag} does not apply to a log scenario; use --duration SECONDS or --param NAME=VALUE (for example --param producers=2)");
+    }
+    let params: Vec<(String, toml::Value)> =
+        a.params.iter().map(|p| parse_param(p)).collect::<Result<_>>()?;
+    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
+    let name = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("name").and_then(|n| n.as_str().map(str::to_owned)))
+        .unwrap_or_else(|| "log".into());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("lab-out").join(format!("{name}-{seed}")));
+    let mut command = format!("quorumdb lab run {} --seed {seed}", a.scenario);
+    if let Some(d) = a.duration {
+        command.push_str(&format!(" --duration {d}"));
+    }
+    for p in &a.params {
+        command.push_str(&format!(" --param {p}"));
+    }
+    if let Some(b) = &a.inject_bug {
+        command.push_str(&format!(" --inject-bug {b}"));
+    }
+    log_faults::run(origin, text, &params, a.duration, a.inject_bug.as_deref(), seed, &out, command).await
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
