@@ -754,6 +754,75 @@ pub struct TopicDeleted {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Consumer groups of the log.
+
+/// One group in `GET /v1/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub name: String,
+    /// Kafka's names: `Empty`, `PreparingRebalance`, `CompletingRebalance`, `Stable`.
+    pub state: String,
+    pub protocol_type: String,
+    pub generation: i32,
+    pub members: usize,
+    /// Records between the committed offsets and the high watermarks, over the partitions
+    /// the group has committed.
+    pub lag: u64,
+}
+
+/// Answer of `GET /v1/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<GroupSummary>,
+}
+
+/// Partitions of one topic assigned to a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedPartitions {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberInfo {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Decoded from the Kafka consumer protocol's assignment; empty when the group's
+    /// protocol is not `consumer` or the bytes do not decode.
+    pub assignment: Vec<AssignedPartitions>,
+}
+
+/// A committed offset and the lag behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffsetInfo {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the group will read.
+    pub committed: i64,
+    pub high_watermark: u64,
+    pub lag: u64,
+    pub metadata: String,
+    pub commit_ms: i64,
+}
+
+/// Answer of `GET /v1/groups/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub state: String,
+    pub protocol_type: String,
+    /// The assignor chosen for this generation (`range`, `roundrobin`, ...).
+    pub protocol: String,
+    pub generation: i32,
+    pub leader: String,
+    pub members: Vec<GroupMemberInfo>,
+    pub offsets: Vec<GroupOffsetInfo>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Leases, locks and elections (in the metadata group).
 
 /// `POST /v1/leases` body.

@@ -431,6 +431,16 @@ impl Client {
         self.decode(status, &bytes)
     }
 
+    /// The log's consumer groups, with their total lag.
+    pub async fn groups(&self) -> Result<api::GroupList, ClientError> {
+        self.get_json(&["v1", "groups"]).await
+    }
+
+    /// One consumer group: members, assignments, committed offsets and lag.
+    pub async fn group(&self, name: &str) -> Result<api::GroupInfo, ClientError> {
+        self.get_json(&["v1", "groups", name]).await
+    }
+
     /// The hottest partition keys over the last window (`GET /v1/hot`).
     pub async fn hot(&self, q: &api::HotQuery) -> Result<api::HotReport, ClientError> {
         let mut url = self.url(&["v1", "hot"])?;

@@ -291,6 +291,12 @@ impl Groups {
         }
     }
 
+    /// The group's state as Kafka names it.
+    pub fn state_name(&self, group: &str) -> String {
+        let view = self.meta.view();
+        self.lock().coordinator.state_name(group, view.metadata.groups()).to_string()
+    }
+
     pub fn list(&self) -> Vec<(String, String, String)> {
         let view = self.meta.view();
         let inner = self.lock();

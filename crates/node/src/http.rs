@@ -49,6 +49,8 @@ pub struct AppState {
     pub inflight: Arc<tokio::sync::Semaphore>,
     /// The Kafka-compatible log, when this node runs a Kafka listener.
     pub log: Option<Arc<crate::log::Log>>,
+    /// Its consumer-group coordinator, likewise.
+    pub groups: Option<Arc<crate::groups::Groups>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -71,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tables", get(list_tables).post(create_table))
         .route("/v1/tables/{table}", get(describe_table))
         .route("/v1/topics", get(crate::http_topics::list_topics).post(crate::http_topics::create_topic))
+        .route("/v1/groups", get(crate::http_groups::list_groups))
+        .route("/v1/groups/{group}", get(crate::http_groups::describe_group))
         .route(
             "/v1/topics/{topic}",
             get(crate::http_topics::describe_topic).delete(crate::http_topics::delete_topic),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod http;
+mod http_groups;
 mod http_topics;
 pub mod log;
 pub mod meta;
@@ -132,6 +133,7 @@ pub async fn run(
     }
     let (stop_kafka, kafka_stopped) = tokio::sync::watch::channel(false);
     let mut log_for_http = None;
+    let mut groups_for_http = None;
     if let Some(addr) = node.config.kafka_listen.clone() {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -140,6 +142,7 @@ pub async fn run(
         let groups = groups::Groups::start(node.clone(), meta.clone());
         tracing::info!(node = node.id(), kafka = %addr, "kafka listener starting");
         log_for_http = Some(log.clone());
+        groups_for_http = Some(groups.clone());
         tokio::spawn(quorumdb_kafka::serve(
             listener,
             Arc::new(groups::NodeBroker { log, groups }),
@@ -154,6 +157,7 @@ pub async fn run(
         metrics,
         inflight,
         log: log_for_http,
+        groups: groups_for_http,
     });
     node.ready.store(true, Ordering::Release);
     axum::serve(http_listener, app)

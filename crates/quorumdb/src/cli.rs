@@ -51,6 +51,8 @@ pub enum Command {
     Table(crate::cluster_cli::TableArgs),
     /// Topics of the Kafka-compatible log: create, list, describe, delete.
     Topic(crate::topic_cli::TopicArgs),
+    /// Consumer groups of the log: list, describe (members, assignment, lag).
+    Group(crate::group_cli::GroupArgs),
     /// Leases: grant, keepalive, revoke, list.
     Lease(crate::lease_cli::LeaseArgs),
     /// Locks bound to a lease, with fencing tokens.
@@ -291,6 +293,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Cluster(a) => crate::cluster_cli::cluster(a).await,
         Command::Table(a) => crate::cluster_cli::table(a).await,
         Command::Topic(a) => crate::topic_cli::topic(a).await,
+        Command::Group(a) => crate::group_cli::group(a).await,
         Command::Lease(a) => crate::lease_cli::lease(a).await,
         Command::Lock(a) => crate::lease_cli::lock(a).await,
         Command::Elect(a) => crate::lease_cli::elect(a).await,

@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod cluster_cli;
 mod demo;
+mod group_cli;
 mod lab;
 mod lab_sim;
 mod lease_cli;

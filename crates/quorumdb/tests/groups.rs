@@ -78,6 +78,23 @@ fn rebalances_with_real_clients_skip_nothing() {
     assert!(s["assignments"].as_u64().unwrap() >= 6, "joins, a death and a leave each rebalance: {s}");
     assert!(s["duplicates"].as_u64().unwrap() <= s["duplicates_allowed"].as_u64().unwrap(), "{s}");
     assert!(s["takeover_s"].as_f64().unwrap() < 15.0, "a dead member held its partitions: {s}");
+    // `quorumdb group` shows the drained group: empty, committed at the ends, no lag.
+    let g = cli(&c, &["group", "describe", "orders-sink", "-o", "json"]);
+    assert_eq!(g["state"], "Empty", "{g}");
+    let offsets = g["offsets"].as_array().unwrap();
+    assert_eq!(offsets.len(), 4, "{g}");
+    assert!(offsets.iter().all(|o| o["lag"] == 0 && o["committed"] == o["high_watermark"]), "{g}");
+    let l = cli(&c, &["group", "list", "-o", "json"]);
+    let listed = l["groups"].as_array().unwrap().iter().find(|g| g["name"] == "orders-sink").cloned();
+    assert_eq!(listed.map(|g| g["lag"].clone()), Some(serde_json::json!(0)), "{l}");
+}
+
+/// Runs the CLI against node 1 and parses its JSON answer.
+fn cli(c: &Cluster, args: &[&str]) -> serde_json::Value {
+    let out =
+        Command::new(common::BIN).args(args).env("QUORUMDB_ENDPOINT", &c.nodes[0].http).output().unwrap();
+    assert!(out.status.success(), "quorumdb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// An aiokafka consumer in a group reads every record and commits; the same group started
@@ -288,4 +305,15 @@ fn a_stale_generation_commit_is_refused_over_the_wire() {
     assert_eq!(commit(&mut a, 2, "nobody", 99), ResponseError::UnknownMemberId.code());
     assert_eq!(commit(&mut a, 2, &a_id, 20), 0);
     assert_eq!(committed(&mut a), 20);
+    // `quorumdb group describe` names both members of generation 2 and the offset.
+    let g = cli(&c, &["group", "describe", "fenced", "-o", "json"]);
+    assert_eq!((g["generation"].as_i64(), g["members"].as_array().map(Vec::len)), (Some(2), Some(2)), "{g}");
+    assert_eq!(g["protocol"], "range");
+    assert_eq!(g["offsets"][0]["committed"], 20, "{g}");
+    let out = Command::new(common::BIN)
+        .args(["group", "describe", "nope"])
+        .env("QUORUMDB_ENDPOINT", &c.nodes[1].http)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
