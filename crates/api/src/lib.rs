@@ -485,7 +485,7 @@ mod tests {
         round_trip(
             &s,
             json!({"nodes": [{"id": "n1", "zone": "z1", "address": "127.0.0.1:7701", "state": "up",
-                "ownership": 0.25}], "reporter": "n1", "wall_ms": -5, "hints_queued": 2, "hints_bytes": 40}),
+                "ownership": 0.25, "kafka": "127.0.0.1:7901"}], "reporter": "n1", "wall_ms": -5, "hints_queued": 2, "hints_bytes": 40}),
         );
         let only_nodes: ClusterStatus = serde_json::from_value(json!({"nodes": []})).unwrap();
         assert_eq!(only_nodes.reporter, "");

@@ -31,3 +31,4 @@ pub mod limits;
 pub mod merkle;
 pub mod replica;
 pub mod ring;
+pub mod sink;
