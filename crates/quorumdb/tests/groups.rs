@@ -73,6 +73,7 @@ fn rebalances_with_real_clients_skip_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "rebalance scenario failed:\n{stdout}\n{stderr}");
     let s = json(&stdout);
+    eprintln!("rebalance: {s}");
     assert_eq!(s["records"], 4000, "{s}");
     assert!(s["problems"].as_array().unwrap().is_empty(), "{s}");
     assert!(s["assignments"].as_u64().unwrap() >= 6, "joins, a death and a leave each rebalance: {s}");
@@ -316,4 +317,45 @@ fn a_stale_generation_commit_is_refused_over_the_wire() {
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// The coordinator is the metadata leader; killing it with SIGKILL mid-stream makes its
+/// members find the new leader, which continues the group from the replicated state: every
+/// record is delivered, none below a committed offset, and the group drains to the end.
+#[test]
+fn the_group_survives_its_coordinator_dying() {
+    let python = python();
+    let mut c = Cluster::start("groups-failover", 3, 3, 3);
+    create_topic(&c, "orders", 4);
+    let bootstrap = c.nodes.iter().map(|n| n.kafka.as_str()).collect::<Vec<_>>().join(",");
+    let work = c.dir.join("failover-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let child = Command::new("timeout")
+        .args(["240", &python, SCRIPT, "failover", &bootstrap, "orders", "4"])
+        .arg(&work)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !work.join("kill-leader").exists() {
+        assert!(std::time::Instant::now() < deadline, "the scenario never asked for the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let leader = rt.block_on(c.client(0).meta_status()).unwrap().leader.expect("a metadata leader");
+    let i = c.index(&leader);
+    c.kill(i);
+    std::fs::write(work.join("leader-killed"), leader.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "failover scenario failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = json(&stdout);
+    eprintln!("failover: {s}");
+    assert_eq!(s["records"], 3000, "{s}");
+    assert!(s["problems"].as_array().unwrap().is_empty(), "{s}");
 }

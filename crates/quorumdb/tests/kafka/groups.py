@@ -9,6 +9,8 @@
     groups.py member KIND BOOTSTRAP TOPIC GROUP EVENTS
         (internal) one member process: consumes, commits every few records and on revocation,
         and appends one JSON line per event to EVENTS.
+    groups.py failover BOOTSTRAP TOPIC PARTITIONS WORKDIR
+        Two members consume while the harness kills the coordinator (the metadata leader).
     groups.py aiokafka BOOTSTRAP TOPIC
         An aiokafka consumer in a group reads the whole topic and commits; a second run of the
         same group reads nothing (the commit held).
@@ -321,6 +323,57 @@ def rebalance(bootstrap, topic, partitions, workdir):
     sys.exit(1 if problems else 0)
 
 
+def failover(bootstrap, topic, partitions, workdir):
+    """Two confluent-kafka members consume while the coordinator (the metadata leader) is
+    killed: the test harness kills it when WORKDIR/kill-leader appears and answers with
+    WORKDIR/leader-killed. The members find the new coordinator and go on; nothing is skipped."""
+    partitions = int(partitions)
+    events = os.path.join(workdir, "events.jsonl")
+    open(events, "w").close()
+    me = os.path.abspath(__file__)
+    t0 = time.time()
+    produce(bootstrap, topic, 0, 1500)
+    members = [subprocess.Popen([sys.executable, me, "member", "confluent", bootstrap, topic, GROUP, events])
+               for _ in range(2)]
+    wait_for(events, "two members to consume", lambda evs: len({e["m"] for e in evs if e["ev"] == "rec"}) >= 2)
+    open(os.path.join(workdir, "kill-leader"), "w").close()
+    deadline = time.time() + 30
+    while not os.path.exists(os.path.join(workdir, "leader-killed")):
+        if time.time() > deadline:
+            raise SystemExit("the harness never killed the leader")
+        time.sleep(0.1)
+    killed_at = time.time()
+    produce(bootstrap, topic, 1500, 1500)
+    ends, _ = end_offsets(bootstrap, topic, partitions)
+
+    def drained(evs):
+        last = {}
+        for e in evs:
+            if e["ev"] == "rec":
+                last[e["p"]] = max(last.get(e["p"], -1), e["o"])
+        return all(last.get(p, -1) + 1 >= ends[p] for p in range(partitions))
+
+    wait_for(events, "the members to read to the end after the failover", drained, timeout_s=90)
+    drained_s = time.time() - killed_at
+    open(events + ".stopall", "w").close()
+    for m in members:
+        m.wait(timeout=30)
+    committed = committed_of(bootstrap, topic, partitions, GROUP)
+    evs = read_events(events)
+    problems, duplicates = analyze(evs, ends, committed, partitions)
+    summary = {
+        "records": sum(ends.values()),
+        "delivered": sum(e["ev"] == "rec" for e in evs),
+        "duplicates": duplicates,
+        "assignments": sum(e["ev"] == "assign" for e in evs),
+        "drained_after_kill_s": round(drained_s, 2),
+        "seconds": round(time.time() - t0, 1),
+        "problems": problems[:20],
+    }
+    print(json.dumps(summary))
+    sys.exit(1 if problems else 0)
+
+
 def aiokafka_group(bootstrap, topic):
     import asyncio
     from aiokafka import AIOKafkaConsumer
@@ -354,6 +407,8 @@ if __name__ == "__main__":
     elif cmd == "member":
         kind, bootstrap, topic, group, events = sys.argv[2:7]
         (member_confluent if kind == "confluent" else member_kafka_python)(bootstrap, topic, group, events)
+    elif cmd == "failover":
+        failover(*sys.argv[2:6])
     elif cmd == "aiokafka":
         aiokafka_group(*sys.argv[2:4])
     else:
