@@ -96,7 +96,8 @@ pub struct ServerArgs {
 #[derive(Args, Debug, Clone)]
 pub struct EndpointArg {
     /// Node to talk to.
-    #[arg(long, env = "QUORUMDB_ENDPOINT", default_value = "http://127.0.0.1:7701")]
+    /// Accepted before or after a subcommand (`quorumdb topic list --endpoint URL`).
+    #[arg(long, global = true, env = "QUORUMDB_ENDPOINT", default_value = "http://127.0.0.1:7701")]
     pub endpoint: String,
 }
 
