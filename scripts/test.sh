@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: installs the third-party clients the Kafka tests drive
-# (kcat from Debian; confluent-kafka and kafka-python in a virtualenv under target/), then runs
-# every test. README's "Run the tests" and .ci/run call this.
+# (kcat from Debian; confluent-kafka, kafka-python and aiokafka in a virtualenv under target/),
+# then runs every test. The Python clients are pinned; the venv is (re)installed whenever any
+# of them fails to import, so adding a pin here reaches machines with an older venv. README's
+# "Run the tests" and .ci/run call this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,10 +15,10 @@ if ! command -v kcat >/dev/null 2>&1; then
 fi
 
 VENV=target/test-venv
-if ! "$VENV/bin/python" -c "import confluent_kafka, kafka" >/dev/null 2>&1; then
-  echo "== installing confluent-kafka and kafka-python (virtualenv $VENV)"
+if ! "$VENV/bin/python" -c "import confluent_kafka, kafka, aiokafka" >/dev/null 2>&1; then
+  echo "== installing confluent-kafka, kafka-python and aiokafka (virtualenv $VENV)"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "confluent-kafka==2.16.2" "kafka-python==3.0.12"
+  "$VENV/bin/pip" install -q "confluent-kafka==2.16.2" "kafka-python==3.0.12" "aiokafka==0.14.0"
 fi
 export QUORUMDB_TEST_PYTHON="$PWD/$VENV/bin/python"
 
