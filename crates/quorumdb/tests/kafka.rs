@@ -188,3 +188,70 @@ fn python_clients_produce_and_consume() {
     let bootstrap = format!("{},{}", c.nodes[1].kafka, c.nodes[2].kafka);
     run_script(&python, "aiokafka_clients.py", &[&bootstrap]);
 }
+
+/// Records the kill test produces, and its pace: about 6 s of production, so that the kill
+/// (at a quarter) and the restart (at 60 %) both land while the producer is busy.
+const KILL_RECORDS: usize = 6000;
+const KILL_RATE: &str = "1000";
+
+/// An idempotent confluent-kafka producer (acks=all, 3 partitions) keeps producing while the
+/// metadata leader is killed with SIGKILL and later restarted: every record is acknowledged,
+/// and consumers that assign() each partition read each value exactly once, at its
+/// acknowledged offset, offsets dense, values in produce order (tests/kafka/idempotent_kill.py).
+#[test]
+fn idempotent_producer_through_kill_loses_and_duplicates_nothing() {
+    use std::io::BufRead;
+    let python = python();
+    let mut c = Cluster::start("kafka-kill", 3, 3, 3);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bootstrap = c.nodes.iter().map(|n| n.kafka.as_str()).collect::<Vec<_>>().join(",");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/idempotent_kill.py");
+    let records = KILL_RECORDS.to_string();
+    let mut child = Command::new("timeout")
+        .args(["120", &python, script, &bootstrap, &records, KILL_RATE])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut victim, mut restarted, mut out) = (None, false, Vec::new());
+    // `timeout` bounds the script, so this loop ends when the script does.
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let acked = line.strip_prefix("acked ").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        if victim.is_none() && acked >= KILL_RECORDS / 4 {
+            let leader = rt.block_on(c.client(0).meta_status()).unwrap().leader.expect("a metadata leader");
+            let i = c.index(&leader);
+            c.kill(i);
+            victim = Some(i);
+        } else if let Some(i) = victim.filter(|_| !restarted && acked >= KILL_RECORDS * 3 / 5) {
+            c.spawn(i);
+            restarted = true;
+        }
+        out.push(line);
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let out = out.join("\n");
+    assert!(victim.is_some() && restarted, "the producer finished before the kill and restart:\n{out}");
+    assert!(status.success() && out.lines().any(|l| l == "OK"), "{out}\n{err}");
+    eprintln!("{out}");
+    // The restarted node catches up and serves the same log.
+    c.wait_ready();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let node = &c.nodes[victim.unwrap()].kafka;
+    loop {
+        let (ok, got, e) =
+            kcat(&["-C", "-b", node, "-t", "kill-events", "-o", "beginning", "-e", "-f", "%s\\n"], None);
+        if ok && got.lines().count() == KILL_RECORDS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted node serves {} records: {e}",
+            got.lines().count()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
