@@ -20,7 +20,7 @@ pub mod server;
 pub use batch::{rewrite_base_offset, split_batches, testing, BatchError, BatchHeader};
 pub use broker::{
     Append, Appended, Broker, BrokerInfo, ClusterInfo, LogError, NewTopic, OffsetQuery, PartitionInfo,
-    Records, TopicInfo,
+    Records, TopicInfo, Turn, TurnWait,
 };
 pub use error::{check_topic_name, error_code};
 pub use server::{advertised, serve, KafkaConfig, APIS};

@@ -755,3 +755,38 @@ async fn bad_partitions_fail_alone_in_a_produce() {
     let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &list_req("absent", 0, -1)).await;
     assert_eq!(r.topics[0].partitions[0].error_code, 3);
 }
+
+/// Produce requests pipelined on one connection are served at once (storing their bytes
+/// overlaps) yet appended and answered in request order even when the later ones finish
+/// storing first, and a request of another kind sent after them is answered after them.
+#[tokio::test]
+async fn pipelined_produces_keep_their_order() {
+    let s = server().await;
+    let mut c = Client::connect(s.addr).await;
+    create(&mut c, "pipe", 1).await;
+    // The first request stores slowest, the last fastest: only the turns keep them in order.
+    *s.broker.store_delays_ms.lock().unwrap() = [300, 200, 100, 0].into();
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let req = produce_req(-1, &[("pipe", 0, batch_of(&kv(1, &format!("r{i}")), 1))]);
+        sent.push(c.send(ApiKey::Produce, 9, &req).await);
+    }
+    let metadata = c.send(ApiKey::Metadata, 12, &metadata_req(Some(&["pipe"]), false)).await;
+    for (i, correlation) in sent.into_iter().enumerate() {
+        let (got, r): (i32, ProduceResponse) = c.recv(ApiKey::Produce, 9).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((got, p.error_code, p.base_offset), (correlation, 0, i as i64));
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(550), "the stores did not overlap: {took:?} (600 ms in turn)");
+    let (got, r): (i32, MetadataResponse) = c.recv(ApiKey::Metadata, 12).await;
+    assert_eq!((got, r.topics[0].error_code), (metadata, 0));
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req(&[("pipe", 0, 0)], 0, 1, 1 << 20)).await;
+    let values: Vec<Vec<u8>> = testing::records(r.responses[0].partitions[0].records.as_ref().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value.unwrap().to_vec())
+        .collect();
+    assert_eq!(values, [&b"r0-0"[..], b"r1-0", b"r2-0", b"r3-0"]);
+}

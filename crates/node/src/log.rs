@@ -31,7 +31,7 @@ use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_kafka::{
     Append, Appended, Broker, BrokerInfo, ClusterInfo, LogError, NewTopic, OffsetQuery, PartitionInfo,
-    Records, TopicInfo,
+    Records, TopicInfo, Turn,
 };
 use quorumdb_meta::log::{
     self as mlog, AppendRefusal, AppendResult, AppendSpec, LogOutcome, ProducerBatch, Topic, TopicConfig,
@@ -450,6 +450,18 @@ impl Broker for Log {
     }
 
     async fn produce(&self, appends: Vec<Append>, timeout_ms: u64) -> Vec<Result<Appended, LogError>> {
+        self.produce_in_turn(appends, timeout_ms, Turn::alone()).await
+    }
+
+    /// The blob writes (step 1) need no order and overlap the connection's earlier produce
+    /// requests; the appends are queued to the appender (whose queue keeps their order) only
+    /// in `turn`.
+    async fn produce_in_turn(
+        &self,
+        appends: Vec<Append>,
+        timeout_ms: u64,
+        mut turn: Turn,
+    ) -> Vec<Result<Appended, LogError>> {
         let timeout = self.timeout(timeout_ms);
         let started = std::time::Instant::now();
         // Step 1: every blob, concurrently.
@@ -482,7 +494,9 @@ impl Broker for Log {
             }
         }
         metrics::histogram!("quorumdb_log_blob_write_seconds").record(started.elapsed().as_secs_f64());
-        // Step 2: sequence those whose bytes are durable, in the given order.
+        // Step 2: sequence those whose bytes are durable, in the given order, after the
+        // connection's earlier requests.
+        turn.wait().await;
         let mut waits = Vec::with_capacity(specs.len());
         for (spec, w) in specs.into_iter().zip(written) {
             match w {
@@ -498,6 +512,7 @@ impl Broker for Log {
                 }
             }
         }
+        turn.pass();
         let mut out = Vec::with_capacity(waits.len());
         for w in waits {
             out.push(match w {
