@@ -1,6 +1,6 @@
 //! The log through real Kafka clients on a real cluster: kcat (librdkafka 2.0) and the Python
-//! clients confluent-kafka (librdkafka 2.16) and kafka-python. `scripts/test.sh` installs them;
-//! without them these tests fail and say so.
+//! clients confluent-kafka (librdkafka 2.16), kafka-python and aiokafka; plus hand-encoded bad
+//! requests. `scripts/test.sh` installs the clients; without them these tests fail and say so.
 
 mod common;
 
