@@ -426,11 +426,14 @@ mod wire {
         let mut records = Vec::new();
         varint(&mut records, rec.len() as i64);
         records.extend_from_slice(&rec);
+        // Now, not a fixed old time: retention (7 days by default) would trim the batch.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let now = i64::try_from(now.as_millis()).unwrap();
         let mut tail = Vec::new(); // from attributes on: what the CRC covers
         tail.extend_from_slice(&0i16.to_be_bytes()); // attributes
         tail.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
-        tail.extend_from_slice(&1_000i64.to_be_bytes()); // first timestamp
-        tail.extend_from_slice(&1_000i64.to_be_bytes()); // max timestamp
+        tail.extend_from_slice(&now.to_be_bytes()); // first timestamp
+        tail.extend_from_slice(&now.to_be_bytes()); // max timestamp
         tail.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
         tail.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
         tail.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
