@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: installs the third-party clients the Kafka tests drive
-# (kcat from Debian; confluent-kafka, kafka-python and aiokafka in a virtualenv under target/), then runs
-# every test. README's "Run the tests" and .ci/run call this.
+# (kcat from Debian; confluent-kafka, kafka-python and aiokafka in a virtualenv under target/),
+# then runs every test. The Python clients are pinned; the venv is (re)installed whenever any
+# of them fails to import, so adding a pin here reaches machines with an older venv. README's
+# "Run the tests" and .ci/run call this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

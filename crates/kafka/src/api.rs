@@ -30,7 +30,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
 use crate::batch::{split_batches, whole_batches_within, COMPRESSION_ZSTD};
-use crate::broker::{Append, Broker, LogError, NewTopic, OffsetQuery, PartitionInfo, TopicInfo};
+use crate::broker::{Append, Broker, LogError, NewTopic, OffsetQuery, PartitionInfo, TopicInfo, Turn};
 use crate::error::{check_topic_name, error_code};
 use crate::server::{KafkaConfig, APIS};
 
@@ -445,7 +445,13 @@ pub(crate) struct Produced {
 
 type PartitionOutcome = Result<(i64, i64), (i16, String)>;
 
-pub(crate) async fn produce<B: Broker>(cx: &Ctx<'_, B>, version: i16, req: ProduceRequest) -> Produced {
+/// Serves a Produce request; its batches are sequenced in `turn` (see [`Turn`]).
+pub(crate) async fn produce<B: Broker>(
+    cx: &Ctx<'_, B>,
+    version: i16,
+    req: ProduceRequest,
+    turn: Turn,
+) -> Produced {
     let refused: Option<(i16, String)> = if req.transactional_id.is_some() {
         // Kafka has no code for "this broker has no transactions". INVALID_REQUEST is
         // non-retriable and documented as "sent to an incompatible broker", so the client
@@ -498,9 +504,10 @@ pub(crate) async fn produce<B: Broker>(cx: &Ctx<'_, B>, version: i16, req: Produ
     }
     // Every partition's batches in one call: one proposal downstream.
     let results = if appends.is_empty() {
+        drop(turn);
         Vec::new()
     } else {
-        cx.broker.produce(appends, cx.config.timeout_ms(req.timeout_ms)).await
+        cx.broker.produce_in_turn(appends, cx.config.timeout_ms(req.timeout_ms), turn).await
     };
     let mut results = results.into_iter();
     for slot in owners {

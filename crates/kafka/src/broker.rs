@@ -142,6 +142,72 @@ pub enum LogError {
     Internal(String),
 }
 
+/// A produce request's place in its connection's order of produce requests.
+///
+/// Kafka clients pipeline produce requests on a connection (librdkafka up to 5 with
+/// idempotence) and an idempotent producer's batches must be sequenced in the order sent. The
+/// listener serves several produce requests of one connection at once, so each gets a turn
+/// chained to the previous one: [`Turn::wait`] returns once the previous request's batches
+/// are sequenced (or it gave up: a request that fails or is dropped passes its turn too).
+#[derive(Debug, Default)]
+pub struct Turn {
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    next: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// What the next request's [`Turn`] waits on.
+#[derive(Debug)]
+pub struct TurnWait(tokio::sync::oneshot::Receiver<()>);
+
+impl Turn {
+    /// A turn that waits for nobody and that nobody waits for (a request served alone).
+    pub fn alone() -> Turn {
+        Turn::default()
+    }
+
+    /// The turn after `previous` (none: the first), and what the turn after it waits on.
+    pub fn after(previous: Option<TurnWait>) -> (Turn, TurnWait) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Turn { previous: previous.map(|p| p.0), next: Some(tx) }, TurnWait(rx))
+    }
+
+    /// Waits until the previous request's batches are sequenced, failed or abandoned.
+    pub async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // An error only means the previous request dropped its turn: it is done ordering.
+            let _ = previous.await;
+        }
+    }
+
+    /// This request's batches are sequenced: the next request may sequence its own.
+    pub fn pass(self) {}
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(next) = self.next.take() else { return };
+        match self.previous.take() {
+            None => {
+                let _ = next.send(());
+            }
+            // Dropped before its own wait (refused, or its connection went away): the next
+            // request still comes after the previous one, so the signal is relayed, not given.
+            Some(previous) => match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        let _ = previous.await;
+                        let _ = next.send(());
+                    });
+                }
+                // No runtime, so no request is being served either; nothing waits in order.
+                Err(_) => {
+                    let _ = next.send(());
+                }
+            },
+        }
+    }
+}
+
 /// The log as the Kafka front end uses it. Implementations must be cheap to call concurrently
 /// from many connections.
 pub trait Broker: Send + Sync + 'static {
@@ -178,6 +244,26 @@ pub trait Broker: Send + Sync + 'static {
         appends: Vec<Append>,
         timeout_ms: u64,
     ) -> impl Future<Output = Vec<Result<Appended, LogError>>> + Send;
+
+    /// [`Broker::produce`] as one of a connection's pipelined produce requests: the work that
+    /// needs no order (storing the bytes) may overlap the earlier requests, but the batches
+    /// take their place in the log's sequence only after `turn` says the previous request's
+    /// did ([`Turn::wait`]), and `turn` is passed on ([`Turn::pass`], or dropped) as soon as
+    /// this request's are. The default does everything in turn, which is correct for any log.
+    fn produce_in_turn(
+        &self,
+        appends: Vec<Append>,
+        timeout_ms: u64,
+        turn: Turn,
+    ) -> impl Future<Output = Vec<Result<Appended, LogError>>> + Send {
+        async move {
+            let mut turn = turn;
+            turn.wait().await;
+            let out = self.produce(appends, timeout_ms).await;
+            turn.pass();
+            out
+        }
+    }
 
     /// Reads whole batches of one partition from `offset`, up to about `max_bytes` (at least
     /// one batch when any is available). An offset at the high watermark returns no records;

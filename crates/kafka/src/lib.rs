@@ -22,7 +22,7 @@ pub use batch::{rewrite_base_offset, split_batches, testing, BatchError, BatchHe
 pub use broker::{
     Append, Appended, Broker, BrokerInfo, ClusterInfo, DescribedMember, FetchedOffset, GroupCode,
     GroupDescription, GroupRequest, GroupResponse, LogError, NewTopic, OffsetQuery, OffsetRefusal,
-    OffsetSpec, PartitionInfo, Records, TopicInfo,
+    OffsetSpec, PartitionInfo, Records, TopicInfo, Turn, TurnWait,
 };
 pub use error::{check_topic_name, error_code};
 pub use groups::group_code;

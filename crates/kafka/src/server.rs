@@ -4,12 +4,18 @@
 //! version, correlation id, client id, and tagged fields in flexible versions) then the body.
 //! The answer is framed the same way, its header carrying the correlation id.
 //!
-//! Requests on one connection are served one at a time, in order, as Kafka's broker does.
-//! Clients pipeline requests and match answers by correlation id, but they rely on answers
-//! arriving in request order, and an idempotent producer relies on its batches being
-//! appended in the order it sent them; serving a connection sequentially gives both for free.
-//! Concurrency comes from connections (clients open one per broker, more with many
-//! producers), which run as separate tasks.
+//! Answers on one connection go out in request order, and every request but Produce is served
+//! alone, after the answers to all earlier requests, as Kafka's broker serves a connection.
+//! Produce requests (v3+) are pipelined: up to [`PIPELINED_PRODUCES_MAX`] of one connection
+//! run at once, so the next request's batches are stored while the previous one's are being
+//! sequenced. Their order still holds where it matters: each request gets a [`Turn`] chained
+//! to the previous one, and the log sequences a request's batches only after the previous
+//! request's (an idempotent producer's sequences arrive in the order it sent them). As with
+//! Kafka and `max.in.flight > 1`, a request that fails does not stop the next one: an
+//! idempotent producer's next batch then gets OUT_OF_ORDER_SEQUENCE_NUMBER and is retried in
+//! order; a non-idempotent producer may see its retried batch land after a later one.
+//! Concurrency otherwise comes from connections (clients open one per broker), which run as
+//! separate tasks.
 //!
 //! We advertise exactly what we implement (see [`APIS`]), with one deliberate exception:
 //! Produce is advertised from v0 although v0–v2 are refused with UNSUPPORTED_VERSION, because
@@ -38,12 +44,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::api::{self, Ctx};
-use crate::broker::Broker;
+use crate::broker::{Broker, Turn, TurnWait};
 use crate::{bounds, groups, legacy};
 
 /// The APIs and versions we advertise: `(key, min, max)`. Each range lies within what
@@ -71,6 +78,9 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
 ];
 
+/// Produce requests of one connection served at once (librdkafka keeps up to 5 in flight with
+/// idempotence, `max.in.flight.requests.per.connection`); more wait in the socket.
+const PIPELINED_PRODUCES_MAX: usize = 5;
 /// Produce versions below this are advertised but refused (see the module docs).
 const PRODUCE_VERSION_MIN_SERVED: i16 = 3;
 /// The request header of Produce v0–v2 (non-flexible, with a client id).
@@ -176,7 +186,7 @@ pub async fn serve<B: Broker>(
         let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
         connections.spawn(async move {
             let _slot = slot;
-            match connection(stream, peer, &*broker, &config, shutdown).await {
+            match connection(stream, peer, broker, config, shutdown).await {
                 Ok(()) => tracing::trace!(%peer, "kafka connection closed"),
                 Err(Close::Quiet(why)) => tracing::debug!(%peer, %why, "kafka connection closed"),
                 Err(Close::Loud(why)) => tracing::warn!(%peer, %why, "kafka connection closed"),
@@ -212,75 +222,166 @@ enum Reply {
     Close(Close),
 }
 
+/// What the answer writer of a connection takes, in request order.
+enum Outgoing {
+    /// The answer to the next request, once its handler has it.
+    Answer(oneshot::Receiver<Reply>),
+    /// Signalled once every earlier answer is written.
+    Barrier(oneshot::Sender<()>),
+}
+
 async fn connection<B: Broker>(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    broker: &B,
-    config: &KafkaConfig,
+    broker: Arc<B>,
+    config: Arc<KafkaConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Close> {
     // Answers are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
-    let idle = Duration::from_millis(config.idle_ms_max);
+    let (mut rd, wr) = stream.into_split();
     let io = Duration::from_millis(config.io_ms_max);
+    // The writer holds at most this many answers it waits for, so a connection never has more
+    // than that many produce requests in flight (the sends below wait for room).
+    let (out, answers) = mpsc::channel(PIPELINED_PRODUCES_MAX);
+    let mut writer = AbortOnDrop(tokio::spawn(write_answers(wr, answers, io)));
+    // Pipelined produce requests run as tasks of the connection, aborted with it.
+    let mut tasks = JoinSet::new();
+    let mut last_turn: Option<TurnWait> = None;
     loop {
-        let mut len = [0u8; 4];
-        tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => match r {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(Err(e)) => return Err(Close::Quiet(format!("read failed: {e}"))),
-                Err(_) => return Err(Close::Quiet(format!("idle for {} ms", config.idle_ms_max))),
+        while tasks.try_join_next().is_some() {}
+        let frame = tokio::select! {
+            r = read_frame(&mut rd, &config) => match r? {
+                Some(frame) => frame,
+                None => break,
             },
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-        }
-        let n = i32::from_be_bytes(len);
-        let n = match usize::try_from(n) {
-            Ok(n) if n > config.request_bytes_max => {
-                let hint = if &len == b"GET " || &len == b"POST" || &len == b"PUT " {
-                    " (an HTTP request on the Kafka port?)"
-                } else if len[0] == 0x16 && len[1] == 0x03 {
-                    " (a TLS handshake? the Kafka listener speaks plaintext)"
-                } else {
-                    ""
-                };
-                return Err(Close::Loud(format!(
-                    "request frame of {n} bytes exceeds request_bytes_max {}{hint}",
-                    config.request_bytes_max
-                )));
-            }
-            Ok(n) if n >= REQUEST_HEADER_FIXED_BYTES => n,
-            _ => return Err(Close::Quiet(format!("request frame length {n}"))),
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            w = &mut writer.0 => return w.unwrap_or_else(|e| Err(Close::Loud(format!("the answer writer failed: {e}")))),
         };
-        let mut frame = vec![0u8; n];
-        match tokio::time::timeout(io, stream.read_exact(&mut frame)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(Close::Quiet(format!("read failed inside a frame: {e}"))),
-            Err(_) => {
-                return Err(Close::Quiet(format!(
-                    "a frame of {n} bytes did not arrive within {} ms",
-                    config.io_ms_max
-                )))
+        let (answer, answered) = oneshot::channel();
+        if pipelined(&frame) {
+            let (turn, next) = Turn::after(last_turn.take());
+            last_turn = Some(next);
+            let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let cx = Ctx { broker: &*broker, config: &config, shutdown };
+                let _ = answer.send(handle(&cx, peer, frame, turn).await);
+            });
+        } else {
+            // Anything else is served alone, after every earlier answer went out, as Kafka's
+            // broker serves all requests: what a client sends after a produce sees its effect.
+            if last_turn.take().is_some() {
+                let (done, written) = oneshot::channel();
+                if out.send(Outgoing::Barrier(done)).await.is_err() || written.await.is_err() {
+                    break;
+                }
             }
+            let cx = Ctx { broker: &*broker, config: &config, shutdown: shutdown.clone() };
+            let _ = answer.send(handle(&cx, peer, frame, Turn::alone()).await);
         }
-        let cx = Ctx { broker, config, shutdown: shutdown.clone() };
-        let out = match handle(&cx, peer, Bytes::from(frame)).await {
-            Reply::Frame(out) => out,
-            Reply::Nothing => continue,
-            Reply::Close(why) => return Err(why),
+        if out.send(Outgoing::Answer(answered)).await.is_err() {
+            break;
+        }
+    }
+    // Let the writer send what is still owed (bounded by the request timeouts and io_ms_max;
+    // a shutdown's drain aborts it), then report how the connection ended.
+    drop(out);
+    match (&mut writer.0).await {
+        Ok(r) => r,
+        Err(e) => Err(Close::Loud(format!("the answer writer failed: {e}"))),
+    }
+}
+
+/// Aborts a task when dropped (a connection's writer, with the connection).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether a request frame is a Produce we serve pipelined (v3 and later; v0–v2 are refused
+/// by hand and answered alone).
+fn pipelined(frame: &[u8]) -> bool {
+    matches!(frame.first_chunk::<4>(), Some(&[k0, k1, v0, v1])
+        if i16::from_be_bytes([k0, k1]) == ApiKey::Produce as i16
+            && i16::from_be_bytes([v0, v1]) >= PRODUCE_VERSION_MIN_SERVED)
+}
+
+/// Writes a connection's answers in request order; ends at the first answer that closes the
+/// connection or cannot be written, or when the connection has nothing more to answer.
+async fn write_answers(
+    mut wr: OwnedWriteHalf,
+    mut answers: mpsc::Receiver<Outgoing>,
+    io: Duration,
+) -> Result<(), Close> {
+    while let Some(next) = answers.recv().await {
+        let answer = match next {
+            Outgoing::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+            Outgoing::Answer(answer) => answer,
         };
-        match tokio::time::timeout(io, stream.write_all(&out)).await {
+        let out = match answer.await {
+            Ok(Reply::Frame(out)) => out,
+            Ok(Reply::Nothing) => continue,
+            Ok(Reply::Close(why)) => return Err(why),
+            Err(_) => return Err(Close::Loud("a request was dropped without an answer".into())),
+        };
+        match tokio::time::timeout(io, wr.write_all(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Close::Quiet(format!("write failed: {e}"))),
             Err(_) => {
-                return Err(Close::Quiet(format!("the answer was not taken within {} ms", config.io_ms_max)))
+                return Err(Close::Quiet(format!("the answer was not taken within {} ms", io.as_millis())))
             }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the next request frame (without its length): `None` when the client closed.
+async fn read_frame(rd: &mut OwnedReadHalf, config: &KafkaConfig) -> Result<Option<Bytes>, Close> {
+    let idle = Duration::from_millis(config.idle_ms_max);
+    let io = Duration::from_millis(config.io_ms_max);
+    let mut len = [0u8; 4];
+    match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(Err(e)) => return Err(Close::Quiet(format!("read failed: {e}"))),
+        Err(_) => return Err(Close::Quiet(format!("idle for {} ms", config.idle_ms_max))),
+    }
+    let n = i32::from_be_bytes(len);
+    let n = match usize::try_from(n) {
+        Ok(n) if n > config.request_bytes_max => {
+            let hint = if &len == b"GET " || &len == b"POST" || &len == b"PUT " {
+                " (an HTTP request on the Kafka port?)"
+            } else if len[0] == 0x16 && len[1] == 0x03 {
+                " (a TLS handshake? the Kafka listener speaks plaintext)"
+            } else {
+                ""
+            };
+            return Err(Close::Loud(format!(
+                "request frame of {n} bytes exceeds request_bytes_max {}{hint}",
+                config.request_bytes_max
+            )));
+        }
+        Ok(n) if n >= REQUEST_HEADER_FIXED_BYTES => n,
+        _ => return Err(Close::Quiet(format!("request frame length {n}"))),
+    };
+    let mut frame = vec![0u8; n];
+    match tokio::time::timeout(io, rd.read_exact(&mut frame)).await {
+        Ok(Ok(_)) => Ok(Some(Bytes::from(frame))),
+        Ok(Err(e)) => Err(Close::Quiet(format!("read failed inside a frame: {e}"))),
+        Err(_) => {
+            Err(Close::Quiet(format!("a frame of {n} bytes did not arrive within {} ms", config.io_ms_max)))
         }
     }
 }
 
 /// Serves one request frame (header and body, without the length).
-async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes) -> Reply {
+async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes, turn: Turn) -> Reply {
     let Some(&[k0, k1, v0, v1, c0, c1, c2, c3]) = frame.first_chunk::<REQUEST_HEADER_FIXED_BYTES>() else {
         return Reply::Close(Close::Quiet(format!("a request frame of {} bytes", frame.len())));
     };
@@ -343,7 +444,7 @@ async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes) -> R
         ApiKey::Produce => {
             let req = decode!(ProduceRequest);
             let acks = req.acks;
-            let produced = api::produce(cx, version, req).await;
+            let produced = api::produce(cx, version, req, turn).await;
             if acks != 0 {
                 return reply(c, key, version, &produced.response);
             }

@@ -653,3 +653,139 @@ async fn shutdown_ends_serve_and_long_polls() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(tokio::net::TcpStream::connect(s.addr).await.is_err(), "no longer listening");
 }
+
+/// A header with an API key, a version and a correlation id, and no body.
+fn bare_request(key: i16, version: i16) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_i16(key);
+    b.put_i16(version);
+    b.put_i32(9);
+    b.put_i16(-1); // client id
+    b.to_vec()
+}
+
+/// Bad input on one connection — a malformed frame, a version outside every advertised range
+/// (each API just below and above its range), an unknown API key — closes that connection
+/// only: another client's long-polling fetch, in flight all the while, still answers with the
+/// batch a third connection then produces, and both connections keep serving.
+#[tokio::test]
+async fn bad_input_never_disturbs_other_connections() {
+    let s = server().await;
+    let mut producer = Client::connect(s.addr).await;
+    create(&mut producer, "calm", 1).await;
+    let mut poller = Client::connect(s.addr).await;
+    let correlation = poller.send(ApiKey::Fetch, 12, &fetch_req(&[("calm", 0, 0)], 20_000, 1, 1 << 20)).await;
+    let mut frames: Vec<(String, Vec<u8>)> = vec![
+        ("garbage".into(), vec![0xff; 40]),
+        ("a truncated header".into(), vec![0, 3, 0]),
+        ("an unknown API key".into(), bare_request(999, 0)),
+        ("a Produce with a truncated body".into(), {
+            let mut b = bare_request(ApiKey::Produce as i16, 3);
+            b.extend_from_slice(&[0xff, 0xff, 0, 1, 0, 0]);
+            b
+        }),
+    ];
+    for (key, min, max) in APIS.iter().filter(|(k, _, _)| *k != ApiKey::ApiVersions) {
+        frames.push((format!("{key:?} v{}", max + 1), bare_request(*key as i16, max + 1)));
+        if *min > 0 {
+            frames.push((format!("{key:?} v{}", min - 1), bare_request(*key as i16, min - 1)));
+        }
+    }
+    for (what, body) in &frames {
+        let mut c = Client::connect(s.addr).await;
+        c.send_frame(body).await;
+        assert!(c.closed().await, "{what}: the connection should be closed");
+    }
+    let r: ProduceResponse =
+        producer.call(ApiKey::Produce, 9, &produce_req(-1, &[("calm", 0, batch_of(&kv(3, "c"), 1))])).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let (got, r): (i32, FetchResponse) = poller.recv(ApiKey::Fetch, 12).await;
+    assert_eq!(got, correlation);
+    let records = testing::records(r.responses[0].partitions[0].records.as_ref().unwrap()).unwrap();
+    assert_eq!(records.len(), 3, "the long poll was answered with the new batch");
+    for c in [&mut producer, &mut poller] {
+        let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+        assert_eq!(r.error_code, 0);
+    }
+}
+
+/// In one Produce request a corrupt-CRC batch, an oversized batch and a topic that does not
+/// exist (auto-create off) each fail with their own code (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
+/// UNKNOWN_TOPIC_OR_PARTITION) while the request's good partition is appended, nothing is
+/// created, and the connection keeps serving.
+#[tokio::test]
+async fn bad_partitions_fail_alone_in_a_produce() {
+    let s = start(KafkaConfig { batch_bytes_max: 200, ..KafkaConfig::default() }).await;
+    s.broker.auto_create.store(false, Ordering::SeqCst);
+    let mut c = Client::connect(s.addr).await;
+    create(&mut c, "mixed", 4).await;
+    let good = batch_of(&kv(2, "g"), 1);
+    let mut corrupt = good.to_vec();
+    corrupt[good.len() / 2] ^= 0x01;
+    let big = batch_of(&[(b"k".to_vec(), vec![7u8; 300])], 1);
+    let r: MetadataResponse = c.call(ApiKey::Metadata, 12, &metadata_req(Some(&["absent"]), true)).await;
+    assert_eq!(r.topics[0].error_code, 3, "auto-create is off");
+    let req = produce_req(
+        -1,
+        &[
+            ("mixed", 0, Bytes::from(corrupt)),
+            ("mixed", 1, big),
+            ("mixed", 2, good.clone()),
+            ("absent", 0, good.clone()),
+        ],
+    );
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).await;
+    let codes: Vec<(String, i32, i16, i64)> = r
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses.iter().map(|p| (t.name.0.to_string(), p.index, p.error_code, p.base_offset))
+        })
+        .collect();
+    let want = [("mixed", 0, 2, -1), ("mixed", 1, 10, -1), ("mixed", 2, 0, 0), ("absent", 0, 3, -1)];
+    let want: Vec<(String, i32, i16, i64)> =
+        want.iter().map(|(t, p, e, o)| (t.to_string(), *p, *e, *o)).collect();
+    assert_eq!(codes, want);
+    assert_eq!(s.broker.batches("mixed", 2).len(), 1);
+    assert!((0..2).all(|p| s.broker.batches("mixed", p).is_empty()));
+    assert!(quorumdb_kafka::Broker::topic(&*s.broker, "absent").is_none(), "produce never creates topics");
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req(&[("absent", 0, 0)], 0, 1, 1 << 20)).await;
+    assert_eq!(r.responses[0].partitions[0].error_code, 3);
+    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &list_req("absent", 0, -1)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 3);
+}
+
+/// Produce requests pipelined on one connection are served at once (storing their bytes
+/// overlaps) yet appended and answered in request order even when the later ones finish
+/// storing first, and a request of another kind sent after them is answered after them.
+#[tokio::test]
+async fn pipelined_produces_keep_their_order() {
+    let s = server().await;
+    let mut c = Client::connect(s.addr).await;
+    create(&mut c, "pipe", 1).await;
+    // The first request stores slowest, the last fastest: only the turns keep them in order.
+    *s.broker.store_delays_ms.lock().unwrap() = [300, 200, 100, 0].into();
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let req = produce_req(-1, &[("pipe", 0, batch_of(&kv(1, &format!("r{i}")), 1))]);
+        sent.push(c.send(ApiKey::Produce, 9, &req).await);
+    }
+    let metadata = c.send(ApiKey::Metadata, 12, &metadata_req(Some(&["pipe"]), false)).await;
+    for (i, correlation) in sent.into_iter().enumerate() {
+        let (got, r): (i32, ProduceResponse) = c.recv(ApiKey::Produce, 9).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((got, p.error_code, p.base_offset), (correlation, 0, i as i64));
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(550), "the stores did not overlap: {took:?} (600 ms in turn)");
+    let (got, r): (i32, MetadataResponse) = c.recv(ApiKey::Metadata, 12).await;
+    assert_eq!((got, r.topics[0].error_code), (metadata, 0));
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req(&[("pipe", 0, 0)], 0, 1, 1 << 20)).await;
+    let values: Vec<Vec<u8>> = testing::records(r.responses[0].partitions[0].records.as_ref().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value.unwrap().to_vec())
+        .collect();
+    assert_eq!(values, [&b"r0-0"[..], b"r1-0", b"r2-0", b"r3-0"]);
+}

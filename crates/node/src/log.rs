@@ -14,6 +14,11 @@
 //! (`r=one`, then `r=quorum` if the first answer lacks the blob), rewriting each batch's base
 //! offset (outside the batch CRC) to the assigned one.
 //!
+//! Where a produce's time goes is on `/metrics`: `quorumdb_log_blob_write_seconds` (step 1),
+//! `quorumdb_log_append_propose_seconds` (one `Append` command, proposal to commit),
+//! `quorumdb_log_produce_seconds` (the whole call) and `quorumdb_log_read_seconds` (a fetch's
+//! blob reads).
+//!
 //! Retention: the metadata leader periodically proposes `Trim` commands for batches past a
 //! topic's `retention.ms` / `retention.bytes` (and for topics being deleted), then deletes the
 //! trimmed blobs. A blob orphaned by a crash between the two steps is not collected yet.
@@ -26,7 +31,7 @@ use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_kafka::{
     Append, Appended, Broker, BrokerInfo, ClusterInfo, LogError, NewTopic, OffsetQuery, PartitionInfo,
-    Records, TopicInfo,
+    Records, TopicInfo, Turn,
 };
 use quorumdb_meta::log::{
     self as mlog, AppendRefusal, AppendResult, AppendSpec, LogOutcome, ProducerBatch, Topic, TopicConfig,
@@ -93,7 +98,11 @@ impl Appender {
             let (specs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
             let n = specs.len();
             metrics::histogram!("quorumdb_log_appends_per_command").record(n as f64);
-            match propose(&self.meta, Command::Append { appends: specs }, APPEND_LEADER_WAIT).await {
+            let started = std::time::Instant::now();
+            let proposed = propose(&self.meta, Command::Append { appends: specs }, APPEND_LEADER_WAIT).await;
+            metrics::histogram!("quorumdb_log_append_propose_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match proposed {
                 Ok(Outcome::Log(LogOutcome::Appended { results })) if results.len() == n => {
                     for (reply, r) in replies.into_iter().zip(results) {
                         let _ = reply.send(r.map_err(refusal));
@@ -441,7 +450,20 @@ impl Broker for Log {
     }
 
     async fn produce(&self, appends: Vec<Append>, timeout_ms: u64) -> Vec<Result<Appended, LogError>> {
+        self.produce_in_turn(appends, timeout_ms, Turn::alone()).await
+    }
+
+    /// The blob writes (step 1) need no order and overlap the connection's earlier produce
+    /// requests; the appends are queued to the appender (whose queue keeps their order) only
+    /// in `turn`.
+    async fn produce_in_turn(
+        &self,
+        appends: Vec<Append>,
+        timeout_ms: u64,
+        mut turn: Turn,
+    ) -> Vec<Result<Appended, LogError>> {
         let timeout = self.timeout(timeout_ms);
+        let started = std::time::Instant::now();
         // Step 1: every blob, concurrently.
         let mut writes = tokio::task::JoinSet::new();
         let mut specs = Vec::with_capacity(appends.len());
@@ -471,7 +493,10 @@ impl Broker for Log {
                 written[i] = r;
             }
         }
-        // Step 2: sequence those whose bytes are durable, in the given order.
+        metrics::histogram!("quorumdb_log_blob_write_seconds").record(started.elapsed().as_secs_f64());
+        // Step 2: sequence those whose bytes are durable, in the given order, after the
+        // connection's earlier requests.
+        turn.wait().await;
         let mut waits = Vec::with_capacity(specs.len());
         for (spec, w) in specs.into_iter().zip(written) {
             match w {
@@ -487,6 +512,7 @@ impl Broker for Log {
                 }
             }
         }
+        turn.pass();
         let mut out = Vec::with_capacity(waits.len());
         for w in waits {
             out.push(match w {
@@ -502,6 +528,7 @@ impl Broker for Log {
                 },
             });
         }
+        metrics::histogram!("quorumdb_log_produce_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("quorumdb_log_batches_produced_total")
             .increment(out.iter().filter(|r| r.is_ok()).count() as u64);
         out
@@ -542,6 +569,7 @@ impl Broker for Log {
             picked.push(*b);
         }
         let (log_start, timeout) = (part.log_start as i64, self.timeout(0));
+        let started = std::time::Instant::now();
         let mut out = BytesMut::with_capacity(bytes);
         for chunk in picked.chunks(FETCH_BLOBS_PARALLEL_MAX) {
             let mut reads = tokio::task::JoinSet::new();
@@ -564,6 +592,7 @@ impl Broker for Log {
                 out.extend_from_slice(&bytes);
             }
         }
+        metrics::histogram!("quorumdb_log_read_seconds").record(started.elapsed().as_secs_f64());
         Ok(Records { high_watermark: hw as i64, log_start_offset: log_start, records: Bytes::from(out) })
     }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use quorumdb_kafka::{
     check_topic_name, rewrite_base_offset, serve, Append, Appended, BatchHeader, Broker, BrokerInfo,
-    ClusterInfo, KafkaConfig, LogError, NewTopic, OffsetQuery, PartitionInfo, Records, TopicInfo,
+    ClusterInfo, KafkaConfig, LogError, NewTopic, OffsetQuery, PartitionInfo, Records, TopicInfo, Turn,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +50,9 @@ pub struct MemBroker {
     /// `produce` calls so far, and the appends in the last one.
     pub produce_calls: AtomicUsize,
     pub last_produce_appends: AtomicUsize,
+    /// Delays of the next pipelined produces before their turn, as storing their bytes would
+    /// take (the node's blob writes); empty: none.
+    pub store_delays_ms: Mutex<VecDeque<u64>>,
 }
 
 impl MemBroker {
@@ -63,6 +66,7 @@ impl MemBroker {
             next_topic: AtomicI64::new(1),
             produce_calls: AtomicUsize::new(0),
             last_produce_appends: AtomicUsize::new(0),
+            store_delays_ms: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -189,6 +193,22 @@ impl Broker for MemBroker {
         self.last_produce_appends.store(appends.len(), Ordering::SeqCst);
         let out = appends.iter().map(|a| self.append(a)).collect();
         self.appended.send_modify(|n| *n += 1);
+        out
+    }
+
+    async fn produce_in_turn(
+        &self,
+        appends: Vec<Append>,
+        timeout_ms: u64,
+        mut turn: Turn,
+    ) -> Vec<Result<Appended, LogError>> {
+        let delay = self.store_delays_ms.lock().unwrap().pop_front();
+        if let Some(ms) = delay {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        turn.wait().await;
+        let out = self.produce(appends, timeout_ms).await;
+        turn.pass();
         out
     }
 
