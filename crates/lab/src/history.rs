@@ -228,6 +228,84 @@ pub enum HistoryError {
     },
 }
 
+/// How reading or writing a JSON Lines history failed; each history format maps it into its
+/// own error type.
+#[derive(Debug)]
+pub(crate) enum JsonlError {
+    Io(std::io::Error),
+    Decode { line: usize, source: serde_json::Error },
+    Encode { index: usize, source: serde_json::Error },
+    LineTooLong { line: usize },
+    TooManyOps,
+}
+
+impl From<std::io::Error> for JsonlError {
+    fn from(e: std::io::Error) -> Self {
+        JsonlError::Io(e)
+    }
+}
+
+impl From<JsonlError> for HistoryError {
+    fn from(e: JsonlError) -> Self {
+        match e {
+            JsonlError::Io(e) => HistoryError::Io(e),
+            JsonlError::Decode { line, source } => HistoryError::Decode { line, source },
+            JsonlError::Encode { index, source } => HistoryError::Encode { index, source },
+            JsonlError::LineTooLong { line } => {
+                HistoryError::LineTooLong { line, bytes_max: OP_LINE_BYTES_MAX }
+            }
+            JsonlError::TooManyOps => HistoryError::TooManyOps { ops_len_max: HISTORY_OPS_LEN_MAX },
+        }
+    }
+}
+
+/// Reads JSON Lines of `T`: one per line, blank lines ignored, stopping at the first bad line
+/// with its 1-based number; at most [`OP_LINE_BYTES_MAX`] per line and [`HISTORY_OPS_LEN_MAX`]
+/// lines.
+pub(crate) fn read_jsonl_ops<T: serde::de::DeserializeOwned, R: Read>(
+    reader: R,
+) -> Result<Vec<T>, JsonlError> {
+    let mut reader = BufReader::new(reader);
+    let mut ops = Vec::new();
+    let mut buf = Vec::new();
+    let mut line = 0usize;
+    loop {
+        buf.clear();
+        line += 1;
+        // Read at most one byte past the limit, so an overlong line is detected without
+        // buffering the rest of it.
+        let limit = (OP_LINE_BYTES_MAX + 1) as u64;
+        let n = reader.by_ref().take(limit).read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if content.len() > OP_LINE_BYTES_MAX || (buf.last() != Some(&b'\n') && n as u64 == limit) {
+            return Err(JsonlError::LineTooLong { line });
+        }
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if ops.len() >= HISTORY_OPS_LEN_MAX {
+            return Err(JsonlError::TooManyOps);
+        }
+        ops.push(serde_json::from_slice(content).map_err(|source| JsonlError::Decode { line, source })?);
+    }
+    Ok(ops)
+}
+
+/// Writes JSON Lines, one `T` per line, in order.
+pub(crate) fn write_jsonl_ops<T: Serialize, W: Write>(ops: &[T], writer: W) -> Result<(), JsonlError> {
+    let mut writer = std::io::BufWriter::new(writer);
+    for (index, op) in ops.iter().enumerate() {
+        serde_json::to_writer(&mut writer, op).map_err(|source| JsonlError::Encode { index, source })?;
+        writer.write_all(b"\n")?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
 impl History {
     pub fn new(ops: Vec<Op>) -> Self {
         Self { ops }
@@ -237,48 +315,12 @@ impl History {
     /// its 1-based number. Bounded by [`OP_LINE_BYTES_MAX`] and [`HISTORY_OPS_LEN_MAX`].
     /// Does not validate; call [`History::validate`] (the checkers do).
     pub fn read_jsonl<R: Read>(reader: R) -> Result<History, HistoryError> {
-        let mut reader = BufReader::new(reader);
-        let mut ops = Vec::new();
-        let mut buf = Vec::new();
-        let mut line = 0usize;
-        loop {
-            buf.clear();
-            line += 1;
-            // Read at most one byte past the limit, so an overlong line is detected without
-            // buffering the rest of it.
-            let limit = (OP_LINE_BYTES_MAX + 1) as u64;
-            let n = reader.by_ref().take(limit).read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            if content.len() > OP_LINE_BYTES_MAX || (buf.last() != Some(&b'\n') && n as u64 == limit) {
-                return Err(HistoryError::LineTooLong { line, bytes_max: OP_LINE_BYTES_MAX });
-            }
-            let content = content.strip_suffix(b"\r").unwrap_or(content);
-            if content.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            if ops.len() >= HISTORY_OPS_LEN_MAX {
-                return Err(HistoryError::TooManyOps { ops_len_max: HISTORY_OPS_LEN_MAX });
-            }
-            let op: Op =
-                serde_json::from_slice(content).map_err(|source| HistoryError::Decode { line, source })?;
-            ops.push(op);
-        }
-        Ok(History { ops })
+        Ok(History { ops: read_jsonl_ops(reader)? })
     }
 
     /// Writes JSON Lines, one op per line, in `ops` order.
     pub fn write_jsonl<W: Write>(&self, writer: W) -> Result<(), HistoryError> {
-        let mut writer = std::io::BufWriter::new(writer);
-        for (index, op) in self.ops.iter().enumerate() {
-            serde_json::to_writer(&mut writer, op)
-                .map_err(|source| HistoryError::Encode { index, source })?;
-            writer.write_all(b"\n")?;
-        }
-        writer.flush()?;
-        Ok(())
+        Ok(write_jsonl_ops(&self.ops, writer)?)
     }
 
     /// Checks everything the checkers rely on (see the module docs), decoding every token.

@@ -45,10 +45,12 @@
 //! [`CheckConfig::examples_len_max`].
 
 use super::{push_bounded, CheckConfig};
-use crate::history::{OpResult, HISTORY_OPS_LEN_MAX, OP_LINE_BYTES_MAX};
+use crate::history::{
+    read_jsonl_ops, write_jsonl_ops, JsonlError, OpResult, HISTORY_OPS_LEN_MAX, OP_LINE_BYTES_MAX,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use thiserror::Error;
 
 /// Most records one poll or one final read may list. A final read of the lab's partitions holds
@@ -198,6 +200,20 @@ pub enum LogHistoryError {
     FinalBounds { index: usize, log_start: u64, high_watermark: u64 },
 }
 
+impl From<JsonlError> for LogHistoryError {
+    fn from(e: JsonlError) -> Self {
+        match e {
+            JsonlError::Io(e) => LogHistoryError::Io(e),
+            JsonlError::Decode { line, source } => LogHistoryError::Decode { line, source },
+            JsonlError::Encode { index, source } => LogHistoryError::Encode { index, source },
+            JsonlError::LineTooLong { line } => {
+                LogHistoryError::LineTooLong { line, bytes_max: OP_LINE_BYTES_MAX }
+            }
+            JsonlError::TooManyOps => LogHistoryError::TooManyOps { ops_len_max: HISTORY_OPS_LEN_MAX },
+        }
+    }
+}
+
 impl LogHistory {
     pub fn new(ops: Vec<LogOp>) -> Self {
         Self { ops }
@@ -207,47 +223,12 @@ impl LogHistory {
     /// [`crate::History::read_jsonl`] ([`OP_LINE_BYTES_MAX`], [`HISTORY_OPS_LEN_MAX`]). Does
     /// not validate; [`check_log`] does.
     pub fn read_jsonl<R: Read>(reader: R) -> Result<LogHistory, LogHistoryError> {
-        let mut reader = BufReader::new(reader);
-        let mut ops = Vec::new();
-        let mut buf = Vec::new();
-        let mut line = 0usize;
-        loop {
-            buf.clear();
-            line += 1;
-            // One byte past the limit detects an overlong line without buffering all of it.
-            let limit = (OP_LINE_BYTES_MAX + 1) as u64;
-            let n = reader.by_ref().take(limit).read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            if content.len() > OP_LINE_BYTES_MAX || (buf.last() != Some(&b'\n') && n as u64 == limit) {
-                return Err(LogHistoryError::LineTooLong { line, bytes_max: OP_LINE_BYTES_MAX });
-            }
-            let content = content.strip_suffix(b"\r").unwrap_or(content);
-            if content.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            if ops.len() >= HISTORY_OPS_LEN_MAX {
-                return Err(LogHistoryError::TooManyOps { ops_len_max: HISTORY_OPS_LEN_MAX });
-            }
-            let op: LogOp =
-                serde_json::from_slice(content).map_err(|source| LogHistoryError::Decode { line, source })?;
-            ops.push(op);
-        }
-        Ok(LogHistory { ops })
+        Ok(LogHistory { ops: read_jsonl_ops(reader)? })
     }
 
     /// Writes JSON Lines, one op per line, in `ops` order.
     pub fn write_jsonl<W: Write>(&self, writer: W) -> Result<(), LogHistoryError> {
-        let mut writer = std::io::BufWriter::new(writer);
-        for (index, op) in self.ops.iter().enumerate() {
-            serde_json::to_writer(&mut writer, op)
-                .map_err(|source| LogHistoryError::Encode { index, source })?;
-            writer.write_all(b"\n")?;
-        }
-        writer.flush()?;
-        Ok(())
+        Ok(write_jsonl_ops(&self.ops, writer)?)
     }
 
     /// Checks everything [`check_log`] relies on.
