@@ -250,16 +250,9 @@ fn check(f: &File) -> Result<(), String> {
 
 /// Kafka's topic-name rule (the broker refuses any other name anyway; this says so early).
 fn quorumdb_kafka_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("[topic] name {name:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"))
-    }
+    quorumdb_meta::log::check_topic_name(name).map_err(|e| {
+        format!("[topic] name {name:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-]): {e}")
+    })
 }
 
 /// Anomaly classes `--inject-bug` can plant in a recorded history.
