@@ -303,6 +303,40 @@ async fn run_scenario(a: RunArgs) -> Result<i32> {
     Ok(if report.violations == 0 { 0 } else { EXIT_VIOLATED })
 }
 
+/// What a special scenario (one with its own runner) takes from `lab run`'s arguments.
+struct SpecialRun {
+    params: Vec<(String, toml::Value)>,
+    seed: u64,
+    out: PathBuf,
+    /// The command line that replays the run.
+    command: String,
+}
+
+/// Refuses the key-value options in `unused` that were given (rather than ignoring them),
+/// then resolves the parameters, the seed, the output directory and the replay command.
+fn special_run(
+    a: &RunArgs,
+    origin: &str,
+    text: &str,
+    unused: &[(&str, bool)],
+    refusal: &str,
+    default_name: &str,
+) -> Result<SpecialRun> {
+    if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
+        bail!("{origin}: {flag} {refusal}");
+    }
+    let params: Vec<(String, toml::Value)> =
+        a.params.iter().map(|p| parse_param(p)).collect::<Result<_>>()?;
+    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
+    let name = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("name").and_then(|n| n.as_str().map(str::to_owned)))
+        .unwrap_or_else(|| default_name.into());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("lab-out").join(format!("{name}-{seed}")));
+    let command = format!("quorumdb lab run {} --seed {seed}", a.scenario);
+    Ok(SpecialRun { params, seed, out, command })
+}
+
 /// `lab run` of a coordination scenario (`split-brain-scheduler`): only `--seed`, `--out` and
 /// `--param` apply; the key-value options are refused rather than ignored.
 async fn run_coordination(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
@@ -314,22 +348,13 @@ async fn run_coordination(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
         ("--zone-fault", a.zone_fault.is_some()),
         ("--skew-ms", a.skew_ms.is_some()),
     ];
-    if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
-        bail!("{origin}: {flag} does not apply to a coordination scenario; use --param NAME=VALUE (for example --param rounds=1)");
-    }
-    let params: Vec<(String, toml::Value)> =
-        a.params.iter().map(|p| parse_param(p)).collect::<Result<_>>()?;
-    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
-    let name = toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("name").and_then(|n| n.as_str().map(str::to_owned)))
-        .unwrap_or_else(|| "coordination".into());
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("lab-out").join(format!("{name}-{seed}")));
-    let mut command = format!("quorumdb lab run {} --seed {seed}", a.scenario);
+    let refusal =
+        "does not apply to a coordination scenario; use --param NAME=VALUE (for example --param rounds=1)";
+    let mut r = special_run(&a, origin, text, &unused, refusal, "coordination")?;
     for p in &a.params {
-        command.push_str(&format!(" --param {p}"));
+        r.command.push_str(&format!(" --param {p}"));
     }
-    split_brain::run(origin, text, &params, seed, &out, command).await
+    split_brain::run(origin, text, &r.params, r.seed, &r.out, r.command).await
 }
 
 /// `lab run` of a log scenario (`log-under-faults`): `--seed`, `--out`, `--duration` (the
@@ -343,28 +368,19 @@ async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
         ("--zone-fault", a.zone_fault.is_some()),
         ("--skew-ms", a.skew_ms.is_some()),
     ];
-    if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
-        bail!("{origin}: {flag} does not apply to a log scenario; use --duration SECONDS or --param NAME=VALUE (for example --param producers=2)");
-    }
-    let params: Vec<(String, toml::Value)> =
-        a.params.iter().map(|p| parse_param(p)).collect::<Result<_>>()?;
-    let seed = a.seed.unwrap_or_else(rand::random::<u64>);
-    let name = toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("name").and_then(|n| n.as_str().map(str::to_owned)))
-        .unwrap_or_else(|| "log".into());
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("lab-out").join(format!("{name}-{seed}")));
-    let mut command = format!("quorumdb lab run {} --seed {seed}", a.scenario);
+    let refusal = "does not apply to a log scenario; use --duration SECONDS or --param NAME=VALUE (for example --param producers=2)";
+    let mut r = special_run(&a, origin, text, &unused, refusal, "log")?;
     if let Some(d) = a.duration {
-        command.push_str(&format!(" --duration {d}"));
+        r.command.push_str(&format!(" --duration {d}"));
     }
     for p in &a.params {
-        command.push_str(&format!(" --param {p}"));
+        r.command.push_str(&format!(" --param {p}"));
     }
     if let Some(b) = &a.inject_bug {
-        command.push_str(&format!(" --inject-bug {b}"));
+        r.command.push_str(&format!(" --inject-bug {b}"));
     }
-    log_faults::run(origin, text, &params, a.duration, a.inject_bug.as_deref(), seed, &out, command).await
+    log_faults::run(origin, text, &r.params, a.duration, a.inject_bug.as_deref(), r.seed, &r.out, r.command)
+        .await
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
