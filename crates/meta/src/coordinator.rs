@@ -268,12 +268,7 @@ impl Coordinator {
                 Phase::Stable => "Stable",
             };
         }
-        match persisted.group(group) {
-            None => "Dead",
-            Some(p) if p.members.is_empty() => "Empty",
-            Some(p) if p.assigned => "Stable",
-            Some(_) => "CompletingRebalance",
-        }
+        persisted_state_name(group, persisted)
     }
 
     /// A live member's subscription for the group's protocol (DescribeGroups shows it);
@@ -842,6 +837,17 @@ impl Coordinator {
                 }
             }
         }
+    }
+}
+
+/// A group's state as the replicated state alone shows it (a node that does not coordinate
+/// it, or before the coordinator loads it).
+pub fn persisted_state_name(group: &str, persisted: &GroupsState) -> &'static str {
+    match persisted.group(group) {
+        None => "Dead",
+        Some(p) if p.members.is_empty() => "Empty",
+        Some(p) if p.assigned => "Stable",
+        Some(_) => "CompletingRebalance",
     }
 }
 

@@ -81,12 +81,7 @@ fn offsets(metadata: &Metadata, g: &Group) -> Vec<api::GroupOffsetInfo> {
 fn state(s: &AppState, name: &str, metadata: &Metadata) -> String {
     match &s.groups {
         Some(g) => g.state_name(name),
-        None => match metadata.groups().group(name) {
-            None => "Dead".into(),
-            Some(g) if g.members.is_empty() => "Empty".into(),
-            Some(g) if g.assigned => "Stable".into(),
-            Some(_) => "CompletingRebalance".into(),
-        },
+        None => quorumdb_meta::coordinator::persisted_state_name(name, metadata.groups()).into(),
     }
 }
 
