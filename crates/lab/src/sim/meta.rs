@@ -47,6 +47,7 @@ use std::fmt;
 use crate::checker::log::{check_log, FinalPartition, LogHistory, LogOp, Poll, Send};
 use crate::checker::CheckConfig;
 use crate::history::OpResult;
+use quorumdb_meta::group::{GroupCommand, GroupMember, OffsetSpec};
 use quorumdb_meta::log::{AppendSpec, LogOutcome, ProducerBatch, TopicConfig, TopicSpec};
 use quorumdb_meta::{
     Change, Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage, Outcome,
@@ -409,8 +410,9 @@ impl World {
             .max()
             .unwrap_or(1);
         match self.rng.random_range(0..100) {
-            0..=39 => return self.lease_command(),
-            40..=64 => return self.log_command(),
+            0..=34 => return self.lease_command(),
+            35..=59 => return self.log_command(),
+            60..=69 => return self.group_command(),
             _ => {}
         }
         match roll {
@@ -474,6 +476,63 @@ impl World {
             85..=94 => Command::InitProducerId,
             _ => Command::DeleteTopic { name: topic },
         }
+    }
+
+    /// Consumer groups' replicated commands (the same `quorumdb_meta::group` the server runs):
+    /// generations proposed from the generation some member last applied (so racing
+    /// proposals lose their compare-and-set), assignments, and offset commits from current and
+    /// stale generations; every member must apply them alike.
+    fn group_command(&mut self) -> Command {
+        let group = format!("g{}", self.rng.random_range(0..2));
+        let seen = self
+            .members
+            .iter()
+            .filter_map(|m| m.node.as_ref())
+            .filter_map(|n| n.metadata().groups().group(&group).map(|g| g.generation))
+            .max()
+            .unwrap_or(0);
+        let generation = seen - self.rng.random_range(0..2).min(seen);
+        let member = |i: u32| format!("m{i}");
+        let command = match self.rng.random_range(0..100) {
+            0..=29 => {
+                let members: Vec<GroupMember> = (0..self.rng.random_range(0..=3))
+                    .map(|i| GroupMember {
+                        id: member(i),
+                        session_timeout_ms: 10_000,
+                        rebalance_timeout_ms: 30_000,
+                        ..Default::default()
+                    })
+                    .collect();
+                GroupCommand::Generation {
+                    group,
+                    expected: generation,
+                    protocol_type: "consumer".into(),
+                    protocol: "range".into(),
+                    leader: if members.is_empty() { String::new() } else { member(0) },
+                    members,
+                }
+            }
+            30..=49 => GroupCommand::Assign {
+                group,
+                generation,
+                assignments: vec![(member(0), vec![1, 2]), (member(1), vec![3])],
+            },
+            50..=94 => GroupCommand::CommitOffsets {
+                group,
+                generation: if self.rng.random_bool(0.1) { -1 } else { generation },
+                member: member(self.rng.random_range(0..4)),
+                offsets: vec![OffsetSpec {
+                    topic: format!("log{}", self.rng.random_range(0..2)),
+                    partition: self.rng.random_range(0..3),
+                    offset: self.rng.random_range(0..50),
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                }],
+                commit_ms: self.next_request as i64,
+            },
+            _ => GroupCommand::Delete { groups: vec![group] },
+        };
+        Command::Group(command)
     }
 
     /// Leases, locks and releases on three names, with leases and tokens the clients saw.
