@@ -697,8 +697,12 @@ pub(crate) async fn fetch<B: Broker>(cx: &Ctx<'_, B>, version: i16, req: FetchRe
 /// their largest timestamp, and answering "latest - 1" would be wrong whenever timestamps are
 /// not monotonic. Clients send it only when asked explicitly (`OffsetSpec.maxTimestamp()`).
 /// The isolation level is ignored: without transactions both levels see the same offsets.
-pub(crate) fn list_offsets<B: Broker>(cx: &Ctx<'_, B>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+/// The broker first catches up with every acknowledged append ([`Broker::catch_up`]); if it
+/// cannot (no metadata leader), every partition gets the retriable error instead of a high
+/// watermark that may be stale.
+pub(crate) async fn list_offsets<B: Broker>(cx: &Ctx<'_, B>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut r = ListOffsetsResponse::default();
+    let caught_up = cx.broker.catch_up(cx.config.request_timeout_ms_default).await;
     for t in &req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
@@ -715,7 +719,11 @@ pub(crate) fn list_offsets<B: Broker>(cx: &Ctx<'_, B>, req: ListOffsetsRequest) 
                 MAX_TIMESTAMP => Err(ResponseError::UnsupportedVersion.code()),
                 _ => Err(ResponseError::InvalidRequest.code()),
             };
-            match query.map(|q| cx.broker.list_offset(t.name.0.as_str(), p.partition_index, q)) {
+            let answer = match &caught_up {
+                Ok(()) => query.map(|q| cx.broker.list_offset(t.name.0.as_str(), p.partition_index, q)),
+                Err(e) => Ok(Err(e.clone())),
+            };
+            match answer {
                 Ok(Ok((offset, timestamp))) => {
                     pr.offset = offset;
                     pr.timestamp = timestamp;

@@ -280,6 +280,15 @@ pub trait Broker: Send + Sync + 'static {
     /// `Earliest`/`Latest`.
     fn list_offset(&self, topic: &str, partition: i32, query: OffsetQuery) -> Result<(i64, i64), LogError>;
 
+    /// Brings what [`Broker::list_offset`] answers up to date with every append acknowledged
+    /// before the call, by any broker. A broker that serves every partition from a replicated
+    /// index may lag it (just restarted, briefly cut off); without this, a client could read
+    /// a high watermark below offsets it was already acknowledged. The default (one process,
+    /// one index) has nothing to catch up with.
+    fn catch_up(&self, _timeout_ms: u64) -> impl Future<Output = Result<(), LogError>> + Send {
+        async { Ok(()) }
+    }
+
     /// A new producer id and epoch for idempotent producing (transactions are not supported:
     /// a transactional id is refused).
     fn init_producer_id(&self, timeout_ms: u64) -> impl Future<Output = Result<(i64, i16), LogError>> + Send;

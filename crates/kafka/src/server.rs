@@ -456,7 +456,9 @@ async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes, turn
             Reply::Nothing
         }
         ApiKey::Fetch => reply(c, key, version, &api::fetch(cx, version, decode!(FetchRequest)).await),
-        ApiKey::ListOffsets => reply(c, key, version, &api::list_offsets(cx, decode!(ListOffsetsRequest))),
+        ApiKey::ListOffsets => {
+            reply(c, key, version, &api::list_offsets(cx, decode!(ListOffsetsRequest)).await)
+        }
         ApiKey::InitProducerId => {
             reply(c, key, version, &api::init_producer_id(cx, decode!(InitProducerIdRequest)).await)
         }

@@ -113,6 +113,14 @@ pub enum Input {
     Unreachable {
         peer: u64,
     },
+    /// A linearizable read: asks the leader for its commit index, confirmed by a quorum's
+    /// heartbeat answers (raft's ReadIndex). Answered by one [`Effect::ReadIndex`]; once this
+    /// member has applied up to that index, its metadata reflects every change committed
+    /// before the request, whichever member committed it.
+    ReadIndex {
+        now_ms: u64,
+        request: u64,
+    },
 }
 
 /// What the driver must do, in order.
@@ -135,6 +143,11 @@ pub enum Effect {
         request: u64,
         result: Result<Outcome, ProposeError>,
     },
+    /// The answer to [`Input::ReadIndex`]: the index to apply up to before reading.
+    ReadIndex {
+        request: u64,
+        result: Result<u64, ProposeError>,
+    },
 }
 
 struct Pending {
@@ -148,6 +161,8 @@ pub struct MetaNode {
     metadata: Metadata,
     applied: u64,
     pending: BTreeMap<u64, Pending>,
+    /// Read-index requests waiting for the leader's answer, with their deadlines.
+    reads: BTreeMap<u64, u64>,
     effects: Vec<Effect>,
     next_tick_ms: Option<u64>,
     rng: u64,
@@ -212,6 +227,7 @@ impl MetaNode {
             metadata,
             applied,
             pending: BTreeMap::new(),
+            reads: BTreeMap::new(),
             effects: Vec::new(),
             next_tick_ms: None,
             rng,
@@ -259,7 +275,9 @@ impl MetaNode {
 
     /// Feeds one input; returns the effects, in the order they must be carried out.
     pub fn step(&mut self, input: Input) -> Vec<Effect> {
-        if let Input::Tick { now_ms } | Input::Propose { now_ms, .. } = &input {
+        if let Input::Tick { now_ms } | Input::Propose { now_ms, .. } | Input::ReadIndex { now_ms, .. } =
+            &input
+        {
             self.now_ms = self.now_ms.max(*now_ms);
         }
         let ticked = matches!(input, Input::Tick { .. });
@@ -272,6 +290,7 @@ impl MetaNode {
             }
             Input::Propose { now_ms, request, command } => self.propose(now_ms, request, command),
             Input::Unreachable { peer } => self.raw.report_unreachable(peer),
+            Input::ReadIndex { now_ms, request } => self.read_index(now_ms, request),
         }
         self.drain_ready();
         self.lessor(ticked);
@@ -369,6 +388,44 @@ impl MetaNode {
             let timeout_ms = self.config.proposal_timeout_ms;
             self.effects.push(Effect::Reply { request, result: Err(ProposeError::Timeout { timeout_ms }) });
         }
+        let expired: Vec<u64> = self.reads.iter().filter(|(_, d)| **d <= now_ms).map(|(r, _)| *r).collect();
+        for request in expired {
+            self.reads.remove(&request);
+            let timeout_ms = self.config.proposal_timeout_ms;
+            self.effects
+                .push(Effect::ReadIndex { request, result: Err(ProposeError::Timeout { timeout_ms }) });
+        }
+    }
+
+    fn read_index(&mut self, now_ms: u64, request: u64) {
+        let reply = |e| Effect::ReadIndex { request, result: Err(e) };
+        if self.reads.len() >= PROPOSALS_PENDING_MAX {
+            self.effects.push(reply(ProposeError::Busy { max: PROPOSALS_PENDING_MAX }));
+            return;
+        }
+        // raft-rs drops a read index silently on a member that knows no leader.
+        if self.leader() == 0 {
+            self.effects.push(reply(ProposeError::NoLeader));
+            return;
+        }
+        // The context names this member too: the leader keys the reads it confirms by it.
+        self.raw.read_index(self.proposal_context(request));
+        let deadline_ms = now_ms.saturating_add(self.config.proposal_timeout_ms);
+        assert!(self.reads.insert(request, deadline_ms).is_none(), "request ids must be unique per member");
+    }
+
+    /// Answers the read-index requests raft has confirmed.
+    fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
+        for state in states {
+            let ctx = &state.request_ctx;
+            if ctx.len() != 16 || ctx[..8] != self.config.id.to_le_bytes() {
+                continue;
+            }
+            let request = u64::from_le_bytes(ctx[8..].try_into().expect("16 bytes"));
+            if self.reads.remove(&request).is_some() {
+                self.effects.push(Effect::ReadIndex { request, result: Ok(state.index) });
+            }
+        }
     }
 
     fn propose(&mut self, now_ms: u64, request: u64, command: Command) {
@@ -401,6 +458,8 @@ impl MetaNode {
         while self.raw.has_ready() {
             let first_effect = self.effects.len();
             let mut rd = self.raw.ready();
+            let reads = rd.take_read_states();
+            self.answer_reads(reads);
             for m in rd.take_messages() {
                 self.effects.push(Effect::Send { to: m.to, message: Box::new(m) });
             }

@@ -439,6 +439,10 @@ impl Broker for NodeBroker {
         self.log.list_offset(topic, partition, query)
     }
 
+    async fn catch_up(&self, timeout_ms: u64) -> Result<(), LogError> {
+        self.log.catch_up(timeout_ms).await
+    }
+
     async fn init_producer_id(&self, timeout_ms: u64) -> Result<(i64, i16), LogError> {
         self.log.init_producer_id(timeout_ms).await
     }

@@ -56,8 +56,14 @@ const FETCH_BLOBS_PARALLEL_MAX: usize = 16;
 /// How long a fetch beyond this node's high watermark waits for this node to catch up with
 /// what other nodes may already have acknowledged, before it is out of range.
 const CATCH_UP_WAIT_MS: u64 = 1_000;
+/// How long a ListOffsets waits to confirm this node's offsets with the metadata leader.
+const CATCH_UP_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long an append waits for a metadata leader to be elected.
 const APPEND_LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long the appender keeps re-proposing idempotent appends whose outcome is unknown.
+/// Under the 30 s request timeout of librdkafka, kafka-python and aiokafka, so the client
+/// hears the outcome rather than timing out itself.
+const APPEND_OUTCOME_WAIT: Duration = Duration::from_secs(20);
 
 type AppendReply = oneshot::Sender<Result<AppendResult, LogError>>;
 
@@ -96,28 +102,72 @@ impl Appender {
                 }
             }
             let (specs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            self.append(specs, replies).await;
+        }
+    }
+
+    /// Proposes one command of appends and answers each. A proposal that timed out may still
+    /// commit, so its outcome is unknown; answering "timed out" and moving on is wrong for an
+    /// idempotent producer: its next batch would be sequenced without this one and refused as
+    /// out of order, and librdkafka answers that by bumping its epoch and resending everything
+    /// unacknowledged under new sequences — duplicating any batch of any partition that did
+    /// commit. So the idempotent appends of an unknown outcome are proposed again (the
+    /// sequencer answers a committed one with its original offset) until the outcome is known
+    /// or [`APPEND_OUTCOME_WAIT`] passes, before any later append of this node is proposed.
+    /// The others get "timed out" at once: without a producer id a retry cannot be recognised.
+    async fn append(&self, mut specs: Vec<AppendSpec>, mut replies: Vec<AppendReply>) {
+        let deadline = tokio::time::Instant::now() + APPEND_OUTCOME_WAIT;
+        let mut unknown = false;
+        loop {
             let n = specs.len();
             metrics::histogram!("quorumdb_log_appends_per_command").record(n as f64);
             let started = std::time::Instant::now();
-            let proposed = propose(&self.meta, Command::Append { appends: specs }, APPEND_LEADER_WAIT).await;
+            let proposed =
+                propose(&self.meta, Command::Append { appends: specs.clone() }, APPEND_LEADER_WAIT).await;
             metrics::histogram!("quorumdb_log_append_propose_seconds")
                 .record(started.elapsed().as_secs_f64());
-            match proposed {
+            let e = match proposed {
                 Ok(Outcome::Log(LogOutcome::Appended { results })) if results.len() == n => {
                     for (reply, r) in replies.into_iter().zip(results) {
                         let _ = reply.send(r.map_err(refusal));
                     }
+                    return;
                 }
-                other => {
-                    let e = match other {
-                        Err(e) => propose_error(e),
-                        Ok(o) => LogError::Internal(format!("unexpected outcome {o:?}")),
-                    };
+                Ok(o) => LogError::Internal(format!("unexpected outcome {o:?}")),
+                Err(e @ ProposeError::Timeout { .. }) => {
+                    unknown = true;
+                    propose_error(e)
+                }
+                // Nothing was proposed this time, but an earlier attempt may still commit.
+                Err(e @ (ProposeError::NoLeader | ProposeError::Busy { .. })) if unknown => propose_error(e),
+                Err(e) => {
+                    let e = propose_error(e);
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
+                    return;
+                }
+            };
+            let retry = unknown && tokio::time::Instant::now() + NO_LEADER_RETRY < deadline;
+            let unknown_error =
+                || LogError::Timeout(format!("the append's outcome is unknown ({e}); it may still apply"));
+            let mut kept = (Vec::new(), Vec::new());
+            for (spec, reply) in specs.into_iter().zip(replies) {
+                if retry && spec.producer.is_some() {
+                    kept.0.push(spec);
+                    kept.1.push(reply);
+                } else if unknown {
+                    let _ = reply.send(Err(unknown_error()));
+                } else {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
+            (specs, replies) = kept;
+            if specs.is_empty() {
+                return;
+            }
+            metrics::counter!("quorumdb_log_append_outcome_retries_total").increment(1);
+            tokio::time::sleep(NO_LEADER_RETRY).await;
         }
     }
 }
@@ -546,12 +596,15 @@ impl Broker for Log {
         let mut hw =
             view.metadata.log().partition(topic, p).ok_or(LogError::UnknownTopicOrPartition)?.next_offset;
         if offset > hw as i64 {
-            // Another node may have acknowledged offsets this one has not applied yet.
-            let want = view.commit_index;
+            // Another node may have acknowledged offsets this one has not applied yet, or even
+            // heard of (a node just restarted knows only the commit index it had persisted):
+            // confirm with the leader before calling the offset out of range, which would make
+            // the consumer reset its position.
             view = self
                 .meta
-                .wait_until(Duration::from_millis(CATCH_UP_WAIT_MS), |v| v.applied_index >= want)
-                .await;
+                .linearizable_view(Duration::from_millis(CATCH_UP_WAIT_MS))
+                .await
+                .map_err(|e| LogError::Unavailable(format!("cannot confirm the high watermark: {e}")))?;
             hw =
                 view.metadata.log().partition(topic, p).ok_or(LogError::UnknownTopicOrPartition)?.next_offset;
         }
@@ -608,6 +661,16 @@ impl Broker for Log {
                 None => (-1, -1),
             },
         })
+    }
+
+    async fn catch_up(&self, timeout_ms: u64) -> Result<(), LogError> {
+        let timeout = self.timeout(timeout_ms).min(CATCH_UP_WAIT_MAX);
+        match self.meta.linearizable_view(timeout).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(LogError::Unavailable(format!(
+                "cannot confirm this node's offsets with the metadata leader: {e}"
+            ))),
+        }
     }
 
     async fn init_producer_id(&self, _timeout_ms: u64) -> Result<(i64, i16), LogError> {

@@ -56,10 +56,12 @@ pub struct MetaView {
 
 /// Where the answer to one proposal goes.
 type ReplyTx = oneshot::Sender<Result<Outcome, ProposeError>>;
+type ReadTx = oneshot::Sender<Result<u64, ProposeError>>;
 
 enum MetaMsg {
     Raft(Box<RaftMessage>),
     Propose { command: Command, reply: ReplyTx },
+    ReadIndex { reply: ReadTx },
     Unreachable(u64),
     Stop { done: oneshot::Sender<()> },
 }
@@ -250,6 +252,27 @@ impl Meta {
         rx.await.unwrap_or(Err(ProposeError::NoLeader))
     }
 
+    /// A view that reflects every metadata change committed before this call, on any node
+    /// (raft's ReadIndex: the leader's commit index, confirmed by a quorum, then applied
+    /// here). What a node that may lag — just restarted, briefly cut off — uses before it
+    /// answers something a client may compare with what another node acknowledged (a
+    /// partition's high watermark).
+    pub async fn linearizable_view(&self, timeout: Duration) -> Result<MetaView, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(MetaMsg::ReadIndex { reply })
+            .map_err(|_| ProposeError::Busy { max: META_QUEUE_LEN_MAX })?;
+        let index = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| ProposeError::Timeout { timeout_ms: timeout.as_millis() as u64 })?
+            .unwrap_or(Err(ProposeError::NoLeader))?;
+        let view = self.wait_until(timeout, |v| v.applied_index >= index).await;
+        if view.applied_index < index {
+            return Err(ProposeError::Timeout { timeout_ms: timeout.as_millis() as u64 });
+        }
+        Ok(view)
+    }
+
     /// Stops the meta thread after it made everything durable.
     pub async fn stop(&self) {
         let (done, rx) = oneshot::channel();
@@ -319,6 +342,7 @@ async fn meta_loop(
         durable: node.storage().clone(),
         peers: HashMap::new(),
         pending: BTreeMap::new(),
+        reads: BTreeMap::new(),
         next_request: 1,
         bootstrap_request: None,
         replies: Vec::new(),
@@ -340,6 +364,12 @@ async fn meta_loop(
                     driver.next_request += 1;
                     driver.pending.insert(request, reply);
                     Input::Propose { now_ms: started.elapsed().as_millis() as u64, request, command }
+                }
+                Some(MetaMsg::ReadIndex { reply }) => {
+                    let request = driver.next_request;
+                    driver.next_request += 1;
+                    driver.reads.insert(request, reply);
+                    Input::ReadIndex { now_ms: started.elapsed().as_millis() as u64, request }
                 }
                 Some(MetaMsg::Stop { done }) => {
                     let _ = driver.cx.storage.sync().await;
@@ -370,6 +400,7 @@ struct Driver {
     durable: MetaStorage,
     peers: HashMap<u64, Arc<PeerClient>>,
     pending: BTreeMap<u64, ReplyTx>,
+    reads: BTreeMap<u64, ReadTx>,
     next_request: u64,
     /// The request of this node's bootstrap proposal, while one is in flight.
     bootstrap_request: Option<u64>,
@@ -409,6 +440,11 @@ impl Driver {
                     // its answer sees its own change.
                     if let Some(reply) = self.pending.remove(&request) {
                         self.replies.push((reply, result));
+                    }
+                }
+                Effect::ReadIndex { request, result } => {
+                    if let Some(reply) = self.reads.remove(&request) {
+                        let _ = reply.send(result);
                     }
                 }
             }

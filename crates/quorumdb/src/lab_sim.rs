@@ -277,6 +277,8 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
                 sum.events += s.events;
                 sum.log_acked += s.log_acked;
                 sum.log_polled += s.log_polled;
+                sum.reads += s.reads;
+                sum.reads_confirmed += s.reads_confirmed;
             }
             Err(v) => {
                 failed += 1;
@@ -302,7 +304,7 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
     println!(
         "{passed} of {} seeds passed{} · {} proposals ({} acknowledged) · {} entries applied · {} terms \
          with a leader · {} snapshots · {} fencing tokens granted, {} leases expired · log checker: {} appends acknowledged, {} batches polled, 0 anomalies \
-         · {} crashes, {} partitions, {} loss bursts · slowest convergence {} ms after the heal · {} events · {:.1} s",
+         · {} read-index reads ({} confirmed, none below a committed index) · {} crashes, {} partitions, {} loss bursts · slowest convergence {} ms after the heal · {} events · {:.1} s",
         a.seeds,
         if failed > 0 { format!(", {failed} failed") } else { String::new() },
         sum.proposals,
@@ -314,6 +316,8 @@ fn run_meta(a: SimulateArgs) -> Result<i32> {
         sum.leases_expired,
         sum.log_acked,
         sum.log_polled,
+        sum.reads,
+        sum.reads_confirmed,
         sum.crashes,
         sum.partitions,
         sum.loss_bursts,

@@ -199,8 +199,6 @@ const KILL_RATE: &str = "1000";
 /// and consumers that assign() each partition read each value exactly once, at its
 /// acknowledged offset, offsets dense, values in produce order (tests/kafka/idempotent_kill.py).
 #[test]
-#[ignore = "finds a real bug: about 1 run in 3 a partition ends 2-3 records long (a batch appended twice \
-            around the leader kill); see the issue #11 note of 2026-12-07. Run with --ignored."]
 fn idempotent_producer_through_kill_loses_and_duplicates_nothing() {
     use std::io::BufRead;
     let python = python();

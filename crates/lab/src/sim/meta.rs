@@ -135,6 +135,9 @@ pub struct MetaSimStats {
     pub log_polls: u64,
     pub log_polled: u64,
     pub log_final: u64,
+    /// Read-index requests answered, and those answered with an index (not an error).
+    pub reads: u64,
+    pub reads_confirmed: u64,
 }
 
 /// One log append as its client saw it; resolved into a [`Send`] once every blob's topic
@@ -220,6 +223,9 @@ struct World {
     applied: BTreeMap<u64, u64>,
     /// Requests in flight: (member id, request id) → the table it creates, if any.
     requests: BTreeMap<(u64, u64), Option<String>>,
+    /// Read-index requests in flight: for each, the highest index any member had applied
+    /// (so: committed) when it was asked. A linearizable read must answer at least that.
+    reads: BTreeMap<(u64, u64), u64>,
     /// Tables whose creation was acknowledged.
     acked_tables: BTreeSet<String>,
     next_request: u64,
@@ -301,6 +307,7 @@ impl World {
             log: BTreeMap::new(),
             applied: BTreeMap::new(),
             requests: BTreeMap::new(),
+            reads: BTreeMap::new(),
             acked_tables: BTreeSet::new(),
             next_request: 1,
             next_table: 1,
@@ -370,6 +377,9 @@ impl World {
                 self.propose_random(command);
                 if bootstrapped && self.rng.random_bool(0.5) {
                     self.poll_log();
+                }
+                if self.rng.random_bool(0.3) {
+                    self.read_random();
                 }
                 next_client_ms = self.now_ms + self.rng.random_range(20..120);
             }
@@ -572,11 +582,7 @@ impl World {
     }
 
     fn propose_random(&mut self, command: Command) {
-        let live: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].node.is_some()).collect();
-        if live.is_empty() {
-            return;
-        }
-        let i = live[self.rng.random_range(0..live.len())];
+        let Some(i) = self.random_live() else { return };
         let request = self.next_request;
         self.next_request += 1;
         let table = match &command {
@@ -592,6 +598,23 @@ impl World {
         }
         let now_ms = self.now_ms;
         self.step(i, Input::Propose { now_ms, request, command });
+    }
+
+    /// A random live member, if any.
+    fn random_live(&mut self) -> Option<usize> {
+        let live: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].node.is_some()).collect();
+        (!live.is_empty()).then(|| live[self.rng.random_range(0..live.len())])
+    }
+
+    /// A read-index request at a random live member.
+    fn read_random(&mut self) {
+        let Some(i) = self.random_live() else { return };
+        let request = self.next_request;
+        self.next_request += 1;
+        let floor = self.applied.values().copied().max().unwrap_or(0);
+        self.reads.insert((self.members[i].id, request), floor);
+        let now_ms = self.now_ms;
+        self.step(i, Input::ReadIndex { now_ms, request });
     }
 
     fn tick_due(&mut self) {
@@ -708,6 +731,21 @@ impl World {
                         Some(_) => {}
                         None => {
                             self.log.insert(index, (term, shown));
+                        }
+                    }
+                }
+                Effect::ReadIndex { request, result } => {
+                    let Some(floor) = self.reads.remove(&(id, request)) else {
+                        self.fail(format!("member {id} answered read {request}, which it was never asked"));
+                        continue;
+                    };
+                    self.stats.reads += 1;
+                    if let Ok(index) = result {
+                        self.stats.reads_confirmed += 1;
+                        if index < floor {
+                            self.fail(format!(
+                                "member {id} answered a read index {index}, below index {floor} committed before the read"
+                            ));
                         }
                     }
                 }
@@ -1010,11 +1048,7 @@ impl World {
     /// One simulated consumer poll: a random live member's applied index of a random
     /// partition, from the consumer's position.
     fn poll_log(&mut self) {
-        let live: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].node.is_some()).collect();
-        if live.is_empty() {
-            return;
-        }
-        let i = live[self.rng.random_range(0..live.len())];
+        let Some(i) = self.random_live() else { return };
         let name = format!("log{}", self.rng.random_range(0..2));
         let partition = self.rng.random_range(0..3u32);
         let consumer = self.rng.random_range(0..LOG_CONSUMERS);

@@ -7,6 +7,8 @@ a node meanwhile. Then reads every partition from the beginning with assign() an
 record acknowledged, none delivered twice, none missing, offsets dense from 0, and per
 partition the values in produce order. Prints OK, or FAIL and exits non-zero.
 """
+import logging
+import os
 import sys
 import time
 
@@ -43,8 +45,16 @@ def on_delivery(err, msg):
         print(f"acked {len(acked)}", flush=True)
 
 
+debug = {}
+if os.environ.get("IDEMPOTENT_KILL_LOG"):
+    # Diagnosis aid: librdkafka's idempotence and protocol log to a file.
+    log = logging.getLogger("rdkafka")
+    log.addHandler(logging.FileHandler(os.environ["IDEMPOTENT_KILL_LOG"]))
+    log.setLevel(logging.DEBUG)
+    debug = {"debug": "eos,msg,protocol,broker", "logger": log}
 producer = Producer(
     {
+        **debug,
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
