@@ -171,6 +171,57 @@ fn default_retention_check_interval_ms() -> u64 {
     1_000
 }
 
+/// Limits of the client HTTP listener against slow or greedy clients (`[http]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection must deliver a request's headers within this long of its first byte (or
+    /// of going idle between requests), or it is closed: one slowloris client trickling a
+    /// header byte at a time cannot hold a connection slot for ever.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this long of its headers (408 otherwise).
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// Open client connections; more are closed at once (and counted) rather than left to
+    /// queue in the kernel.
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+    /// Requests per second one client address may make (a token bucket of
+    /// `requests_burst_per_client` tokens); beyond it, 429 with `Retry-After`. 0: no limit,
+    /// the default, since clients are known by address only until authentication exists and
+    /// a load balancer or benchmark would share one.
+    #[serde(default)]
+    pub requests_per_second_per_client: u32,
+    #[serde(default = "default_requests_burst_per_client")]
+    pub requests_burst_per_client: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
+            connections_max: default_connections_max(),
+            requests_per_second_per_client: 0,
+            requests_burst_per_client: default_requests_burst_per_client(),
+        }
+    }
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_read_timeout_ms() -> u64 {
+    30_000
+}
+fn default_connections_max() -> usize {
+    4096
+}
+fn default_requests_burst_per_client() -> u32 {
+    100
+}
+
 /// How a table resolves concurrent writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -262,6 +313,8 @@ pub struct NodeConfig {
     pub kafka_listen: Option<String>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 fn default_replication_factor() -> usize {
@@ -388,6 +441,20 @@ impl NodeConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.node_id.is_empty() {
             return bad("node_id must not be empty".into());
+        }
+        let h = &self.http;
+        if h.header_read_timeout_ms == 0 || h.body_read_timeout_ms == 0 {
+            return bad("http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 1".into());
+        }
+        if h.connections_max == 0 || h.connections_max > crate::http_guard::CONNECTIONS_MAX {
+            return bad(format!(
+                "http.connections_max must be 1 to {}, got {}",
+                crate::http_guard::CONNECTIONS_MAX,
+                h.connections_max
+            ));
+        }
+        if h.requests_per_second_per_client > 0 && h.requests_burst_per_client == 0 {
+            return bad("http.requests_burst_per_client must be at least 1 when a rate is set".into());
         }
         if self.members.is_empty() {
             return bad("members must list the cluster's nodes (including this one)".into());

@@ -44,6 +44,12 @@ pub enum ApiError {
     Overloaded(String),
     #[error("{0}")]
     AdminDisabled(String),
+    /// A client over its request rate (`[http] requests_per_second_per_client`).
+    #[error("{0}")]
+    RateLimited(String),
+    /// A request body that did not arrive within `[http] body_read_timeout_ms`.
+    #[error("{0}")]
+    SlowRequest(String),
     /// A metadata change refused by the metadata state machine (committed, and refused alike
     /// on every node), with its own code: `duplicate_member`, `stale_plan`, ...
     #[error("{message}")]
@@ -209,6 +215,8 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::AdminDisabled(_) => "admin_disabled",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::SlowRequest(_) => "request_timeout",
             ApiError::Metadata { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
@@ -220,6 +228,8 @@ impl ApiError {
             ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) | ApiError::ItemTooLarge(_) => 413,
             ApiError::TooManySiblings(_) | ApiError::TooManyWriters(_) | ApiError::Fenced(_) => 409,
             ApiError::AdminDisabled(_) => 403,
+            ApiError::RateLimited(_) => 429,
+            ApiError::SlowRequest(_) => 408,
             ApiError::Quorum(_)
             | ApiError::Poisoned(_)
             | ApiError::Unavailable(_)
@@ -247,6 +257,8 @@ impl ApiError {
             "unavailable" => ApiError::Unavailable(message),
             "overloaded" => ApiError::Overloaded(message),
             "admin_disabled" => ApiError::AdminDisabled(message),
+            "rate_limited" => ApiError::RateLimited(message),
+            "request_timeout" => ApiError::SlowRequest(message),
             _ => ApiError::Internal(message),
         }
     }

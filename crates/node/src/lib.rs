@@ -11,6 +11,7 @@ pub mod error;
 pub mod groups;
 pub mod http;
 mod http_groups;
+pub mod http_guard;
 mod http_topics;
 pub mod log;
 pub mod meta;
@@ -160,10 +161,7 @@ pub async fn run(
         groups: groups_for_http,
     });
     node.ready.store(true, Ordering::Release);
-    axum::serve(http_listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| NodeError::Setup(format!("http server failed: {e}")))?;
+    http_guard::serve(http_listener, app, node.config.http.clone(), shutdown).await;
     tracing::info!(node = node.id(), "node stopping");
     let _ = stop_kafka.send(true);
     // Stop the replica shards first: a peer could still ask this node to coordinate a write,
