@@ -943,3 +943,72 @@ pub struct HotReport {
     /// Hottest first.
     pub keys: Vec<HotKeyInfo>,
 }
+
+/// `POST /v1/users` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A token, shown once: the answer of `POST /v1/users` and `POST /v1/users/{name}/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub user: String,
+    pub token_id: String,
+    /// `qdb_<id>_<secret>`; only its hash is stored, so it cannot be shown again.
+    pub token: String,
+}
+
+/// A user as `GET /v1/users` shows it (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub token_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+}
+
+/// One grant of a role: `resource` is table, topic, group, lock or cluster; `pattern` a name,
+/// `prefix*` or `*`; `permission` read, write or admin (each implies the ones before it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantInfo {
+    pub resource: String,
+    pub pattern: String,
+    pub permission: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    pub name: String,
+    pub grants: Vec<GrantInfo>,
+    /// True for the built-in `admin` role (every permission, unchangeable).
+    pub builtin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleList {
+    pub roles: Vec<RoleInfo>,
+}
+
+/// `POST /v1/roles` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    pub name: String,
+}
+
+/// `GET /v1/auth`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthStatus {
+    pub enabled: bool,
+    pub users: usize,
+    pub roles: usize,
+}

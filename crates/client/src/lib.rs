@@ -167,6 +167,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     endpoint: String,
+    /// Sent as `Authorization: Bearer` on every request when set.
+    token: Option<String>,
 }
 
 impl Client {
@@ -204,7 +206,14 @@ impl Client {
                 endpoint: trimmed.to_owned(),
                 detail: format!("cannot build HTTP client: {}", error_chain(&e)),
             })?;
-        Ok(Client { http, base, endpoint: trimmed.trim_end_matches('/').to_owned() })
+        Ok(Client { http, base, endpoint: trimmed.trim_end_matches('/').to_owned(), token: None })
+    }
+
+    /// Sends `token` (`qdb_...`, from `quorumdb user create`) with every request, as a
+    /// cluster with authentication on requires. `None` sends none.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The endpoint this client talks to, without a trailing slash.
@@ -495,6 +504,78 @@ impl Client {
         self.get_json(&["v1", "locks", name]).await
     }
 
+    /// Users (authentication, docs/security.md).
+    pub async fn users(&self) -> Result<api::UserList, ClientError> {
+        self.get_json(&["v1", "users"]).await
+    }
+
+    /// Creates a user with `roles`; the answer holds its token, shown only this once.
+    pub async fn create_user(&self, name: &str, roles: &[String]) -> Result<api::CreatedToken, ClientError> {
+        let body = api::CreateUser { name: name.to_owned(), roles: roles.to_vec() };
+        self.send_json(Method::POST, &["v1", "users"], &body).await
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<(), ClientError> {
+        self.send_empty(Method::DELETE, &["v1", "users", name]).await
+    }
+
+    /// Another token for `user` (rotation: add the new token, move clients, delete the old).
+    pub async fn add_token(&self, user: &str) -> Result<api::CreatedToken, ClientError> {
+        self.send_json(Method::POST, &["v1", "users", user, "tokens"], &serde_json::json!({})).await
+    }
+
+    pub async fn delete_token(&self, user: &str, token_id: &str) -> Result<(), ClientError> {
+        self.send_empty(Method::DELETE, &["v1", "users", user, "tokens", token_id]).await
+    }
+
+    pub async fn assign_role(&self, user: &str, role: &str) -> Result<api::UserInfo, ClientError> {
+        self.send_json(Method::PUT, &["v1", "users", user, "roles", role], &serde_json::json!({})).await
+    }
+
+    pub async fn unassign_role(&self, user: &str, role: &str) -> Result<api::UserInfo, ClientError> {
+        self.send_json(Method::DELETE, &["v1", "users", user, "roles", role], &serde_json::json!({})).await
+    }
+
+    pub async fn roles(&self) -> Result<api::RoleList, ClientError> {
+        self.get_json(&["v1", "roles"]).await
+    }
+
+    pub async fn create_role(&self, name: &str) -> Result<api::RoleInfo, ClientError> {
+        self.send_json(Method::POST, &["v1", "roles"], &api::CreateRole { name: name.to_owned() }).await
+    }
+
+    pub async fn delete_role(&self, name: &str) -> Result<(), ClientError> {
+        self.send_empty(Method::DELETE, &["v1", "roles", name]).await
+    }
+
+    pub async fn grant(&self, role: &str, grant: &api::GrantInfo) -> Result<api::RoleInfo, ClientError> {
+        self.send_json(Method::POST, &["v1", "roles", role, "grants"], grant).await
+    }
+
+    pub async fn revoke(&self, role: &str, grant: &api::GrantInfo) -> Result<api::RoleInfo, ClientError> {
+        self.send_json(Method::DELETE, &["v1", "roles", role, "grants"], grant).await
+    }
+
+    pub async fn auth_status(&self) -> Result<api::AuthStatus, ClientError> {
+        self.get_json(&["v1", "auth"]).await
+    }
+
+    /// Turns authentication on (refused with `no_admin` unless some user has the admin role).
+    pub async fn set_auth(&self, enabled: bool) -> Result<api::AuthStatus, ClientError> {
+        let what = if enabled { "enable" } else { "disable" };
+        self.send_json(Method::POST, &["v1", "auth", what], &serde_json::json!({})).await
+    }
+
+    /// A request whose success answer has no body (204).
+    async fn send_empty(&self, method: Method, segments: &[&str]) -> Result<(), ClientError> {
+        let url = self.url(segments)?;
+        let (status, bytes) = self.send(self.http.request(method, url)).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        self.decode::<serde_json::Value>(status, &bytes).map(|_| ())
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
         let url = self.url(segments)?;
         let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
@@ -537,6 +618,10 @@ impl Client {
         let transport = |e: reqwest::Error| ClientError::Transport {
             endpoint: self.endpoint.clone(),
             detail: transport_detail(&e),
+        };
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();

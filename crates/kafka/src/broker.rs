@@ -280,6 +280,12 @@ pub trait Broker: Send + Sync + 'static {
     /// `Earliest`/`Latest`.
     fn list_offset(&self, topic: &str, partition: i32, query: OffsetQuery) -> Result<(i64, i64), LogError>;
 
+    /// Whether clients must authenticate. This listener has no SASL yet, so while it is true
+    /// every request but ApiVersions closes the connection.
+    fn authentication_required(&self) -> bool {
+        false
+    }
+
     /// Brings what [`Broker::list_offset`] answers up to date with every append acknowledged
     /// before the call, by any broker. A broker that serves every partition from a replicated
     /// index may lag it (just restarted, briefly cut off); without this, a client could read

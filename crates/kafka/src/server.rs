@@ -407,6 +407,13 @@ async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes, turn
         tracing::info!(%peer, api = ?key, version, "kafka request of a version we do not advertise: closing the connection");
         return Reply::Close(Close::Quiet(format!("{key:?} v{version} is not served")));
     }
+    if key != ApiKey::ApiVersions && cx.broker.authentication_required() {
+        // This listener has no SASL yet: with authentication on, it serves nobody rather
+        // than everybody (docs/security.md).
+        return Reply::Close(Close::Loud(format!(
+            "authentication is on and the Kafka listener does not authenticate clients yet (no SASL): refusing {key:?} from {peer}"
+        )));
+    }
     let mut body = frame;
     let legacy_produce = key == ApiKey::Produce && version < PRODUCE_VERSION_MIN_SERVED;
     let header_version =

@@ -9,11 +9,13 @@
 //!   [`PersistDelta`]s that drivers make durable;
 //! - [`log`]: the log's sequencer — topics, partitions, dense offsets, idempotent producers;
 //! - [`group`]: consumer groups' generations, assignments and generation-fenced offsets;
+//! - [`auth`]: users, roles and hashed API tokens;
 //! - [`node`]: one group member ([`MetaNode`]) wrapping raft-rs's `RawNode`: inputs and
 //!   `Tick { now_ms }` in, ordered [`Effect`]s out. No I/O, no clock, no threads.
 //!
 //! The simulator (`quorumdb-lab`, `sim::meta`) and the server run this same code.
 
+pub mod auth;
 pub mod coordinator;
 pub mod group;
 pub mod log;

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::auth::{AuthCommand, AuthError, AuthOutcome, AuthState};
 use crate::group::{GroupCommand, GroupError, GroupOutcome, GroupsState};
 use crate::log::{AppendSpec, LogError, LogOutcome, LogState, TopicSpec};
 
@@ -193,6 +194,8 @@ pub enum Command {
     InitProducerId,
     /// A consumer group's generation, assignment or committed offsets (see `group.rs`).
     Group(GroupCommand),
+    /// Users, roles, tokens, and whether authentication is on (see `auth.rs`).
+    Auth(AuthCommand),
 }
 
 /// What an accepted command did.
@@ -230,6 +233,7 @@ pub enum Outcome {
     Nothing,
     Log(LogOutcome),
     Group(GroupOutcome),
+    Auth(AuthOutcome),
 }
 
 /// Why a command was refused. Deterministic in the state, so every node refuses alike.
@@ -271,6 +275,8 @@ pub enum MetaError {
     Log(LogError),
     #[error("{0}")]
     Group(GroupError),
+    #[error("{0}")]
+    Auth(AuthError),
 }
 
 /// The replicated metadata.
@@ -290,6 +296,8 @@ pub struct Metadata {
     log: LogState,
     /// Consumer groups: generations, members, assignments, committed offsets.
     groups: GroupsState,
+    /// Users, roles and tokens.
+    auth: AuthState,
 }
 
 impl Metadata {
@@ -309,6 +317,10 @@ impl Metadata {
 
     pub fn staged(&self) -> &[Change] {
         &self.staged
+    }
+
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
     }
 
     pub fn tables(&self) -> &BTreeMap<String, TableDef> {
@@ -463,6 +475,7 @@ impl Metadata {
             Command::Group(c) => {
                 self.groups.apply(&self.log, c).map(Outcome::Group).map_err(MetaError::Group)
             }
+            Command::Auth(c) => self.auth.apply(c).map(Outcome::Auth).map_err(MetaError::Auth),
             Command::Trim { topic, partition, before } => {
                 self.log.trim(topic, *partition, *before).map(Outcome::Log).map_err(MetaError::Log)
             }

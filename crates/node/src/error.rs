@@ -6,6 +6,7 @@ use quorumdb_core::consistency::LevelError;
 use quorumdb_core::coordinator::QuorumError;
 use quorumdb_core::key::KeyError;
 use quorumdb_core::replica::ReplicaError;
+use quorumdb_meta::auth::AuthError;
 use quorumdb_meta::group::GroupError;
 use quorumdb_meta::log::LogError;
 use quorumdb_meta::{MetaError, ProposeError};
@@ -47,6 +48,12 @@ pub enum ApiError {
     /// A client over its request rate (`[http] requests_per_second_per_client`).
     #[error("{0}")]
     RateLimited(String),
+    /// No valid bearer token while authentication is on (401, `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A known user whose roles do not grant what the request needs.
+    #[error("{0}")]
+    Forbidden(String),
     /// A request body that did not arrive within `[http] body_read_timeout_ms`.
     #[error("{0}")]
     SlowRequest(String),
@@ -94,6 +101,19 @@ impl From<ProposeError> for ApiError {
                         GroupError::NotEmpty { .. } => ("group_not_empty", 409),
                         GroupError::Invalid { .. } => ("bad_request", 400),
                         GroupError::Limit { .. } => ("limit_reached", 409),
+                    },
+                    MetaError::Auth(e) => match e {
+                        AuthError::UserExists(_) => ("user_exists", 409),
+                        AuthError::UnknownUser(_) => ("unknown_user", 404),
+                        AuthError::RoleExists(_) => ("role_exists", 409),
+                        AuthError::UnknownRole(_) => ("unknown_role", 404),
+                        AuthError::UnknownToken(_) => ("unknown_token", 404),
+                        AuthError::BuiltinRole => ("builtin_role", 409),
+                        AuthError::RoleInUse { .. } => ("role_in_use", 409),
+                        AuthError::NoAdmin => ("no_admin", 409),
+                        AuthError::LastAdmin { .. } => ("last_admin", 409),
+                        AuthError::Invalid { .. } => ("bad_request", 400),
+                        AuthError::Limit { .. } => ("limit_reached", 409),
                     },
                 };
                 ApiError::Metadata { code, status, message }
@@ -216,6 +236,8 @@ impl ApiError {
             ApiError::Overloaded(_) => "overloaded",
             ApiError::AdminDisabled(_) => "admin_disabled",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::SlowRequest(_) => "request_timeout",
             ApiError::Metadata { code, .. } => code,
             ApiError::Internal(_) => "internal",
@@ -229,6 +251,8 @@ impl ApiError {
             ApiError::TooManySiblings(_) | ApiError::TooManyWriters(_) | ApiError::Fenced(_) => 409,
             ApiError::AdminDisabled(_) => 403,
             ApiError::RateLimited(_) => 429,
+            ApiError::Unauthenticated(_) => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::SlowRequest(_) => 408,
             ApiError::Quorum(_)
             | ApiError::Poisoned(_)
@@ -258,6 +282,8 @@ impl ApiError {
             "overloaded" => ApiError::Overloaded(message),
             "admin_disabled" => ApiError::AdminDisabled(message),
             "rate_limited" => ApiError::RateLimited(message),
+            "unauthenticated" => ApiError::Unauthenticated(message),
+            "forbidden" => ApiError::Forbidden(message),
             "request_timeout" => ApiError::SlowRequest(message),
             _ => ApiError::Internal(message),
         }

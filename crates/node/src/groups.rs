@@ -443,6 +443,10 @@ impl Broker for NodeBroker {
         self.log.catch_up(timeout_ms).await
     }
 
+    fn authentication_required(&self) -> bool {
+        self.log.authentication_required()
+    }
+
     async fn init_producer_id(&self, timeout_ms: u64) -> Result<(i64, i16), LogError> {
         self.log.init_producer_id(timeout_ms).await
     }

@@ -85,6 +85,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/locks/{name}", get(show_lock).post(acquire_lock).delete(release_lock))
         .route("/v1/repair", get(repair_progress).post(start_repair))
         .route("/v1/hot", get(hot))
+        .route("/v1/users", get(crate::http_auth::list_users).post(crate::http_auth::create_user))
+        .route("/v1/users/{name}", axum::routing::delete(crate::http_auth::delete_user))
+        .route("/v1/users/{name}/tokens", axum::routing::post(crate::http_auth::add_token))
+        .route("/v1/users/{name}/tokens/{id}", axum::routing::delete(crate::http_auth::delete_token))
+        .route(
+            "/v1/users/{name}/roles/{role}",
+            axum::routing::put(crate::http_auth::assign_role).delete(crate::http_auth::unassign_role),
+        )
+        .route("/v1/roles", get(crate::http_auth::list_roles).post(crate::http_auth::create_role))
+        .route("/v1/roles/{name}", axum::routing::delete(crate::http_auth::delete_role))
+        .route(
+            "/v1/roles/{name}/grants",
+            axum::routing::post(crate::http_auth::grant).delete(crate::http_auth::revoke),
+        )
+        .route("/v1/auth", get(crate::http_auth::auth_status))
+        .route("/v1/auth/enable", axum::routing::post(crate::http_auth::enable))
+        .route("/v1/auth/disable", axum::routing::post(crate::http_auth::disable))
         .merge(admin)
         .route("/metrics", get(metrics_route))
         .route("/livez", get(|| async { (StatusCode::OK, Json(api::Health { status: "live".into() })) }))
@@ -93,6 +110,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admission))
+        // Outermost: an unauthenticated request is refused before it takes an in-flight permit.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http_auth::gate))
         .with_state(state)
 }
 
@@ -811,6 +830,25 @@ fn table_info(t: &TableDef) -> api::TableInfo {
     api::TableInfo { name: t.name.clone(), replicas: t.replicas, conflict: conflict.into() }
 }
 
+/// The metadata for a read that must see every change acknowledged before it, by any node
+/// (a table created through another node, a staged change): raft's ReadIndex, then this
+/// node's applied view. Without a metadata leader it fails (503) rather than answer stale.
+pub(crate) async fn metadata_read(s: &AppState) -> Result<crate::meta::MetaView, ApiError> {
+    let timeout = Duration::from_millis(s.node.config.request_timeout_ms);
+    s.meta.linearizable_view(timeout).await.map_err(ApiError::from)
+}
+
+/// [`metadata_read`] inside a handler: the view, or the handler returns the error response.
+macro_rules! read_view {
+    ($s:expr) => {
+        match $crate::http::metadata_read(&$s).await {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
+        }
+    };
+}
+pub(crate) use read_view;
+
 fn meta_answer(s: &AppState, result: Result<Outcome, ProposeError>) -> Response {
     match result {
         Ok(_) => {
@@ -844,7 +882,7 @@ async fn meta_status(State(s): State<AppState>) -> Response {
 }
 
 async fn layout(State(s): State<AppState>) -> Response {
-    let v = s.meta.view();
+    let v = read_view!(s);
     let versions = v
         .metadata
         .layouts()
@@ -891,7 +929,7 @@ async fn commit(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
 const PLAN_SAMPLES_LEN: u64 = 16_384;
 
 async fn plan(State(s): State<AppState>) -> Response {
-    let v = s.meta.view();
+    let v = read_view!(s);
     let Some(current) = v.metadata.layout() else {
         return ApiError::Unavailable("the cluster metadata is not bootstrapped yet".into()).into_response();
     };
@@ -962,7 +1000,7 @@ async fn plan(State(s): State<AppState>) -> Response {
 }
 
 async fn list_tables(State(s): State<AppState>) -> Response {
-    let v = s.meta.view();
+    let v = read_view!(s);
     let body = api::TableList {
         tables: v.metadata.tables().values().map(table_info).collect(),
         default_replicas: v.metadata.default_replicas(),
@@ -995,7 +1033,7 @@ async fn describe_table(State(s): State<AppState>, table: Result<Path<String>, P
     let Ok(Path(name)) = table else {
         return ApiError::BadRequest("invalid table name in the path".into()).into_response();
     };
-    let v = s.meta.view();
+    let v = read_view!(s);
     match v.metadata.tables().get(&name) {
         Some(t) => (StatusCode::OK, Json(table_info(t))).into_response(),
         None => ApiError::Metadata {
@@ -1025,7 +1063,7 @@ fn lease_id(id: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
 }
 
 async fn list_leases(State(s): State<AppState>) -> Response {
-    let v = s.meta.view();
+    let v = read_view!(s);
     let leases = v
         .metadata
         .leases()
@@ -1093,7 +1131,7 @@ async fn show_lock(State(s): State<AppState>, name: Result<Path<String>, PathRej
     let Ok(Path(name)) = name else {
         return ApiError::BadRequest("invalid lock name in the path".into()).into_response();
     };
-    (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response()
+    (StatusCode::OK, Json(lock_info(&read_view!(s), &name))).into_response()
 }
 
 async fn acquire_lock(

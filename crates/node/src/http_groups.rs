@@ -86,7 +86,7 @@ fn state(s: &AppState, name: &str, metadata: &Metadata) -> String {
 }
 
 pub(crate) async fn list_groups(State(s): State<AppState>) -> Response {
-    let v = s.meta.view();
+    let v = crate::http::read_view!(s);
     let groups = v
         .metadata
         .groups()
@@ -111,7 +111,7 @@ pub(crate) async fn describe_group(
     let Ok(Path(name)) = name else {
         return ApiError::BadRequest("invalid group name in the path".into()).into_response();
     };
-    let v = s.meta.view();
+    let v = crate::http::read_view!(s);
     let Some(g) = v.metadata.groups().group(&name) else {
         return ApiError::Metadata {
             code: "unknown_group",

@@ -94,7 +94,7 @@ fn respond(r: Result<Response, ApiError>) -> Response {
 }
 
 pub(crate) async fn list_topics(State(s): State<AppState>) -> Response {
-    let v = s.meta.view();
+    let v = crate::http::read_view!(s);
     let body = api::TopicList {
         topics: v.metadata.log().topics().values().filter(|t| !t.deleting).map(|t| topic_info(t)).collect(),
         kafka_addresses: s.node.config.members.iter().map(|m| m.kafka.clone()).collect(),
@@ -131,9 +131,9 @@ pub(crate) async fn describe_topic(
     State(s): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let v = crate::http::read_view!(s);
     respond((|| {
         let name = topic_name(name)?;
-        let v = s.meta.view();
         let t = v.metadata.log().topic(&name).ok_or_else(|| not_found(&name))?;
         Ok((StatusCode::OK, Json(topic_info(t))).into_response())
     })())

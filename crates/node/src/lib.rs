@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod http;
+pub mod http_auth;
 mod http_groups;
 pub mod http_guard;
 mod http_topics;

@@ -205,18 +205,9 @@ fn propose_error(e: ProposeError) -> LogError {
     }
 }
 
-/// Proposes `command`, retrying while no metadata leader is known (an election, a cluster
-/// just started) until `timeout`: `NoLeader` means nothing was proposed, so retrying is safe.
+/// Proposes `command`, waiting out an election until `timeout` (see `Meta::propose_waiting`).
 async fn propose(meta: &Meta, command: Command, timeout: Duration) -> Result<Outcome, ProposeError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match meta.propose(command.clone()).await {
-            Err(ProposeError::NoLeader) if tokio::time::Instant::now() + NO_LEADER_RETRY < deadline => {
-                tokio::time::sleep(NO_LEADER_RETRY).await;
-            }
-            other => return other,
-        }
-    }
+    meta.propose_waiting(command, timeout).await
 }
 
 /// Pause between proposals while no metadata leader is known.
@@ -661,6 +652,10 @@ impl Broker for Log {
                 None => (-1, -1),
             },
         })
+    }
+
+    fn authentication_required(&self) -> bool {
+        self.meta.metadata().auth().enabled()
     }
 
     async fn catch_up(&self, timeout_ms: u64) -> Result<(), LogError> {

@@ -56,6 +56,8 @@ pub struct MetaView {
 
 /// Where the answer to one proposal goes.
 type ReplyTx = oneshot::Sender<Result<Outcome, ProposeError>>;
+/// Pause between proposals while no metadata leader is known.
+const NO_LEADER_RETRY: Duration = Duration::from_millis(100);
 type ReadTx = oneshot::Sender<Result<u64, ProposeError>>;
 
 enum MetaMsg {
@@ -225,6 +227,11 @@ impl Meta {
         self.ids.by_name.get(member).copied()
     }
 
+    /// The latest applied metadata alone (cheaper than [`Meta::view`]: one `Arc` copy).
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.view.read().map(|v| v.metadata.clone()).unwrap_or_default()
+    }
+
     /// The latest applied metadata and group status.
     pub fn view(&self) -> MetaView {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
@@ -252,21 +259,54 @@ impl Meta {
         rx.await.unwrap_or(Err(ProposeError::NoLeader))
     }
 
+    /// [`Meta::propose`], waiting out an election: `NoLeader` means nothing was proposed, so
+    /// it is retried until `timeout`. For operator requests, which should not fail merely
+    /// because they arrived during the first second of a cluster or a leader change.
+    pub async fn propose_waiting(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Outcome, ProposeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.propose(command.clone()).await {
+                Err(ProposeError::NoLeader) if tokio::time::Instant::now() + NO_LEADER_RETRY < deadline => {
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// A view that reflects every metadata change committed before this call, on any node
     /// (raft's ReadIndex: the leader's commit index, confirmed by a quorum, then applied
     /// here). What a node that may lag — just restarted, briefly cut off — uses before it
     /// answers something a client may compare with what another node acknowledged (a
     /// partition's high watermark).
+    /// An election in progress (no leader known) is waited out until `timeout`.
     pub async fn linearizable_view(&self, timeout: Duration) -> Result<MetaView, ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(MetaMsg::ReadIndex { reply })
-            .map_err(|_| ProposeError::Busy { max: META_QUEUE_LEN_MAX })?;
-        let index = tokio::time::timeout(timeout, rx)
-            .await
-            .map_err(|_| ProposeError::Timeout { timeout_ms: timeout.as_millis() as u64 })?
-            .unwrap_or(Err(ProposeError::NoLeader))?;
-        let view = self.wait_until(timeout, |v| v.applied_index >= index).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let index = loop {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .try_send(MetaMsg::ReadIndex { reply })
+                .map_err(|_| ProposeError::Busy { max: META_QUEUE_LEN_MAX })?;
+            let answer = tokio::time::timeout_at(deadline, rx)
+                .await
+                .map_err(|_| ProposeError::Timeout { timeout_ms: timeout.as_millis() as u64 })?
+                .unwrap_or(Err(ProposeError::NoLeader));
+            match answer {
+                Err(ProposeError::NoLeader) if tokio::time::Instant::now() + NO_LEADER_RETRY < deadline => {
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
+                }
+                other => break other?,
+            }
+        };
+        let view = self
+            .wait_until(deadline.saturating_duration_since(tokio::time::Instant::now()), |v| {
+                v.applied_index >= index
+            })
+            .await;
         if view.applied_index < index {
             return Err(ProposeError::Timeout { timeout_ms: timeout.as_millis() as u64 });
         }

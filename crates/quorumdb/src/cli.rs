@@ -53,6 +53,12 @@ pub enum Command {
     Topic(crate::topic_cli::TopicArgs),
     /// Consumer groups of the log: list, describe (members, assignment, lag).
     Group(crate::group_cli::GroupArgs),
+    /// Users and their API tokens (authentication: docs/security.md).
+    User(crate::auth_cli::UserArgs),
+    /// Roles and their grants.
+    Role(crate::auth_cli::RoleArgs),
+    /// Turn authentication on or off, or show whether it is on.
+    Auth(crate::auth_cli::AuthArgs),
     /// Leases: grant, keepalive, revoke, list.
     Lease(crate::lease_cli::LeaseArgs),
     /// Locks bound to a lease, with fencing tokens.
@@ -99,6 +105,21 @@ pub struct EndpointArg {
     /// Accepted before or after a subcommand (`quorumdb topic list --endpoint URL`).
     #[arg(long, global = true, env = "QUORUMDB_ENDPOINT", default_value = "http://127.0.0.1:7701")]
     pub endpoint: String,
+    /// API token (`qdb_...`, from `quorumdb user create`) for a cluster with authentication on.
+    #[arg(long, global = true, env = "QUORUMDB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl EndpointArg {
+    /// A client for `endpoint`, carrying the token.
+    pub fn client(&self) -> Result<Client> {
+        self.client_for(&self.endpoint)
+    }
+
+    /// A client for another node of the same cluster, carrying the token.
+    pub fn client_for(&self, endpoint: &str) -> Result<Client> {
+        Ok(Client::new(endpoint)?.with_token(self.token.clone()))
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +316,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Table(a) => crate::cluster_cli::table(a).await,
         Command::Topic(a) => crate::topic_cli::topic(a).await,
         Command::Group(a) => crate::group_cli::group(a).await,
+        Command::User(a) => crate::auth_cli::user(a).await,
+        Command::Role(a) => crate::auth_cli::role(a).await,
+        Command::Auth(a) => crate::auth_cli::auth(a).await,
         Command::Lease(a) => crate::lease_cli::lease(a).await,
         Command::Lock(a) => crate::lease_cli::lock(a).await,
         Command::Elect(a) => crate::lease_cli::elect(a).await,
@@ -377,7 +401,7 @@ pub async fn shutdown_signal() {
 }
 
 fn client(e: &EndpointArg) -> Result<Client> {
-    Ok(Client::new(&e.endpoint)?)
+    e.client()
 }
 
 async fn put(a: PutArgs) -> Result<i32> {
@@ -521,7 +545,7 @@ async fn repair(a: RepairArgs) -> Result<i32> {
         if a.local && reporter.as_deref() != Some(n.id.as_str()) {
             continue;
         }
-        let c = Client::new(&n.address)?;
+        let c = a.endpoint.client_for(&n.address)?;
         let before = c.repair_progress().await.with_context(|| format!("node {}", n.id))?.passes_completed;
         c.start_repair(a.table.as_deref()).await.with_context(|| format!("node {}", n.id))?;
         nodes.push((n.id.clone(), c, before));

@@ -16,7 +16,6 @@
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use quorumdb_api as api;
-use quorumdb_client::Client;
 
 use crate::cli::{EndpointArg, TableOrJson, TextOrJson};
 
@@ -135,7 +134,7 @@ fn change_line(c: &api::ChangeInfo) -> String {
 }
 
 pub async fn cluster(a: ClusterArgs) -> Result<i32> {
-    let client = Client::new(&a.endpoint.endpoint)?;
+    let client = a.endpoint.client()?;
     match a.command {
         ClusterCommand::Meta { output } => {
             let m = client.meta_status().await?;
@@ -244,7 +243,7 @@ fn print_plan(p: &api::PlanInfo) {
 }
 
 pub async fn table(a: TableArgs) -> Result<i32> {
-    let client = Client::new(&a.endpoint.endpoint)?;
+    let client = a.endpoint.client()?;
     match a.command {
         TableCommand::Create { name, replicas, conflict } => {
             let conflict = match conflict {

@@ -12,7 +12,6 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use quorumdb_client::Client;
 
 use crate::cli::{EndpointArg, TableOrJson};
 
@@ -40,7 +39,7 @@ pub enum GroupCommand {
 }
 
 pub async fn group(a: GroupArgs) -> Result<i32> {
-    let client = Client::new(&a.endpoint.endpoint)?;
+    let client = a.endpoint.client()?;
     match a.command {
         GroupCommand::List { output } => {
             let l = client.groups().await?;

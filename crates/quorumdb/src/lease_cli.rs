@@ -154,7 +154,7 @@ fn holder_line(l: &api::LockInfo) -> String {
 }
 
 pub async fn lease(a: LeaseArgs) -> Result<i32> {
-    let client = Client::new(&a.endpoint.endpoint)?;
+    let client = a.endpoint.client()?;
     match a.command {
         LeaseCommand::Grant { ttl, output } => {
             let l = client.grant_lease(ttl).await?;
@@ -221,7 +221,7 @@ fn print_token(l: &api::LockInfo, output: TextOrJson) -> Result<()> {
 }
 
 pub async fn lock(a: LockArgs) -> Result<i32> {
-    let client = Client::new(&a.endpoint.endpoint)?;
+    let client = a.endpoint.client()?;
     match a.command {
         LockCommand::Acquire { name, lease, wait, output } => {
             print_token(&acquire(&client, &name, lease, "", wait).await?, output)?
@@ -241,7 +241,7 @@ pub async fn lock(a: LockArgs) -> Result<i32> {
 }
 
 pub async fn elect(a: ElectArgs) -> Result<i32> {
-    let client = Client::new(&a.endpoint.endpoint)?;
+    let client = a.endpoint.client()?;
     match a.command {
         ElectCommand::Campaign { name, lease, value, output } => {
             print_token(&acquire(&client, &name, lease, &value, true).await?, output)?

@@ -1,5 +1,6 @@
 //! The `quorumdb` binary: `server`, `demo`, client commands and `bench`.
 
+mod auth_cli;
 mod bench;
 mod cli;
 mod cluster_cli;

@@ -59,12 +59,14 @@ pub enum Action {
 }
 
 pub async fn run(a: NemesisArgs) -> Result<i32> {
-    let seed = Client::new(&a.endpoint.endpoint)?;
+    let seed = a.endpoint.client()?;
     let status = seed.status().await.context("cannot read the member list")?;
     let nodes: Vec<(String, Client)> = status
         .nodes
         .iter()
-        .map(|n| Ok((n.id.clone(), Client::new(&n.address).with_context(|| format!("node {}", n.id))?)))
+        .map(|n| {
+            Ok((n.id.clone(), a.endpoint.client_for(&n.address).with_context(|| format!("node {}", n.id))?))
+        })
         .collect::<Result<_>>()?;
     let ids: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
     let check = |list: &[String]| -> Result<()> {

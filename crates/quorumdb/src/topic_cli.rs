@@ -13,7 +13,6 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use quorumdb_api as api;
-use quorumdb_client::Client;
 
 use crate::cli::{EndpointArg, TableOrJson};
 
@@ -67,7 +66,7 @@ fn records(p: &api::TopicPartitionInfo) -> u64 {
 }
 
 pub async fn topic(a: TopicArgs) -> Result<i32> {
-    let client = Client::new(&a.endpoint.endpoint)?;
+    let client = a.endpoint.client()?;
     match a.command {
         TopicCommand::Create { name, partitions, replication_factor, retention_ms, retention_bytes } => {
             let t = client
