@@ -39,7 +39,18 @@ pub(crate) struct Ctx<'a, B> {
     pub broker: &'a B,
     pub config: &'a KafkaConfig,
     pub shutdown: watch::Receiver<bool>,
+    /// Who the connection authenticated as (SASL), if anyone.
+    pub principal: Option<std::sync::Arc<str>>,
 }
+
+impl<B: Broker> Ctx<'_, B> {
+    /// Whether this connection's principal may do `permission` on `kind`/`name`.
+    pub fn allowed(&self, kind: ResourceKind, name: &str, permission: Permission) -> bool {
+        self.broker.authorize(self.principal.as_deref(), kind, name, permission)
+    }
+}
+
+use quorumdb_meta::auth::{Permission, ResourceKind};
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -175,7 +186,13 @@ pub(crate) async fn metadata<B: Broker>(
         Some(t) => Some(t),
     };
     let Some(wanted) = wanted else {
-        r.topics = broker.topics().iter().map(topic_metadata).collect();
+        // Listing every topic shows only those the principal may read, as Kafka does.
+        r.topics = broker
+            .topics()
+            .iter()
+            .filter(|t| cx.allowed(ResourceKind::Topic, &t.name, Permission::Read))
+            .map(topic_metadata)
+            .collect();
         return r;
     };
     // Before v4 the request has no flag and brokers auto-create.
@@ -200,6 +217,10 @@ pub(crate) async fn metadata<B: Broker>(
             }
             continue;
         };
+        if !cx.allowed(ResourceKind::Topic, &name, Permission::Read) {
+            r.topics.push(topic_metadata_error(Some(&name), ResponseError::TopicAuthorizationFailed.code()));
+            continue;
+        }
         if let Some(info) = broker.topic(&name) {
             r.topics.push(topic_metadata(&info));
             continue;
@@ -208,7 +229,7 @@ pub(crate) async fn metadata<B: Broker>(
             r.topics.push(topic_metadata_error(Some(&name), ResponseError::InvalidTopicException.code()));
             continue;
         }
-        if !auto_create {
+        if !auto_create || !cx.allowed(ResourceKind::Topic, &name, Permission::Admin) {
             r.topics.push(topic_metadata_error(Some(&name), ResponseError::UnknownTopicOrPartition.code()));
             continue;
         }
@@ -315,6 +336,12 @@ pub(crate) async fn create_topics<B: Broker>(
                     "the topic is named twice in the request".into(),
                 ));
             }
+            if !cx.allowed(ResourceKind::Topic, t.name.0.as_str(), Permission::Admin) {
+                return Err((
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    "admin on the topic is needed".into(),
+                ));
+            }
             new_topic(t)
         })
         .collect();
@@ -400,7 +427,8 @@ pub(crate) async fn delete_topics<B: Broker>(
     } else {
         wanted = req.topic_names.iter().map(|n| (Some(n.0.as_str().to_string()), None)).collect();
     }
-    let names: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
+    let permitted = |n: &str| cx.allowed(ResourceKind::Topic, n, Permission::Admin);
+    let names: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).filter(|n| permitted(n)).collect();
     let timeout = cx.config.timeout_ms(req.timeout_ms);
     let mut results =
         if names.is_empty() { Vec::new() } else { cx.broker.delete_topics(names, timeout).await }.into_iter();
@@ -411,6 +439,11 @@ pub(crate) async fn delete_topics<B: Broker>(
             out.topic_id = to_uuid(id);
         }
         match name {
+            Some(name) if !permitted(&name) => {
+                out.name = Some(TopicName(s(&name)));
+                out.error_code = ResponseError::TopicAuthorizationFailed.code();
+                out.error_message = Some(s("admin on the topic is needed"));
+            }
             Some(name) => {
                 out.name = Some(TopicName(s(&name)));
                 match results.next() {
@@ -468,9 +501,12 @@ pub(crate) async fn produce<B: Broker>(
     let mut appends = Vec::new();
     let mut owners = Vec::new();
     for t in &req.topic_data {
+        let denied = (!cx.allowed(ResourceKind::Topic, t.name.0.as_str(), Permission::Write)).then(|| {
+            (ResponseError::TopicAuthorizationFailed.code(), "write on the topic is needed".to_string())
+        });
         for p in &t.partition_data {
             let slot = slots.len();
-            if let Some(e) = &refused {
+            if let Some(e) = refused.as_ref().or(denied.as_ref()) {
                 slots.push(Some(Err(e.clone())));
                 continue;
             }
@@ -591,7 +627,11 @@ fn partition_data(
 
 /// One pass over the fetch's partitions: the responses, the record bytes they hold, and
 /// whether any partition failed (which answers at once).
-async fn fetch_once<B: Broker>(broker: &B, req: &FetchRequest) -> (Vec<FetchableTopicResponse>, usize, bool) {
+async fn fetch_once<B: Broker>(
+    cx: &Ctx<'_, B>,
+    req: &FetchRequest,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let broker = cx.broker;
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
     let mut used = 0usize;
     let mut failed = false;
@@ -601,6 +641,13 @@ async fn fetch_once<B: Broker>(broker: &B, req: &FetchRequest) -> (Vec<Fetchable
         let mut tr = FetchableTopicResponse::default();
         tr.topic = t.topic.clone();
         let mut info: Option<Option<TopicInfo>> = None;
+        if !cx.allowed(ResourceKind::Topic, name, Permission::Read) {
+            failed = true;
+            let code = ResponseError::TopicAuthorizationFailed.code();
+            tr.partitions = t.partitions.iter().map(|p| partition_error(p.partition, code)).collect();
+            out.push(tr);
+            continue;
+        }
         for p in &t.partitions {
             let partition_max = usize::try_from(p.partition_max_bytes).unwrap_or(0);
             let limit = partition_max.min(max_bytes.saturating_sub(used));
@@ -675,7 +722,7 @@ pub(crate) async fn fetch<B: Broker>(cx: &Ctx<'_, B>, version: i16, req: FetchRe
         // Mark the current state seen before reading, so an append landing during the read
         // wakes the wait below.
         appended.borrow_and_update();
-        let (responses, bytes, failed) = fetch_once(cx.broker, &req).await;
+        let (responses, bytes, failed) = fetch_once(cx, &req).await;
         r.responses = responses;
         if bytes >= min_bytes || failed || !any_partition || tokio::time::Instant::now() >= deadline {
             return r;
@@ -720,6 +767,9 @@ pub(crate) async fn list_offsets<B: Broker>(cx: &Ctx<'_, B>, req: ListOffsetsReq
                 _ => Err(ResponseError::InvalidRequest.code()),
             };
             let answer = match &caught_up {
+                _ if !cx.allowed(ResourceKind::Topic, t.name.0.as_str(), Permission::Read) => {
+                    Err(ResponseError::TopicAuthorizationFailed.code())
+                }
                 Ok(()) => query.map(|q| cx.broker.list_offset(t.name.0.as_str(), p.partition_index, q)),
                 Err(e) => Ok(Err(e.clone())),
             };

@@ -280,10 +280,28 @@ pub trait Broker: Send + Sync + 'static {
     /// `Earliest`/`Latest`.
     fn list_offset(&self, topic: &str, partition: i32, query: OffsetQuery) -> Result<(i64, i64), LogError>;
 
-    /// Whether clients must authenticate. This listener has no SASL yet, so while it is true
-    /// every request but ApiVersions closes the connection.
+    /// Whether clients must authenticate (SASL) before any request but ApiVersions,
+    /// SaslHandshake and SaslAuthenticate.
     fn authentication_required(&self) -> bool {
         false
+    }
+
+    /// SASL/PLAIN: the principal `user` authenticates as with `password`, or why not. The
+    /// default (no users) refuses everyone.
+    fn authenticate_plain(&self, _user: &str, _password: &str) -> Result<String, String> {
+        Err("this broker has no users".into())
+    }
+
+    /// Whether `principal` (`None`: not authenticated) may do `permission` on `kind`/`name`.
+    /// The default allows everything, as a broker without authentication does.
+    fn authorize(
+        &self,
+        _principal: Option<&str>,
+        _kind: quorumdb_meta::auth::ResourceKind,
+        _name: &str,
+        _permission: quorumdb_meta::auth::Permission,
+    ) -> bool {
+        true
     }
 
     /// Brings what [`Broker::list_offset`] answers up to date with every append acknowledged

@@ -28,6 +28,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use quorumdb_meta::auth::{Permission, ResourceKind};
 use quorumdb_meta::coordinator::JoinRequest;
 
 use crate::api::Ctx;
@@ -80,6 +81,14 @@ fn timeout(ms: i32) -> u32 {
 
 // ---------------------------------------------------------------------------------------------
 // FindCoordinator
+
+/// GROUP_AUTHORIZATION_FAILED.
+const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+
+/// Whether the connection's principal lacks read on `group`.
+fn denied<B: Broker>(cx: &Ctx<'_, B>, group: &str) -> bool {
+    !cx.allowed(ResourceKind::Group, group, Permission::Read)
+}
 
 pub(crate) fn find_coordinator<B: Broker>(
     cx: &Ctx<'_, B>,
@@ -137,6 +146,12 @@ pub(crate) async fn join_group<B: Broker>(
     client_id: &str,
     client_host: &str,
 ) -> JoinGroupResponse {
+    if denied(cx, req.group_id.0.as_str()) {
+        let mut r = JoinGroupResponse::default();
+        r.error_code = GROUP_AUTHORIZATION_FAILED;
+        r.generation_id = -1;
+        return r;
+    }
     let member_id = req.member_id.as_str().to_string();
     let join = JoinRequest {
         group: req.group_id.0.as_str().to_string(),
@@ -214,6 +229,10 @@ pub(crate) async fn sync_group<B: Broker>(
             .collect(),
     };
     let mut r = SyncGroupResponse::default();
+    if denied(cx, req.group_id.0.as_str()) {
+        r.error_code = GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     match cx.broker.group(request).await {
         GroupResponse::Sync(Ok((protocol_type, protocol, assignment))) => {
             if version >= 5 {
@@ -235,6 +254,10 @@ pub(crate) async fn heartbeat<B: Broker>(cx: &Ctx<'_, B>, req: HeartbeatRequest)
         member_id: req.member_id.as_str().to_string(),
     };
     let mut r = HeartbeatResponse::default();
+    if denied(cx, req.group_id.0.as_str()) {
+        r.error_code = GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     r.error_code = match cx.broker.group(request).await {
         GroupResponse::Heartbeat(Ok(())) => 0,
         GroupResponse::Heartbeat(Err(c)) => group_code(&c),
@@ -257,6 +280,10 @@ pub(crate) async fn leave_group<B: Broker>(
     };
     let request = GroupRequest::Leave { group: req.group_id.0.as_str().to_string(), member_ids: ids };
     let mut r = LeaveGroupResponse::default();
+    if denied(cx, req.group_id.0.as_str()) {
+        r.error_code = GROUP_AUTHORIZATION_FAILED;
+        return r;
+    }
     match cx.broker.group(request).await {
         GroupResponse::Leave(Ok(results)) => {
             if version >= 3 {
@@ -305,15 +332,30 @@ pub(crate) async fn offset_commit<B: Broker>(
         }
     }
     let group = req.group_id.0.as_str();
-    let result = cx
-        .broker
-        .commit_offsets(group, req.generation_id_or_member_epoch, req.member_id.as_str(), offsets)
-        .await;
+    // Kafka needs read on the group and on every topic committed to.
+    let topic_denied =
+        req.topics.iter().any(|t| !cx.allowed(ResourceKind::Topic, t.name.0.as_str(), Permission::Read));
+    if denied(cx, group) || topic_denied {
+        offsets.clear();
+    }
+    let result = if offsets.is_empty() && (denied(cx, group) || topic_denied) {
+        Ok(Vec::new())
+    } else {
+        cx.broker
+            .commit_offsets(group, req.generation_id_or_member_epoch, req.member_id.as_str(), offsets)
+            .await
+    };
     let mut results = match &result {
         Ok(r) => r.iter().map(|r| r.as_ref().err().map_or(0, offset_code)).collect::<Vec<_>>().into_iter(),
         Err(_) => Vec::new().into_iter(),
     };
-    let group_error = result.as_ref().err().map(group_code);
+    let group_error = if denied(cx, group) {
+        Some(GROUP_AUTHORIZATION_FAILED)
+    } else if topic_denied {
+        Some(ResponseError::TopicAuthorizationFailed.code())
+    } else {
+        result.as_ref().err().map(group_code)
+    };
     let mut r = OffsetCommitResponse::default();
     r.topics = req
         .topics
@@ -353,10 +395,14 @@ pub(crate) async fn offset_fetch<B: Broker>(
             .collect()
     });
     let mut r = OffsetFetchResponse::default();
-    let fetched = match cx.broker.fetch_offsets(req.group_id.0.as_str(), wanted.clone()).await {
+    let answer = if denied(cx, req.group_id.0.as_str()) {
+        Err(GROUP_AUTHORIZATION_FAILED)
+    } else {
+        cx.broker.fetch_offsets(req.group_id.0.as_str(), wanted.clone()).await.map_err(|c| group_code(&c))
+    };
+    let fetched = match answer {
         Ok(f) => f,
-        Err(c) => {
-            let code = group_code(&c);
+        Err(code) => {
             if version >= 2 {
                 r.error_code = code;
             }
@@ -442,8 +488,10 @@ pub(crate) fn list_groups<B: Broker>(
         Ok(groups) => {
             r.groups = groups
                 .into_iter()
-                .filter(|(_, _, state)| {
-                    req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.as_str() == state)
+                .filter(|(group, _, state)| {
+                    !denied(cx, group)
+                        && (req.states_filter.is_empty()
+                            || req.states_filter.iter().any(|f| f.as_str() == state))
                 })
                 .map(|(group, protocol_type, state)| {
                     let mut g = ListedGroup::default();
@@ -474,6 +522,10 @@ pub(crate) fn describe_groups<B: Broker>(
             let mut g = DescribedGroup::default();
             g.group_id = name.clone();
             g.authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+            if denied(cx, name.0.as_str()) {
+                g.error_code = GROUP_AUTHORIZATION_FAILED;
+                return g;
+            }
             match cx.broker.describe_group(name.0.as_str()) {
                 Ok(d) => {
                     g.group_state = s(&d.state);
@@ -508,17 +560,27 @@ pub(crate) async fn delete_groups<B: Broker>(
     cx: &Ctx<'_, B>,
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
-    let names: Vec<String> = req.groups_names.iter().map(|g| g.0.as_str().to_string()).collect();
-    let results = cx.broker.delete_groups(names).await;
+    let permitted = |g: &str| cx.allowed(ResourceKind::Group, g, Permission::Admin);
+    let names: Vec<String> =
+        req.groups_names.iter().map(|g| g.0.as_str().to_string()).filter(|g| permitted(g)).collect();
+    let mut results = cx
+        .broker
+        .delete_groups(names)
+        .await
+        .into_iter()
+        .chain(std::iter::repeat(Err(GroupCode::Internal("no answer".into()))));
     let mut r = DeleteGroupsResponse::default();
     r.results = req
         .groups_names
         .iter()
-        .zip(results.into_iter().chain(std::iter::repeat(Err(GroupCode::Internal("no answer".into())))))
-        .map(|(name, result)| {
+        .map(|name| {
             let mut d = DeletableGroupResult::default();
             d.group_id = name.clone();
-            d.error_code = result.as_ref().err().map_or(0, group_code);
+            d.error_code = if permitted(name.0.as_str()) {
+                results.next().and_then(|r| r.err()).map_or(0, |c| group_code(&c))
+            } else {
+                GROUP_AUTHORIZATION_FAILED
+            };
             d
         })
         .collect();

@@ -39,9 +39,10 @@ use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
     FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -76,7 +77,24 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    // SASL/PLAIN (the password is the user's API token). Handshake v0 is advertised because
+    // librdkafka's feature check wants it, but its legacy exchange (raw SASL bytes after the
+    // handshake) is not served: the raw bytes close the connection. Every client since Kafka
+    // 1.0 uses v1 and SaslAuthenticate.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
+
+/// The only SASL mechanism served.
+const SASL_PLAIN: &str = "PLAIN";
+
+/// A connection's SASL state.
+#[derive(Default)]
+struct Session {
+    /// The mechanism a handshake chose; SaslAuthenticate is refused without one.
+    handshake: bool,
+    principal: Option<Arc<str>>,
+}
 
 /// Produce requests of one connection served at once (librdkafka keeps up to 5 in flight with
 /// idempotence, `max.in.flight.requests.per.connection`); more wait in the socket.
@@ -248,6 +266,7 @@ async fn connection<B: Broker>(
     // Pipelined produce requests run as tasks of the connection, aborted with it.
     let mut tasks = JoinSet::new();
     let mut last_turn: Option<TurnWait> = None;
+    let mut session = Session::default();
     loop {
         while tasks.try_join_next().is_some() {}
         let frame = tokio::select! {
@@ -263,9 +282,10 @@ async fn connection<B: Broker>(
             let (turn, next) = Turn::after(last_turn.take());
             last_turn = Some(next);
             let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
+            let principal = session.principal.clone();
             tasks.spawn(async move {
-                let cx = Ctx { broker: &*broker, config: &config, shutdown };
-                let _ = answer.send(handle(&cx, peer, frame, turn).await);
+                let cx = Ctx { broker: &*broker, config: &config, shutdown, principal };
+                let _ = answer.send(handle(&cx, peer, frame, turn, None).await);
             });
         } else {
             // Anything else is served alone, after every earlier answer went out, as Kafka's
@@ -276,8 +296,9 @@ async fn connection<B: Broker>(
                     break;
                 }
             }
-            let cx = Ctx { broker: &*broker, config: &config, shutdown: shutdown.clone() };
-            let _ = answer.send(handle(&cx, peer, frame, Turn::alone()).await);
+            let principal = session.principal.clone();
+            let cx = Ctx { broker: &*broker, config: &config, shutdown: shutdown.clone(), principal };
+            let _ = answer.send(handle(&cx, peer, frame, Turn::alone(), Some(&mut session)).await);
         }
         if out.send(Outgoing::Answer(answered)).await.is_err() {
             break;
@@ -290,6 +311,22 @@ async fn connection<B: Broker>(
         Ok(r) => r,
         Err(e) => Err(Close::Loud(format!("the answer writer failed: {e}"))),
     }
+}
+
+/// Splits a SASL/PLAIN message, `[authzid] NUL authcid NUL passwd` (RFC 4616). An authzid
+/// naming someone else is refused: nobody may act as another user.
+fn plain(bytes: &[u8]) -> Result<(&str, &str), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the PLAIN message is not UTF-8".to_string())?;
+    let mut parts = text.split('\0');
+    let (Some(authzid), Some(user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the PLAIN message is not authzid NUL user NUL password".into());
+    };
+    if !authzid.is_empty() && authzid != user {
+        return Err(format!("{user:?} may not act as {authzid:?}"));
+    }
+    Ok((user, password))
 }
 
 /// Aborts a task when dropped (a connection's writer, with the connection).
@@ -380,8 +417,15 @@ async fn read_frame(rd: &mut OwnedReadHalf, config: &KafkaConfig) -> Result<Opti
     }
 }
 
-/// Serves one request frame (header and body, without the length).
-async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes, turn: Turn) -> Reply {
+/// Serves one request frame (header and body, without the length). `session` is the
+/// connection's SASL state, for requests served alone (pipelined produces get none).
+async fn handle<B: Broker>(
+    cx: &Ctx<'_, B>,
+    peer: SocketAddr,
+    frame: Bytes,
+    turn: Turn,
+    session: Option<&mut Session>,
+) -> Reply {
     let Some(&[k0, k1, v0, v1, c0, c1, c2, c3]) = frame.first_chunk::<REQUEST_HEADER_FIXED_BYTES>() else {
         return Reply::Close(Close::Quiet(format!("a request frame of {} bytes", frame.len())));
     };
@@ -407,11 +451,11 @@ async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes, turn
         tracing::info!(%peer, api = ?key, version, "kafka request of a version we do not advertise: closing the connection");
         return Reply::Close(Close::Quiet(format!("{key:?} v{version} is not served")));
     }
-    if key != ApiKey::ApiVersions && cx.broker.authentication_required() {
-        // This listener has no SASL yet: with authentication on, it serves nobody rather
-        // than everybody (docs/security.md).
+    let sasl = matches!(key, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+    if !sasl && cx.principal.is_none() && cx.broker.authentication_required() {
+        // Kafka closes the connection too: a client must authenticate first.
         return Reply::Close(Close::Loud(format!(
-            "authentication is on and the Kafka listener does not authenticate clients yet (no SASL): refusing {key:?} from {peer}"
+            "authentication is on: {key:?} from {peer} before SASL authentication (use SASL_PLAINTEXT with mechanism PLAIN, the user name and its API token as the password)"
         )));
     }
     let mut body = frame;
@@ -439,6 +483,47 @@ async fn handle<B: Broker>(cx: &Ctx<'_, B>, peer: SocketAddr, frame: Bytes, turn
     }
     match key {
         ApiKey::ApiVersions => reply(c, key, version, &api::api_versions(0)),
+        ApiKey::SaslHandshake => {
+            let Some(session) = session else {
+                return Reply::Close(Close::Quiet("SASL in a pipeline".into()));
+            };
+            let req = decode!(SaslHandshakeRequest);
+            let mut r = SaslHandshakeResponse::default();
+            r.mechanisms = vec![StrBytes::from_static_str(SASL_PLAIN)];
+            if req.mechanism.as_str() == SASL_PLAIN {
+                session.handshake = true;
+            } else {
+                r.error_code = ResponseError::UnsupportedSaslMechanism.code();
+            }
+            reply(c, key, version, &r)
+        }
+        ApiKey::SaslAuthenticate => {
+            let Some(session) = session else {
+                return Reply::Close(Close::Quiet("SASL in a pipeline".into()));
+            };
+            let req = decode!(SaslAuthenticateRequest);
+            let mut r = SaslAuthenticateResponse::default();
+            if !session.handshake || session.principal.is_some() {
+                r.error_code = ResponseError::IllegalSaslState.code();
+                r.error_message =
+                    Some(StrBytes::from_static_str("SaslAuthenticate needs a SaslHandshake first, once"));
+                return reply(c, key, version, &r);
+            }
+            match plain(&req.auth_bytes)
+                .and_then(|(user, password)| cx.broker.authenticate_plain(user, password))
+            {
+                Ok(principal) => {
+                    tracing::debug!(%peer, %principal, "kafka client authenticated");
+                    session.principal = Some(Arc::from(principal.as_str()));
+                }
+                Err(why) => {
+                    tracing::info!(%peer, %why, "kafka SASL authentication failed");
+                    r.error_code = ResponseError::SaslAuthenticationFailed.code();
+                    r.error_message = Some(StrBytes::from_string(format!("authentication failed: {why}")));
+                }
+            }
+            reply(c, key, version, &r)
+        }
         ApiKey::Metadata => {
             reply(c, key, version, &api::metadata(cx, version, decode!(MetadataRequest)).await)
         }

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     produce_request, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, FetchResponse,
     InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, SaslHandshakeRequest, TopicName, TransactionalId,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use quorumdb_kafka::{testing, KafkaConfig, APIS};
@@ -612,7 +612,7 @@ async fn bad_requests_close_only_their_connection() {
         assert!(c.closed().await, "{raw:?}");
     }
     let mut c = Client::connect(s.addr).await;
-    c.send(ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default()).await;
+    c.send(ApiKey::DescribeConfigs, 1, &kafka_protocol::messages::DescribeConfigsRequest::default()).await;
     assert!(c.closed().await, "an API we do not advertise");
     let mut c = Client::connect(s.addr).await;
     let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;

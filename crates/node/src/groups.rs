@@ -447,6 +447,20 @@ impl Broker for NodeBroker {
         self.log.authentication_required()
     }
 
+    fn authenticate_plain(&self, user: &str, password: &str) -> Result<String, String> {
+        self.log.authenticate_plain(user, password)
+    }
+
+    fn authorize(
+        &self,
+        principal: Option<&str>,
+        kind: quorumdb_meta::auth::ResourceKind,
+        name: &str,
+        permission: quorumdb_meta::auth::Permission,
+    ) -> bool {
+        self.log.authorize(principal, kind, name, permission)
+    }
+
     async fn init_producer_id(&self, timeout_ms: u64) -> Result<(i64, i16), LogError> {
         self.log.init_producer_id(timeout_ms).await
     }

@@ -33,6 +33,7 @@ use quorumdb_kafka::{
     Append, Appended, Broker, BrokerInfo, ClusterInfo, LogError, NewTopic, OffsetQuery, PartitionInfo,
     Records, TopicInfo, Turn,
 };
+use quorumdb_meta::auth::{Permission, Refusal, ResourceKind};
 use quorumdb_meta::log::{
     self as mlog, AppendRefusal, AppendResult, AppendSpec, LogOutcome, ProducerBatch, Topic, TopicConfig,
     TopicSpec, APPENDS_PER_COMMAND_MAX,
@@ -656,6 +657,35 @@ impl Broker for Log {
 
     fn authentication_required(&self) -> bool {
         self.meta.metadata().auth().enabled()
+    }
+
+    fn authenticate_plain(&self, user: &str, password: &str) -> Result<String, String> {
+        let metadata = self.meta.metadata();
+        match metadata.auth().authenticate(password) {
+            Ok(owner) if owner == user => Ok(owner.to_string()),
+            Ok(_) => Err(format!("the token does not belong to {user:?}")),
+            Err(Refusal::Unauthenticated(why)) => Err(why),
+            Err(Refusal::Forbidden { .. }) => Err("refused".into()),
+        }
+    }
+
+    fn authorize(
+        &self,
+        principal: Option<&str>,
+        kind: ResourceKind,
+        name: &str,
+        permission: Permission,
+    ) -> bool {
+        let metadata = self.meta.metadata();
+        let auth = metadata.auth();
+        if !auth.enabled() {
+            return true;
+        }
+        let allowed = principal.is_some_and(|p| auth.authorize(p, kind, name, permission).is_ok());
+        if !allowed {
+            metrics::counter!("quorumdb_auth_refused_total", "reason" => "forbidden").increment(1);
+        }
+        allowed
     }
 
     async fn catch_up(&self, timeout_ms: u64) -> Result<(), LogError> {

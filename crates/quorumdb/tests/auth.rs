@@ -1,6 +1,6 @@
 //! Authentication and roles on a real 3-node cluster (issue #16): users and tokens created
 //! with the CLI, `auth enable`, then every request checked on every node — over HTTP, the
-//! CLI and the Kafka listener.
+//! CLI and the Kafka listener (kcat with SASL/PLAIN).
 
 mod common;
 
@@ -36,6 +36,27 @@ fn raw_get(base: &str, path: &str, token: &str) -> String {
     out
 }
 
+/// Runs kcat with `args` and `extra` (SASL settings), feeding `input`; (success, stdout, stderr).
+fn kcat(args: &[&str], extra: &[String], input: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("timeout")
+        .args(["20", "kcat"])
+        .args(args)
+        .args(extra)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat runs (scripts/test.sh installs it)");
+    if let Some(input) = input {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 fn ok(r: (i32, String, String)) -> String {
     assert_eq!(r.0, 0, "the command failed: {}{}", r.1, r.2);
     r.1
@@ -50,8 +71,8 @@ fn api_code(e: ClientError) -> (u16, String) {
 
 /// Proves the whole flow: enabling needs an admin; with auth on, no token is 401, a wrong
 /// role 403, a forged or deleted user's token 401 on every node; the admin's token works over
-/// HTTP and the CLI; the Kafka listener refuses clients; bad input gets its code; disabling
-/// lets everyone in again.
+/// HTTP and the CLI; Kafka clients need SASL/PLAIN with a token, and topic grants apply to
+/// them; bad input gets its code; disabling lets everyone in again.
 #[test]
 fn tokens_and_roles_guard_every_node() {
     let c = Cluster::start("auth", 3, 3, 3);
@@ -148,11 +169,41 @@ fn tokens_and_roles_guard_every_node() {
     let listed = ok(cli(&ep, Some(&root), &["user", "list"]));
     assert!(listed.contains("root") && !listed.contains("app"), "{listed}");
 
-    // The Kafka listener has no SASL yet: with authentication on it serves nobody.
-    let kcat =
-        Command::new("timeout").args(["20", "kcat", "-L", "-b", &c.nodes[0].kafka, "-m", "5"]).output();
-    let kcat = kcat.expect("kcat runs (scripts/test.sh installs it)");
-    assert!(!kcat.status.success(), "kcat listed metadata with authentication on");
+    // The Kafka listener: without SASL nothing; SASL/PLAIN with a user's token as password
+    // works, and topic grants apply.
+    let kafka = c.nodes[0].kafka.clone();
+    let (ok_plain, _, _) = kcat(&["-L", "-b", &kafka, "-m", "5"], &[], None);
+    assert!(!ok_plain, "kcat listed metadata without authenticating");
+    let sasl = |user: &str, token: &str| {
+        vec![
+            "-X".to_string(),
+            "security.protocol=SASL_PLAINTEXT".into(),
+            "-X".into(),
+            "sasl.mechanisms=PLAIN".into(),
+            "-X".into(),
+            format!("sasl.username={user}"),
+            "-X".into(),
+            format!("sasl.password={token}"),
+        ]
+    };
+    let as_root = sasl("root", &root);
+    let (produced, _, err) = kcat(&["-P", "-b", &kafka, "-t", "events"], &as_root, Some("e1\ne2\n"));
+    assert!(produced, "root could not produce: {err}");
+    ok(cli(&ep, Some(&root), &["role", "create", "events-reader"]));
+    ok(cli(
+        &ep,
+        Some(&root),
+        &["role", "grant", "events-reader", "--topic", "events", "--permission", "read"],
+    ));
+    let reader = ok(cli(&ep, Some(&root), &["user", "create", "consumer", "--role", "events-reader", "-q"]));
+    let as_reader = sasl("consumer", reader.trim());
+    let (read, out, err) =
+        kcat(&["-C", "-b", &kafka, "-t", "events", "-o", "beginning", "-e"], &as_reader, None);
+    assert!(read && out.contains("e1") && out.contains("e2"), "{out} {err}");
+    let (denied, _, err) = kcat(&["-P", "-b", &kafka, "-t", "events"], &as_reader, Some("e3\n"));
+    assert!(!denied && err.contains("uthorization"), "a reader produced: {err}");
+    let (wrong, _, err) = kcat(&["-L", "-b", &kafka, "-m", "5"], &sasl("root", reader.trim()), None);
+    assert!(!wrong, "another user's token authenticated root: {err}");
 
     // Off again: anonymous clients are back.
     ok(cli(&ep, Some(&root), &["auth", "disable"]));
