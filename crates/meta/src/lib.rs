@@ -9,6 +9,7 @@
 //!   [`PersistDelta`]s that drivers make durable;
 //! - [`log`]: the log's sequencer — topics, partitions, dense offsets, idempotent producers;
 //! - [`group`]: consumer groups' generations, assignments and generation-fenced offsets;
+//! - [`sink`]: sink definitions (topics, PostgreSQL target, key mode, retry settings, state);
 //! - [`node`]: one group member ([`MetaNode`]) wrapping raft-rs's `RawNode`: inputs and
 //!   `Tick { now_ms }` in, ordered [`Effect`]s out. No I/O, no clock, no threads.
 //!
@@ -18,6 +19,7 @@ pub mod coordinator;
 pub mod group;
 pub mod log;
 pub mod node;
+pub mod sink;
 pub mod state;
 pub mod storage;
 pub mod wire;

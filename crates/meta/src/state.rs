@@ -24,6 +24,7 @@ use thiserror::Error;
 
 use crate::group::{GroupCommand, GroupError, GroupOutcome, GroupsState};
 use crate::log::{AppendSpec, LogError, LogOutcome, LogState, TopicSpec};
+use crate::sink::{SinkCommand, SinkError, SinkOutcome, SinksState};
 
 /// Most members one layout holds. Bounds the state and every answer that lists members.
 pub const MEMBERS_LEN_MAX: usize = 256;
@@ -193,6 +194,8 @@ pub enum Command {
     InitProducerId,
     /// A consumer group's generation, assignment or committed offsets (see `group.rs`).
     Group(GroupCommand),
+    /// A sink definition (see `sink.rs`); a created sink's id is the log index.
+    Sink(SinkCommand),
 }
 
 /// What an accepted command did.
@@ -230,6 +233,7 @@ pub enum Outcome {
     Nothing,
     Log(LogOutcome),
     Group(GroupOutcome),
+    Sink(SinkOutcome),
 }
 
 /// Why a command was refused. Deterministic in the state, so every node refuses alike.
@@ -271,6 +275,8 @@ pub enum MetaError {
     Log(LogError),
     #[error("{0}")]
     Group(GroupError),
+    #[error("{0}")]
+    Sink(SinkError),
 }
 
 /// The replicated metadata.
@@ -290,6 +296,8 @@ pub struct Metadata {
     log: LogState,
     /// Consumer groups: generations, members, assignments, committed offsets.
     groups: GroupsState,
+    /// Sink definitions (their delivery positions live in the warehouse).
+    sinks: SinksState,
 }
 
 impl Metadata {
@@ -335,6 +343,11 @@ impl Metadata {
     /// The consumer groups.
     pub fn groups(&self) -> &GroupsState {
         &self.groups
+    }
+
+    /// The sinks.
+    pub fn sinks(&self) -> &SinksState {
+        &self.sinks
     }
 
     /// The last fencing token granted for `name` (0 if none ever was).
@@ -418,6 +431,7 @@ impl Metadata {
                 self.log.append(index, appends).map(Outcome::Log).map_err(MetaError::Log)
             }
             Command::InitProducerId => Ok(Outcome::Log(self.log.init_producer(index))),
+            Command::Sink(c) => self.sinks.apply(index, c).map(Outcome::Sink).map_err(MetaError::Sink),
             other => self.apply(other),
         }
     }
@@ -449,8 +463,9 @@ impl Metadata {
             | Command::Release { .. }
             | Command::CreateTopic(_)
             | Command::Append { .. }
-            | Command::InitProducerId => Err(MetaError::Invalid {
-                what: "a lease, lock or log command".into(),
+            | Command::InitProducerId
+            | Command::Sink(_) => Err(MetaError::Invalid {
+                what: "a lease, lock, log or sink command".into(),
                 why: "needs its log index (apply_at)".into(),
             }),
             Command::Noop => Ok(Outcome::Nothing),
