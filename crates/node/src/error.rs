@@ -8,6 +8,7 @@ use quorumdb_core::key::KeyError;
 use quorumdb_core::replica::ReplicaError;
 use quorumdb_meta::group::GroupError;
 use quorumdb_meta::log::LogError;
+use quorumdb_meta::sink::SinkError;
 use quorumdb_meta::{MetaError, ProposeError};
 use thiserror::Error;
 
@@ -88,6 +89,12 @@ impl From<ProposeError> for ApiError {
                         GroupError::NotEmpty { .. } => ("group_not_empty", 409),
                         GroupError::Invalid { .. } => ("bad_request", 400),
                         GroupError::Limit { .. } => ("limit_reached", 409),
+                    },
+                    MetaError::Sink(e) => match e {
+                        SinkError::Invalid { .. } => ("bad_request", 400),
+                        SinkError::Exists { .. } => ("sink_exists", 409),
+                        SinkError::Unknown { .. } => ("unknown_sink", 404),
+                        SinkError::Limit { .. } => ("limit_reached", 409),
                     },
                 };
                 ApiError::Metadata { code, status, message }

@@ -53,6 +53,9 @@ pub enum Command {
     Topic(crate::topic_cli::TopicArgs),
     /// Consumer groups of the log: list, describe (members, assignment, lag).
     Group(crate::group_cli::GroupArgs),
+    /// Sinks: deliver topics to PostgreSQL with exactly-once effect (create, list, describe,
+    /// pause, resume, delete).
+    Sink(crate::sink_cli::SinkArgs),
     /// Leases: grant, keepalive, revoke, list.
     Lease(crate::lease_cli::LeaseArgs),
     /// Locks bound to a lease, with fencing tokens.
@@ -295,6 +298,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Table(a) => crate::cluster_cli::table(a).await,
         Command::Topic(a) => crate::topic_cli::topic(a).await,
         Command::Group(a) => crate::group_cli::group(a).await,
+        Command::Sink(a) => crate::sink_cli::sink(a).await,
         Command::Lease(a) => crate::lease_cli::lease(a).await,
         Command::Lock(a) => crate::lease_cli::lock(a).await,
         Command::Elect(a) => crate::lease_cli::elect(a).await,
