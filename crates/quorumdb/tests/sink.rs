@@ -406,9 +406,8 @@ fn poison_records_are_dead_lettered_with_headers() {
     );
     assert!(ok, "{err}");
     wait_until("the offset past every record", Duration::from_secs(30), || {
-        query_i64(&pg, "SELECT next_offset FROM quorumdb_sink_offsets WHERE sink = 'pay'")
-            .first()
-            .is_some_and(|r| r[0] == 20)
+        try_query_i64(&pg, "SELECT next_offset FROM quorumdb_sink_offsets WHERE sink = 'pay'")
+            .is_ok_and(|r| r.first().is_some_and(|r| r[0] == 20))
     });
     let offsets: Vec<i64> =
         query_i64(&pg, "SELECT \"offset\" FROM payments ORDER BY 1").into_iter().map(|r| r[0]).collect();
