@@ -137,15 +137,22 @@ pub struct NewSink {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SinkCommand {
-    Create(NewSink),
-    Pause { name: String },
-    Resume { name: String },
-    Delete { name: String },
+    /// Boxed: a definition is large next to the other commands of the log.
+    Create(Box<NewSink>),
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SinkOutcome {
-    Created(SinkDef),
+    Created(Box<SinkDef>),
     /// The sink's state after a pause or resume (already in it: no change).
     State(SinkRunState),
     Deleted,
@@ -330,7 +337,7 @@ impl SinksState {
                     state: SinkRunState::Running,
                 };
                 self.sinks.insert(def.name.clone(), def.clone());
-                Ok(SinkOutcome::Created(def))
+                Ok(SinkOutcome::Created(Box::new(def)))
             }
             SinkCommand::Pause { name } | SinkCommand::Resume { name } => {
                 let def =
@@ -372,9 +379,14 @@ mod tests {
     #[test]
     fn lifecycle() {
         let mut s = SinksState::default();
-        let Ok(SinkOutcome::Created(def)) = s.apply(7, &SinkCommand::Create(new("pg"))) else { panic!() };
+        let Ok(SinkOutcome::Created(def)) = s.apply(7, &SinkCommand::Create(Box::new(new("pg")))) else {
+            panic!()
+        };
         assert_eq!((def.id, def.dead_letter_topic.as_str(), def.group()), (7, "pg.dlq", "__sink.pg".into()));
-        assert_eq!(s.apply(8, &SinkCommand::Create(new("pg"))), Err(SinkError::Exists { name: "pg".into() }));
+        assert_eq!(
+            s.apply(8, &SinkCommand::Create(Box::new(new("pg")))),
+            Err(SinkError::Exists { name: "pg".into() })
+        );
         let pause = SinkCommand::Pause { name: "pg".into() };
         assert_eq!(s.apply(9, &pause), Ok(SinkOutcome::State(SinkRunState::Paused)));
         assert_eq!(s.sink("pg").map(|d| d.state), Some(SinkRunState::Paused));
@@ -388,7 +400,8 @@ mod tests {
     #[test]
     fn bad_definitions_are_refused() {
         let mut s = SinksState::default();
-        let cases: Vec<(&str, Box<dyn Fn(&mut NewSink)>)> = vec![
+        type Change = Box<dyn Fn(&mut NewSink)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("empty name", Box::new(|n| n.name.clear())),
             ("long name", Box::new(|n| n.name = "x".repeat(SINK_NAME_BYTES_MAX + 1))),
             ("slash in name", Box::new(|n| n.name = "a/b".into())),
@@ -410,14 +423,17 @@ mod tests {
             let mut n = new("pg");
             change(&mut n);
             assert!(
-                matches!(s.apply(1, &SinkCommand::Create(n)), Err(SinkError::Invalid { .. })),
+                matches!(s.apply(1, &SinkCommand::Create(Box::new(n))), Err(SinkError::Invalid { .. })),
                 "{why} must be refused"
             );
             assert!(s.sinks().is_empty(), "{why} changed the state");
         }
         for i in 0..SINKS_LEN_MAX {
-            s.apply(1, &SinkCommand::Create(new(&format!("s{i}")))).unwrap();
+            s.apply(1, &SinkCommand::Create(Box::new(new(&format!("s{i}"))))).unwrap();
         }
-        assert!(matches!(s.apply(2, &SinkCommand::Create(new("one-more"))), Err(SinkError::Limit { .. })));
+        assert!(matches!(
+            s.apply(2, &SinkCommand::Create(Box::new(new("one-more")))),
+            Err(SinkError::Limit { .. })
+        ));
     }
 }

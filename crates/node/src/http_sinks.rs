@@ -131,7 +131,7 @@ pub(crate) async fn create_sink(State(s): State<AppState>, body: Result<Bytes, B
                     "this node runs no log (no kafka_listen configured)".into(),
                 ));
             }
-            match s.meta.propose(Command::Sink(SinkCommand::Create(def))).await {
+            match s.meta.propose(Command::Sink(SinkCommand::Create(Box::new(def)))).await {
                 Ok(Outcome::Sink(SinkOutcome::Created(d))) => {
                     Ok((StatusCode::CREATED, Json(info(&d, Vec::new(), None))).into_response())
                 }
