@@ -106,6 +106,8 @@ pub struct SinkManager {
     running: Mutex<HashMap<String, Running>>,
     status: StatusMap,
     start: Instant,
+    /// PostgreSQL commits of this process's workers (for `sink_abort_after_commits`).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,6 +135,7 @@ impl SinkManager {
             running: Mutex::new(HashMap::new()),
             status: Arc::new(Mutex::new(HashMap::new())),
             start: Instant::now(),
+            commits: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&m);
         tokio::spawn(async move {
@@ -1258,7 +1261,17 @@ impl Worker {
             // Dropping the transaction rolls it back.
             return Err(WriteError::Fenced);
         }
-        pg(t.commit()).await.map_err(failed)
+        pg(t.commit()).await.map_err(failed)?;
+        if let Some(n) = self.manager.node.config.sink_abort_after_commits {
+            let done = self.manager.commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if done >= n {
+                // The test crash point: the rows and the position are committed, nothing else
+                // (group offset, metrics, the machine's state) has happened.
+                tracing::error!(commits = done, "sink_abort_after_commits reached: aborting");
+                std::process::abort();
+            }
+        }
+        Ok(())
     }
 
     /// Moves the warehouse's position to `next` (after a dead letter), fenced.

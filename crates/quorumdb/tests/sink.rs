@@ -291,6 +291,57 @@ fn killing_sink_owners_loses_and_duplicates_nothing() {
     assert_exactly_once(&pg, "ev_rows", &hws);
 }
 
+/// The crash the issue names: the node aborts right after a PostgreSQL commit, before the
+/// group commit or anything else (`sink_abort_after_commits`), again and again after each
+/// restart; in the end every record is in PostgreSQL exactly once and the warehouse's
+/// position, not the group's, is where delivery resumed.
+#[test]
+fn a_crash_right_after_the_warehouse_commit_loses_and_duplicates_nothing() {
+    let pg = postgres("abort");
+    let mut c = Cluster::start_with("sink-abort", 1, 1, 1, "sink_abort_after_commits = 3");
+    create_topic(&c, "bills", 2);
+    for p in 0..2 {
+        assert!(kcat_produce(&c.nodes[0].kafka, "bills", p, &records("b", 100)));
+    }
+    let config = c.dir.join("sink.toml");
+    std::fs::write(&config, "batch_records_max = 25\n").unwrap();
+    let conn = pg.connection_string();
+    let config_s = config.display().to_string();
+    let (ok, _, err) = q(
+        &c,
+        0,
+        &[
+            "sink",
+            "create",
+            "bills",
+            "--topic",
+            "bills",
+            "--postgres",
+            &conn,
+            "--table",
+            "bills",
+            "--config",
+            &config_s,
+        ],
+    );
+    assert!(ok, "{err}");
+    let mut crashes = 0;
+    wait_until("200 rows through the crashes", Duration::from_secs(45), || {
+        for i in c.reap_exited() {
+            crashes += 1;
+            c.spawn(i);
+        }
+        table_count(&pg, "bills") == 200
+    });
+    eprintln!("{crashes} aborts right after a warehouse commit");
+    assert!(crashes >= 2, "the crash point was not reached: {crashes} crashes");
+    assert_exactly_once(&pg, "bills", &[100, 100]);
+    // Let the restarted node (it may have aborted once more) finish before the cluster drops.
+    for i in c.reap_exited() {
+        c.spawn(i);
+    }
+}
+
 /// A PostgreSQL outage mid-stream opens the breaker (describe and the metric show it), the
 /// group does not rebalance, and after PostgreSQL is back every record arrives exactly once.
 #[test]
