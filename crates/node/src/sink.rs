@@ -174,6 +174,7 @@ impl SinkManager {
                 def: Arc::new(def.clone()),
                 member_id: String::new(),
                 generation: -1,
+                partitions_at_join: 0,
             };
             let task = tokio::spawn(member.run(stop_rx, paused_rx));
             running.insert(name.clone(), Running { id: def.id, stop, paused: paused_tx, task });
@@ -302,6 +303,16 @@ struct Member {
     def: Arc<SinkDef>,
     member_id: String,
     generation: i32,
+    /// The sink's topics' partitions when this generation was joined: a topic created or
+    /// grown since makes the member rejoin, so the leader assigns the new partitions (Kafka
+    /// consumers rejoin on such metadata changes too).
+    partitions_at_join: usize,
+}
+
+impl Member {
+    fn partitions_now(&self) -> usize {
+        self.def.topics.iter().filter_map(|t| self.manager.broker.topic(t)).map(|t| t.partitions.len()).sum()
+    }
 }
 
 /// Kafka's consumer-protocol subscription (version 0): the topics, no user data.
@@ -432,6 +443,7 @@ impl Member {
             };
             self.member_id = joined.member_id.clone();
             self.generation = joined.generation;
+            self.partitions_at_join = self.partitions_now();
             let assignments = if joined.leader == joined.member_id {
                 let members: Vec<String> = joined.members.iter().map(|(id, _, _)| id.clone()).collect();
                 let topics: Vec<(String, u32)> = self
@@ -521,6 +533,9 @@ impl Member {
                 member_id: self.member_id.clone(),
             };
             match self.manager.group(hb).await {
+                GroupResponse::Heartbeat(Ok(())) if self.partitions_now() != self.partitions_at_join => {
+                    break GenerationEnd::Rejoin
+                }
                 GroupResponse::Heartbeat(Ok(())) => {}
                 GroupResponse::Heartbeat(Err(
                     GroupCode::RebalanceInProgress | GroupCode::IllegalGeneration,
@@ -858,6 +873,9 @@ struct Worker {
     high_watermark: u64,
     last_group_commit: Option<(Instant, u64)>,
     pending_group_commit: Option<u64>,
+    /// The machine's latest `Commit`: when it is past `pg_position` (a dead letter whose
+    /// position update failed), the update is retried.
+    committed_next: u64,
     last_error: String,
 }
 
@@ -889,6 +907,7 @@ impl Worker {
             high_watermark: 0,
             last_group_commit: None,
             pending_group_commit: None,
+            committed_next: 0,
             last_error: String::new(),
         }
     }
@@ -1022,6 +1041,7 @@ impl Worker {
             }
         }
         self.pg_position = next;
+        self.committed_next = next;
         self.fetch_offset = next;
         self.payloads.clear();
         let seed = u64::from(self.partition) ^ self.def.id.rotate_left(17) ^ wall_ms() as u64;
@@ -1054,6 +1074,9 @@ impl Worker {
                 fetched = self.fetch().await;
             }
             if last_publish.elapsed() >= Duration::from_millis(250) {
+                if self.committed_next > self.pg_position {
+                    let _ = self.move_position(self.committed_next).await;
+                }
                 self.publish();
                 self.flush_group_commit().await;
                 last_publish = Instant::now();
@@ -1174,6 +1197,7 @@ impl Worker {
                 }
             }
             SinkEffect::Commit { next } => {
+                self.committed_next = next;
                 self.pending_group_commit = Some(next);
                 let due = self
                     .last_group_commit

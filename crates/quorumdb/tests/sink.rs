@@ -58,6 +58,18 @@ fn q(c: &Cluster, i: usize, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// [`q`], retried while a fresh cluster has no metadata leader yet.
+fn q_retry(c: &Cluster, i: usize, args: &[&str]) -> (bool, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = q(c, i, args);
+        if r.0 || !r.2.contains("no metadata leader") || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Runs the CLI and parses its JSON answer; panics if it fails.
 fn qj(c: &Cluster, i: usize, args: &[&str]) -> serde_json::Value {
     let (ok, out, err) = q(c, i, args);
@@ -343,12 +355,12 @@ fn a_crash_right_after_the_warehouse_commit_loses_and_duplicates_nothing() {
 }
 
 /// A PostgreSQL outage mid-stream opens the breaker (describe and the metric show it), the
-/// group does not rebalance, and after PostgreSQL is back every record arrives exactly once.
+/// group does not rebalance, and after PostgreSQL is back every record arrives exactly once;
+/// also, a topic created after its sink is picked up.
 #[test]
 fn a_postgres_outage_opens_the_breaker_without_a_rebalance() {
     let pg = postgres("outage");
     let c = Cluster::start("sink-outage", 1, 1, 1);
-    create_topic(&c, "clicks", 2);
     let config = c.dir.join("sink.toml");
     std::fs::write(
         &config,
@@ -357,7 +369,7 @@ fn a_postgres_outage_opens_the_breaker_without_a_rebalance() {
     .unwrap();
     let conn = pg.connection_string();
     let config_s = config.display().to_string();
-    let (ok, _, err) = q(
+    let (ok, _, err) = q_retry(
         &c,
         0,
         &[
@@ -375,6 +387,8 @@ fn a_postgres_outage_opens_the_breaker_without_a_rebalance() {
         ],
     );
     assert!(ok, "{err}");
+    // The topic is created after the sink: the members rejoin and the leader assigns it.
+    create_topic(&c, "clicks", 2);
     for p in 0..2 {
         assert!(kcat_produce(&c.nodes[0].kafka, "clicks", p, &records("before", 100)));
     }
