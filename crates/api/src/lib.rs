@@ -912,6 +912,7 @@ pub struct SinkInfo {
     /// `running` or `paused`.
     pub state: String,
     pub topics: Vec<String>,
+    /// The connection string, its password shown as `***`.
     pub postgres: String,
     pub table: String,
     pub key: String,

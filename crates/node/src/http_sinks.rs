@@ -88,7 +88,7 @@ fn info(
             SinkRunState::Paused => "paused".into(),
         },
         topics: d.topics.clone(),
-        postgres: d.postgres.clone(),
+        postgres: crate::sink::redact_connection(&d.postgres),
         table: d.table.clone(),
         key: match &d.key {
             SinkKey::Offset => "offset".into(),

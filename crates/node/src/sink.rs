@@ -816,6 +816,54 @@ async fn connect(conn: &str) -> Result<tokio_postgres::Client, Failure> {
     Ok(client)
 }
 
+/// The connection string with its password replaced by `***`, for answers and logs: the
+/// definition keeps the real one (in the metadata), nothing shows it.
+pub fn redact_connection(conn: &str) -> String {
+    if let Some(scheme_end) = conn.find("://") {
+        // URL form: postgresql://user:password@host/db?password=...
+        let (scheme, rest) = conn.split_at(scheme_end + 3);
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let authority = match authority.rfind('@') {
+            Some(at) => match authority[..at].find(':') {
+                Some(colon) => format!("{}:***{}", &authority[..colon], &authority[at..]),
+                None => authority.to_string(),
+            },
+            None => authority.to_string(),
+        };
+        let tail = match tail.find("password=") {
+            Some(i) => {
+                let end = tail[i..].find('&').map_or(tail.len(), |e| i + e);
+                format!("{}password=***{}", &tail[..i], &tail[end..])
+            }
+            None => tail.to_string(),
+        };
+        return format!("{scheme}{authority}{tail}");
+    }
+    // Key-value form: password=secret or password='se cret'.
+    let mut out = String::with_capacity(conn.len());
+    let mut rest = conn;
+    while let Some(i) = rest.find("password") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "password".len()..];
+        let trimmed = after.trim_start();
+        let Some(value) = trimmed.strip_prefix('=') else {
+            out.push_str("password");
+            rest = after;
+            continue;
+        };
+        let value = value.trim_start();
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            quoted.find('\'').map_or(value.len(), |e| e + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        out.push_str("password=***");
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Checks that a connection string parses (the HTTP layer refuses bad ones up front).
 pub fn check_connection_string(conn: &str) -> Result<(), String> {
     tokio_postgres::Config::from_str(conn).map(|_| ()).map_err(|e| e.to_string())
@@ -1403,6 +1451,19 @@ mod tests {
         let r = &records[&0];
         assert_eq!((r.key.as_deref(), r.value.as_deref()), (Some(&b"k"[..]), Some(&b"{}"[..])));
         assert_eq!(r.timestamp_ms, 1_700_000_000_000);
+    }
+
+    /// Passwords never appear in a redacted connection string, in either form.
+    #[test]
+    fn connection_strings_are_redacted() {
+        assert_eq!(redact_connection("host=a password=s3cret user=u"), "host=a password=*** user=u");
+        assert_eq!(redact_connection("host=a password = 'se cret' user=u"), "host=a password=*** user=u");
+        assert_eq!(redact_connection("postgresql://u:s3cret@h:5432/db"), "postgresql://u:***@h:5432/db");
+        assert_eq!(
+            redact_connection("postgresql://u@h/db?password=s3cret&x=1"),
+            "postgresql://u@h/db?password=***&x=1"
+        );
+        assert_eq!(redact_connection("host=127.0.0.1 user=postgres"), "host=127.0.0.1 user=postgres");
     }
 
     /// Records decode from a record set at and after the asked offset; truncated bytes stop
