@@ -627,3 +627,74 @@ fn bad_sink_input_is_refused() {
     let (ok, _, err) = q(&c, 0, &good);
     assert!(!ok && err.contains("already exists"), "{err}");
 }
+
+/// The `le` bound under which a fraction `q` of the histogram `metric{sink="<sink>"}` lies,
+/// read from a Prometheus text scrape.
+fn histogram_quantile(scrape: &str, metric: &str, sink: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{metric}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = scrape
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("sink=\"{sink}\"")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    buckets.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| *le)
+}
+
+/// Measures (run with `--ignored --nocapture`): how fast a 3-node cluster's sink drains a
+/// 20 000-record backlog into PostgreSQL, and the end-to-end latency (record timestamp to
+/// PostgreSQL commit) of records produced while it runs.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn sink_throughput_and_latency() {
+    let pg = postgres("bench");
+    let c = Cluster::start("sink-bench", 3, 3, 3);
+    create_topic(&c, "backlog", 4);
+    create_topic(&c, "live", 4);
+    for p in 0..4 {
+        assert!(kcat_produce(&c.nodes[0].kafka, "backlog", p, &records("x", 5_000)));
+    }
+    let conn = pg.connection_string();
+    let started = Instant::now();
+    let (ok, _, err) = q(
+        &c,
+        0,
+        &["sink", "create", "backlog", "--topic", "backlog", "--postgres", &conn, "--table", "backlog"],
+    );
+    assert!(ok, "{err}");
+    wait_until("20 000 rows", Duration::from_secs(120), || table_count(&pg, "backlog") == 20_000);
+    let drain = started.elapsed();
+    eprintln!("backlog: 20000 records in {drain:?} = {:.0} rows/s", 20_000.0 / drain.as_secs_f64());
+    let (ok, _, err) =
+        q(&c, 0, &["sink", "create", "live", "--topic", "live", "--postgres", &conn, "--table", "live"]);
+    assert!(ok, "{err}");
+    wait_until("the live sink's offsets", Duration::from_secs(20), || {
+        try_query_i64(&pg, "SELECT count(*) FROM quorumdb_sink_offsets WHERE sink = 'live'")
+            .is_ok_and(|r| r[0][0] == 4)
+    });
+    let started = Instant::now();
+    for round in 0..20 {
+        assert!(kcat_produce(&c.nodes[0].kafka, "live", round % 4, &records("l", 250)));
+    }
+    wait_until("5 000 live rows", Duration::from_secs(60), || table_count(&pg, "live") == 5_000);
+    eprintln!("live: 5000 records produced and delivered in {:?}", started.elapsed());
+    for n in &c.nodes {
+        let scrape = runtime().block_on(async {
+            reqwest::get(format!("{}/metrics", n.http)).await.unwrap().text().await.unwrap()
+        });
+        p50.push(histogram_quantile(&scrape, "quorumdb_sink_end_to_end_seconds", "live", 0.5));
+        p99.push(histogram_quantile(&scrape, "quorumdb_sink_end_to_end_seconds", "live", 0.99));
+        let w = histogram_quantile(&scrape, "quorumdb_sink_write_seconds", "live", 0.99);
+        eprintln!(
+            "{}: end-to-end p50 <= {:?} s, p99 <= {:?} s; transaction p99 <= {w:?} s",
+            n.id,
+            p50.last(),
+            p99.last()
+        );
+    }
+}
