@@ -997,6 +997,10 @@ impl Worker {
     }
 
     fn unpublish(&self) {
+        // This node no longer delivers the partition: its share of the lag and breaker
+        // gauges is nothing (the new owner's node reports them).
+        metrics::gauge!("quorumdb_sink_lag_records", &self.labels()).set(0.0);
+        metrics::gauge!("quorumdb_sink_breaker_open", &self.labels()).set(0.0);
         let mut status = lock(&self.manager.status);
         if let Some(parts) = status.get_mut(&self.def.name) {
             parts.remove(&(self.topic.clone(), self.partition));
