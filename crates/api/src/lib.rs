@@ -823,6 +823,123 @@ pub struct GroupInfo {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Sinks: topics delivered to a warehouse (PostgreSQL) with exactly-once effect.
+
+/// `POST /v1/sinks` body, and the TOML file of `quorumdb sink create --config` (the same
+/// fields; flags override the file). Omitted settings take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSink {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// PostgreSQL connection string (`host=... user=... dbname=...` or a `postgresql://` URL).
+    #[serde(default)]
+    pub postgres: String,
+    /// `table` or `schema.table`; created if missing.
+    #[serde(default)]
+    pub table: String,
+    /// `offset` (upsert on topic, partition, offset; the default) or `field:NAME` (upsert on
+    /// that field of a JSON value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `bytea` (the default) or `jsonb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Default `<name>.dlq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_records_max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffered_records_max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_floor_per_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_failures_max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_open_ms: Option<u64>,
+}
+
+/// A sink's delivery settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkSettingsInfo {
+    pub batch_records_max: u32,
+    pub buffered_records_max: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub budget_percent: u32,
+    pub budget_floor_per_s: u32,
+    pub breaker_failures_max: u32,
+    pub breaker_open_ms: u64,
+}
+
+/// One partition of a sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkPartitionInfo {
+    pub topic: String,
+    pub partition: u32,
+    /// The node whose worker delivers it now (`None`: unassigned, or its node did not answer).
+    pub owner: Option<String>,
+    /// The next offset to deliver, as the warehouse's offsets table records it (the source
+    /// of truth); `None` when the warehouse did not answer.
+    pub pg_offset: Option<u64>,
+    pub high_watermark: u64,
+    /// `high_watermark - pg_offset`.
+    pub lag: Option<u64>,
+    /// Counters of the owner's current worker.
+    pub written: u64,
+    pub retries: u64,
+    pub dead_lettered: u64,
+    /// `closed`, `open` or `half-open` (`-` without an owner).
+    pub breaker: String,
+    pub last_error: String,
+}
+
+/// Answer of `GET /v1/sinks/{name}` and `POST /v1/sinks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkInfo {
+    pub name: String,
+    /// The log index of its creation.
+    pub id: u64,
+    /// `running` or `paused`.
+    pub state: String,
+    pub topics: Vec<String>,
+    /// The connection string, its password shown as `***`.
+    pub postgres: String,
+    pub table: String,
+    pub key: String,
+    pub value: String,
+    pub dead_letter_topic: String,
+    /// The consumer group its workers form (`quorumdb group describe` shows it).
+    pub group: String,
+    pub settings: SinkSettingsInfo,
+    pub partitions: Vec<SinkPartitionInfo>,
+    /// Why the warehouse's offsets could not be read, if they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse_error: Option<String>,
+}
+
+/// Answer of `GET /v1/sinks` (partitions are left out: `GET /v1/sinks/{name}` has them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkList {
+    pub sinks: Vec<SinkInfo>,
+}
+
+/// Answer of `DELETE /v1/sinks/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkDeleted {
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Leases, locks and elections (in the metadata group).
 
 /// `POST /v1/leases` body.

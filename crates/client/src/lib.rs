@@ -450,6 +450,35 @@ impl Client {
         self.get_json(&["v1", "groups", name]).await
     }
 
+    /// Creates a sink (`POST /v1/sinks`).
+    pub async fn create_sink(&self, sink: &api::NewSink) -> Result<api::SinkInfo, ClientError> {
+        self.send_json(Method::POST, &["v1", "sinks"], sink).await
+    }
+
+    /// Every sink's definition and state.
+    pub async fn sinks(&self) -> Result<api::SinkList, ClientError> {
+        self.get_json(&["v1", "sinks"]).await
+    }
+
+    /// One sink, with each partition's owner, warehouse offset, lag, retries and breaker.
+    pub async fn sink(&self, name: &str) -> Result<api::SinkInfo, ClientError> {
+        self.get_json(&["v1", "sinks", name]).await
+    }
+
+    /// Pauses (`pause = true`) or resumes a sink.
+    pub async fn set_sink_paused(&self, name: &str, pause: bool) -> Result<api::SinkInfo, ClientError> {
+        let action = if pause { "pause" } else { "resume" };
+        let url = self.url(&["v1", "sinks", name, action])?;
+        let (status, bytes) = self.send(self.http.request(Method::POST, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    pub async fn delete_sink(&self, name: &str) -> Result<api::SinkDeleted, ClientError> {
+        let url = self.url(&["v1", "sinks", name])?;
+        let (status, bytes) = self.send(self.http.request(Method::DELETE, url)).await?;
+        self.decode(status, &bytes)
+    }
+
     /// The hottest partition keys over the last window (`GET /v1/hot`).
     pub async fn hot(&self, q: &api::HotQuery) -> Result<api::HotReport, ClientError> {
         let mut url = self.url(&["v1", "hot"])?;

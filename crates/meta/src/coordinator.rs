@@ -70,7 +70,10 @@ impl Default for CoordinatorConfig {
 }
 
 /// Errors the group APIs answer; each maps to one Kafka error code.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Requests, answers and codes are serializable: a node's sink workers reach the coordinator
+/// (the metadata leader) over the peer transport with them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GroupCode {
     NotCoordinator,
     CoordinatorNotAvailable,
@@ -101,7 +104,7 @@ pub type MemberLeft = (String, Result<(), GroupCode>);
 /// One member offer of protocols: `(assignor name, subscription bytes)`.
 pub type Protocols = Vec<(String, Vec<u8>)>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JoinRequest {
     pub group: String,
     /// Empty for a new member.
@@ -117,7 +120,7 @@ pub struct JoinRequest {
     pub require_known_member: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Request {
     Join(JoinRequest),
     Sync { group: String, generation: i32, member_id: String, assignments: Vec<(String, Vec<u8>)> },
@@ -126,7 +129,7 @@ pub enum Request {
 }
 
 /// A JoinGroup answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Joined {
     pub generation: i32,
     pub protocol_type: String,
@@ -137,7 +140,7 @@ pub struct Joined {
     pub members: Vec<(String, Option<String>, Vec<u8>)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Response {
     Join(Result<Joined, GroupCode>),
     /// `(protocol type, protocol, this member's assignment)`.

@@ -10,6 +10,7 @@
 //! - [`log`]: the log's sequencer — topics, partitions, dense offsets, idempotent producers;
 //! - [`group`]: consumer groups' generations, assignments and generation-fenced offsets;
 //! - [`auth`]: users, roles and hashed API tokens;
+//! - [`sink`]: sink definitions (topics, PostgreSQL target, key mode, retry settings, state);
 //! - [`node`]: one group member ([`MetaNode`]) wrapping raft-rs's `RawNode`: inputs and
 //!   `Tick { now_ms }` in, ordered [`Effect`]s out. No I/O, no clock, no threads.
 //!
@@ -20,6 +21,7 @@ pub mod coordinator;
 pub mod group;
 pub mod log;
 pub mod node;
+pub mod sink;
 pub mod state;
 pub mod storage;
 pub mod wire;

@@ -25,6 +25,7 @@ use thiserror::Error;
 use crate::auth::{AuthCommand, AuthError, AuthOutcome, AuthState};
 use crate::group::{GroupCommand, GroupError, GroupOutcome, GroupsState};
 use crate::log::{AppendSpec, LogError, LogOutcome, LogState, TopicSpec};
+use crate::sink::{SinkCommand, SinkError, SinkOutcome, SinksState};
 
 /// Most members one layout holds. Bounds the state and every answer that lists members.
 pub const MEMBERS_LEN_MAX: usize = 256;
@@ -196,6 +197,8 @@ pub enum Command {
     Group(GroupCommand),
     /// Users, roles, tokens, and whether authentication is on (see `auth.rs`).
     Auth(AuthCommand),
+    /// A sink definition (see `sink.rs`); a created sink's id is the log index.
+    Sink(SinkCommand),
 }
 
 /// What an accepted command did.
@@ -234,6 +237,7 @@ pub enum Outcome {
     Log(LogOutcome),
     Group(GroupOutcome),
     Auth(AuthOutcome),
+    Sink(SinkOutcome),
 }
 
 /// Why a command was refused. Deterministic in the state, so every node refuses alike.
@@ -277,6 +281,8 @@ pub enum MetaError {
     Group(GroupError),
     #[error("{0}")]
     Auth(AuthError),
+    #[error("{0}")]
+    Sink(SinkError),
 }
 
 /// The replicated metadata.
@@ -298,6 +304,8 @@ pub struct Metadata {
     groups: GroupsState,
     /// Users, roles and tokens.
     auth: AuthState,
+    /// Sink definitions (their delivery positions live in the warehouse).
+    sinks: SinksState,
 }
 
 impl Metadata {
@@ -347,6 +355,11 @@ impl Metadata {
     /// The consumer groups.
     pub fn groups(&self) -> &GroupsState {
         &self.groups
+    }
+
+    /// The sinks.
+    pub fn sinks(&self) -> &SinksState {
+        &self.sinks
     }
 
     /// The last fencing token granted for `name` (0 if none ever was).
@@ -430,6 +443,7 @@ impl Metadata {
                 self.log.append(index, appends).map(Outcome::Log).map_err(MetaError::Log)
             }
             Command::InitProducerId => Ok(Outcome::Log(self.log.init_producer(index))),
+            Command::Sink(c) => self.sinks.apply(index, c).map(Outcome::Sink).map_err(MetaError::Sink),
             other => self.apply(other),
         }
     }
@@ -461,8 +475,9 @@ impl Metadata {
             | Command::Release { .. }
             | Command::CreateTopic(_)
             | Command::Append { .. }
-            | Command::InitProducerId => Err(MetaError::Invalid {
-                what: "a lease, lock or log command".into(),
+            | Command::InitProducerId
+            | Command::Sink(_) => Err(MetaError::Invalid {
+                what: "a lease, lock, log or sink command".into(),
                 why: "needs its log index (apply_at)".into(),
             }),
             Command::Noop => Ok(Outcome::Nothing),

@@ -304,6 +304,11 @@ pub struct NodeConfig {
     /// partition or poison the node; the demo, the lab and the tests turn it on.
     #[serde(default)]
     pub admin_enabled: bool,
+    /// A crash point for tests: the process aborts right after its sink workers' N-th
+    /// PostgreSQL commit, before the group commit or anything else (issue #12's "a crash
+    /// between the warehouse write and anything else" test). Unset (never) by default.
+    #[serde(default)]
+    pub sink_abort_after_commits: Option<u64>,
     #[serde(default)]
     pub members: Vec<MemberConfig>,
     #[serde(default)]

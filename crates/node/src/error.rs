@@ -9,6 +9,7 @@ use quorumdb_core::replica::ReplicaError;
 use quorumdb_meta::auth::AuthError;
 use quorumdb_meta::group::GroupError;
 use quorumdb_meta::log::LogError;
+use quorumdb_meta::sink::SinkError;
 use quorumdb_meta::{MetaError, ProposeError};
 use thiserror::Error;
 
@@ -114,6 +115,12 @@ impl From<ProposeError> for ApiError {
                         AuthError::LastAdmin { .. } => ("last_admin", 409),
                         AuthError::Invalid { .. } => ("bad_request", 400),
                         AuthError::Limit { .. } => ("limit_reached", 409),
+                    },
+                    MetaError::Sink(e) => match e {
+                        SinkError::Invalid { .. } => ("bad_request", 400),
+                        SinkError::Exists { .. } => ("sink_exists", 409),
+                        SinkError::Unknown { .. } => ("unknown_sink", 404),
+                        SinkError::Limit { .. } => ("limit_reached", 409),
                     },
                 };
                 ApiError::Metadata { code, status, message }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub log: Option<Arc<crate::log::Log>>,
     /// Its consumer-group coordinator, likewise.
     pub groups: Option<Arc<crate::groups::Groups>>,
+    /// Its sink manager, likewise.
+    pub sinks: Option<Arc<crate::sink::SinkManager>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -75,6 +77,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/topics", get(crate::http_topics::list_topics).post(crate::http_topics::create_topic))
         .route("/v1/groups", get(crate::http_groups::list_groups))
         .route("/v1/groups/{group}", get(crate::http_groups::describe_group))
+        .route("/v1/sinks", get(crate::http_sinks::list_sinks).post(crate::http_sinks::create_sink))
+        .route(
+            "/v1/sinks/{sink}",
+            get(crate::http_sinks::describe_sink).delete(crate::http_sinks::delete_sink),
+        )
+        .route("/v1/sinks/{sink}/pause", axum::routing::post(crate::http_sinks::pause_sink))
+        .route("/v1/sinks/{sink}/resume", axum::routing::post(crate::http_sinks::resume_sink))
         .route(
             "/v1/topics/{topic}",
             get(crate::http_topics::describe_topic).delete(crate::http_topics::delete_topic),

@@ -13,10 +13,12 @@ pub mod http;
 pub mod http_auth;
 mod http_groups;
 pub mod http_guard;
+mod http_sinks;
 mod http_topics;
 pub mod log;
 pub mod meta;
 pub mod node;
+pub mod sink;
 pub mod storage;
 pub mod transport;
 pub mod wire;
@@ -99,18 +101,34 @@ pub async fn run(
     let meta = meta::Meta::start(node.config.clone(), node.storage.clone(), node.faults.clone())
         .await
         .map_err(NodeError::Setup)?;
+    // The groups and the sinks start with the Kafka listener, after the peer transport:
+    // peers' group and sink requests find them here once they exist.
+    let runtime: Arc<OnceLock<(Arc<groups::Groups>, Arc<sink::SinkManager>)>> = Arc::new(OnceLock::new());
     let handler: transport::Handler = {
         let node = node.clone();
         let meta = meta.clone();
+        let runtime = runtime.clone();
         Arc::new(move |from, req| {
             let node = node.clone();
             let meta = meta.clone();
+            let runtime = runtime.clone();
             Box::pin(async move {
                 match req {
                     wire::Request::Raft { message } => match meta.receive(&message) {
                         Ok(()) => wire::Response::Ack,
                         Err(message) => wire::Response::Error { code: "bad_request".into(), message },
                     },
+                    wire::Request::Group(request) => match runtime.get() {
+                        Some((groups, _)) => wire::Response::Group(groups.request(request).await),
+                        None => wire::Response::Error {
+                            code: "unavailable".into(),
+                            message: "this node runs no consumer groups (no kafka_listen)".into(),
+                        },
+                    },
+                    wire::Request::SinkStatus { name } => {
+                        let parts = runtime.get().map(|(_, s)| s.local_status(&name)).unwrap_or_default();
+                        wire::Response::SinkStatus { json: serde_json::to_vec(&parts).unwrap_or_default() }
+                    }
                     req => node.handle_peer(from, req).await,
                 }
             })
@@ -136,6 +154,7 @@ pub async fn run(
     let (stop_kafka, kafka_stopped) = tokio::sync::watch::channel(false);
     let mut log_for_http = None;
     let mut groups_for_http = None;
+    let mut sinks_for_http = None;
     if let Some(addr) = node.config.kafka_listen.clone() {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -145,9 +164,13 @@ pub async fn run(
         tracing::info!(node = node.id(), kafka = %addr, "kafka listener starting");
         log_for_http = Some(log.clone());
         groups_for_http = Some(groups.clone());
+        let broker = Arc::new(groups::NodeBroker { log, groups: groups.clone() });
+        let sinks = sink::SinkManager::start(node.clone(), meta.clone(), broker.clone());
+        let _ = runtime.set((groups, sinks.clone()));
+        sinks_for_http = Some(sinks);
         tokio::spawn(quorumdb_kafka::serve(
             listener,
-            Arc::new(groups::NodeBroker { log, groups }),
+            broker,
             quorumdb_kafka::KafkaConfig::default(),
             kafka_stopped,
         ));
@@ -160,11 +183,16 @@ pub async fn run(
         inflight,
         log: log_for_http,
         groups: groups_for_http,
+        sinks: sinks_for_http.clone(),
     });
     node.ready.store(true, Ordering::Release);
     http_guard::serve(http_listener, app, node.config.http.clone(), shutdown).await;
     tracing::info!(node = node.id(), "node stopping");
     let _ = stop_kafka.send(true);
+    if let Some(s) = &sinks_for_http {
+        // Members leave their groups, so their partitions move at once, not a session later.
+        s.stop().await;
+    }
     // Stop the replica shards first: a peer could still ask this node to coordinate a write,
     // and a dot minted after the clean-shutdown mark would not be covered by it.
     node.stop().await;

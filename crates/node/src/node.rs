@@ -372,6 +372,15 @@ impl Node {
         (report, missing)
     }
 
+    /// Sends one request to member `id` (not this node) and waits for its answer within
+    /// `timeout`: how the sink runtime reaches the group coordinator and its peers' status.
+    pub async fn ask_peer(&self, id: &str, req: Request, timeout: Duration) -> Result<Response, String> {
+        let i = self.shared.ring.index_of(id).ok_or_else(|| format!("unknown member {id:?}"))?;
+        let peer =
+            self.admin_peers.get(i).cloned().flatten().ok_or_else(|| format!("{id:?} is this node"))?;
+        peer.request(req, timeout).await.map_err(|e| format!("{id}: {e}"))
+    }
+
     /// Starts a full anti-entropy pass on every shard of this node.
     pub async fn start_repair(&self, table: Option<String>) -> Result<(), ApiError> {
         for shard in 0..SHARDS_LEN {
@@ -900,6 +909,10 @@ fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaEr
         Request::Raft { .. } => {
             return Err(ReplicaError::BadRequest("a raft message is not a replica request".into()))
         }
+        // Likewise group and sink requests go to the groups and the sink manager.
+        Request::Group(_) | Request::SinkStatus { .. } => {
+            return Err(ReplicaError::BadRequest("a group or sink request is not a replica request".into()))
+        }
     })
 }
 
@@ -979,9 +992,9 @@ fn response_from_wire(resp: Response) -> PeerResponse {
             })
         }
         Response::Error { code, message } => PeerResponse::Failed(ReplicaError::from_code(&code, message)),
-        Response::Heat(_) => {
-            PeerResponse::Failed(ReplicaError::Internal("a heat report is not a replica answer".into()))
-        }
+        Response::Heat(_) | Response::Group(_) | Response::SinkStatus { .. } => PeerResponse::Failed(
+            ReplicaError::Internal("a heat, group or sink answer is not a replica answer".into()),
+        ),
     }
 }
 
@@ -1043,5 +1056,7 @@ fn response_kind(r: &Response) -> &'static str {
         Response::QuorumFailed { .. } => "QuorumFailed",
         Response::Error { .. } => "Error",
         Response::Heat(_) => "Heat",
+        Response::Group(_) => "Group",
+        Response::SinkStatus { .. } => "SinkStatus",
     }
 }

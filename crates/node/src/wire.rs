@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame accepted. A frame holds at most one scan page of item states
 /// (`SCAN_PAGE_LEN_MAX` items) or one item with `SIBLINGS_LEN_MAX` values; 64 MiB bounds both
@@ -111,6 +111,12 @@ pub enum Request {
         limit: u32,
         reverse: bool,
     },
+    /// A consumer-group request (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) for the group
+    /// coordinator, which runs on the metadata leader: a sink worker on another node sends its
+    /// group's requests here (version 7).
+    Group(quorumdb_meta::coordinator::Request),
+    /// This node's view of sink `name`'s partitions (`sink describe`; version 7).
+    SinkStatus { name: String },
 }
 
 /// Names one Merkle tree: a table, the sorted member ids of one replica set, and the shard.
@@ -175,6 +181,13 @@ pub enum Response {
     },
     /// Answer to `Heat`.
     Heat(WireHeat),
+    /// Answer to `Group`.
+    Group(quorumdb_meta::coordinator::Response),
+    /// Answer to `SinkStatus`: the JSON of `Vec<quorumdb_api::SinkPartitionInfo>`.
+    SinkStatus {
+        #[serde(with = "serde_bytes")]
+        json: Vec<u8>,
+    },
 }
 
 /// A node's heat report on the wire (`quorumdb_core::heat::HeatReport`).

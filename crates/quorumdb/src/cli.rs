@@ -59,6 +59,9 @@ pub enum Command {
     Role(crate::auth_cli::RoleArgs),
     /// Turn authentication on or off, or show whether it is on.
     Auth(crate::auth_cli::AuthArgs),
+    /// Sinks: deliver topics to PostgreSQL with exactly-once effect (create, list, describe,
+    /// pause, resume, delete).
+    Sink(crate::sink_cli::SinkArgs),
     /// Leases: grant, keepalive, revoke, list.
     Lease(crate::lease_cli::LeaseArgs),
     /// Locks bound to a lease, with fencing tokens.
@@ -319,6 +322,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::User(a) => crate::auth_cli::user(a).await,
         Command::Role(a) => crate::auth_cli::role(a).await,
         Command::Auth(a) => crate::auth_cli::auth(a).await,
+        Command::Sink(a) => crate::sink_cli::sink(a).await,
         Command::Lease(a) => crate::lease_cli::lease(a).await,
         Command::Lock(a) => crate::lease_cli::lock(a).await,
         Command::Elect(a) => crate::lease_cli::elect(a).await,

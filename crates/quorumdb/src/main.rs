@@ -10,6 +10,7 @@ mod lab;
 mod lab_sim;
 mod lease_cli;
 mod nemesis;
+mod sink_cli;
 mod topic_cli;
 
 use clap::Parser;

@@ -423,6 +423,7 @@ impl World {
             0..=34 => return self.lease_command(),
             35..=59 => return self.log_command(),
             60..=69 => return self.group_command(),
+            70..=74 => return self.sink_command(),
             _ => {}
         }
         match roll {
@@ -543,6 +544,30 @@ impl World {
             _ => GroupCommand::Delete { groups: vec![group] },
         };
         Command::Group(command)
+    }
+
+    /// Sink definitions (`quorumdb_meta::sink`): creations of three names (some invalid, some
+    /// already existing), pauses, resumes and deletes; every member must apply them alike.
+    fn sink_command(&mut self) -> Command {
+        use quorumdb_meta::sink::{NewSink, SinkCommand, SinkKey, SinkSettings, SinkValue};
+        let name = format!("s{}", self.rng.random_range(0..3));
+        let command = match self.rng.random_range(0..100) {
+            0..=39 => SinkCommand::Create(Box::new(NewSink {
+                name,
+                topics: vec![format!("log{}", self.rng.random_range(0..2))],
+                postgres: "host=127.0.0.1".into(),
+                // One in ten is refused by validation, alike on every member.
+                table: if self.rng.random_bool(0.1) { "bad;table".into() } else { "rows".into() },
+                key: if self.rng.random_bool(0.5) { SinkKey::Offset } else { SinkKey::Field("id".into()) },
+                value: SinkValue::Bytea,
+                dead_letter_topic: None,
+                settings: SinkSettings::default(),
+            })),
+            40..=59 => SinkCommand::Pause { name },
+            60..=79 => SinkCommand::Resume { name },
+            _ => SinkCommand::Delete { name },
+        };
+        Command::Sink(command)
     }
 
     /// Leases, locks and releases on three names, with leases and tokens the clients saw.

@@ -103,6 +103,11 @@ impl Cluster {
         self.nodes.iter().position(|n| n.id == id).unwrap()
     }
 
+    /// Nodes whose process exited on its own since the last call (they are down now).
+    pub fn reap_exited(&self) -> Vec<usize> {
+        self.procs().reap_exited().into_iter().map(|(i, _, _)| i).collect()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self, i: usize) {
         self.procs().kill(i).unwrap();
