@@ -1128,4 +1128,7 @@ pub struct AuthStatus {
     pub enabled: bool,
     pub users: usize,
     pub roles: usize,
+    /// Ids of the causality-token keys that verify, the signing one last.
+    #[serde(default)]
+    pub context_keys: Vec<u8>,
 }

@@ -595,6 +595,11 @@ impl Client {
         self.send_json(Method::POST, &["v1", "auth", what], &serde_json::json!({})).await
     }
 
+    /// A new causality-token signing key (older tokens verify for two more rotations).
+    pub async fn rotate_context_key(&self) -> Result<api::AuthStatus, ClientError> {
+        self.send_json(Method::POST, &["v1", "auth", "context-keys"], &serde_json::json!({})).await
+    }
+
     /// A request whose success answer has no body (204).
     async fn send_empty(&self, method: Method, segments: &[&str]) -> Result<(), ClientError> {
         let url = self.url(segments)?;

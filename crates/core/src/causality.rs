@@ -102,7 +102,7 @@ const KIND_DATA: u8 = 1;
 
 /// Length in characters of the longest token a version vector of `entries` entries can produce
 /// (unpadded base64 of version byte, count and entries with worst-case varints).
-const fn token_chars_len_max(entries: usize) -> usize {
+pub const fn token_chars_len_max(entries: usize) -> usize {
     let bytes = 1 + VARINT_BYTES_MAX + entries * (8 + VARINT_BYTES_MAX);
     (bytes * 4).div_ceil(3)
 }
@@ -342,6 +342,13 @@ impl VersionVector {
         bytes.push(TOKEN_FORMAT_VERSION);
         self.encode_into(&mut bytes);
         URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A token as the HTTP API hands it out (`<token>.<signature>`, signed by the node) or a
+    /// plain one, parsed *without* checking the signature: for analysing recorded histories
+    /// offline (the lab), never for input a client controls (the node verifies those).
+    pub fn from_recorded_token(s: &str) -> Result<Self, CausalityError> {
+        Self::from_token(s.split_once('.').map_or(s, |(body, _signature)| body))
     }
 
     /// Parses a token made by [`VersionVector::to_token`]. Never panics.

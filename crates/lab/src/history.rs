@@ -398,7 +398,7 @@ fn decode(
     field: TokenField,
     token: Option<&str>,
 ) -> Result<Option<VersionVector>, HistoryError> {
-    token.map(VersionVector::from_token).transpose().map_err(|source| HistoryError::MalformedToken {
+    token.map(VersionVector::from_recorded_token).transpose().map_err(|source| HistoryError::MalformedToken {
         index,
         field,
         source,

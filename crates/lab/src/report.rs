@@ -712,7 +712,8 @@ pub fn check_monotonic_reads(
     }
     let context = |i: usize| -> Result<VersionVector, ReportError> {
         let token = ops[i].context_out.as_deref().unwrap_or_default();
-        VersionVector::from_token(token).map_err(|source| ReportError::BadContext { index: i, source })
+        VersionVector::from_recorded_token(token)
+            .map_err(|source| ReportError::BadContext { index: i, source })
     };
     for reads in per_key.values() {
         let mut by_complete = reads.clone();

@@ -30,6 +30,9 @@ pub const ROLES_PER_USER_MAX: usize = 16;
 pub const TOKENS_PER_USER_MAX: usize = 8;
 /// User and role names, and grant patterns.
 pub const AUTH_NAME_BYTES_MAX: usize = 128;
+/// Causality-token signing keys kept: the newest signs, every kept one verifies, so a token
+/// survives `CONTEXT_KEYS_KEPT - 1` rotations (the grace period).
+pub const CONTEXT_KEYS_KEPT: usize = 3;
 /// The built-in role with every permission.
 pub const ADMIN_ROLE: &str = "admin";
 /// A token's id: 16 hex digits.
@@ -130,8 +133,25 @@ pub struct User {
     pub tokens: BTreeMap<String, [u8; 32]>,
 }
 
+/// A cluster key that signs causality tokens (HMAC-SHA256), named by a small id that tokens
+/// carry so that verification picks the right key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextKey {
+    pub id: u8,
+    pub key: [u8; 32],
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthCommand {
+    /// The first causality-token key, drawn by the metadata leader; ignored once a key exists
+    /// (two leaders racing at startup leave one key).
+    EnsureContextKey {
+        key: [u8; 32],
+    },
+    /// A new signing key; the oldest beyond [`CONTEXT_KEYS_KEPT`] stops verifying.
+    RotateContextKey {
+        key: [u8; 32],
+    },
     /// A user with one token (created by the proposing node, which shows it once).
     CreateUser {
         name: String,
@@ -230,6 +250,8 @@ pub struct AuthState {
     roles: BTreeMap<String, Role>,
     /// Token id → user, for the lookup on every request.
     token_index: BTreeMap<String, String>,
+    /// Causality-token keys, newest last.
+    context_keys: Vec<ContextKey>,
 }
 
 fn check_auth_name(what: &str, name: &str) -> Result<(), AuthError> {
@@ -298,6 +320,12 @@ impl AuthState {
         self.enabled
     }
 
+    /// The causality-token keys, newest (the signing one) last; empty until the first leader
+    /// proposed one.
+    pub fn context_keys(&self) -> &[ContextKey] {
+        &self.context_keys
+    }
+
     pub fn users(&self) -> &BTreeMap<String, User> {
         &self.users
     }
@@ -360,6 +388,18 @@ impl AuthState {
     /// Applies one committed command.
     pub fn apply(&mut self, command: &AuthCommand) -> Result<AuthOutcome, AuthError> {
         match command {
+            AuthCommand::EnsureContextKey { key } => {
+                if self.context_keys.is_empty() {
+                    self.context_keys.push(ContextKey { id: 0, key: *key });
+                }
+            }
+            AuthCommand::RotateContextKey { key } => {
+                let id = self.context_keys.last().map_or(0, |k| k.id.wrapping_add(1));
+                self.context_keys.push(ContextKey { id, key: *key });
+                if self.context_keys.len() > CONTEXT_KEYS_KEPT {
+                    self.context_keys.remove(0);
+                }
+            }
             AuthCommand::CreateUser { name, roles, token_id, token_hash } => {
                 check_auth_name("the user name", name)?;
                 check_token_id(token_id)?;
@@ -622,6 +662,21 @@ mod tests {
             a.apply(&AuthCommand::DeleteRole { name: ADMIN_ROLE.into() }),
             Err(AuthError::BuiltinRole)
         );
+    }
+
+    /// Proves the first key is set once however many leaders propose it, and rotation keeps the newest keys with distinct ids.
+    #[test]
+    fn context_keys_ensure_once_and_rotate() {
+        let mut a = AuthState::default();
+        a.apply(&AuthCommand::EnsureContextKey { key: [1; 32] }).unwrap();
+        a.apply(&AuthCommand::EnsureContextKey { key: [2; 32] }).unwrap();
+        assert_eq!(a.context_keys(), &[ContextKey { id: 0, key: [1; 32] }]);
+        for k in 3..=6u8 {
+            a.apply(&AuthCommand::RotateContextKey { key: [k; 32] }).unwrap();
+        }
+        let ids: Vec<u8> = a.context_keys().iter().map(|k| k.id).collect();
+        assert_eq!(ids, vec![2, 3, 4]);
+        assert_eq!(a.context_keys().last().unwrap().key, [6; 32]);
     }
 
     /// Proves bad names, patterns and token ids are refused with typed errors, and limits hold.

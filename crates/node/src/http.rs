@@ -24,6 +24,7 @@ use quorumdb_core::limits::{
     CONTEXT_TOKEN_CHARS_MAX, SCAN_PAGE_LEN_DEFAULT, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX,
 };
 use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
+use quorumdb_meta::auth::ContextKey;
 use quorumdb_meta::{
     Change, Command, Conflict as MetaConflict, Layout, MemberSpec, Outcome, ProposeError, TableDef,
 };
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth", get(crate::http_auth::auth_status))
         .route("/v1/auth/enable", axum::routing::post(crate::http_auth::enable))
         .route("/v1/auth/disable", axum::routing::post(crate::http_auth::disable))
+        .route("/v1/auth/context-keys", axum::routing::post(crate::http_auth::rotate_context_key))
         .merge(admin)
         .route("/metrics", get(metrics_route))
         .route("/livez", get(|| async { (StatusCode::OK, Json(api::Health { status: "live".into() })) }))
@@ -247,14 +249,39 @@ fn quorum_mode(node: &Node, v: Option<&str>) -> Result<QuorumMode, ApiError> {
     }
 }
 
-fn context(token: Option<&str>) -> Result<VersionVector, ApiError> {
+/// The context a client sent with a write of `item`: none (a blind write), or a token this
+/// cluster signed for that item (see `context_token`).
+fn context(keys: &[ContextKey], item: &ItemKey, token: Option<&str>) -> Result<VersionVector, ApiError> {
     match token {
         None | Some("") => Ok(VersionVector::new()),
         Some(t) if t.len() > CONTEXT_TOKEN_CHARS_MAX => Err(ApiError::MalformedContext(format!(
             "malformed causality token: longer than {CONTEXT_TOKEN_CHARS_MAX} characters"
         ))),
-        Some(t) => Ok(VersionVector::from_token(t)?),
+        Some(t) if keys.is_empty() => Ok(VersionVector::from_token(t)?),
+        Some(t) => crate::context_token::verify(keys, item, t),
     }
+}
+
+/// How long a request waits for the cluster's first causality-token key (a cluster gets it
+/// from its first metadata leader, moments after founding) before it goes on without one.
+const CONTEXT_KEY_WAIT: Duration = Duration::from_millis(500);
+
+/// The causality-token keys. Empty only on a node that has not heard of any key since the
+/// cluster was founded (it was cut off at birth): such a node hands out and accepts unsigned
+/// tokens rather than refusing every read and write; nodes that know a key refuse those
+/// tokens, so the client reads again there. Nobody can make a node that knows a key forget it.
+async fn context_keys(s: &AppState) -> Vec<ContextKey> {
+    let keys = |v: &crate::meta::MetaView| v.metadata.auth().context_keys().to_vec();
+    let now = keys(&s.meta.view());
+    if !now.is_empty() {
+        return now;
+    }
+    keys(&s.meta.wait_until(CONTEXT_KEY_WAIT, |v| !v.metadata.auth().context_keys().is_empty()).await)
+}
+
+/// The token for `vv` of `item`: signed, or plain on a node without a key yet.
+fn signed(keys: &[ContextKey], item: &ItemKey, vv: &VersionVector) -> String {
+    crate::context_token::sign(keys, item, vv).unwrap_or_else(|| vv.to_token())
 }
 
 fn item_key(table: &str, key: &str, sort_key: Option<&str>) -> Result<ItemKey, ApiError> {
@@ -345,10 +372,11 @@ async fn get_item(
             }
         }
         let mode = quorum_mode(&s.node, q.quorum.as_deref())?;
-        let state = s.node.read(item, r, repair, mode, timeout(&s.node, q.timeout_ms.as_deref())?).await?;
+        let keys = context_keys(&s).await;
+        let state = s.node.read(item.clone(), r, repair, mode, timeout(&s.node, q.timeout_ms.as_deref())?).await?;
         let view = s.node.client_view(&table, &state);
         let values = values_json(&view);
-        let context = state.context().to_token();
+        let context = signed(&keys, &item, state.context());
         if view.is_deleted() {
             let error = api::ErrorDetail::new("not_found", format!("key {key:?} not found in table {table:?}"));
             return Ok((StatusCode::NOT_FOUND, Json(api::ItemNotFound { values, context, error })).into_response());
@@ -406,13 +434,14 @@ async fn put_item(
                  optional or null, no other fields): {e}"
             ))
         })?;
-        let ctx = context(doc.context.as_deref())?;
         let item = item_key(&table, &key, q.sort_key.as_deref())?;
+        let keys = context_keys(&s).await;
+        let ctx = context(&keys, &item, doc.context.as_deref())?;
         let id = write_id(&headers, q.write_id.as_deref())?;
         let state = s
             .node
             .write(
-                item,
+                item.clone(),
                 Some(doc.value.into_bytes()),
                 ctx,
                 WriteSettings {
@@ -424,7 +453,8 @@ async fn put_item(
                 },
             )
             .await?;
-        Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
+        let context = signed(&keys, &item, state.context());
+        Ok((StatusCode::OK, Json(api::WriteResponse { context })).into_response())
     }
     .await;
     finish("put", &lvl, started, result)
@@ -487,8 +517,9 @@ async fn delete_item(
         let mode = quorum_mode(&s.node, q.quorum.as_deref())?;
         let timeout = timeout(&s.node, q.timeout_ms.as_deref())?;
         let id = write_id(&headers, q.write_id.as_deref())?;
+        let keys = context_keys(&s).await;
         let ctx = match q.context.as_deref() {
-            Some(t) => context(Some(t))?,
+            Some(t) => context(&keys, &item, Some(t))?,
             // A delete without a token deletes what a quorum of replicas holds now: read the
             // context first. Without this, a blind tombstone would only be one more sibling.
             None => s
@@ -500,8 +531,9 @@ async fn delete_item(
         };
         let settings =
             WriteSettings { w, mode, timeout, write_id: id, fence: fence(&s, q.fence.as_deref()).await? };
-        let state = s.node.write(item, None, ctx, settings).await?;
-        Ok((StatusCode::OK, Json(api::WriteResponse { context: state.context().to_token() })).into_response())
+        let state = s.node.write(item.clone(), None, ctx, settings).await?;
+        let context = signed(&keys, &item, state.context());
+        Ok((StatusCode::OK, Json(api::WriteResponse { context })).into_response())
     }
     .await;
     finish("delete", &lvl, started, result)
@@ -588,6 +620,7 @@ async fn scan_partition(
         let to = q.to.map(String::into_bytes);
         let r = level(q.r.as_deref(), "r")?;
         let timeout = timeout(&s.node, q.timeout_ms.as_deref())?;
+        let keys = context_keys(&s).await;
         let result = s
             .node
             .scan(&table, key.as_bytes(), from, to, limit, reverse, q.cursor.as_deref(), r, timeout)
@@ -598,10 +631,12 @@ async fn scan_partition(
             .filter_map(|(sk, st)| {
                 let view = s.node.client_view(&table, st);
                 // An LWW delete is a timestamped value, only recognisable in the client view.
+                let item =
+                    ItemKey { table: table.clone(), partition: key.as_bytes().to_vec(), sort: sk.clone() };
                 (!view.is_deleted()).then(|| api::ScanItem {
                     sort_key: String::from_utf8_lossy(sk).into_owned(),
                     values: values_json(&view),
-                    context: st.context().to_token(),
+                    context: signed(&keys, &item, st.context()),
                 })
             })
             .collect();

@@ -333,8 +333,23 @@ pub async fn revoke(
     grant_change(s, name, body, false).await
 }
 
+/// `POST /v1/auth/context-keys`: a new causality-token signing key. Tokens signed with the
+/// previous keys stay valid until they fall out of the kept set (docs/security.md).
+pub async fn rotate_context_key(State(s): State<AppState>) -> Response {
+    let r = async {
+        propose(&s, AuthCommand::RotateContextKey { key: rand::random() }).await?;
+        Ok(status_of(s.meta.metadata().auth()))
+    };
+    done(StatusCode::OK, r.await)
+}
+
 fn status_of(a: &AuthState) -> api::AuthStatus {
-    api::AuthStatus { enabled: a.enabled(), users: a.users().len(), roles: a.roles().len() + 1 }
+    api::AuthStatus {
+        enabled: a.enabled(),
+        users: a.users().len(),
+        roles: a.roles().len() + 1,
+        context_keys: a.context_keys().iter().map(|k| k.id).collect(),
+    }
 }
 
 pub async fn auth_status(State(s): State<AppState>) -> Response {

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod context_token;
 pub mod error;
 pub mod groups;
 pub mod http;

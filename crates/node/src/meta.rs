@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use quorumdb_meta::auth::AuthCommand;
 use quorumdb_meta::wire::{decode_message, encode_message};
 use quorumdb_meta::{
     Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage, Metadata, Outcome,
@@ -385,6 +386,7 @@ async fn meta_loop(
         reads: BTreeMap::new(),
         next_request: 1,
         bootstrap_request: None,
+        key_request: None,
         replies: Vec::new(),
         cx,
     };
@@ -427,6 +429,7 @@ async fn meta_loop(
             return;
         }
         driver.maybe_bootstrap(&mut node, started).await;
+        driver.maybe_context_key(&mut node, started).await;
         driver.publish(&node);
         for (reply, result) in driver.replies.drain(..) {
             let _ = reply.send(result);
@@ -444,6 +447,8 @@ struct Driver {
     next_request: u64,
     /// The request of this node's bootstrap proposal, while one is in flight.
     bootstrap_request: Option<u64>,
+    /// The request of this leader's first causality-token key, while one is in flight.
+    key_request: Option<u64>,
     /// Answers held until the view shows the step that produced them.
     replies: Vec<(ReplyTx, Result<Outcome, ProposeError>)>,
 }
@@ -469,6 +474,9 @@ impl Driver {
                     }
                 }
                 Effect::Reply { request, result } => {
+                    if self.key_request == Some(request) {
+                        self.key_request = None;
+                    }
                     if self.bootstrap_request == Some(request) {
                         self.bootstrap_request = None;
                         match &result {
@@ -543,6 +551,32 @@ impl Driver {
             node.step(Input::Propose { now_ms, request, command: bootstrap_command(&self.cx.config) });
         if let Err(e) = self.execute(effects).await {
             tracing::error!(error = %e, "metadata bootstrap could not be persisted");
+        }
+    }
+
+    /// A leader of a founded cluster without a causality-token key proposes one (drawn here:
+    /// the command carries the key, so every member applies the same). Retried after a
+    /// proposal that did not commit.
+    async fn maybe_context_key(&mut self, node: &mut MetaNode, started: Instant) {
+        let founded = node.metadata().layout().is_some();
+        if !node.is_leader()
+            || !founded
+            || self.key_request.is_some()
+            || node.applied_index() < node.commit_index()
+        {
+            return;
+        }
+        if !node.metadata().auth().context_keys().is_empty() {
+            return;
+        }
+        let request = self.next_request;
+        self.next_request += 1;
+        self.key_request = Some(request);
+        let now_ms = started.elapsed().as_millis() as u64;
+        let command = Command::Auth(AuthCommand::EnsureContextKey { key: rand::random() });
+        let effects = node.step(Input::Propose { now_ms, request, command });
+        if let Err(e) = self.execute(effects).await {
+            tracing::error!(error = %e, "the causality-token key proposal could not be persisted");
         }
     }
 

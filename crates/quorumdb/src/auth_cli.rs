@@ -10,7 +10,7 @@
 //!   quorumdb role revoke carts-rw --table carts
 //!   quorumdb role assign carts-rw alice | unassign carts-rw alice
 //!   quorumdb role list [-o table|json] | delete carts-rw
-//!   quorumdb auth enable | disable | status
+//!   quorumdb auth enable | disable | status | rotate-context-key
 //! ```
 
 use anyhow::{bail, Result};
@@ -146,6 +146,8 @@ pub enum AuthCommand {
     Enable,
     Disable,
     Status,
+    /// Sign causality tokens with a new key; tokens signed before stay valid for two more rotations.
+    RotateContextKey,
 }
 
 fn print_token(t: &api::CreatedToken, quiet: bool) {
@@ -250,12 +252,16 @@ pub async fn auth(a: AuthArgs) -> Result<i32> {
         AuthCommand::Enable => c.set_auth(true).await?,
         AuthCommand::Disable => c.set_auth(false).await?,
         AuthCommand::Status => c.auth_status().await?,
+        AuthCommand::RotateContextKey => c.rotate_context_key().await?,
     };
+    let keys: Vec<String> = s.context_keys.iter().map(|k| k.to_string()).collect();
     println!(
-        "authentication {} · {} users · {} roles",
+        "authentication {} · {} users · {} roles · causality-token keys {} (signing: {})",
         if s.enabled { "on" } else { "off" },
         s.users,
-        s.roles
+        s.roles,
+        keys.join(","),
+        keys.last().map_or("none", String::as_str)
     );
     Ok(0)
 }

@@ -115,10 +115,13 @@ pub(crate) fn run(
     let examples_len_max = config.examples_len_max;
     let mut finals: BTreeMap<(&str, &str), FinalRead<'_>> = BTreeMap::new();
     for item in &final_state.items {
-        let context =
-            item.context.as_deref().map(VersionVector::from_token).transpose().map_err(|source| {
-                CheckError::MalformedFinalContext { table: item.table.clone(), key: item.key.clone(), source }
-            })?;
+        let context = item.context.as_deref().map(VersionVector::from_recorded_token).transpose().map_err(
+            |source| CheckError::MalformedFinalContext {
+                table: item.table.clone(),
+                key: item.key.clone(),
+                source,
+            },
+        )?;
         let id = (item.table.as_str(), item.key.as_str());
         if finals.insert(id, FinalRead { values: &item.values, context }).is_some() {
             return Err(CheckError::DuplicateFinalItem { table: item.table.clone(), key: item.key.clone() });
