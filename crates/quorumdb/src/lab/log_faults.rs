@@ -60,7 +60,7 @@ const RUN_SECONDS_MAX: f64 = 3_600.0;
 const FAULT_HOLD_MIN: Duration = Duration::from_secs(1);
 const SETTLE_MIN: Duration = Duration::from_millis(500);
 /// Pause before a client retries after a connection failure or a transient error.
-const RETRY_PAUSE_MS: u64 = 50;
+pub(crate) const RETRY_PAUSE_MS: u64 = 50;
 /// How long the lab tries to create the topic, and to read a partition at the end.
 const SETUP_WAIT: Duration = Duration::from_secs(30);
 /// The request timeout producers send to the broker, as a fraction of the client's wait, so
@@ -141,10 +141,7 @@ struct File {
 
 /// Whether `text` is a log scenario (its top-level `kind`).
 pub fn is_log(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("kind").and_then(|k| k.as_str().map(|k| k == KIND)))
-        .unwrap_or(false)
+    super::scenario_kind(text).as_deref() == Some(KIND)
 }
 
 /// The name and description of a log scenario, for `lab list`.
@@ -157,21 +154,15 @@ pub fn describe(origin: &str, text: &str) -> Result<(String, String)> {
 /// name) and `--duration SECONDS`, which sets `[run] duration` and scales the fault timings.
 fn load(origin: &str, text: &str, params: &[(String, toml::Value)], duration_s: Option<f64>) -> Result<File> {
     let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{origin}: not valid TOML"))?;
-    for (name, value) in params {
-        let section = ["cluster", "topic", "clients", "run"]
-            .into_iter()
-            .find(|s| table.get(*s).and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(name)));
-        let Some(section) = section else {
-            bail!("--param {name}: {origin} has no such field (it has nodes, zones, partitions, producers, idempotent, consumers_per_partition, send_interval, request_timeout, fetch_wait, consumer_restart_every, retry_for, duration, faults, fault_hold, settle, drain_timeout)");
-        };
-        let value = match (name.as_str(), value) {
-            ("faults", v @ toml::Value::String(_)) => toml::Value::Array(vec![v.clone()]),
-            (_, v) => v.clone(),
-        };
-        if let Some(t) = table.get_mut(section).and_then(|t| t.as_table_mut()) {
-            t.insert(name.clone(), value);
-        }
-    }
+    // A single fault kind may be given bare: `--param faults=kill`.
+    let params: Vec<(String, toml::Value)> = params
+        .iter()
+        .map(|(name, value)| match (name.as_str(), value) {
+            ("faults", v @ toml::Value::String(_)) => (name.clone(), toml::Value::Array(vec![v.clone()])),
+            _ => (name.clone(), value.clone()),
+        })
+        .collect();
+    super::apply_params(origin, &mut table, &["cluster", "topic", "clients", "run"], &params)?;
     let mut f = File::deserialize(toml::Value::Table(table))
         .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
     if let Some(s) = duration_s {
@@ -400,24 +391,28 @@ pub fn inject_bug(h: &mut LogHistory, bug: InjectedBug) -> Result<(), String> {
     Ok(())
 }
 
-/// Shared by every client task: the clock, the recorded ops, where the brokers are.
-struct Ctx {
-    started: Instant,
-    ops: Mutex<Vec<LogOp>>,
+/// Shared by every client task: the clock, the recorded ops, where the brokers are. The sink
+/// scenario (`super::sink_faults`) drives its producers with the same context.
+pub(crate) struct Ctx {
+    pub(crate) started: Instant,
+    pub(crate) ops: Mutex<Vec<LogOp>>,
     /// Set once the history reached [`HISTORY_OPS_LEN_MAX`]: clients stop.
-    full: AtomicBool,
-    kafka: Vec<String>,
-    topic: String,
-    partitions: u32,
-    request_timeout: Duration,
-    fetch_wait_ms: i32,
-    send_interval: Duration,
-    retry_for: Duration,
-    restart_every: Duration,
+    pub(crate) full: AtomicBool,
+    pub(crate) kafka: Vec<String>,
+    pub(crate) topic: String,
+    pub(crate) partitions: u32,
+    pub(crate) request_timeout: Duration,
+    pub(crate) fetch_wait_ms: i32,
+    pub(crate) send_interval: Duration,
+    pub(crate) retry_for: Duration,
+    pub(crate) restart_every: Duration,
+    /// Producers send JSON events (`{"event_id": "p<id>-<n>", "amount": ..}`) instead of the
+    /// bare `p<id>-<n>`, for consumers that write them to a warehouse.
+    pub(crate) json_values: bool,
 }
 
 impl Ctx {
-    fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -430,12 +425,12 @@ impl Ctx {
         }
     }
 
-    fn full(&self) -> bool {
+    pub(crate) fn full(&self) -> bool {
         self.full.load(Ordering::Relaxed)
     }
 
     /// A connection to broker `node`, or the reason there is none.
-    async fn connect(&self, node: usize) -> Result<KafkaConn, WireError> {
+    pub(crate) async fn connect(&self, node: usize) -> Result<KafkaConn, WireError> {
         KafkaConn::connect(&self.kafka[node % self.kafka.len()], self.request_timeout).await
     }
 }
@@ -455,7 +450,7 @@ fn retriable(code: i16) -> bool {
     matches!(code, 5 | 7 | 19 | -1)
 }
 
-fn error_name(code: i16) -> String {
+pub(crate) fn error_name(code: i16) -> String {
     match code {
         1 => "OFFSET_OUT_OF_RANGE".into(),
         3 => "UNKNOWN_TOPIC_OR_PARTITION".into(),
@@ -471,7 +466,12 @@ fn error_name(code: i16) -> String {
 }
 
 /// One producer: records `p<id>-<n>` round-robin over the partitions until `stop`.
-async fn producer(ctx: Arc<Ctx>, id: u32, idempotent: bool, stop: watch::Receiver<bool>) -> ProducerStats {
+pub(crate) async fn producer(
+    ctx: Arc<Ctx>,
+    id: u32,
+    idempotent: bool,
+    stop: watch::Receiver<bool>,
+) -> ProducerStats {
     let mut stats = ProducerStats::default();
     let mut node = id as usize;
     let mut conn: Option<KafkaConn> = None;
@@ -480,7 +480,12 @@ async fn producer(ctx: Arc<Ctx>, id: u32, idempotent: bool, stop: watch::Receive
     let mut n = 0u64;
     while !*stop.borrow() && !ctx.full() {
         let partition = (n % u64::from(ctx.partitions)) as u32;
-        let value = format!("p{id}-{n}");
+        let value = if ctx.json_values {
+            // Amounts are never negative: only the lab's poison record is.
+            format!("{{\"event_id\":\"p{id}-{n}\",\"amount\":{}}}", n % 1_000)
+        } else {
+            format!("p{id}-{n}")
+        };
         n += 1;
         let first_attempt = Instant::now();
         loop {
@@ -588,16 +593,16 @@ async fn producer(ctx: Arc<Ctx>, id: u32, idempotent: bool, stop: watch::Receive
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
-struct ProducerStats {
-    ok: u64,
-    failed: u64,
-    unknown: u64,
+pub(crate) struct ProducerStats {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    pub(crate) unknown: u64,
     /// Resends of an unresolved record (idempotent producers).
-    retries: u64,
+    pub(crate) retries: u64,
     /// Records an idempotent producer stopped resending after `retry_for`.
-    given_up: u64,
+    pub(crate) given_up: u64,
     /// Producer ids obtained.
-    producer_ids: u64,
+    pub(crate) producer_ids: u64,
     #[serde(skip)]
     pending_value: Option<String>,
 }
@@ -706,7 +711,7 @@ async fn consumer(
 }
 
 /// Creates the topic through any node, retrying while the cluster settles.
-async fn create_topic(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn create_topic(ctx: &Ctx) -> Result<()> {
     let deadline = Instant::now() + SETUP_WAIT;
     let mut last = String::new();
     let mut node = 0;
@@ -728,7 +733,7 @@ async fn create_topic(ctx: &Ctx) -> Result<()> {
 /// `(log start, high watermark)` of `partition` once every node reports the same: a node
 /// that just restarted may not have applied the last appends yet, and a final read bounded by
 /// its high watermark would miss records. Producers have stopped, so the bounds are fixed.
-async fn final_bounds(ctx: &Ctx, partition: u32) -> Result<(u64, u64)> {
+pub(crate) async fn final_bounds(ctx: &Ctx, partition: u32) -> Result<(u64, u64)> {
     let deadline = Instant::now() + SETUP_WAIT;
     let mut last = String::new();
     loop {
@@ -758,7 +763,7 @@ async fn final_bounds(ctx: &Ctx, partition: u32) -> Result<(u64, u64)> {
 }
 
 /// Every record of `partition` from its log start up to `high_watermark`.
-async fn final_read(
+pub(crate) async fn final_read(
     ctx: &Ctx,
     partition: u32,
     log_start: u64,
@@ -918,6 +923,7 @@ pub async fn run(
         send_interval: f.clients.send_interval.0,
         retry_for: f.clients.retry_for.0,
         restart_every: f.clients.consumer_restart_every.0,
+        json_values: false,
     });
     create_topic(&ctx).await?;
     eprintln!(
