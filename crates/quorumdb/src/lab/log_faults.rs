@@ -435,6 +435,13 @@ impl Ctx {
     }
 }
 
+/// Milliseconds since the Unix epoch.
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Whether a produce error code says the broker refused the batch before sequencing it. The
 /// broker answers LEADER_NOT_AVAILABLE (no metadata leader, full queue) and
 /// NOT_ENOUGH_REPLICAS (the blob write failed) before proposing anything (docs/log.md), and
@@ -527,7 +534,9 @@ pub(crate) async fn producer(
             let producer = pid.map(|(p, e)| (p, e, seqs[partition as usize]));
             let invoke_ns = ctx.now_ns();
             let server_timeout_ms = (ctx.request_timeout.as_millis() as f64 * SERVER_TIMEOUT_FRACTION) as i32;
-            let ts = invoke_ns as i64 / 1_000_000;
+            // JSON events go to a warehouse (and its dead-letter topic, whose default
+            // retention would drop a record stamped near 1970 at once): real wall-clock time.
+            let ts = if ctx.json_values { wall_ms() } else { invoke_ns as i64 / 1_000_000 };
             let r = c.produce(&ctx.topic, partition as i32, &value, producer, ts, server_timeout_ms).await;
             let complete_ns = ctx.now_ns();
             let (result, offset, error) = match &r {
