@@ -67,18 +67,20 @@ const SETUP_WAIT: Duration = Duration::from_secs(30);
 /// the broker answers REQUEST_TIMED_OUT before the client gives up on the connection.
 const SERVER_TIMEOUT_FRACTION: f64 = 0.66;
 
+/// `[cluster]` of a log or sink scenario file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileCluster {
-    nodes: usize,
-    zones: usize,
+pub(crate) struct FileCluster {
+    pub(crate) nodes: usize,
+    pub(crate) zones: usize,
 }
 
+/// `[topic]` of a log or sink scenario file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileTopic {
-    name: String,
-    partitions: u32,
+pub(crate) struct FileTopic {
+    pub(crate) name: String,
+    pub(crate) partitions: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,21 +184,7 @@ fn check(f: &File) -> Result<(), String> {
     if f.kind != KIND {
         return Err(format!("kind must be {KIND:?}, got {:?}", f.kind));
     }
-    if !(3..=super::scenario::NODES_MAX).contains(&f.cluster.nodes)
-        || f.cluster.zones == 0
-        || f.cluster.zones > f.cluster.nodes
-    {
-        return Err(format!(
-            "[cluster] needs 3 to {} nodes and 1 <= zones <= nodes (one node down must leave a majority), got {} nodes, {} zones",
-            super::scenario::NODES_MAX,
-            f.cluster.nodes,
-            f.cluster.zones
-        ));
-    }
-    quorumdb_kafka_name(&f.topic.name)?;
-    if !(1..=PARTITIONS_MAX).contains(&f.topic.partitions) {
-        return Err(format!("[topic] partitions must be 1 to {PARTITIONS_MAX}, got {}", f.topic.partitions));
-    }
+    check_cluster_and_topic(&f.cluster, &f.topic, PARTITIONS_MAX)?;
     let c = &f.clients;
     if !(1..=PRODUCERS_MAX).contains(&c.producers) || c.idempotent > c.producers {
         return Err(format!(
@@ -235,6 +223,31 @@ fn check(f: &File) -> Result<(), String> {
         if d > Duration::from_secs(600) {
             return Err(format!("[run] {what} must be at most 600s"));
         }
+    }
+    Ok(())
+}
+
+/// `[cluster]` and `[topic]` of a log or sink scenario: 3 or more nodes (one node down must
+/// leave a majority), a Kafka topic name, 1 to `partitions_max` partitions.
+pub(crate) fn check_cluster_and_topic(
+    cluster: &FileCluster,
+    topic: &FileTopic,
+    partitions_max: u32,
+) -> Result<(), String> {
+    if !(3..=super::scenario::NODES_MAX).contains(&cluster.nodes)
+        || cluster.zones == 0
+        || cluster.zones > cluster.nodes
+    {
+        return Err(format!(
+            "[cluster] needs 3 to {} nodes and 1 <= zones <= nodes (one node down must leave a majority), got {} nodes, {} zones",
+            super::scenario::NODES_MAX,
+            cluster.nodes,
+            cluster.zones
+        ));
+    }
+    quorumdb_kafka_name(&topic.name)?;
+    if !(1..=partitions_max).contains(&topic.partitions) {
+        return Err(format!("[topic] partitions must be 1 to {partitions_max}, got {}", topic.partitions));
     }
     Ok(())
 }

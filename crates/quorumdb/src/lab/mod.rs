@@ -368,10 +368,10 @@ async fn run_coordination(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
     split_brain::run(origin, text, &r.params, r.seed, &r.out, r.command).await
 }
 
-/// `lab run` of a log scenario (`log-under-faults`): `--seed`, `--out`, `--duration` (the
-/// fault run's length, scaling the fault timings) and `--param` apply; the key-value options
-/// are refused rather than ignored.
-async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
+/// What a log or sink scenario takes from `lab run`'s arguments: `--seed`, `--out`,
+/// `--duration` (the production's length, scaling the fault timings) and `--param`; the
+/// key-value options are refused rather than ignored.
+fn duration_run(a: &RunArgs, origin: &str, text: &str, kind: &str, example: &str) -> Result<SpecialRun> {
     let unused = [
         ("--clients", a.clients.is_some()),
         ("--keys", a.keys.is_some()),
@@ -379,14 +379,22 @@ async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
         ("--zone-fault", a.zone_fault.is_some()),
         ("--skew-ms", a.skew_ms.is_some()),
     ];
-    let refusal = "does not apply to a log scenario; use --duration SECONDS or --param NAME=VALUE (for example --param producers=2)";
-    let mut r = special_run(&a, origin, text, &unused, refusal, "log")?;
+    let refusal = format!(
+        "does not apply to a {kind} scenario; use --duration SECONDS or --param NAME=VALUE (for example --param {example})"
+    );
+    let mut r = special_run(a, origin, text, &unused, &refusal, kind)?;
     if let Some(d) = a.duration {
         r.command.push_str(&format!(" --duration {d}"));
     }
     for p in &a.params {
         r.command.push_str(&format!(" --param {p}"));
     }
+    Ok(r)
+}
+
+/// `lab run` of a log scenario (`log-under-faults`), with the hidden `--inject-bug`.
+async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
+    let mut r = duration_run(&a, origin, text, "log", "producers=2")?;
     if let Some(b) = &a.inject_bug {
         r.command.push_str(&format!(" --inject-bug {b}"));
     }
@@ -394,24 +402,9 @@ async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
         .await
 }
 
-/// `lab run` of a sink scenario (`flaky-warehouse-sink`): like a log scenario, `--seed`,
-/// `--out`, `--duration` (the production's length, scaling the fault timings) and `--param`.
+/// `lab run` of a sink scenario (`flaky-warehouse-sink`).
 async fn run_sink(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
-    let unused = [
-        ("--clients", a.clients.is_some()),
-        ("--keys", a.keys.is_some()),
-        ("--settings", !a.settings.is_empty()),
-        ("--zone-fault", a.zone_fault.is_some()),
-        ("--skew-ms", a.skew_ms.is_some()),
-    ];
-    let refusal = "does not apply to a sink scenario; use --duration SECONDS or --param NAME=VALUE (for example --param error_fraction=0.5)";
-    let mut r = special_run(&a, origin, text, &unused, refusal, "sink")?;
-    if let Some(d) = a.duration {
-        r.command.push_str(&format!(" --duration {d}"));
-    }
-    for p in &a.params {
-        r.command.push_str(&format!(" --param {p}"));
-    }
+    let r = duration_run(&a, origin, text, "sink", "error_fraction=0.5")?;
     sink_faults::run(origin, text, &r.params, a.duration, r.seed, &r.out, r.command).await
 }
 

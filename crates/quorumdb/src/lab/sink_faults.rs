@@ -29,7 +29,7 @@
 
 use super::cluster::{ClusterSpec, LabCluster};
 use super::kafka_wire::{self, KafkaConn};
-use super::log_faults::{self, Ctx};
+use super::log_faults::{self, Ctx, FileCluster, FileTopic};
 use super::scenario::Dur;
 use anyhow::{bail, Context, Result};
 use quorumdb::pg::PrivatePg;
@@ -86,20 +86,6 @@ const SAMPLES_MAX: usize = 100_000;
 const NAIVE_FETCH_RECORDS_MAX: usize = 5_000;
 /// The poison event's id: it is excluded from the missing rows and expected in the DLQ.
 const POISON_EVENT_ID: &str = "poison-1";
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileCluster {
-    nodes: usize,
-    zones: usize,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTopic {
-    name: String,
-    partitions: u32,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,22 +201,7 @@ fn check(f: &File) -> Result<(), String> {
     if f.kind != KIND {
         return Err(format!("kind must be {KIND:?}, got {:?}", f.kind));
     }
-    if !(3..=super::scenario::NODES_MAX).contains(&f.cluster.nodes)
-        || f.cluster.zones == 0
-        || f.cluster.zones > f.cluster.nodes
-    {
-        return Err(format!(
-            "[cluster] needs 3 to {} nodes and 1 <= zones <= nodes (one node down must leave a majority), got {} nodes, {} zones",
-            super::scenario::NODES_MAX,
-            f.cluster.nodes,
-            f.cluster.zones
-        ));
-    }
-    quorumdb_meta::log::check_topic_name(&f.topic.name)
-        .map_err(|e| format!("[topic] name {:?} is not a Kafka topic name: {e}", f.topic.name))?;
-    if !(1..=PARTITIONS_MAX).contains(&f.topic.partitions) {
-        return Err(format!("[topic] partitions must be 1 to {PARTITIONS_MAX}, got {}", f.topic.partitions));
-    }
+    log_faults::check_cluster_and_topic(&f.cluster, &f.topic, PARTITIONS_MAX)?;
     let p = &f.producers;
     if !(1..=PRODUCERS_MAX).contains(&p.count) {
         return Err(format!("[producers] count must be 1 to {PRODUCERS_MAX}, got {}", p.count));
@@ -942,8 +913,7 @@ async fn read_dead_letters(ctx: &Ctx, topic: &str) -> Result<Vec<String>> {
 /// the offsets it may have landed at (a retried unknown outcome may have landed twice).
 async fn produce_poison(ctx: &Ctx) -> Vec<(u32, u64)> {
     let value = format!("{{\"event_id\":\"{POISON_EVENT_ID}\",\"amount\":-1}}");
-    let mut node = 0;
-    for _ in 0..POISON_ATTEMPTS_MAX {
+    for node in 0..POISON_ATTEMPTS_MAX as usize {
         if let Ok(mut c) = ctx.connect(node).await {
             let ts = log_faults::wall_ms();
             let timeout_ms = (ctx.request_timeout.as_millis() / 2) as i32;
@@ -953,7 +923,6 @@ async fn produce_poison(ctx: &Ctx) -> Vec<(u32, u64)> {
                 return vec![(0, o)];
             }
         }
-        node += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Vec::new()
