@@ -821,6 +821,8 @@ pub struct Report {
     /// not bite).
     pub naive_unharmed: bool,
     pub samples: Vec<Sample>,
+    /// Whether the producers' history hit its op limit (they then stopped early).
+    pub history_full: bool,
     pub violations: u64,
     pub violated: Vec<String>,
     pub wall_s: f64,
@@ -1344,6 +1346,7 @@ pub async fn run(
         naive_stats: nstats,
         naive_unharmed,
         samples,
+        history_full: ctx.full(),
         violations: violated.len() as u64,
         violated,
         wall_s: wall.elapsed().as_secs_f64(),
