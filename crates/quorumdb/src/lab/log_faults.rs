@@ -425,6 +425,26 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// A context for `partitions` partitions of `topic` on the brokers `kafka`, its clock
+    /// starting now; no long polls, no pauses, no consumer restarts, bare values (callers set
+    /// the fields they use).
+    pub(crate) fn new(kafka: Vec<String>, topic: &str, partitions: u32, request_timeout: Duration) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            ops: Mutex::new(Vec::new()),
+            full: AtomicBool::new(false),
+            kafka,
+            topic: topic.to_owned(),
+            partitions,
+            request_timeout,
+            fetch_wait_ms: 0,
+            send_interval: Duration::ZERO,
+            retry_for: Duration::ZERO,
+            restart_every: Duration::from_secs(3_600),
+            json_values: false,
+        }
+    }
+
     pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -732,6 +752,26 @@ async fn consumer(
     }
 }
 
+/// Starts a log or sink scenario's cluster (N = 3, the lab's fast timeouts) and a client
+/// context for its topic (not created yet).
+pub(crate) async fn start_cluster(
+    c: &FileCluster,
+    topic: &FileTopic,
+    request_timeout: Duration,
+    log_dir: &Path,
+) -> Result<(LabCluster, Ctx)> {
+    let spec = ClusterSpec {
+        nodes: c.nodes,
+        zones: c.zones,
+        replication_factor: 3,
+        tables: Vec::new(),
+        server_timeouts: false,
+    };
+    let cluster = LabCluster::start(&spec, log_dir).await?;
+    let kafka = (0..c.nodes).map(|i| cluster.kafka_addr(i)).collect::<Result<_>>()?;
+    Ok((cluster, Ctx::new(kafka, &topic.name, topic.partitions, request_timeout)))
+}
+
 /// Creates the topic through any node, retrying while the cluster settles.
 pub(crate) async fn create_topic(ctx: &Ctx) -> Result<()> {
     let deadline = Instant::now() + SETUP_WAIT;
@@ -925,28 +965,13 @@ pub async fn run(
         f.run.settle.0.as_secs_f64(),
         out.display()
     );
-    let spec = ClusterSpec {
-        nodes: f.cluster.nodes,
-        zones: f.cluster.zones,
-        replication_factor: 3,
-        tables: Vec::new(),
-        server_timeouts: false,
-    };
-    let mut cluster = LabCluster::start(&spec, &out.join("logs")).await?;
-    let ctx = Arc::new(Ctx {
-        started: Instant::now(),
-        ops: Mutex::new(Vec::new()),
-        full: AtomicBool::new(false),
-        kafka: (0..f.cluster.nodes).map(|i| cluster.kafka_addr(i)).collect::<Result<_>>()?,
-        topic: f.topic.name.clone(),
-        partitions: f.topic.partitions,
-        request_timeout: f.clients.request_timeout.0,
-        fetch_wait_ms: i32::try_from(f.clients.fetch_wait.0.as_millis()).unwrap_or(i32::MAX),
-        send_interval: f.clients.send_interval.0,
-        retry_for: f.clients.retry_for.0,
-        restart_every: f.clients.consumer_restart_every.0,
-        json_values: false,
-    });
+    let (mut cluster, mut ctx) =
+        start_cluster(&f.cluster, &f.topic, f.clients.request_timeout.0, &out.join("logs")).await?;
+    ctx.fetch_wait_ms = i32::try_from(f.clients.fetch_wait.0.as_millis()).unwrap_or(i32::MAX);
+    ctx.send_interval = f.clients.send_interval.0;
+    ctx.retry_for = f.clients.retry_for.0;
+    ctx.restart_every = f.clients.consumer_restart_every.0;
+    let ctx = Arc::new(ctx);
     create_topic(&ctx).await?;
     eprintln!(
         "topic {:?}: {} partitions; {} producers ({} idempotent), {} consumers",
@@ -1184,15 +1209,7 @@ pub fn summary(r: &Report) -> String {
 fn html(r: &Report) -> String {
     use super::html::esc;
     let c = &r.checker;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#eee}}.bad{{color:#b00;font-weight:bold}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body><h1>{0}</h1><p>{1}</p><p>seed {2}; replay: <code>{3}</code></p>",
-        esc(&r.scenario),
-        esc(&r.description),
-        r.seed,
-        esc(&r.command)
-    );
+    let mut s = super::html::page_head(&r.scenario, &r.description, r.seed, &r.command);
     let _ = write!(
         s,
         "<p>{} nodes in {} zones; topic {} with {} partitions; {} producers ({} idempotent), {} consumers; {:.0} s of faults, each held {:.0} ms, {:.0} ms apart; {:.0} s wall.</p>",

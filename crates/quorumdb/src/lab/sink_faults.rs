@@ -27,7 +27,7 @@
 //! in its dead-letter topic and a recovery time, [`super::EXIT_VIOLATED`] otherwise. What the
 //! naive consumer does is reported, never a failure.
 
-use super::cluster::{ClusterSpec, LabCluster};
+use super::cluster::LabCluster;
 use super::kafka_wire::{self, KafkaConn};
 use super::log_faults::{self, Ctx, FileCluster, FileTopic};
 use super::scenario::Dur;
@@ -41,7 +41,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -879,20 +878,8 @@ async fn scrape_retries(http: &str, sink: &str) -> u64 {
 /// Every value of `topic`'s partition 0 (the dead-letter topic has one), `[]` if it does not
 /// exist (nothing was dead-lettered).
 async fn read_dead_letters(ctx: &Ctx, topic: &str) -> Result<Vec<String>> {
-    let dlq = Ctx {
-        started: ctx.started,
-        ops: Mutex::new(Vec::new()),
-        full: AtomicBool::new(false),
-        kafka: ctx.kafka.clone(),
-        topic: topic.to_owned(),
-        partitions: 1,
-        request_timeout: ctx.request_timeout,
-        fetch_wait_ms: 0,
-        send_interval: ctx.send_interval,
-        retry_for: ctx.retry_for,
-        restart_every: ctx.restart_every,
-        json_values: true,
-    };
+    let mut dlq = Ctx::new(ctx.kafka.clone(), topic, 1, ctx.request_timeout);
+    dlq.started = ctx.started;
     let mut c = dlq.connect(0).await.context("cannot reach a broker for the dead-letter topic")?;
     let first = c.fetch(topic, 0, 0, 0).await.context("cannot fetch the dead-letter topic")?;
     match first.error_code {
@@ -1050,29 +1037,13 @@ pub async fn run(
     );
     let conn = pg.connection_string();
     pg_batch_retry(&conn, &setup_sql(&f.sink.table, &f.naive.table)).await?;
-    let spec = ClusterSpec {
-        nodes: f.cluster.nodes,
-        zones: f.cluster.zones,
-        replication_factor: 3,
-        tables: Vec::new(),
-        server_timeouts: false,
-    };
-    let mut cluster = LabCluster::start(&spec, &out.join("logs")).await?;
-    let ctx = Arc::new(Ctx {
-        started: Instant::now(),
-        ops: Mutex::new(Vec::new()),
-        full: AtomicBool::new(false),
-        kafka: (0..f.cluster.nodes).map(|i| cluster.kafka_addr(i)).collect::<Result<_>>()?,
-        topic: f.topic.name.clone(),
-        partitions: f.topic.partitions,
-        request_timeout: f.producers.request_timeout.0,
-        fetch_wait_ms: 0,
-        send_interval: f.producers.send_interval.0,
-        retry_for: f.producers.retry_for.0,
-        // Unused: this scenario has no restarting log consumers.
-        restart_every: Duration::from_secs(3_600),
-        json_values: true,
-    });
+    let (mut cluster, mut ctx) =
+        log_faults::start_cluster(&f.cluster, &f.topic, f.producers.request_timeout.0, &out.join("logs"))
+            .await?;
+    ctx.send_interval = f.producers.send_interval.0;
+    ctx.retry_for = f.producers.retry_for.0;
+    ctx.json_values = true;
+    let ctx = Arc::new(ctx);
     log_faults::create_topic(&ctx).await?;
     create_sink(&cluster, &f, &conn).await?;
     eprintln!(
@@ -1438,15 +1409,7 @@ pub fn summary(r: &Report) -> String {
 /// shaded, every fault.
 fn html(r: &Report) -> String {
     use super::html::esc;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#eee}}.bad{{color:#b00;font-weight:bold}}</style></head><body><h1>{0}</h1><p>{1}</p><p>seed {2}; replay: <code>{3}</code></p>",
-        esc(&r.scenario),
-        esc(&r.description),
-        r.seed,
-        esc(&r.command)
-    );
+    let mut s = super::html::page_head(&r.scenario, &r.description, r.seed, &r.command);
     let _ = write!(
         s,
         "<p>{} nodes; topic {} with {} partitions; {} producers for {:.0} s; {} records acknowledged; {:.0} s wall.</p>",
