@@ -414,24 +414,31 @@ pub(crate) fn scenario_kind(text: &str) -> Option<String> {
 }
 
 /// Applies `--param NAME=VALUE` overrides to a special scenario's file: NAME is a field of the
-/// first of `sections` that has it; a NAME no section has is an error listing the fields.
+/// first of `sections` that has it, or `SECTION.FIELD`; a NAME no section has is an error
+/// listing the fields.
 pub(crate) fn apply_params(
     origin: &str,
     table: &mut toml::Table,
     sections: &[&str],
     params: &[(String, toml::Value)],
 ) -> Result<()> {
-    for (name, value) in params {
-        let section = sections
-            .iter()
-            .find(|s| table.get(**s).and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(name)));
+    for (param, value) in params {
+        // `section.field` names a field that several sections have (`naive.table`).
+        let (only, name) = match param.split_once('.') {
+            Some((section, field)) => (Some(section), field.to_owned()),
+            None => (None, param.clone()),
+        };
+        let name = &name;
+        let section = sections.iter().filter(|s| only.is_none_or(|o| o == **s)).find(|s| {
+            table.get(**s).and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(name.as_str()))
+        });
         let Some(section) = section else {
             let fields: Vec<&str> = sections
                 .iter()
                 .filter_map(|s| table.get(*s).and_then(|t| t.as_table()))
                 .flat_map(|t| t.keys().map(String::as_str))
                 .collect();
-            bail!("--param {name}: {origin} has no such field (it has {})", fields.join(", "));
+            bail!("--param {param}: {origin} has no such field (it has {})", fields.join(", "));
         };
         if let Some(t) = table.get_mut(*section).and_then(|t| t.as_table_mut()) {
             t.insert(name.clone(), value.clone());

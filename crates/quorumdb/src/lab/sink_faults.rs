@@ -1511,6 +1511,12 @@ mod tests {
         assert_eq!(f.run.spike.0, Duration::from_secs(5));
         let f = load("x", text, &[("resets".into(), toml::Value::Integer(1))], None).unwrap();
         assert_eq!(f.run.resets, 1);
+        // A field both [sink] and [naive] have: the first section, or the one named.
+        let f =
+            load("x", text, &[("naive.batch_records_max".into(), toml::Value::Integer(7))], None).unwrap();
+        assert_eq!((f.sink.batch_records_max, f.naive.batch_records_max), (100, 7));
+        let f = load("x", text, &[("batch_records_max".into(), toml::Value::Integer(9))], None).unwrap();
+        assert_eq!((f.sink.batch_records_max, f.naive.batch_records_max), (9, 100));
         let err = load("x", text, &[("nope".into(), toml::Value::Integer(1))], None).unwrap_err().to_string();
         assert!(err.contains("no such field"), "{err}");
         let err =
