@@ -1495,9 +1495,7 @@ fn lag_chart(r: &Report) -> String {
 mod tests {
     use super::*;
 
-    /// Proves the embedded file loads, `--duration` scales the timings to their floors while
-    /// `spike_ms` stays and the spike window keeps room for the naive client's retries, and bad
-    /// values are refused naming the field.
+    /// Proves the file loads, `--duration` scales to the floors, `--param` lands, bad values are refused.
     #[test]
     fn scenario_file_loads_scales_and_refuses_bad_values() {
         let text = EMBEDDED[0].1;
@@ -1528,8 +1526,7 @@ mod tests {
         assert!(load("x", text, &[], Some(0.0)).is_err());
     }
 
-    /// Proves duplicates are counted per (partition, offset) and per event id, and missing rows
-    /// against the acknowledged records only.
+    /// Proves duplicates count per (partition, offset) and event id, missing rows per acked record.
     #[test]
     fn judge_counts_duplicates_and_missing_rows() {
         let acked: BTreeMap<(u32, u64), String> = (0..4).map(|o| ((0, o), format!("e{o}"))).collect();
@@ -1545,8 +1542,7 @@ mod tests {
         assert!(j.examples.iter().any(|e| e.contains("offset 2")), "{:?}", j.examples);
     }
 
-    /// Proves the recovery time runs from the healthy instant to the first sample back at or
-    /// under the pre-fault p99, and is `None` when the lag never gets back.
+    /// Proves recovery runs from the healthy instant to the first lag under the pre-fault p99.
     #[test]
     fn recovery_is_measured_against_the_pre_fault_p99() {
         let series: Vec<(f64, u64)> =
