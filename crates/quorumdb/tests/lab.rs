@@ -241,7 +241,14 @@ fn lab_list_names_the_builtin_scenarios() {
     let names: Vec<&str> = stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(
         names,
-        ["az-failure", "clock-skew-lww", "gray-failure", "split-brain-scheduler", "log-under-faults"],
+        [
+            "az-failure",
+            "clock-skew-lww",
+            "gray-failure",
+            "split-brain-scheduler",
+            "log-under-faults",
+            "flaky-warehouse-sink"
+        ],
         "{stdout}"
     );
     assert!(stdout.contains("zone outage") && stdout.contains("last-writer-wins"), "{stdout}");
@@ -251,7 +258,7 @@ fn lab_list_names_the_builtin_scenarios() {
     assert_eq!(code, 0, "{stderr}");
     let list: Value = serde_json::from_str(&stdout).expect("lab list -o json is not JSON");
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 5);
+    assert_eq!(list.len(), 6);
     assert_eq!(list[0]["name"], "az-failure");
     assert!(list.iter().all(|s| s["description"].as_str().is_some_and(|d| !d.is_empty())));
 }

@@ -24,6 +24,18 @@ const TIME_BIN_S_MIN: f64 = 0.25;
 const COLORS: [&str; 8] =
     ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000"];
 
+/// The head of a special scenario's page (log, sink, coordination): the title, its one-line
+/// description, the seed and the replay command; the caller closes `</body></html>`.
+pub(crate) fn page_head(scenario: &str, description: &str, seed: u64, command: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#eee}}.bad{{color:#b00;font-weight:bold}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body><h1>{0}</h1><p>{1}</p><p>seed {2}; replay: <code>{3}</code></p>",
+        esc(scenario),
+        esc(description),
+        seed,
+        esc(command)
+    )
+}
+
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

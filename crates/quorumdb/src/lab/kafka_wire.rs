@@ -4,8 +4,9 @@
 //! encoded and every answer decoded by the `kafka-protocol` crate (the same codec, at the same
 //! pinned version, the broker uses) and record batches built by its `RecordBatchEncoder`, so
 //! the lab needs neither Python nor librdkafka. It speaks only what the lab needs:
-//! CreateTopics, InitProducerId, Produce (one uncompressed batch of one record, `acks=all`)
-//! and Fetch (one partition from an offset, long polling).
+//! CreateTopics, InitProducerId, Produce (one uncompressed batch of one record, `acks=all`),
+//! Fetch (one partition from an offset, long polling), and a simple consumer's (no member,
+//! generation -1) OffsetCommit and OffsetFetch (`flaky-warehouse-sink`'s naive consumer).
 //!
 //! Every call has a deadline. A call that times out or loses its connection leaves the
 //! connection in an unknown state (an answer may still arrive and would be taken for the next
@@ -15,9 +16,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::{
-    create_topics_request, fetch_request, produce_request, ApiKey, CreateTopicsRequest, CreateTopicsResponse,
-    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    create_topics_request, fetch_request, offset_commit_request, offset_fetch_request, produce_request,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, GroupId,
+    InitProducerIdRequest, InitProducerIdResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -39,6 +42,8 @@ const CREATE_TOPICS_VERSION: i16 = 7;
 const INIT_PRODUCER_ID_VERSION: i16 = 4;
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
+const OFFSET_COMMIT_VERSION: i16 = 7;
+const OFFSET_FETCH_VERSION: i16 = 5;
 
 /// Kafka error codes the lab tells apart.
 pub const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -292,6 +297,68 @@ impl KafkaConn {
             }
         }
         Ok(out)
+    }
+}
+
+impl KafkaConn {
+    /// Commits `offsets` (`(partition, next offset to read)`) of `topic` for `group` as a
+    /// simple consumer (no member, generation -1); the first non-zero error code, or 0.
+    pub async fn offset_commit(
+        &mut self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<i16, WireError> {
+        let partitions = offsets
+            .iter()
+            .map(|&(p, o)| {
+                offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(p)
+                    .with_committed_offset(o)
+            })
+            .collect();
+        let t = offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(name(topic))
+            .with_partitions(partitions);
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::default())
+            .with_topics(vec![t]);
+        let r: OffsetCommitResponse = self.call(ApiKey::OffsetCommit, OFFSET_COMMIT_VERSION, &req).await?;
+        Ok(r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.error_code)
+            .find(|&c| c != 0)
+            .unwrap_or(0))
+    }
+
+    /// `group`'s committed offsets of `partitions` of `topic` (-1: none), or the error code.
+    pub async fn offset_fetch(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Result<Vec<(i32, i64)>, i16>, WireError> {
+        let t = offset_fetch_request::OffsetFetchRequestTopic::default()
+            .with_name(name(topic))
+            .with_partition_indexes(partitions.to_vec());
+        let req = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_topics(Some(vec![t]));
+        let r: OffsetFetchResponse = self.call(ApiKey::OffsetFetch, OFFSET_FETCH_VERSION, &req).await?;
+        if r.error_code != 0 {
+            return Ok(Err(r.error_code));
+        }
+        let mut out = Vec::new();
+        for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
+            if p.error_code != 0 {
+                return Ok(Err(p.error_code));
+            }
+            out.push((p.partition_index, p.committed_offset));
+        }
+        Ok(Ok(out))
     }
 }
 

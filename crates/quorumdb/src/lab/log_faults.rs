@@ -60,25 +60,27 @@ const RUN_SECONDS_MAX: f64 = 3_600.0;
 const FAULT_HOLD_MIN: Duration = Duration::from_secs(1);
 const SETTLE_MIN: Duration = Duration::from_millis(500);
 /// Pause before a client retries after a connection failure or a transient error.
-const RETRY_PAUSE_MS: u64 = 50;
+pub(crate) const RETRY_PAUSE_MS: u64 = 50;
 /// How long the lab tries to create the topic, and to read a partition at the end.
 const SETUP_WAIT: Duration = Duration::from_secs(30);
 /// The request timeout producers send to the broker, as a fraction of the client's wait, so
 /// the broker answers REQUEST_TIMED_OUT before the client gives up on the connection.
 const SERVER_TIMEOUT_FRACTION: f64 = 0.66;
 
+/// `[cluster]` of a log or sink scenario file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileCluster {
-    nodes: usize,
-    zones: usize,
+pub(crate) struct FileCluster {
+    pub(crate) nodes: usize,
+    pub(crate) zones: usize,
 }
 
+/// `[topic]` of a log or sink scenario file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileTopic {
-    name: String,
-    partitions: u32,
+pub(crate) struct FileTopic {
+    pub(crate) name: String,
+    pub(crate) partitions: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,10 +143,7 @@ struct File {
 
 /// Whether `text` is a log scenario (its top-level `kind`).
 pub fn is_log(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("kind").and_then(|k| k.as_str().map(|k| k == KIND)))
-        .unwrap_or(false)
+    super::scenario_kind(text).as_deref() == Some(KIND)
 }
 
 /// The name and description of a log scenario, for `lab list`.
@@ -157,21 +156,15 @@ pub fn describe(origin: &str, text: &str) -> Result<(String, String)> {
 /// name) and `--duration SECONDS`, which sets `[run] duration` and scales the fault timings.
 fn load(origin: &str, text: &str, params: &[(String, toml::Value)], duration_s: Option<f64>) -> Result<File> {
     let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{origin}: not valid TOML"))?;
-    for (name, value) in params {
-        let section = ["cluster", "topic", "clients", "run"]
-            .into_iter()
-            .find(|s| table.get(*s).and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(name)));
-        let Some(section) = section else {
-            bail!("--param {name}: {origin} has no such field (it has nodes, zones, partitions, producers, idempotent, consumers_per_partition, send_interval, request_timeout, fetch_wait, consumer_restart_every, retry_for, duration, faults, fault_hold, settle, drain_timeout)");
-        };
-        let value = match (name.as_str(), value) {
-            ("faults", v @ toml::Value::String(_)) => toml::Value::Array(vec![v.clone()]),
-            (_, v) => v.clone(),
-        };
-        if let Some(t) = table.get_mut(section).and_then(|t| t.as_table_mut()) {
-            t.insert(name.clone(), value);
-        }
-    }
+    // A single fault kind may be given bare: `--param faults=kill`.
+    let params: Vec<(String, toml::Value)> = params
+        .iter()
+        .map(|(name, value)| match (name.as_str(), value) {
+            ("faults", v @ toml::Value::String(_)) => (name.clone(), toml::Value::Array(vec![v.clone()])),
+            _ => (name.clone(), value.clone()),
+        })
+        .collect();
+    super::apply_params(origin, &mut table, &["cluster", "topic", "clients", "run"], &params)?;
     let mut f = File::deserialize(toml::Value::Table(table))
         .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
     if let Some(s) = duration_s {
@@ -191,21 +184,7 @@ fn check(f: &File) -> Result<(), String> {
     if f.kind != KIND {
         return Err(format!("kind must be {KIND:?}, got {:?}", f.kind));
     }
-    if !(3..=super::scenario::NODES_MAX).contains(&f.cluster.nodes)
-        || f.cluster.zones == 0
-        || f.cluster.zones > f.cluster.nodes
-    {
-        return Err(format!(
-            "[cluster] needs 3 to {} nodes and 1 <= zones <= nodes (one node down must leave a majority), got {} nodes, {} zones",
-            super::scenario::NODES_MAX,
-            f.cluster.nodes,
-            f.cluster.zones
-        ));
-    }
-    quorumdb_kafka_name(&f.topic.name)?;
-    if !(1..=PARTITIONS_MAX).contains(&f.topic.partitions) {
-        return Err(format!("[topic] partitions must be 1 to {PARTITIONS_MAX}, got {}", f.topic.partitions));
-    }
+    check_cluster_and_topic(&f.cluster, &f.topic, PARTITIONS_MAX)?;
     let c = &f.clients;
     if !(1..=PRODUCERS_MAX).contains(&c.producers) || c.idempotent > c.producers {
         return Err(format!(
@@ -244,6 +223,31 @@ fn check(f: &File) -> Result<(), String> {
         if d > Duration::from_secs(600) {
             return Err(format!("[run] {what} must be at most 600s"));
         }
+    }
+    Ok(())
+}
+
+/// `[cluster]` and `[topic]` of a log or sink scenario: 3 or more nodes (one node down must
+/// leave a majority), a Kafka topic name, 1 to `partitions_max` partitions.
+pub(crate) fn check_cluster_and_topic(
+    cluster: &FileCluster,
+    topic: &FileTopic,
+    partitions_max: u32,
+) -> Result<(), String> {
+    if !(3..=super::scenario::NODES_MAX).contains(&cluster.nodes)
+        || cluster.zones == 0
+        || cluster.zones > cluster.nodes
+    {
+        return Err(format!(
+            "[cluster] needs 3 to {} nodes and 1 <= zones <= nodes (one node down must leave a majority), got {} nodes, {} zones",
+            super::scenario::NODES_MAX,
+            cluster.nodes,
+            cluster.zones
+        ));
+    }
+    quorumdb_kafka_name(&topic.name)?;
+    if !(1..=partitions_max).contains(&topic.partitions) {
+        return Err(format!("[topic] partitions must be 1 to {partitions_max}, got {}", topic.partitions));
     }
     Ok(())
 }
@@ -400,24 +404,48 @@ pub fn inject_bug(h: &mut LogHistory, bug: InjectedBug) -> Result<(), String> {
     Ok(())
 }
 
-/// Shared by every client task: the clock, the recorded ops, where the brokers are.
-struct Ctx {
-    started: Instant,
-    ops: Mutex<Vec<LogOp>>,
+/// Shared by every client task: the clock, the recorded ops, where the brokers are. The sink
+/// scenario (`super::sink_faults`) drives its producers with the same context.
+pub(crate) struct Ctx {
+    pub(crate) started: Instant,
+    pub(crate) ops: Mutex<Vec<LogOp>>,
     /// Set once the history reached [`HISTORY_OPS_LEN_MAX`]: clients stop.
-    full: AtomicBool,
-    kafka: Vec<String>,
-    topic: String,
-    partitions: u32,
-    request_timeout: Duration,
-    fetch_wait_ms: i32,
-    send_interval: Duration,
-    retry_for: Duration,
-    restart_every: Duration,
+    pub(crate) full: AtomicBool,
+    pub(crate) kafka: Vec<String>,
+    pub(crate) topic: String,
+    pub(crate) partitions: u32,
+    pub(crate) request_timeout: Duration,
+    pub(crate) fetch_wait_ms: i32,
+    pub(crate) send_interval: Duration,
+    pub(crate) retry_for: Duration,
+    pub(crate) restart_every: Duration,
+    /// Producers send JSON events (`{"event_id": "p<id>-<n>", "amount": ..}`) instead of the
+    /// bare `p<id>-<n>`, for consumers that write them to a warehouse.
+    pub(crate) json_values: bool,
 }
 
 impl Ctx {
-    fn now_ns(&self) -> u64 {
+    /// A context for `partitions` partitions of `topic` on the brokers `kafka`, its clock
+    /// starting now; no long polls, no pauses, no consumer restarts, bare values (callers set
+    /// the fields they use).
+    pub(crate) fn new(kafka: Vec<String>, topic: &str, partitions: u32, request_timeout: Duration) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            ops: Mutex::new(Vec::new()),
+            full: AtomicBool::new(false),
+            kafka,
+            topic: topic.to_owned(),
+            partitions,
+            request_timeout,
+            fetch_wait_ms: 0,
+            send_interval: Duration::ZERO,
+            retry_for: Duration::ZERO,
+            restart_every: Duration::from_secs(3_600),
+            json_values: false,
+        }
+    }
+
+    pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -430,14 +458,21 @@ impl Ctx {
         }
     }
 
-    fn full(&self) -> bool {
+    pub(crate) fn full(&self) -> bool {
         self.full.load(Ordering::Relaxed)
     }
 
     /// A connection to broker `node`, or the reason there is none.
-    async fn connect(&self, node: usize) -> Result<KafkaConn, WireError> {
+    pub(crate) async fn connect(&self, node: usize) -> Result<KafkaConn, WireError> {
         KafkaConn::connect(&self.kafka[node % self.kafka.len()], self.request_timeout).await
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Whether a produce error code says the broker refused the batch before sequencing it. The
@@ -455,7 +490,7 @@ fn retriable(code: i16) -> bool {
     matches!(code, 5 | 7 | 19 | -1)
 }
 
-fn error_name(code: i16) -> String {
+pub(crate) fn error_name(code: i16) -> String {
     match code {
         1 => "OFFSET_OUT_OF_RANGE".into(),
         3 => "UNKNOWN_TOPIC_OR_PARTITION".into(),
@@ -471,7 +506,12 @@ fn error_name(code: i16) -> String {
 }
 
 /// One producer: records `p<id>-<n>` round-robin over the partitions until `stop`.
-async fn producer(ctx: Arc<Ctx>, id: u32, idempotent: bool, stop: watch::Receiver<bool>) -> ProducerStats {
+pub(crate) async fn producer(
+    ctx: Arc<Ctx>,
+    id: u32,
+    idempotent: bool,
+    stop: watch::Receiver<bool>,
+) -> ProducerStats {
     let mut stats = ProducerStats::default();
     let mut node = id as usize;
     let mut conn: Option<KafkaConn> = None;
@@ -480,7 +520,12 @@ async fn producer(ctx: Arc<Ctx>, id: u32, idempotent: bool, stop: watch::Receive
     let mut n = 0u64;
     while !*stop.borrow() && !ctx.full() {
         let partition = (n % u64::from(ctx.partitions)) as u32;
-        let value = format!("p{id}-{n}");
+        let value = if ctx.json_values {
+            // Amounts are never negative: only the lab's poison record is.
+            format!("{{\"event_id\":\"p{id}-{n}\",\"amount\":{}}}", n % 1_000)
+        } else {
+            format!("p{id}-{n}")
+        };
         n += 1;
         let first_attempt = Instant::now();
         loop {
@@ -522,7 +567,9 @@ async fn producer(ctx: Arc<Ctx>, id: u32, idempotent: bool, stop: watch::Receive
             let producer = pid.map(|(p, e)| (p, e, seqs[partition as usize]));
             let invoke_ns = ctx.now_ns();
             let server_timeout_ms = (ctx.request_timeout.as_millis() as f64 * SERVER_TIMEOUT_FRACTION) as i32;
-            let ts = invoke_ns as i64 / 1_000_000;
+            // JSON events go to a warehouse (and its dead-letter topic, whose default
+            // retention would drop a record stamped near 1970 at once): real wall-clock time.
+            let ts = if ctx.json_values { wall_ms() } else { invoke_ns as i64 / 1_000_000 };
             let r = c.produce(&ctx.topic, partition as i32, &value, producer, ts, server_timeout_ms).await;
             let complete_ns = ctx.now_ns();
             let (result, offset, error) = match &r {
@@ -588,16 +635,16 @@ async fn producer(ctx: Arc<Ctx>, id: u32, idempotent: bool, stop: watch::Receive
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
-struct ProducerStats {
-    ok: u64,
-    failed: u64,
-    unknown: u64,
+pub(crate) struct ProducerStats {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    pub(crate) unknown: u64,
     /// Resends of an unresolved record (idempotent producers).
-    retries: u64,
+    pub(crate) retries: u64,
     /// Records an idempotent producer stopped resending after `retry_for`.
-    given_up: u64,
+    pub(crate) given_up: u64,
     /// Producer ids obtained.
-    producer_ids: u64,
+    pub(crate) producer_ids: u64,
     #[serde(skip)]
     pending_value: Option<String>,
 }
@@ -705,8 +752,28 @@ async fn consumer(
     }
 }
 
+/// Starts a log or sink scenario's cluster (N = 3, the lab's fast timeouts) and a client
+/// context for its topic (not created yet).
+pub(crate) async fn start_cluster(
+    c: &FileCluster,
+    topic: &FileTopic,
+    request_timeout: Duration,
+    log_dir: &Path,
+) -> Result<(LabCluster, Ctx)> {
+    let spec = ClusterSpec {
+        nodes: c.nodes,
+        zones: c.zones,
+        replication_factor: 3,
+        tables: Vec::new(),
+        server_timeouts: false,
+    };
+    let cluster = LabCluster::start(&spec, log_dir).await?;
+    let kafka = (0..c.nodes).map(|i| cluster.kafka_addr(i)).collect::<Result<_>>()?;
+    Ok((cluster, Ctx::new(kafka, &topic.name, topic.partitions, request_timeout)))
+}
+
 /// Creates the topic through any node, retrying while the cluster settles.
-async fn create_topic(ctx: &Ctx) -> Result<()> {
+pub(crate) async fn create_topic(ctx: &Ctx) -> Result<()> {
     let deadline = Instant::now() + SETUP_WAIT;
     let mut last = String::new();
     let mut node = 0;
@@ -728,7 +795,7 @@ async fn create_topic(ctx: &Ctx) -> Result<()> {
 /// `(log start, high watermark)` of `partition` once every node reports the same: a node
 /// that just restarted may not have applied the last appends yet, and a final read bounded by
 /// its high watermark would miss records. Producers have stopped, so the bounds are fixed.
-async fn final_bounds(ctx: &Ctx, partition: u32) -> Result<(u64, u64)> {
+pub(crate) async fn final_bounds(ctx: &Ctx, partition: u32) -> Result<(u64, u64)> {
     let deadline = Instant::now() + SETUP_WAIT;
     let mut last = String::new();
     loop {
@@ -758,7 +825,7 @@ async fn final_bounds(ctx: &Ctx, partition: u32) -> Result<(u64, u64)> {
 }
 
 /// Every record of `partition` from its log start up to `high_watermark`.
-async fn final_read(
+pub(crate) async fn final_read(
     ctx: &Ctx,
     partition: u32,
     log_start: u64,
@@ -898,27 +965,13 @@ pub async fn run(
         f.run.settle.0.as_secs_f64(),
         out.display()
     );
-    let spec = ClusterSpec {
-        nodes: f.cluster.nodes,
-        zones: f.cluster.zones,
-        replication_factor: 3,
-        tables: Vec::new(),
-        server_timeouts: false,
-    };
-    let mut cluster = LabCluster::start(&spec, &out.join("logs")).await?;
-    let ctx = Arc::new(Ctx {
-        started: Instant::now(),
-        ops: Mutex::new(Vec::new()),
-        full: AtomicBool::new(false),
-        kafka: (0..f.cluster.nodes).map(|i| cluster.kafka_addr(i)).collect::<Result<_>>()?,
-        topic: f.topic.name.clone(),
-        partitions: f.topic.partitions,
-        request_timeout: f.clients.request_timeout.0,
-        fetch_wait_ms: i32::try_from(f.clients.fetch_wait.0.as_millis()).unwrap_or(i32::MAX),
-        send_interval: f.clients.send_interval.0,
-        retry_for: f.clients.retry_for.0,
-        restart_every: f.clients.consumer_restart_every.0,
-    });
+    let (mut cluster, mut ctx) =
+        start_cluster(&f.cluster, &f.topic, f.clients.request_timeout.0, &out.join("logs")).await?;
+    ctx.fetch_wait_ms = i32::try_from(f.clients.fetch_wait.0.as_millis()).unwrap_or(i32::MAX);
+    ctx.send_interval = f.clients.send_interval.0;
+    ctx.retry_for = f.clients.retry_for.0;
+    ctx.restart_every = f.clients.consumer_restart_every.0;
+    let ctx = Arc::new(ctx);
     create_topic(&ctx).await?;
     eprintln!(
         "topic {:?}: {} partitions; {} producers ({} idempotent), {} consumers",
@@ -1156,15 +1209,7 @@ pub fn summary(r: &Report) -> String {
 fn html(r: &Report) -> String {
     use super::html::esc;
     let c = &r.checker;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#eee}}.bad{{color:#b00;font-weight:bold}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body><h1>{0}</h1><p>{1}</p><p>seed {2}; replay: <code>{3}</code></p>",
-        esc(&r.scenario),
-        esc(&r.description),
-        r.seed,
-        esc(&r.command)
-    );
+    let mut s = super::html::page_head(&r.scenario, &r.description, r.seed, &r.command);
     let _ = write!(
         s,
         "<p>{} nodes in {} zones; topic {} with {} partitions; {} producers ({} idempotent), {} consumers; {:.0} s of faults, each held {:.0} ms, {:.0} ms apart; {:.0} s wall.</p>",

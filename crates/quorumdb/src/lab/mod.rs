@@ -36,6 +36,7 @@ mod profile_store;
 mod rmw_lineage;
 pub mod scenario;
 pub mod scheduler;
+mod sink_faults;
 mod split_brain;
 mod workload;
 
@@ -177,6 +178,9 @@ fn list(a: &ListArgs) -> Result<i32> {
     for (name, text) in log_faults::EMBEDDED {
         rows.push((name, log_faults::describe(&format!("embedded scenario {name}"), text)?.1));
     }
+    for (name, text) in sink_faults::EMBEDDED {
+        rows.push((name, sink_faults::describe(&format!("embedded scenario {name}"), text)?.1));
+    }
     match a.output {
         crate::cli::TextOrJson::Json => {
             let json: Vec<_> =
@@ -208,8 +212,11 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
     if let Some(text) = scenario::embedded(arg) {
         return Ok((format!("embedded scenario {arg}"), text.to_owned()));
     }
-    if let Some((_, text)) =
-        split_brain::EMBEDDED.iter().chain(log_faults::EMBEDDED.iter()).find(|(n, _)| *n == arg)
+    if let Some((_, text)) = split_brain::EMBEDDED
+        .iter()
+        .chain(log_faults::EMBEDDED.iter())
+        .chain(sink_faults::EMBEDDED.iter())
+        .find(|(n, _)| *n == arg)
     {
         return Ok((format!("embedded scenario {arg}"), (*text).to_owned()));
     }
@@ -219,6 +226,7 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
             .iter()
             .chain(split_brain::EMBEDDED.iter())
             .chain(log_faults::EMBEDDED.iter())
+            .chain(sink_faults::EMBEDDED.iter())
             .map(|(n, _)| *n)
             .collect();
         bail!("unknown scenario {arg:?}: not a built-in one ({}) and no such file", known.join(", "));
@@ -238,6 +246,9 @@ async fn run_scenario(a: RunArgs) -> Result<i32> {
     }
     if a.inject_bug.is_some() {
         bail!("{origin}: --inject-bug applies to log scenarios only");
+    }
+    if sink_faults::is_sink(&text) {
+        return run_sink(a, &origin, &text).await;
     }
     if split_brain::is_coordination(&text) {
         return run_coordination(a, &origin, &text).await;
@@ -357,10 +368,10 @@ async fn run_coordination(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
     split_brain::run(origin, text, &r.params, r.seed, &r.out, r.command).await
 }
 
-/// `lab run` of a log scenario (`log-under-faults`): `--seed`, `--out`, `--duration` (the
-/// fault run's length, scaling the fault timings) and `--param` apply; the key-value options
-/// are refused rather than ignored.
-async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
+/// What a log or sink scenario takes from `lab run`'s arguments: `--seed`, `--out`,
+/// `--duration` (the production's length, scaling the fault timings) and `--param`; the
+/// key-value options are refused rather than ignored.
+fn duration_run(a: &RunArgs, origin: &str, text: &str, kind: &str, example: &str) -> Result<SpecialRun> {
     let unused = [
         ("--clients", a.clients.is_some()),
         ("--keys", a.keys.is_some()),
@@ -368,19 +379,72 @@ async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
         ("--zone-fault", a.zone_fault.is_some()),
         ("--skew-ms", a.skew_ms.is_some()),
     ];
-    let refusal = "does not apply to a log scenario; use --duration SECONDS or --param NAME=VALUE (for example --param producers=2)";
-    let mut r = special_run(&a, origin, text, &unused, refusal, "log")?;
+    let refusal = format!(
+        "does not apply to a {kind} scenario; use --duration SECONDS or --param NAME=VALUE (for example --param {example})"
+    );
+    let mut r = special_run(a, origin, text, &unused, &refusal, kind)?;
     if let Some(d) = a.duration {
         r.command.push_str(&format!(" --duration {d}"));
     }
     for p in &a.params {
         r.command.push_str(&format!(" --param {p}"));
     }
+    Ok(r)
+}
+
+/// `lab run` of a log scenario (`log-under-faults`), with the hidden `--inject-bug`.
+async fn run_log(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
+    let mut r = duration_run(&a, origin, text, "log", "producers=2")?;
     if let Some(b) = &a.inject_bug {
         r.command.push_str(&format!(" --inject-bug {b}"));
     }
     log_faults::run(origin, text, &r.params, a.duration, a.inject_bug.as_deref(), r.seed, &r.out, r.command)
         .await
+}
+
+/// `lab run` of a sink scenario (`flaky-warehouse-sink`).
+async fn run_sink(a: RunArgs, origin: &str, text: &str) -> Result<i32> {
+    let r = duration_run(&a, origin, text, "sink", "error_fraction=0.5")?;
+    sink_faults::run(origin, text, &r.params, a.duration, r.seed, &r.out, r.command).await
+}
+
+/// The top-level `kind` of a scenario file, if it has one.
+pub(crate) fn scenario_kind(text: &str) -> Option<String> {
+    toml::from_str::<toml::Table>(text).ok()?.get("kind")?.as_str().map(str::to_owned)
+}
+
+/// Applies `--param NAME=VALUE` overrides to a special scenario's file: NAME is a field of the
+/// first of `sections` that has it, or `SECTION.FIELD`; a NAME no section has is an error
+/// listing the fields.
+pub(crate) fn apply_params(
+    origin: &str,
+    table: &mut toml::Table,
+    sections: &[&str],
+    params: &[(String, toml::Value)],
+) -> Result<()> {
+    for (param, value) in params {
+        // `section.field` names a field that several sections have (`naive.table`).
+        let (only, name) = match param.split_once('.') {
+            Some((section, field)) => (Some(section), field.to_owned()),
+            None => (None, param.clone()),
+        };
+        let name = &name;
+        let section = sections.iter().filter(|s| only.is_none_or(|o| o == **s)).find(|s| {
+            table.get(**s).and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(name.as_str()))
+        });
+        let Some(section) = section else {
+            let fields: Vec<&str> = sections
+                .iter()
+                .filter_map(|s| table.get(*s).and_then(|t| t.as_table()))
+                .flat_map(|t| t.keys().map(String::as_str))
+                .collect();
+            bail!("--param {param}: {origin} has no such field (it has {})", fields.join(", "));
+        };
+        if let Some(t) = table.get_mut(*section).and_then(|t| t.as_table_mut()) {
+            t.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -811,15 +811,7 @@ pub fn summary(r: &Report) -> String {
 /// A self-contained page: settings, one table per run, every fault.
 fn html(r: &Report) -> String {
     use super::html::esc;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#eee}}.bad{{color:#b00;font-weight:bold}}</style></head><body><h1>{0}</h1><p>{1}</p><p>seed {2}; replay: <code>{3}</code></p>",
-        esc(&r.scenario),
-        esc(&r.description),
-        r.seed,
-        esc(&r.command)
-    );
+    let mut s = super::html::page_head(&r.scenario, &r.description, r.seed, &r.command);
     let _ = write!(
         s,
         "<p>{} nodes in {} zones, {} schedulers, {} partitions, an assignment every {:.0} ms; lease ttl {:.0} ms, keep-alive every {:.0} ms; pause held {:.0} ms, partition held {:.0} ms; {} round(s) per fault kind.</p>",
