@@ -257,18 +257,38 @@ pub fn whole_batches_within(records: &Bytes, limit: usize, keep_first: bool) -> 
 
 /// Builders and readers of uncompressed batches, for tests in this and other crates (not used
 /// by the listener).
+/// Appends `v` as a zigzag varint, the integer encoding inside v2 records.
+pub fn put_varint(out: &mut bytes::BytesMut, v: i64) {
+    use bytes::BufMut;
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.put_u8(z as u8);
+}
+
+/// Reads a zigzag varint off the front of `b`; `None` if it is cut off or longer than 64 bits.
+pub fn read_varint(b: &mut &[u8]) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
 pub mod testing {
     use bytes::{BufMut, Bytes, BytesMut};
 
-    use super::{BatchHeader, BATCH_HEADER_BYTES, CRC_START};
+    use super::{read_varint, BatchHeader, BATCH_HEADER_BYTES, CRC_START};
 
     fn varint(out: &mut BytesMut, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.put_u8((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.put_u8(z as u8);
+        super::put_varint(out, v);
     }
 
     /// An uncompressed v2 batch (base offset 0) of `records` (key, value), all at
@@ -369,19 +389,6 @@ pub mod testing {
             set = &set[total..];
         }
         Some(out)
-    }
-
-    fn read_varint(b: &mut &[u8]) -> Option<i64> {
-        let mut z: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            z |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-            }
-        }
-        None
     }
 
     fn read_field(b: &mut &[u8]) -> Option<Option<Vec<u8>>> {

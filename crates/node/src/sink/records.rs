@@ -2,6 +2,7 @@
 //! (one record with headers, CRC-32C).
 
 use super::*;
+use quorumdb_kafka::batch::{put_varint, read_varint};
 
 /// One record read from the log.
 #[derive(Clone, Debug)]
@@ -11,19 +12,6 @@ pub(super) struct LogRecord {
     pub(super) value: Option<Bytes>,
     /// The batch could not be decoded (compressed): the record is delivered as a poison.
     pub(super) undecodable: Option<String>,
-}
-
-pub(super) fn read_varint(b: &mut &[u8]) -> Option<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = b.split_first()?;
-        *b = rest;
-        z |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    None
 }
 
 pub(super) fn read_bytes(b: &mut &[u8]) -> Option<Option<Bytes>> {
@@ -91,15 +79,6 @@ pub(super) fn decode_records(set: &[u8], from: u64) -> BTreeMap<u64, LogRecord> 
         }
     }
     out
-}
-
-pub(super) fn put_varint(out: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.put_u8(z as u8);
 }
 
 pub(super) fn put_field(out: &mut BytesMut, v: Option<&[u8]>) {
