@@ -169,6 +169,39 @@ pub struct Client {
     endpoint: String,
     /// Sent as `Authorization: Bearer` on every request when set.
     token: Option<String>,
+    /// Sent as `X-QuorumDB-Session` and updated from every answer that carries one.
+    session: Option<Session>,
+}
+
+/// The header carrying a session token, both ways.
+pub const SESSION_HEADER: &str = "x-quorumdb-session";
+
+/// A session (read-your-writes and monotonic reads, see docs/api.md): the token the server
+/// hands back with every item read and write, which the next request presents. Clones share
+/// one token, so every clone of a client made [`with_session`](Client::with_session) is one
+/// session.
+#[derive(Debug, Clone, Default)]
+pub struct Session(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Session {
+    /// A new session (the first request sends an empty token).
+    pub fn new() -> Session {
+        Session::default()
+    }
+
+    /// A session resumed from a token an earlier one handed out (e.g. saved in a file).
+    pub fn from_token(token: impl Into<String>) -> Session {
+        Session(std::sync::Arc::new(std::sync::Mutex::new(token.into())))
+    }
+
+    /// The current token, to save and resume later.
+    pub fn token(&self) -> String {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, token: &str) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = token.to_owned();
+    }
 }
 
 impl Client {
@@ -206,13 +239,26 @@ impl Client {
                 endpoint: trimmed.to_owned(),
                 detail: format!("cannot build HTTP client: {}", error_chain(&e)),
             })?;
-        Ok(Client { http, base, endpoint: trimmed.trim_end_matches('/').to_owned(), token: None })
+        Ok(Client {
+            http,
+            base,
+            endpoint: trimmed.trim_end_matches('/').to_owned(),
+            token: None,
+            session: None,
+        })
     }
 
     /// Sends `token` (`qdb_...`, from `quorumdb user create`) with every request, as a
     /// cluster with authentication on requires. `None` sends none.
     pub fn with_token(mut self, token: Option<String>) -> Client {
         self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Makes every item read and write part of `session`: reads then never return an item
+    /// older than what this session last wrote or read of it.
+    pub fn with_session(mut self, session: Session) -> Client {
+        self.session = Some(session);
         self
     }
 
@@ -657,8 +703,17 @@ impl Client {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
+        let request = match &self.session {
+            Some(session) => request.header(SESSION_HEADER, session.token()),
+            None => request,
+        };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        if let Some(session) = &self.session {
+            if let Some(token) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+                session.set(token);
+            }
+        }
         let bytes = response.bytes().await.map_err(transport)?;
         Ok((status, bytes.to_vec()))
     }

@@ -160,6 +160,9 @@ pub struct QuorumError<R = String> {
     /// Every replica, in replica order, with its outcome at decision time (including `Ok` ones;
     /// the message lists only the others).
     pub outcomes: Vec<(R, Outcome)>,
+    /// A read with a session floor ([`ReadCoordinator::with_floor`]) got its `needed` replies,
+    /// but no merge of the replies it could get held the versions the session had seen.
+    pub session_behind: bool,
 }
 
 impl<R> QuorumError<R> {
@@ -170,6 +173,7 @@ impl<R> QuorumError<R> {
             needed: self.needed,
             got: self.got,
             outcomes: self.outcomes.iter().map(|(r, o)| (name(r), o.clone())).collect(),
+            session_behind: self.session_behind,
         }
     }
 }
@@ -180,6 +184,14 @@ impl<R: fmt::Display> fmt::Display for QuorumError<R> {
     /// `quorum not reached: needed 3 acks, got 2 (n4: timeout)` for writes,
     /// `quorum not reached: needed 2 replies, got 1 (n2: timeout, n3: error: disk full)` for reads.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.session_behind {
+            write!(
+                f,
+                "session not satisfied: {} replicas answered and none of them, merged, holds the versions this session already saw",
+                self.got
+            )?;
+            return fmt_failed(f, &self.outcomes);
+        }
         let unit = match (self.op, self.needed) {
             (Op::Write, 1) => "ack",
             (Op::Write, _) => "acks",
@@ -187,16 +199,21 @@ impl<R: fmt::Display> fmt::Display for QuorumError<R> {
             (Op::Read, _) => "replies",
         };
         write!(f, "quorum not reached: needed {} {unit}, got {}", self.needed, self.got)?;
-        let mut failed = self.outcomes.iter().filter(|(_, outcome)| *outcome != Outcome::Ok);
-        if let Some((replica, outcome)) = failed.next() {
-            write!(f, " ({replica}: {outcome}")?;
-            for (replica, outcome) in failed {
-                write!(f, ", {replica}: {outcome}")?;
-            }
-            f.write_str(")")?;
-        }
-        Ok(())
+        fmt_failed(f, &self.outcomes)
     }
+}
+
+/// ` (n2: timeout, n3: error: disk full)`: the replicas that did not answer OK, if any.
+fn fmt_failed<R: fmt::Display>(f: &mut fmt::Formatter<'_>, outcomes: &[(R, Outcome)]) -> fmt::Result {
+    let mut failed = outcomes.iter().filter(|(_, outcome)| *outcome != Outcome::Ok);
+    if let Some((replica, outcome)) = failed.next() {
+        write!(f, " ({replica}: {outcome}")?;
+        for (replica, outcome) in failed {
+            write!(f, ", {replica}: {outcome}")?;
+        }
+        f.write_str(")")?;
+    }
+    Ok(())
 }
 
 /// The bookkeeping both coordinators share: who was asked, what each said, and whether the
@@ -292,6 +309,7 @@ impl<R: Clone + PartialEq + fmt::Debug> Tally<R> {
             needed: self.needed,
             got: self.count(&Outcome::Ok),
             outcomes: self.outcomes.clone(),
+            session_behind: false,
         }
     }
 
@@ -396,6 +414,29 @@ pub struct ReadCoordinator<S: Mergeable, R = String> {
     /// The answer for the client, set once and never changed. Its state is the merge at decision
     /// time: later replies improve repairs, not an answer already given.
     decision: Option<Result<S, QuorumError<R>>>,
+    /// A session's floor: the read answers only with a merge this accepts (see
+    /// [`with_floor`](Self::with_floor)).
+    floor: Option<Floor<S>>,
+}
+
+/// What a session requires of a read's answer: a predicate over the merged state.
+#[derive(Clone)]
+pub struct Floor<S>(std::sync::Arc<dyn Fn(&S) -> bool + Send + Sync>);
+
+impl<S> Floor<S> {
+    pub fn new(accepts: impl Fn(&S) -> bool + Send + Sync + 'static) -> Self {
+        Floor(std::sync::Arc::new(accepts))
+    }
+
+    fn accepts(&self, state: &S) -> bool {
+        (self.0)(state)
+    }
+}
+
+impl<S> fmt::Debug for Floor<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Floor(..)")
+    }
 }
 
 impl<S: Mergeable, R: Clone + PartialEq + fmt::Debug> ReadCoordinator<S, R> {
@@ -409,7 +450,18 @@ impl<S: Mergeable, R: Clone + PartialEq + fmt::Debug> ReadCoordinator<S, R> {
             states,
             merged: None,
             decision: None,
+            floor: None,
         }
+    }
+
+    /// Requires the answer to satisfy `floor` (a session's read-your-writes and monotonic-read
+    /// floor): the read then answers at the first moment it has `needed` replies *and* their
+    /// merge satisfies it, waiting for further replicas past `needed` if it must; once no reply
+    /// is pending (or the deadline passed) without that, it fails with
+    /// [`QuorumError::session_behind`] rather than answer older than the session.
+    pub fn with_floor(mut self, floor: Floor<S>) -> Self {
+        self.floor = Some(floor);
+        self
     }
 
     /// Marks a replica known to be down: the read is not sent to it. Fails the read at once if
@@ -507,7 +559,13 @@ impl<S: Mergeable, R: Clone + PartialEq + fmt::Debug> ReadCoordinator<S, R> {
         if self.tally.succeeded() {
             // `succeeded` implies at least one OK reply, hence a merged state.
             if let Some(merged) = &self.merged {
-                self.decision = Some(Ok(merged.clone()));
+                if self.floor.as_ref().is_none_or(|floor| floor.accepts(merged)) {
+                    self.decision = Some(Ok(merged.clone()));
+                } else if self.tally.is_finished() {
+                    let mut e = self.tally.error(Op::Read);
+                    e.session_behind = true;
+                    self.decision = Some(Err(e));
+                }
             }
         } else if self.tally.failed() {
             self.decision = Some(Err(self.tally.error(Op::Read)));
@@ -700,6 +758,36 @@ mod tests {
             r.repairs(),
             vec![("n1".into(), all.clone()), ("n2".into(), all.clone()), ("n3".into(), all)]
         );
+    }
+
+    /// Proves a read with a session floor waits past `needed` replies for a merge that meets
+    /// the floor, answers as soon as one does, and otherwise fails as `session_behind` once
+    /// nothing is pending.
+    #[test]
+    fn read_with_floor_waits_for_a_reply_that_meets_it() {
+        let floor = || Floor::new(|s: &Set| s.0.contains(&7));
+        let mut r = ReadCoordinator::new(names(&["n1", "n2", "n3"]), 1, 100).with_floor(floor());
+        r.on_response("n1", Ok(set(&[1])));
+        assert_eq!(r.decision(), None, "one reply is enough for r=1, but not for the session");
+        r.on_response("n2", Ok(set(&[7])));
+        assert_eq!(r.decision(), Some(Ok(set(&[1, 7]))));
+
+        let mut r = ReadCoordinator::new(names(&["n1", "n2", "n3"]), 1, 100).with_floor(floor());
+        r.on_response("n1", Ok(set(&[1])));
+        r.on_timeout("n2");
+        assert_eq!(r.decision(), None);
+        r.on_response("n3", Ok(set(&[2])));
+        let Some(Err(e)) = r.decision() else { panic!("expected a failure, got {:?}", r.decision()) };
+        assert!(e.session_behind);
+        assert_eq!(e.got, 2);
+        assert!(e.to_string().starts_with("session not satisfied"), "{e}");
+        assert!(e.to_string().contains("n2: timeout"), "{e}");
+
+        // The deadline ends the wait too.
+        let mut r = ReadCoordinator::new(names(&["n1", "n2"]), 1, 100).with_floor(floor());
+        r.on_response("n1", Ok(set(&[1])));
+        r.tick(100);
+        assert!(matches!(r.decision(), Some(Err(QuorumError { session_behind: true, .. }))));
     }
 
     /// Proves replicas that errored or were skipped are not read-repaired, and a replica already

@@ -422,6 +422,7 @@ impl goldenscript::Runner for Runner {
                     repair,
                     mode: QuorumMode::Strict,
                     timeout_ms: 300,
+                    floor: None,
                 };
                 self.client(node_arg(gw)?, &k, req);
             }

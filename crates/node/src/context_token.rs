@@ -36,25 +36,60 @@ const _: () = assert!(
 /// Domain separation: a MAC of this kind is never valid as anything else.
 const DOMAIN: &[u8] = b"quorumdb-context-v1";
 
-fn mac(key: &ContextKey, item: &ItemKey, body: &str) -> Hmac<Sha256> {
+/// HMAC-SHA256 under `key` of `domain` and each part, length-prefixed so that no two
+/// different part lists feed the same bytes.
+fn mac(key: &ContextKey, domain: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.key).expect("HMAC takes keys of any length");
-    m.update(DOMAIN);
-    for part in [item.table.as_bytes(), &item.partition, &item.sort, body.as_bytes()] {
+    m.update(domain);
+    for part in parts {
         m.update(&(part.len() as u64).to_be_bytes());
         m.update(part);
     }
     m
 }
 
-/// The token to hand out for `vv` of `item`; `None` while the cluster has no key yet.
-pub fn sign(keys: &[ContextKey], item: &ItemKey, vv: &VersionVector) -> Option<String> {
+/// The signature (base64url of the key id and the truncated MAC) of `parts` under the newest
+/// key; `None` while the cluster has no key yet. Shared with the session tokens
+/// (`session_token`), which sign under their own domain.
+pub(crate) fn signature(keys: &[ContextKey], domain: &[u8], parts: &[&[u8]]) -> Option<String> {
     let key = keys.last()?;
-    let body = vv.to_token();
-    let tag = mac(key, item, &body).finalize().into_bytes();
+    let tag = mac(key, domain, parts).finalize().into_bytes();
     let mut sig = Vec::with_capacity(1 + MAC_BYTES);
     sig.push(key.id);
     sig.extend_from_slice(&tag[..MAC_BYTES]);
-    Some(format!("{body}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    Some(URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// Checks a [`signature`] of `parts`; the error says why it does not verify.
+pub(crate) fn check_signature(
+    keys: &[ContextKey],
+    domain: &[u8],
+    parts: &[&[u8]],
+    sig: &str,
+) -> Result<(), &'static str> {
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| "the signature is not base64url")?;
+    let [id, tag @ ..] = sig.as_slice() else { return Err("the signature is empty") };
+    if tag.len() != MAC_BYTES {
+        return Err("the signature has the wrong length");
+    }
+    let key = keys
+        .iter()
+        .find(|k| k.id == *id)
+        .ok_or("its signing key is not known here (rotated out, or from another cluster)")?;
+    mac(key, domain, parts).verify_truncated_left(tag).map_err(|_| {
+        "the signature does not match (the token was altered, forged, or made for something else)"
+    })
+}
+
+fn item_parts<'a>(item: &'a ItemKey, body: &'a str) -> [&'a [u8]; 4] {
+    [item.table.as_bytes(), &item.partition, &item.sort, body.as_bytes()]
+}
+
+/// The token to hand out for `vv` of `item`; `None` while the cluster has no key yet.
+pub fn sign(keys: &[ContextKey], item: &ItemKey, vv: &VersionVector) -> Option<String> {
+    let body = vv.to_token();
+    let sig = signature(keys, DOMAIN, &item_parts(item, &body))?;
+    Some(format!("{body}.{sig}"))
 }
 
 /// The version vector of a token this cluster signed for `item`.
@@ -63,37 +98,40 @@ pub fn verify(keys: &[ContextKey], item: &ItemKey, token: &str) -> Result<Versio
     let (body, sig) = token
         .rsplit_once('.')
         .ok_or_else(|| bad("it is not signed (expected <context>.<signature>, as reads return it)"))?;
-    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| bad("the signature is not base64url"))?;
-    let [id, tag @ ..] = sig.as_slice() else { return Err(bad("the signature is empty")) };
-    if tag.len() != MAC_BYTES {
-        return Err(bad("the signature has the wrong length"));
-    }
-    let key = keys.iter().find(|k| k.id == *id).ok_or_else(|| {
-        bad("its signing key is not known here (rotated out, or from another cluster): read the item again")
-    })?;
-    mac(key, item, body).verify_truncated_left(tag).map_err(|_| {
-        bad("the signature does not match (the token was altered, forged, or read from another item)")
+    check_signature(keys, DOMAIN, &item_parts(item, body), sig).map_err(|why| {
+        if why.starts_with("its signing key") {
+            bad(&format!("{why}: read the item again"))
+        } else {
+            bad(why)
+        }
     })?;
     Ok(VersionVector::from_token(body)?)
 }
 
+/// Items and contexts for the token tests here and in `session_token`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use quorumdb_core::causality::{ActorId, ItemState, Value};
+pub(crate) mod testing {
+    use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector};
+    use quorumdb_core::key::ItemKey;
 
-    fn item(k: &str) -> ItemKey {
+    pub fn item(k: &str) -> ItemKey {
         ItemKey { table: "t".into(), partition: k.as_bytes().to_vec(), sort: Vec::new() }
     }
 
     /// The context after `writes` writes by `actor`.
-    fn vv_of(actor: u64, writes: usize) -> VersionVector {
+    pub fn vv_of(actor: u64, writes: usize) -> VersionVector {
         let mut state = ItemState::new();
         for _ in 0..writes {
             state = state.update(state.context(), Value::Data(b"v".to_vec()), ActorId(actor)).unwrap();
         }
         state.context().clone()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{item, vv_of};
+    use super::*;
 
     fn vv() -> VersionVector {
         vv_of(7, 2)

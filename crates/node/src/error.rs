@@ -21,6 +21,9 @@ pub enum ApiError {
     InvalidConsistency(String),
     #[error("{0}")]
     MalformedContext(String),
+    /// A session token (`X-QuorumDB-Session`) that does not parse or verify.
+    #[error("{0}")]
+    MalformedSession(String),
     #[error("{0}")]
     KeyTooLarge(String),
     #[error("{0}")]
@@ -141,6 +144,10 @@ pub struct QuorumDetails {
     /// (replica, outcome text: "ok", "timeout", "down", "error: ...").
     pub outcomes: Vec<(String, String)>,
     pub message: String,
+    /// The replies arrived but none held what the request's session had seen (code
+    /// `session_behind`, still 503: another try, or one after the lagging replica caught up,
+    /// can succeed).
+    pub session_behind: bool,
 }
 
 impl std::fmt::Display for QuorumDetails {
@@ -165,7 +172,13 @@ impl From<QuorumError> for ApiError {
                 (node.clone(), text)
             })
             .collect();
-        ApiError::Quorum(QuorumDetails { needed: e.needed, got: e.got, outcomes, message: e.to_string() })
+        ApiError::Quorum(QuorumDetails {
+            needed: e.needed,
+            got: e.got,
+            outcomes,
+            message: e.to_string(),
+            session_behind: e.session_behind,
+        })
     }
 }
 
@@ -204,7 +217,7 @@ impl From<ReplicaError> for ApiError {
         match e {
             ReplicaError::Quorum(q) => ApiError::from(q),
             ReplicaError::RemoteQuorum { needed, got, outcomes, message } => {
-                ApiError::Quorum(QuorumDetails { needed, got, outcomes, message })
+                ApiError::Quorum(QuorumDetails { needed, got, outcomes, message, session_behind: false })
             }
             ReplicaError::BadRequest(m) => ApiError::BadRequest(m),
             ReplicaError::InvalidConsistency(m) => ApiError::InvalidConsistency(m),
@@ -230,12 +243,14 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidConsistency(_) => "invalid_consistency",
             ApiError::MalformedContext(_) => "malformed_context",
+            ApiError::MalformedSession(_) => "malformed_session",
             ApiError::KeyTooLarge(_) => "key_too_large",
             ApiError::ValueTooLarge(_) => "value_too_large",
             ApiError::ItemTooLarge(_) => "item_too_large",
             ApiError::TooManySiblings(_) => "too_many_siblings",
             ApiError::TooManyWriters(_) => "too_many_writers",
             ApiError::Fenced(_) => "fenced",
+            ApiError::Quorum(d) if d.session_behind => "session_behind",
             ApiError::Quorum(_) => "quorum_not_reached",
             ApiError::Timeout(_) => "timeout",
             ApiError::Poisoned(_) => "node_poisoned",
@@ -253,7 +268,10 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) | ApiError::InvalidConsistency(_) | ApiError::MalformedContext(_) => 400,
+            ApiError::BadRequest(_)
+            | ApiError::InvalidConsistency(_)
+            | ApiError::MalformedContext(_)
+            | ApiError::MalformedSession(_) => 400,
             ApiError::KeyTooLarge(_) | ApiError::ValueTooLarge(_) | ApiError::ItemTooLarge(_) => 413,
             ApiError::TooManySiblings(_) | ApiError::TooManyWriters(_) | ApiError::Fenced(_) => 409,
             ApiError::AdminDisabled(_) => 403,
@@ -277,6 +295,7 @@ impl ApiError {
             "bad_request" => ApiError::BadRequest(message),
             "invalid_consistency" => ApiError::InvalidConsistency(message),
             "malformed_context" => ApiError::MalformedContext(message),
+            "malformed_session" => ApiError::MalformedSession(message),
             "key_too_large" => ApiError::KeyTooLarge(message),
             "value_too_large" => ApiError::ValueTooLarge(message),
             "item_too_large" => ApiError::ItemTooLarge(message),

@@ -8,6 +8,7 @@
 use crate::config::{QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::node::{Node, WriteSettings};
+use crate::session_token::{Session, SESSION_HEADER};
 use crate::transport::FaultRules;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -294,6 +295,36 @@ fn item_key(table: &str, key: &str, sort_key: Option<&str>) -> Result<ItemKey, A
     Ok(ItemKey::new(table, key.as_bytes(), sort_key.unwrap_or("").as_bytes())?)
 }
 
+/// The session the request presented in `X-QuorumDB-Session` (empty: a new one), if any.
+fn session_in(headers: &HeaderMap, keys: &[ContextKey]) -> Result<Option<Session>, ApiError> {
+    let Some(v) = headers.get(SESSION_HEADER) else { return Ok(None) };
+    let v = v.to_str().map_err(|_| {
+        ApiError::MalformedSession(format!(
+            "malformed session token: the {SESSION_HEADER} header is not ASCII"
+        ))
+    })?;
+    Session::decode(keys, v).map(Some)
+}
+
+/// `answer` with the session, updated with what the request saw of `item`, in its header.
+fn with_session(
+    mut answer: Response,
+    session: Option<&mut Session>,
+    item: &ItemKey,
+    seen: &VersionVector,
+    keys: &[ContextKey],
+) -> Response {
+    if let Some(session) = session {
+        session.observe(item, seen);
+        let token = session.encode(keys);
+        // Tokens are base64url, hex, dots, colons and commas: always a valid header value.
+        if let Ok(v) = axum::http::HeaderValue::from_str(&token) {
+            answer.headers_mut().insert(SESSION_HEADER, v);
+        }
+    }
+    answer
+}
+
 fn values_json(state: &ItemState) -> Vec<String> {
     state.values().into_iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect()
 }
@@ -341,6 +372,7 @@ async fn get_item(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
     let q = query::<api::ReadQuery>(&raw);
@@ -373,15 +405,20 @@ async fn get_item(
         }
         let mode = quorum_mode(&s.node, q.quorum.as_deref())?;
         let keys = context_keys(&s).await;
-        let state = s.node.read(item.clone(), r, repair, mode, timeout(&s.node, q.timeout_ms.as_deref())?).await?;
+        let mut session = session_in(&headers, &keys)?;
+        let floor = session.as_ref().and_then(|ses| ses.floor(&item));
+        let timeout = timeout(&s.node, q.timeout_ms.as_deref())?;
+        let state = s.node.read_with_floor(item.clone(), r, repair, mode, timeout, floor).await?;
         let view = s.node.client_view(&table, &state);
         let values = values_json(&view);
         let context = signed(&keys, &item, state.context());
-        if view.is_deleted() {
+        let answer = if view.is_deleted() {
             let error = api::ErrorDetail::new("not_found", format!("key {key:?} not found in table {table:?}"));
-            return Ok((StatusCode::NOT_FOUND, Json(api::ItemNotFound { values, context, error })).into_response());
-        }
-        Ok((StatusCode::OK, Json(api::ItemResponse { values, context })).into_response())
+            (StatusCode::NOT_FOUND, Json(api::ItemNotFound { values, context, error })).into_response()
+        } else {
+            (StatusCode::OK, Json(api::ItemResponse { values, context })).into_response()
+        };
+        Ok(with_session(answer, session.as_mut(), &item, state.context(), &keys))
     }
     .await;
     finish("get", &lvl, started, result)
@@ -436,6 +473,7 @@ async fn put_item(
         })?;
         let item = item_key(&table, &key, q.sort_key.as_deref())?;
         let keys = context_keys(&s).await;
+        let mut session = session_in(&headers, &keys)?;
         let ctx = context(&keys, &item, doc.context.as_deref())?;
         let id = write_id(&headers, q.write_id.as_deref())?;
         let state = s
@@ -454,7 +492,8 @@ async fn put_item(
             )
             .await?;
         let context = signed(&keys, &item, state.context());
-        Ok((StatusCode::OK, Json(api::WriteResponse { context })).into_response())
+        let answer = (StatusCode::OK, Json(api::WriteResponse { context })).into_response();
+        Ok(with_session(answer, session.as_mut(), &item, state.context(), &keys))
     }
     .await;
     finish("put", &lvl, started, result)
@@ -518,6 +557,7 @@ async fn delete_item(
         let timeout = timeout(&s.node, q.timeout_ms.as_deref())?;
         let id = write_id(&headers, q.write_id.as_deref())?;
         let keys = context_keys(&s).await;
+        let mut session = session_in(&headers, &keys)?;
         let ctx = match q.context.as_deref() {
             Some(t) => context(&keys, &item, Some(t))?,
             // A delete without a token deletes what a quorum of replicas holds now: read the
@@ -533,7 +573,8 @@ async fn delete_item(
             WriteSettings { w, mode, timeout, write_id: id, fence: fence(&s, q.fence.as_deref()).await? };
         let state = s.node.write(item.clone(), None, ctx, settings).await?;
         let context = signed(&keys, &item, state.context());
-        Ok((StatusCode::OK, Json(api::WriteResponse { context })).into_response())
+        let answer = (StatusCode::OK, Json(api::WriteResponse { context })).into_response();
+        Ok(with_session(answer, session.as_mut(), &item, state.context(), &keys))
     }
     .await;
     finish("delete", &lvl, started, result)

@@ -19,6 +19,7 @@ mod http_topics;
 pub mod log;
 pub mod meta;
 pub mod node;
+pub mod session_token;
 pub mod sink;
 pub mod storage;
 pub mod transport;

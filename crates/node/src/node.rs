@@ -442,6 +442,20 @@ impl Node {
         mode: QuorumMode,
         timeout: Duration,
     ) -> Result<ItemState, ApiError> {
+        self.read_with_floor(key, r, repair, mode, timeout, None).await
+    }
+
+    /// [`read`](Self::read) whose answer must hold `floor` (a session's versions of the item;
+    /// see `ClientRequest::Read::floor`).
+    pub async fn read_with_floor(
+        &self,
+        key: ItemKey,
+        r: Level,
+        repair: ReadRepair,
+        mode: QuorumMode,
+        timeout: Duration,
+        floor: Option<VersionVector>,
+    ) -> Result<ItemState, ApiError> {
         let shard = shard_of(key.placement_hash());
         let repair = match repair {
             ReadRepair::Blocking => replica::ReadRepair::Blocking,
@@ -455,6 +469,7 @@ impl Node {
             repair,
             mode: core_mode(mode),
             timeout_ms: timeout.as_millis() as u64,
+            floor,
         };
         match self.client(shard, req).await? {
             ClientResponse::Read(state) => Ok(state),

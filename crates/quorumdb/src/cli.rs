@@ -146,7 +146,43 @@ pub struct PutArgs {
     #[command(flatten)]
     pub write: WriteFlags,
     #[command(flatten)]
+    pub session: SessionArg,
+    #[command(flatten)]
     pub endpoint: EndpointArg,
+}
+
+/// `--session FILE`: read-your-writes and monotonic reads across commands.
+#[derive(Args, Debug)]
+pub struct SessionArg {
+    /// A file holding a session token (created if missing): this command presents it and
+    /// saves the token the node hands back, so a later `get --session FILE` never reads an
+    /// item older than what earlier commands with the same file wrote or read of it.
+    #[arg(long, value_name = "FILE")]
+    pub session: Option<std::path::PathBuf>,
+}
+
+impl SessionArg {
+    /// `client` joined to the session in the file, if one was named.
+    fn join(&self, client: Client) -> Result<(Client, Option<quorumdb_client::Session>)> {
+        let Some(path) = &self.session else { return Ok((client, None)) };
+        let token = match std::fs::read_to_string(path) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(anyhow::anyhow!("cannot read the session file {}: {e}", path.display())),
+        };
+        let session = quorumdb_client::Session::from_token(token);
+        Ok((client.with_session(session.clone()), Some(session)))
+    }
+
+    /// Saves the session's token back to its file (through a temporary file and a rename, so
+    /// a crash leaves the old token or the new one, never half of one).
+    fn save(&self, session: Option<quorumdb_client::Session>) -> Result<()> {
+        let (Some(path), Some(session)) = (&self.session, session) else { return Ok(()) };
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, session.token() + "\n")
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot save the session file {}", path.display()))
+    }
 }
 
 /// The flags every write (put or delete) takes.
@@ -207,6 +243,8 @@ pub struct GetArgs {
     #[arg(long, value_parser = ["strict", "sloppy"])]
     pub quorum: Option<String>,
     #[command(flatten)]
+    pub session: SessionArg,
+    #[command(flatten)]
     pub endpoint: EndpointArg,
 }
 
@@ -216,6 +254,8 @@ pub struct DeleteArgs {
     pub key: String,
     #[command(flatten)]
     pub write: WriteFlags,
+    #[command(flatten)]
+    pub session: SessionArg,
     #[command(flatten)]
     pub endpoint: EndpointArg,
 }
@@ -417,7 +457,9 @@ async fn put(a: PutArgs) -> Result<i32> {
         a.value
     };
     let opts = a.write.options();
-    let r = client(&a.endpoint)?.put(&a.table, &a.key, &value, &opts).await?;
+    let (c, session) = a.session.join(client(&a.endpoint)?)?;
+    let r = c.put(&a.table, &a.key, &value, &opts).await?;
+    a.session.save(session)?;
     println!("{}", r.context);
     Ok(0)
 }
@@ -432,7 +474,9 @@ async fn get(a: GetArgs) -> Result<i32> {
         read_repair: None,
         quorum: a.quorum,
     };
-    let r = client(&a.endpoint)?.get(&a.table, &a.key, &opts).await?;
+    let (c, session) = a.session.join(client(&a.endpoint)?)?;
+    let r = c.get(&a.table, &a.key, &opts).await?;
+    a.session.save(session)?;
     let found = !r.values.is_empty();
     match a.output {
         TextOrJson::Json => println!("{}", serde_json::to_string(&r)?),
@@ -454,7 +498,9 @@ async fn get(a: GetArgs) -> Result<i32> {
 
 async fn delete(a: DeleteArgs) -> Result<i32> {
     let opts = a.write.options();
-    let r = client(&a.endpoint)?.delete(&a.table, &a.key, &opts).await?;
+    let (c, session) = a.session.join(client(&a.endpoint)?)?;
+    let r = c.delete(&a.table, &a.key, &opts).await?;
+    a.session.save(session)?;
     println!("{}", r.context);
     Ok(0)
 }

@@ -58,7 +58,7 @@ use crate::causality::{
     ActorId, Applied, CausalityError, Dot, Fence, ItemState, Retirement, Value, VersionVector, WriteId,
 };
 use crate::consistency::{Level, LevelError};
-use crate::coordinator::{Failure, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
+use crate::coordinator::{Failure, Floor, Outcome, QuorumError, ReadCoordinator, WriteCoordinator};
 use crate::handoff::{HandoffCommand, Hint, HintId, HintQueue};
 use crate::heat::{Heat, HeatOp, HeatReport};
 use crate::key::{partition_prefix, ItemKey, KeyError};
@@ -155,6 +155,11 @@ pub enum ClientRequest {
         repair: ReadRepair,
         mode: QuorumMode,
         timeout_ms: u64,
+        /// A session's floor for this item: what the client already wrote or read of it. The
+        /// answer's context must hold it (up to pruning of retired actors), so the read waits
+        /// for further replicas past `r` if it must, and fails `session_behind` rather than
+        /// answer older (read-your-writes and monotonic reads at any `r`).
+        floor: Option<VersionVector>,
     },
     Scan(ScanRequest),
     /// Every home replica's state of one item, repairing nothing.
@@ -1551,8 +1556,8 @@ impl<S: LocalStore> Replica<S> {
                     self.reply(id, Err(e));
                 }
             }
-            ClientRequest::Read { key, r, repair, mode, timeout_ms } => {
-                if let Err(e) = self.start_read(now, id, key, r, repair, mode, timeout_ms) {
+            ClientRequest::Read { key, r, repair, mode, timeout_ms, floor } => {
+                if let Err(e) = self.start_read(now, id, key, r, repair, mode, timeout_ms, floor) {
                     self.reply(id, Err(e));
                 }
             }
@@ -1865,6 +1870,7 @@ impl<S: LocalStore> Replica<S> {
         repair: ReadRepair,
         mode: QuorumMode,
         timeout_ms: u64,
+        floor: Option<VersionVector>,
     ) -> Result<(), ReplicaError> {
         let n = self.shared.replication_factor(&key.table);
         let r = r.resolve("r", n)?;
@@ -1876,6 +1882,10 @@ impl<S: LocalStore> Replica<S> {
         let r = r.clamp(1, replicas.len());
         let deadline_ms = now.mono_ms.saturating_add(timeout_ms);
         let mut coord = ReadCoordinator::new(replicas, r, deadline_ms);
+        if let Some(floor) = floor.filter(|f| !f.is_empty()) {
+            coord = coord
+                .with_floor(Floor::new(move |s: &ItemState| s.context().descends_modulo_pruning(&floor)));
+        }
         for &idx in &down {
             coord.skip(&idx);
             self.count("read", "down");

@@ -334,6 +334,7 @@ impl SimNode {
                     repair,
                     mode: QuorumMode::Strict,
                     timeout_ms,
+                    floor: None,
                 };
                 self.step(cx, shard, now, Input::Client { id: op, req });
             }
