@@ -954,6 +954,14 @@ pub(crate) async fn metadata_read(s: &AppState) -> Result<crate::meta::MetaView,
     s.meta.linearizable_view(timeout).await.map_err(ApiError::from)
 }
 
+/// Proposes a metadata change, waiting out an election up to the request timeout (docs/api.md:
+/// `NoLeader` means nothing was proposed, so retrying it is safe) rather than answering 503
+/// in the moment a cluster starts or its leader changes.
+async fn propose(s: &AppState, command: Command) -> Result<Outcome, ProposeError> {
+    let timeout = Duration::from_millis(s.node.config.request_timeout_ms);
+    s.meta.propose_waiting(command, timeout).await
+}
+
 /// [`metadata_read`] inside a handler: the view, or the handler returns the error response.
 macro_rules! read_view {
     ($s:expr) => {
@@ -1023,12 +1031,12 @@ async fn stage_change(State(s): State<AppState>, body: Result<Bytes, BytesReject
         api::ChangeInfo::Leave { id } => Change::Leave { id },
         api::ChangeInfo::Replace { old, new } => Change::Replace { old, new: member_spec(new) },
     };
-    let result = s.meta.propose(Command::Stage(change)).await;
+    let result = propose(&s, Command::Stage(change)).await;
     meta_answer(&s, result)
 }
 
 async fn unstage(State(s): State<AppState>) -> Response {
-    let result = s.meta.propose(Command::Unstage).await;
+    let result = propose(&s, Command::Unstage).await;
     meta_answer(&s, result)
 }
 
@@ -1037,7 +1045,7 @@ async fn commit(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let result = s.meta.propose(Command::Commit { expected_version: req.expected_version }).await;
+    let result = propose(&s, Command::Commit { expected_version: req.expected_version }).await;
     meta_answer(&s, result)
 }
 
@@ -1129,6 +1137,19 @@ async fn create_table(State(s): State<AppState>, body: Result<Bytes, BytesReject
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
+    // The metadata accepts any name without spaces; a table must also be one that items can
+    // be addressed in: a data-plane table name (what every item route checks), not reserved,
+    // and not `.` or `..`, which URL normalisation drops from a path.
+    if let Err(e) = item_key(&t.name, "k", None) {
+        return e.into_response();
+    }
+    if t.name == "." || t.name == ".." {
+        return ApiError::BadRequest(format!(
+            "table {:?}: a table cannot be named . or .. (no URL path can address it)",
+            t.name
+        ))
+        .into_response();
+    }
     let conflict = match t.conflict.as_str() {
         "siblings" => MetaConflict::Siblings,
         "lww" => MetaConflict::Lww,
@@ -1138,7 +1159,7 @@ async fn create_table(State(s): State<AppState>, body: Result<Bytes, BytesReject
         }
     };
     let def = TableDef { name: t.name, replicas: t.replicas, conflict };
-    let result = s.meta.propose(Command::CreateTable(def.clone())).await;
+    let result = propose(&s, Command::CreateTable(def.clone())).await;
     match result {
         Ok(_) => (StatusCode::CREATED, Json(table_info(&def))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -1205,7 +1226,7 @@ async fn grant_lease(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::LeaseGrant { ttl_ms: req.ttl_ms }).await {
+    match propose(&s, Command::LeaseGrant { ttl_ms: req.ttl_ms }).await {
         Ok(Outcome::LeaseGranted { id, ttl_ms }) => {
             (StatusCode::CREATED, Json(api::LeaseInfo { id, ttl_ms, renewals: 0, holds: vec![] }))
                 .into_response()
@@ -1220,7 +1241,7 @@ async fn keepalive_lease(State(s): State<AppState>, id: Result<Path<String>, Pat
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::LeaseKeepAlive { id }).await {
+    match propose(&s, Command::LeaseKeepAlive { id }).await {
         Ok(Outcome::LeaseKept { id, ttl_ms }) => {
             (StatusCode::OK, Json(api::LeaseInfo { id, ttl_ms, renewals: 0, holds: vec![] })).into_response()
         }
@@ -1234,7 +1255,7 @@ async fn revoke_lease(State(s): State<AppState>, id: Result<Path<String>, PathRe
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::LeaseRevoke { id }).await {
+    match propose(&s, Command::LeaseRevoke { id }).await {
         Ok(Outcome::LeaseEnded { released }) => {
             (StatusCode::OK, Json(api::LeaseRevoked { released })).into_response()
         }
@@ -1262,7 +1283,7 @@ async fn acquire_lock(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::Acquire { name: name.clone(), lease: req.lease, value: req.value }).await {
+    match propose(&s, Command::Acquire { name: name.clone(), lease: req.lease, value: req.value }).await {
         Ok(Outcome::Acquired { .. }) => {
             (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response()
         }
@@ -1283,7 +1304,7 @@ async fn release_lock(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::Release { name: name.clone(), token: q.token }).await {
+    match propose(&s, Command::Release { name: name.clone(), token: q.token }).await {
         Ok(_) => (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
