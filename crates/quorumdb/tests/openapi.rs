@@ -55,6 +55,9 @@ fn schemathesis_finds_the_api_as_described() {
     let seed = std::env::var("QUORUMDB_SCHEMATHESIS_SEED").unwrap_or_else(|_| "42".into());
     let report = c.dir.join("schemathesis");
     let mut cmd = Command::new("timeout");
+    // schemathesis keeps a cache in `.schemathesis/` under its working directory: the
+    // cluster's scratch directory, not the source tree.
+    cmd.current_dir(&c.dir);
     cmd.args([RUN_SECONDS_MAX, &python, "-m", "schemathesis.cli", "run", SPEC, "--url", url])
         .args([
             "--checks",
