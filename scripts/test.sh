@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: installs the third-party clients the Kafka tests drive
-# (kcat from Debian; confluent-kafka, kafka-python and aiokafka in a virtualenv under target/)
+# (kcat from Debian; confluent-kafka, kafka-python and aiokafka in a virtualenv under target/,
+# with schemathesis for the HTTP API's OpenAPI test)
 # and PostgreSQL for the sink tests (Debian's postgresql; each test starts a private server),
 # then runs every test, then each fuzz target for a bounded time (scripts/fuzz.sh). The Python clients are pinned; the venv is (re)installed whenever any
 # of them fails to import, so adding a pin here reaches machines with an older venv. README's
@@ -41,10 +42,12 @@ fi
 export QUORUMDB_PG_BINDIR
 
 VENV=target/test-venv
-if ! "$VENV/bin/python" -c "import confluent_kafka, kafka, aiokafka" >/dev/null 2>&1; then
-  echo "== installing confluent-kafka, kafka-python and aiokafka (virtualenv $VENV)"
+# schemathesis fuzzes the HTTP API from docs/openapi.yaml (crates/quorumdb/tests/openapi.rs).
+if ! "$VENV/bin/python" -c "import confluent_kafka, kafka, aiokafka, schemathesis" >/dev/null 2>&1; then
+  echo "== installing confluent-kafka, kafka-python, aiokafka and schemathesis (virtualenv $VENV)"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "confluent-kafka==2.16.2" "kafka-python==3.0.12" "aiokafka==0.14.0"
+  "$VENV/bin/pip" install -q "confluent-kafka==2.16.2" "kafka-python==3.0.12" "aiokafka==0.14.0" \
+    "schemathesis==4.32.5"
 fi
 export QUORUMDB_TEST_PYTHON="$PWD/$VENV/bin/python"
 

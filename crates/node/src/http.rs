@@ -13,9 +13,9 @@ use crate::transport::FaultRules;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::MethodFilter;
 use axum::{Json, Router};
 use quorumdb_api as api;
 use quorumdb_core::causality::{Fence, ItemState, VersionVector, WriteId, FENCE_NAME_BYTES_MAX};
@@ -57,67 +57,135 @@ pub struct AppState {
     pub sinks: Option<Arc<crate::sink::SinkManager>>,
 }
 
+/// One route of the client API: its method and its path as axum writes it (`{param}`).
+pub type RouteEntry = (Method, &'static str);
+
+/// A router that records every (method, path) it is built with, so that the list of routes
+/// is the very table the router serves (docs/openapi.yaml is checked against it).
+pub struct Routes<S = AppState> {
+    router: Router<S>,
+    table: Vec<RouteEntry>,
+}
+
+/// `Routes::get(path, handler)` and its siblings: one (method, path) entry each.
+macro_rules! route_method {
+    ($name:ident, $method:ident) => {
+        fn $name<H: axum::handler::Handler<T, S>, T: 'static>(self, path: &'static str, h: H) -> Self {
+            self.on((Method::$method, MethodFilter::$method), path, h)
+        }
+    };
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    fn new() -> Self {
+        Routes { router: Router::new(), table: Vec::new() }
+    }
+
+    fn on<H, T>(mut self, method: (Method, MethodFilter), path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        // A path registered again gains the method: axum merges the method routers.
+        self.router = self.router.route(path, axum::routing::on(method.1, handler));
+        self.table.push((method.0, path));
+        self
+    }
+
+    route_method!(get, GET);
+    route_method!(put, PUT);
+    route_method!(post, POST);
+    route_method!(delete, DELETE);
+
+    /// The (method, path) pairs registered, in registration order.
+    pub fn table(&self) -> &[RouteEntry] {
+        &self.table
+    }
+}
+
+/// Every client route but the admin ones. Handlers of some families live in their own
+/// modules (`http_topics`, `http_sinks`, ...); their routes are registered here all the same,
+/// so this one list is the API.
+fn api_routes() -> Routes {
+    use crate::{http_auth as auth, http_groups as groups, http_sinks as sinks, http_topics as topics};
+    Routes::new()
+        .get("/v1/tables/{table}/items/{key}", get_item)
+        .put("/v1/tables/{table}/items/{key}", put_item)
+        .delete("/v1/tables/{table}/items/{key}", delete_item)
+        .get("/v1/tables/{table}/items/{key}/replicas", inspect_item)
+        .get("/v1/tables/{table}/partitions/{key}", scan_partition)
+        .get("/v1/cluster/status", status)
+        .get("/v1/cluster/meta", meta_status)
+        .get("/v1/cluster/layout", layout)
+        .post("/v1/cluster/changes", stage_change)
+        .delete("/v1/cluster/changes", unstage)
+        .get("/v1/cluster/plan", plan)
+        .post("/v1/cluster/commit", commit)
+        .get("/v1/tables", list_tables)
+        .post("/v1/tables", create_table)
+        .get("/v1/tables/{table}", describe_table)
+        .get("/v1/topics", topics::list_topics)
+        .post("/v1/topics", topics::create_topic)
+        .get("/v1/topics/{topic}", topics::describe_topic)
+        .delete("/v1/topics/{topic}", topics::delete_topic)
+        .get("/v1/groups", groups::list_groups)
+        .get("/v1/groups/{group}", groups::describe_group)
+        .get("/v1/sinks", sinks::list_sinks)
+        .post("/v1/sinks", sinks::create_sink)
+        .get("/v1/sinks/{sink}", sinks::describe_sink)
+        .delete("/v1/sinks/{sink}", sinks::delete_sink)
+        .post("/v1/sinks/{sink}/pause", sinks::pause_sink)
+        .post("/v1/sinks/{sink}/resume", sinks::resume_sink)
+        .get("/v1/leases", list_leases)
+        .post("/v1/leases", grant_lease)
+        .delete("/v1/leases/{id}", revoke_lease)
+        .post("/v1/leases/{id}/keepalive", keepalive_lease)
+        .get("/v1/locks/{name}", show_lock)
+        .post("/v1/locks/{name}", acquire_lock)
+        .delete("/v1/locks/{name}", release_lock)
+        .get("/v1/repair", repair_progress)
+        .post("/v1/repair", start_repair)
+        .get("/v1/hot", hot)
+        .get("/v1/users", auth::list_users)
+        .post("/v1/users", auth::create_user)
+        .delete("/v1/users/{name}", auth::delete_user)
+        .post("/v1/users/{name}/tokens", auth::add_token)
+        .delete("/v1/users/{name}/tokens/{id}", auth::delete_token)
+        .put("/v1/users/{name}/roles/{role}", auth::assign_role)
+        .delete("/v1/users/{name}/roles/{role}", auth::unassign_role)
+        .get("/v1/roles", auth::list_roles)
+        .post("/v1/roles", auth::create_role)
+        .delete("/v1/roles/{name}", auth::delete_role)
+        .post("/v1/roles/{name}/grants", auth::grant)
+        .delete("/v1/roles/{name}/grants", auth::revoke)
+        .get("/v1/auth", auth::auth_status)
+        .post("/v1/auth/enable", auth::enable)
+        .post("/v1/auth/disable", auth::disable)
+        .post("/v1/auth/context-keys", auth::rotate_context_key)
+        .get("/metrics", metrics_route)
+        .get("/livez", livez)
+        .get("/readyz", readyz)
+}
+
+/// Fault injection lets any HTTP client partition or poison the node, so it is only served
+/// when the config asks for it (`admin_enabled`, see [`admin_gate`]). Repair is not under
+/// /v1/admin: it is an operator action that only runs the rate-limited anti-entropy the node
+/// runs anyway.
+fn admin_routes() -> Routes {
+    Routes::new().get("/v1/admin/faults", get_faults).put("/v1/admin/faults", put_faults)
+}
+
+/// Every (method, path) the HTTP API serves: what [`router`] is built from.
+pub fn route_table() -> Vec<RouteEntry> {
+    [api_routes(), admin_routes()].iter().flat_map(|r| r.table().iter().cloned()).collect()
+}
+
 pub fn router(state: AppState) -> Router {
-    // Fault injection lets any HTTP client partition or poison the node, so it is only served
-    // when the config asks for it (`admin_enabled`). Repair is not under /v1/admin: it is an
-    // operator action that only runs the rate-limited anti-entropy the node runs anyway.
-    let admin = Router::new()
-        .route("/v1/admin/faults", get(get_faults).put(put_faults))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_gate));
-    Router::new()
-        .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
-        .route("/v1/tables/{table}/items/{key}/replicas", get(inspect_item))
-        .route("/v1/tables/{table}/partitions/{key}", get(scan_partition))
-        .route("/v1/cluster/status", get(status))
-        .route("/v1/cluster/meta", get(meta_status))
-        .route("/v1/cluster/layout", get(layout))
-        .route("/v1/cluster/changes", axum::routing::post(stage_change).delete(unstage))
-        .route("/v1/cluster/plan", get(plan))
-        .route("/v1/cluster/commit", axum::routing::post(commit))
-        .route("/v1/tables", get(list_tables).post(create_table))
-        .route("/v1/tables/{table}", get(describe_table))
-        .route("/v1/topics", get(crate::http_topics::list_topics).post(crate::http_topics::create_topic))
-        .route("/v1/groups", get(crate::http_groups::list_groups))
-        .route("/v1/groups/{group}", get(crate::http_groups::describe_group))
-        .route("/v1/sinks", get(crate::http_sinks::list_sinks).post(crate::http_sinks::create_sink))
-        .route(
-            "/v1/sinks/{sink}",
-            get(crate::http_sinks::describe_sink).delete(crate::http_sinks::delete_sink),
-        )
-        .route("/v1/sinks/{sink}/pause", axum::routing::post(crate::http_sinks::pause_sink))
-        .route("/v1/sinks/{sink}/resume", axum::routing::post(crate::http_sinks::resume_sink))
-        .route(
-            "/v1/topics/{topic}",
-            get(crate::http_topics::describe_topic).delete(crate::http_topics::delete_topic),
-        )
-        .route("/v1/leases", get(list_leases).post(grant_lease))
-        .route("/v1/leases/{id}", axum::routing::delete(revoke_lease))
-        .route("/v1/leases/{id}/keepalive", axum::routing::post(keepalive_lease))
-        .route("/v1/locks/{name}", get(show_lock).post(acquire_lock).delete(release_lock))
-        .route("/v1/repair", get(repair_progress).post(start_repair))
-        .route("/v1/hot", get(hot))
-        .route("/v1/users", get(crate::http_auth::list_users).post(crate::http_auth::create_user))
-        .route("/v1/users/{name}", axum::routing::delete(crate::http_auth::delete_user))
-        .route("/v1/users/{name}/tokens", axum::routing::post(crate::http_auth::add_token))
-        .route("/v1/users/{name}/tokens/{id}", axum::routing::delete(crate::http_auth::delete_token))
-        .route(
-            "/v1/users/{name}/roles/{role}",
-            axum::routing::put(crate::http_auth::assign_role).delete(crate::http_auth::unassign_role),
-        )
-        .route("/v1/roles", get(crate::http_auth::list_roles).post(crate::http_auth::create_role))
-        .route("/v1/roles/{name}", axum::routing::delete(crate::http_auth::delete_role))
-        .route(
-            "/v1/roles/{name}/grants",
-            axum::routing::post(crate::http_auth::grant).delete(crate::http_auth::revoke),
-        )
-        .route("/v1/auth", get(crate::http_auth::auth_status))
-        .route("/v1/auth/enable", axum::routing::post(crate::http_auth::enable))
-        .route("/v1/auth/disable", axum::routing::post(crate::http_auth::disable))
-        .route("/v1/auth/context-keys", axum::routing::post(crate::http_auth::rotate_context_key))
+    let admin =
+        admin_routes().router.route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_gate));
+    api_routes()
+        .router
         .merge(admin)
-        .route("/metrics", get(metrics_route))
-        .route("/livez", get(|| async { (StatusCode::OK, Json(api::Health { status: "live".into() })) }))
-        .route("/readyz", get(readyz))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
@@ -125,6 +193,10 @@ pub fn router(state: AppState) -> Router {
         // Outermost: an unauthenticated request is refused before it takes an in-flight permit.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http_auth::gate))
         .with_state(state)
+}
+
+async fn livez() -> Response {
+    (StatusCode::OK, Json(api::Health { status: "live".into() })).into_response()
 }
 
 /// Admission control: every request holds an in-flight permit until its response is built.
@@ -923,6 +995,14 @@ pub(crate) async fn metadata_read(s: &AppState) -> Result<crate::meta::MetaView,
     s.meta.linearizable_view(timeout).await.map_err(ApiError::from)
 }
 
+/// Proposes a metadata change, waiting out an election up to the request timeout (docs/api.md:
+/// `NoLeader` means nothing was proposed, so retrying it is safe) rather than answering 503
+/// in the moment a cluster starts or its leader changes.
+async fn propose(s: &AppState, command: Command) -> Result<Outcome, ProposeError> {
+    let timeout = Duration::from_millis(s.node.config.request_timeout_ms);
+    s.meta.propose_waiting(command, timeout).await
+}
+
 /// [`metadata_read`] inside a handler: the view, or the handler returns the error response.
 macro_rules! read_view {
     ($s:expr) => {
@@ -992,12 +1072,12 @@ async fn stage_change(State(s): State<AppState>, body: Result<Bytes, BytesReject
         api::ChangeInfo::Leave { id } => Change::Leave { id },
         api::ChangeInfo::Replace { old, new } => Change::Replace { old, new: member_spec(new) },
     };
-    let result = s.meta.propose(Command::Stage(change)).await;
+    let result = propose(&s, Command::Stage(change)).await;
     meta_answer(&s, result)
 }
 
 async fn unstage(State(s): State<AppState>) -> Response {
-    let result = s.meta.propose(Command::Unstage).await;
+    let result = propose(&s, Command::Unstage).await;
     meta_answer(&s, result)
 }
 
@@ -1006,7 +1086,7 @@ async fn commit(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let result = s.meta.propose(Command::Commit { expected_version: req.expected_version }).await;
+    let result = propose(&s, Command::Commit { expected_version: req.expected_version }).await;
     meta_answer(&s, result)
 }
 
@@ -1098,6 +1178,19 @@ async fn create_table(State(s): State<AppState>, body: Result<Bytes, BytesReject
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
+    // The metadata accepts any name without spaces; a table must also be one that items can
+    // be addressed in: a data-plane table name (what every item route checks), not reserved,
+    // and not `.` or `..`, which URL normalisation drops from a path.
+    if let Err(e) = item_key(&t.name, "k", None) {
+        return e.into_response();
+    }
+    if t.name == "." || t.name == ".." {
+        return ApiError::BadRequest(format!(
+            "table {:?}: a table cannot be named . or .. (no URL path can address it)",
+            t.name
+        ))
+        .into_response();
+    }
     let conflict = match t.conflict.as_str() {
         "siblings" => MetaConflict::Siblings,
         "lww" => MetaConflict::Lww,
@@ -1107,7 +1200,7 @@ async fn create_table(State(s): State<AppState>, body: Result<Bytes, BytesReject
         }
     };
     let def = TableDef { name: t.name, replicas: t.replicas, conflict };
-    let result = s.meta.propose(Command::CreateTable(def.clone())).await;
+    let result = propose(&s, Command::CreateTable(def.clone())).await;
     match result {
         Ok(_) => (StatusCode::CREATED, Json(table_info(&def))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -1174,7 +1267,7 @@ async fn grant_lease(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::LeaseGrant { ttl_ms: req.ttl_ms }).await {
+    match propose(&s, Command::LeaseGrant { ttl_ms: req.ttl_ms }).await {
         Ok(Outcome::LeaseGranted { id, ttl_ms }) => {
             (StatusCode::CREATED, Json(api::LeaseInfo { id, ttl_ms, renewals: 0, holds: vec![] }))
                 .into_response()
@@ -1189,7 +1282,7 @@ async fn keepalive_lease(State(s): State<AppState>, id: Result<Path<String>, Pat
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::LeaseKeepAlive { id }).await {
+    match propose(&s, Command::LeaseKeepAlive { id }).await {
         Ok(Outcome::LeaseKept { id, ttl_ms }) => {
             (StatusCode::OK, Json(api::LeaseInfo { id, ttl_ms, renewals: 0, holds: vec![] })).into_response()
         }
@@ -1203,7 +1296,7 @@ async fn revoke_lease(State(s): State<AppState>, id: Result<Path<String>, PathRe
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::LeaseRevoke { id }).await {
+    match propose(&s, Command::LeaseRevoke { id }).await {
         Ok(Outcome::LeaseEnded { released }) => {
             (StatusCode::OK, Json(api::LeaseRevoked { released })).into_response()
         }
@@ -1231,7 +1324,7 @@ async fn acquire_lock(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::Acquire { name: name.clone(), lease: req.lease, value: req.value }).await {
+    match propose(&s, Command::Acquire { name: name.clone(), lease: req.lease, value: req.value }).await {
         Ok(Outcome::Acquired { .. }) => {
             (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response()
         }
@@ -1252,7 +1345,7 @@ async fn release_lock(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    match s.meta.propose(Command::Release { name: name.clone(), token: q.token }).await {
+    match propose(&s, Command::Release { name: name.clone(), token: q.token }).await {
         Ok(_) => (StatusCode::OK, Json(lock_info(&s.meta.view(), &name))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
