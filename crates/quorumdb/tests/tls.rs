@@ -303,6 +303,43 @@ fn kafka_over_sasl_ssl() {
     let _ = std::fs::remove_dir_all(&certs);
 }
 
+/// Proves `tls.client_cert_required`: HTTP and Kafka (SSL, auth off) clients without a
+/// certificate are refused, with a client certificate of the CA they are served.
+#[test]
+fn client_certificates_can_be_required() {
+    let certs = make_certs("mtls");
+    let c = Cluster::start_with("tls-mtls", 1, 1, 1, &tls_settings(&certs, "client_cert_required = true"));
+    let ca = certs.join("ca.crt");
+    let (crt, key) = (certs.join("client.alice.crt"), certs.join("client.alice.key"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = &c.nodes[0].http;
+    let bare =
+        Client::with_tls(url, Duration::from_secs(10), Some(&TlsOptions::from_files(&ca, None).unwrap()))
+            .unwrap();
+    assert!(
+        rt.block_on(bare.get("t", "k", &ReadOptions::default())).is_err(),
+        "served without a client cert"
+    );
+    let with = TlsOptions::from_files(&ca, Some((&crt, &key))).unwrap();
+    let client = Client::with_tls(url, Duration::from_secs(10), Some(&with)).unwrap();
+    rt.block_on(client.put("t", "k", "v", &WriteOptions::default())).unwrap();
+    let (ca_s, crt_s, key_s) = (ca.to_str().unwrap(), crt.to_str().unwrap(), key.to_str().unwrap());
+    let ssl = |cert: bool| {
+        let mut kv = vec!["security.protocol=SSL".to_string(), format!("ssl.ca.location={ca_s}")];
+        if cert {
+            kv.push(format!("ssl.certificate.location={crt_s}"));
+            kv.push(format!("ssl.key.location={key_s}"));
+        }
+        kv.into_iter().flat_map(|kv| ["-X".to_string(), kv]).collect::<Vec<String>>()
+    };
+    let kafka = &c.nodes[0].kafka;
+    let (listed, out, err) = kcat(&["-L", "-b", kafka, "-m", "5"], &ssl(true), None);
+    assert!(listed && out.contains("1 brokers"), "SSL with a client cert: {out} {err}");
+    let (listed, _, _) = kcat(&["-L", "-b", kafka, "-m", "5"], &ssl(false), None);
+    assert!(!listed, "SSL without a client cert was served");
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
 /// The DER of the certificate `addr` serves (trusting `ca`).
 fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
     let s = tls_connect(addr, client_config(ca, None), ip_name(addr)).unwrap();
