@@ -2,7 +2,7 @@
 # The test suite, on a fresh machine: installs the third-party clients the Kafka tests drive
 # (kcat from Debian; confluent-kafka, kafka-python and aiokafka in a virtualenv under target/)
 # and PostgreSQL for the sink tests (Debian's postgresql; each test starts a private server),
-# then runs every test. The Python clients are pinned; the venv is (re)installed whenever any
+# then runs every test, then each fuzz target for a bounded time (scripts/fuzz.sh). The Python clients are pinned; the venv is (re)installed whenever any
 # of them fails to import, so adding a pin here reaches machines with an older venv. README's
 # "Run the tests" and .ci/run call this.
 set -euo pipefail
@@ -49,3 +49,6 @@ fi
 export QUORUMDB_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 cargo test --workspace --locked "$@"
+
+# The fuzz targets, briefly (QUORUMDB_FUZZ_SECONDS each, default 15): a crash fails the run.
+scripts/fuzz.sh "${QUORUMDB_FUZZ_SECONDS:-15}"

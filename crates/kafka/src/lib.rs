@@ -6,7 +6,8 @@
 //!   decompresses them.
 //! - [`serve`] (module `server`): the listener, framing, version negotiation, dispatch;
 //!   `api`: one handler per API; `bounds`: the allocation guard run before decoding;
-//!   `legacy`: the hand-encoded refusal of Produce v0–v2; `groups`: the consumer-group APIs.
+//!   `legacy`: the hand-encoded refusal of Produce v0–v2; `groups`: the consumer-group APIs;
+//!   [`request`]: a frame's bytes to a typed request, without I/O (shared with the fuzz target).
 //! - [`error_code`]: every [`LogError`] as a Kafka error code.
 
 mod api;
@@ -16,6 +17,7 @@ pub mod broker;
 mod error;
 mod groups;
 mod legacy;
+pub mod request;
 pub mod server;
 
 pub use batch::{rewrite_base_offset, split_batches, testing, BatchError, BatchHeader};

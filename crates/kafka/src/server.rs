@@ -35,14 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
-    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, ResponseHeader, SaslAuthenticateResponse, SaslHandshakeResponse};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use std::future::Future;
 use std::pin::Pin;
@@ -53,7 +47,9 @@ use tokio::task::JoinSet;
 
 use crate::api::{self, Ctx};
 use crate::broker::{Broker, Turn, TurnWait};
-use crate::{bounds, groups, legacy};
+use crate::groups;
+use crate::legacy::{self, LegacyProduce};
+use crate::request::{self, PrefixError, Request, PRODUCE_VERSION_MIN_SERVED, REQUEST_HEADER_FIXED_BYTES};
 
 /// The APIs and versions we advertise: `(key, min, max)`. Each range lies within what
 /// kafka-protocol 0.18 decodes and encodes, except Produce v0–v2 (see the module docs), whose
@@ -100,12 +96,6 @@ struct Session {
 /// Produce requests of one connection served at once (librdkafka keeps up to 5 in flight with
 /// idempotence, `max.in.flight.requests.per.connection`); more wait in the socket.
 const PIPELINED_PRODUCES_MAX: usize = 5;
-/// Produce versions below this are advertised but refused (see the module docs).
-const PRODUCE_VERSION_MIN_SERVED: i16 = 3;
-/// The request header of Produce v0–v2 (non-flexible, with a client id).
-const LEGACY_REQUEST_HEADER_VERSION: i16 = 1;
-/// api key, api version, correlation id: the part of a request header every version shares.
-const REQUEST_HEADER_FIXED_BYTES: usize = 8;
 /// An accept error (e.g. out of file descriptors) pauses accepting this long.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 
@@ -462,68 +452,51 @@ async fn handle<B: Broker>(
     turn: Turn,
     session: Option<&mut Session>,
 ) -> Reply {
-    let Some(&[k0, k1, v0, v1, c0, c1, c2, c3]) = frame.first_chunk::<REQUEST_HEADER_FIXED_BYTES>() else {
-        return Reply::Close(Close::Quiet(format!("a request frame of {} bytes", frame.len())));
-    };
-    let key_raw = i16::from_be_bytes([k0, k1]);
-    let version = i16::from_be_bytes([v0, v1]);
-    let correlation = i32::from_be_bytes([c0, c1, c2, c3]);
-    let key = ApiKey::try_from(key_raw).ok();
-    let Some((key, (min, max))) = key.and_then(|k| advertised(k).map(|r| (k, r))) else {
-        // Kafka closes the connection too: the request's format (and so its answer's) is
-        // unknown. Clients that read our ApiVersions never send these.
-        let name = key.map_or_else(|| format!("api key {key_raw}"), |k| format!("{k:?}"));
-        tracing::info!(%peer, api = %name, version, "kafka request for an API we do not serve: closing the connection");
-        return Reply::Close(Close::Quiet(format!("{name} is not served")));
-    };
-    if version < min || version > max {
-        if key == ApiKey::ApiVersions {
+    let p = match request::prefix(&frame) {
+        Ok(p) => p,
+        Err(PrefixError::Short(n)) => {
+            return Reply::Close(Close::Quiet(format!("a request frame of {n} bytes")))
+        }
+        Err(PrefixError::Unserved(name)) => {
+            // Kafka closes the connection too: the request's format (and so its answer's) is
+            // unknown. Clients that read our ApiVersions never send these.
+            tracing::info!(%peer, api = %name, "kafka request for an API we do not serve: closing the connection");
+            return Reply::Close(Close::Quiet(format!("{name} is not served")));
+        }
+        Err(PrefixError::Version { key: ApiKey::ApiVersions, correlation, .. }) => {
             // KIP-511: an ApiVersions we do not speak gets UNSUPPORTED_VERSION and our list,
             // in v0 (whose header only needs the correlation id), so the client can retry
             // with a version we list.
             let r = api::api_versions(ResponseError::UnsupportedVersion.code());
-            return reply(correlation, key, 0, &r);
+            return reply(correlation, ApiKey::ApiVersions, 0, &r);
         }
-        tracing::info!(%peer, api = ?key, version, "kafka request of a version we do not advertise: closing the connection");
-        return Reply::Close(Close::Quiet(format!("{key:?} v{version} is not served")));
-    }
+        Err(PrefixError::Version { key, version, .. }) => {
+            tracing::info!(%peer, api = ?key, version, "kafka request of a version we do not advertise: closing the connection");
+            return Reply::Close(Close::Quiet(format!("{key:?} v{version} is not served")));
+        }
+    };
+    let (key, version) = (p.key, p.version);
     let sasl = matches!(key, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
     if !sasl && cx.principal.is_none() && cx.broker.authentication_required() {
-        // Kafka closes the connection too: a client must authenticate first.
+        // Kafka closes the connection too: a client must authenticate first. This is checked
+        // before the body is decoded, so an unauthenticated client's bytes meet only the
+        // fixed header.
         return Reply::Close(Close::Loud(format!(
             "authentication is on: {key:?} from {peer} before SASL authentication (use SASL_PLAINTEXT with mechanism PLAIN, the user name and its API token as the password)"
         )));
     }
-    let mut body = frame;
-    let legacy_produce = key == ApiKey::Produce && version < PRODUCE_VERSION_MIN_SERVED;
-    let header_version =
-        if legacy_produce { LEGACY_REQUEST_HEADER_VERSION } else { key.request_header_version(version) };
-    let header = match RequestHeader::decode(&mut body, header_version) {
-        Ok(h) => h,
-        Err(e) => return malformed(peer, key, version, format!("bad request header: {e}")),
+    let (header, request) = match request::decode(p, frame) {
+        Ok(decoded) => decoded,
+        Err(why) => return malformed(peer, key, version, why),
     };
     let c = header.correlation_id;
-    if legacy_produce {
-        return legacy_produce_reply(peer, c, version, body);
-    }
-    if let Err(e) = bounds::check(key, version, &body) {
-        return malformed(peer, key, version, e);
-    }
-    macro_rules! decode {
-        ($t:ty) => {
-            match <$t>::decode(&mut body, version) {
-                Ok(req) => req,
-                Err(e) => return malformed(peer, key, version, e.to_string()),
-            }
-        };
-    }
-    match key {
-        ApiKey::ApiVersions => reply(c, key, version, &api::api_versions(0)),
-        ApiKey::SaslHandshake => {
+    match request {
+        Request::ApiVersions => reply(c, key, version, &api::api_versions(0)),
+        Request::LegacyProduce(req) => legacy_produce_reply(peer, c, version, &req),
+        Request::SaslHandshake(req) => {
             let Some(session) = session else {
                 return Reply::Close(Close::Quiet("SASL in a pipeline".into()));
             };
-            let req = decode!(SaslHandshakeRequest);
             let mut r = SaslHandshakeResponse::default();
             r.mechanisms = vec![StrBytes::from_static_str(SASL_PLAIN)];
             if req.mechanism.as_str() == SASL_PLAIN {
@@ -533,11 +506,10 @@ async fn handle<B: Broker>(
             }
             reply(c, key, version, &r)
         }
-        ApiKey::SaslAuthenticate => {
+        Request::SaslAuthenticate(req) => {
             let Some(session) = session else {
                 return Reply::Close(Close::Quiet("SASL in a pipeline".into()));
             };
-            let req = decode!(SaslAuthenticateRequest);
             let mut r = SaslAuthenticateResponse::default();
             if !session.handshake || session.principal.is_some() {
                 r.error_code = ResponseError::IllegalSaslState.code();
@@ -560,19 +532,12 @@ async fn handle<B: Broker>(
             }
             reply(c, key, version, &r)
         }
-        ApiKey::Metadata => {
-            reply(c, key, version, &api::metadata(cx, version, decode!(MetadataRequest)).await)
-        }
-        ApiKey::CreateTopics => {
-            reply(c, key, version, &api::create_topics(cx, version, decode!(CreateTopicsRequest)).await)
-        }
-        ApiKey::DeleteTopics => {
-            reply(c, key, version, &api::delete_topics(cx, version, decode!(DeleteTopicsRequest)).await)
-        }
-        ApiKey::Produce => {
-            let req = decode!(ProduceRequest);
+        Request::Metadata(req) => reply(c, key, version, &api::metadata(cx, version, req).await),
+        Request::CreateTopics(req) => reply(c, key, version, &api::create_topics(cx, version, req).await),
+        Request::DeleteTopics(req) => reply(c, key, version, &api::delete_topics(cx, version, req).await),
+        Request::Produce(req) => {
             let acks = req.acks;
-            let produced = api::produce(cx, version, req, turn).await;
+            let produced = api::produce(cx, version, *req, turn).await;
             if acks != 0 {
                 return reply(c, key, version, &produced.response);
             }
@@ -583,47 +548,24 @@ async fn handle<B: Broker>(
             }
             Reply::Nothing
         }
-        ApiKey::Fetch => reply(c, key, version, &api::fetch(cx, version, decode!(FetchRequest)).await),
-        ApiKey::ListOffsets => {
-            reply(c, key, version, &api::list_offsets(cx, decode!(ListOffsetsRequest)).await)
-        }
-        ApiKey::InitProducerId => {
-            reply(c, key, version, &api::init_producer_id(cx, decode!(InitProducerIdRequest)).await)
-        }
-        ApiKey::FindCoordinator => {
-            reply(c, key, version, &groups::find_coordinator(cx, version, decode!(FindCoordinatorRequest)))
-        }
-        ApiKey::JoinGroup => {
+        Request::Fetch(req) => reply(c, key, version, &api::fetch(cx, version, *req).await),
+        Request::ListOffsets(req) => reply(c, key, version, &api::list_offsets(cx, req).await),
+        Request::InitProducerId(req) => reply(c, key, version, &api::init_producer_id(cx, req).await),
+        Request::FindCoordinator(req) => reply(c, key, version, &groups::find_coordinator(cx, version, req)),
+        Request::JoinGroup(req) => {
             let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
             // Kafka reports the client host as "/address".
             let host = format!("/{}", peer.ip());
-            let req = decode!(JoinGroupRequest);
             reply(c, key, version, &groups::join_group(cx, version, req, client_id, &host).await)
         }
-        ApiKey::SyncGroup => {
-            reply(c, key, version, &groups::sync_group(cx, version, decode!(SyncGroupRequest)).await)
-        }
-        ApiKey::Heartbeat => reply(c, key, version, &groups::heartbeat(cx, decode!(HeartbeatRequest)).await),
-        ApiKey::LeaveGroup => {
-            reply(c, key, version, &groups::leave_group(cx, version, decode!(LeaveGroupRequest)).await)
-        }
-        ApiKey::OffsetCommit => {
-            reply(c, key, version, &groups::offset_commit(cx, version, decode!(OffsetCommitRequest)).await)
-        }
-        ApiKey::OffsetFetch => {
-            reply(c, key, version, &groups::offset_fetch(cx, version, decode!(OffsetFetchRequest)).await)
-        }
-        ApiKey::ListGroups => {
-            reply(c, key, version, &groups::list_groups(cx, version, decode!(ListGroupsRequest)))
-        }
-        ApiKey::DescribeGroups => {
-            reply(c, key, version, &groups::describe_groups(cx, version, decode!(DescribeGroupsRequest)))
-        }
-        ApiKey::DeleteGroups => {
-            reply(c, key, version, &groups::delete_groups(cx, decode!(DeleteGroupsRequest)).await)
-        }
-        // Unreachable: `advertised` only passes the keys above.
-        other => Reply::Close(Close::Loud(format!("{other:?} is advertised but has no handler"))),
+        Request::SyncGroup(req) => reply(c, key, version, &groups::sync_group(cx, version, req).await),
+        Request::Heartbeat(req) => reply(c, key, version, &groups::heartbeat(cx, req).await),
+        Request::LeaveGroup(req) => reply(c, key, version, &groups::leave_group(cx, version, req).await),
+        Request::OffsetCommit(req) => reply(c, key, version, &groups::offset_commit(cx, version, *req).await),
+        Request::OffsetFetch(req) => reply(c, key, version, &groups::offset_fetch(cx, version, req).await),
+        Request::ListGroups(req) => reply(c, key, version, &groups::list_groups(cx, version, req)),
+        Request::DescribeGroups(req) => reply(c, key, version, &groups::describe_groups(cx, version, req)),
+        Request::DeleteGroups(req) => reply(c, key, version, &groups::delete_groups(cx, req).await),
     }
 }
 
@@ -632,16 +574,12 @@ fn malformed(peer: SocketAddr, key: ApiKey, version: i16, why: String) -> Reply 
     Reply::Close(Close::Quiet(format!("malformed {key:?} v{version} request: {why}")))
 }
 
-fn legacy_produce_reply(peer: SocketAddr, correlation: i32, version: i16, body: Bytes) -> Reply {
-    let req = match legacy::decode_produce(body) {
-        Ok(r) => r,
-        Err(e) => return malformed(peer, ApiKey::Produce, version, e),
-    };
+fn legacy_produce_reply(peer: SocketAddr, correlation: i32, version: i16, req: &LegacyProduce) -> Reply {
     tracing::info!(%peer, version, "kafka Produce below v3 refused (only v2 record batches are stored)");
     if req.acks == 0 {
         return Reply::Close(Close::Quiet(format!("Produce v{version} with acks=0 refused")));
     }
-    match legacy::encode_produce_error(&req, version, ResponseError::UnsupportedVersion.code()) {
+    match legacy::encode_produce_error(req, version, ResponseError::UnsupportedVersion.code()) {
         Ok(body) => frame(correlation, 0, |out| {
             out.put_slice(&body);
             Ok(())

@@ -1252,3 +1252,6 @@ mod tests {
         assert_eq!((q.context.as_deref(), q.sort_key.as_deref()), (Some("ab+"), Some("a b")));
     }
 }
+
+#[doc(hidden)]
+pub mod fuzzing;

@@ -1070,3 +1070,6 @@ fn response_kind(r: &Response) -> &'static str {
         Response::SinkStatus { .. } => "SinkStatus",
     }
 }
+
+#[doc(hidden)]
+pub mod fuzzing;

@@ -17,7 +17,9 @@
 //! without a node certificate of the cluster CA before reading its `Hello`.
 
 use crate::tls::{Listener, Tls, NODE_IDENTITY};
-use crate::wire::{Frame, Hello, Request, Response, ERROR_CODE_TOO_LARGE, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use crate::wire::{
+    self, Frame, Hello, Request, Response, ERROR_CODE_TOO_LARGE, FRAME_BYTES_MAX, PROTOCOL_VERSION,
+};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -289,8 +291,7 @@ impl PeerClient {
             .await
             .map_err(|_| TransportError::Connect("handshake timed out".into()))?
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        let reply: Hello =
-            postcard::from_bytes(&reply).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let reply: Hello = wire::decode(&reply).map_err(|e| TransportError::Protocol(e.to_string()))?;
         if reply.protocol_version != PROTOCOL_VERSION {
             return Err(TransportError::Protocol(format!(
                 "peer speaks protocol {}, we speak {PROTOCOL_VERSION}",
@@ -309,7 +310,7 @@ impl PeerClient {
             let peer = self.peer_id.clone();
             tokio::spawn(async move {
                 while let Ok(buf) = read_frame(&mut rd, frame_bytes_max).await {
-                    let Ok(Frame::Response { id, body }) = postcard::from_bytes::<Frame>(&buf) else { break };
+                    let Ok(Frame::Response { id, body }) = wire::decode::<Frame>(&buf) else { break };
                     if faults.on_receive(&peer) == FaultAction::Drop {
                         continue;
                     }
@@ -459,7 +460,7 @@ where
             .await
             .map_err(|_| TransportError::Timeout)?
             .map_err(|e| TransportError::Protocol(e.to_string()))?;
-    let hello: Hello = postcard::from_bytes(&hello).map_err(|e| TransportError::Protocol(e.to_string()))?;
+    let hello: Hello = wire::decode(&hello).map_err(|e| TransportError::Protocol(e.to_string()))?;
     let mine = Hello { protocol_version: PROTOCOL_VERSION, node_id: my_id };
     write_frame(&mut wr, &encode(&mine), frame_bytes_max)
         .await
@@ -475,7 +476,7 @@ where
     let inflight = Arc::new(Semaphore::new(inflight_max));
     loop {
         let buf = read_frame(&mut rd, frame_bytes_max).await.map_err(|_| TransportError::Disconnected)?;
-        let frame: Frame = postcard::from_bytes(&buf).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let frame: Frame = wire::decode(&buf).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let Frame::Request { id, body } = frame else {
             return Err(TransportError::Protocol("expected a request".into()));
         };

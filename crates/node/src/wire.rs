@@ -5,6 +5,7 @@
 //! Frames are `u32` big-endian length + postcard body. Every connection starts with a
 //! [`Hello`] carrying [`PROTOCOL_VERSION`]; a peer speaking another version is refused.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
@@ -20,6 +21,13 @@ pub const FRAME_BYTES_MAX: usize = quorumdb_core::limits::PEER_FRAME_BYTES_MAX;
 
 /// `Response::Error` code sent instead of a response that would exceed [`FRAME_BYTES_MAX`].
 pub const ERROR_CODE_TOO_LARGE: &str = "too_large";
+
+/// Decodes one frame's body (a [`Hello`] or a [`Frame`]). postcard checks every length
+/// against the bytes it has, so a hostile frame costs at most its own size; the fuzz target
+/// `peer_frame` runs this on arbitrary bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {
