@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
@@ -64,6 +65,78 @@ pub struct WriteOptions {
 /// A fresh random write id: 32 hex digits.
 pub fn new_write_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// TLS for an `https://` endpoint: the cluster CA and, for a listener that requires client
+/// certificates, this client's (all PEM; see `quorumdb certs`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    pub ca_pem: Vec<u8>,
+    /// (certificate chain, private key).
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsOptions {
+    /// Reads the CA and, when given, a client certificate and key from PEM files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        client_cert: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<TlsOptions, ClientError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| tls_error(&format!("cannot read {}: {e}", p.display())))
+        };
+        let client_cert = match client_cert {
+            Some((c, k)) => Some((read(c)?, read(k)?)),
+            None => None,
+        };
+        Ok(TlsOptions { ca_pem: read(ca)?, client_cert })
+    }
+
+    /// rustls's `ring` backend, as the server uses (see `quorumdb_node::tls::provider` for why,
+    /// despite its deprecation for lacking post-quantum key exchange), TLS 1.2 and 1.3.
+    fn config_builder(
+    ) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, ClientError> {
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(&format!("protocol versions: {e}")))
+    }
+
+    /// The rustls config: only the CA as root (no system roots), TLS 1.2 and 1.3, HTTP/1.1.
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str, e: &dyn std::fmt::Display| tls_error(&format!("{what}: {e}"));
+        let certs = |pem: &[u8], what: &str| {
+            CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| bad(what, &e))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = certs(&self.ca_pem, "the CA certificate")?;
+        if ca.is_empty() {
+            return Err(tls_error("the CA file holds no certificate"));
+        }
+        for c in ca {
+            roots.add(c).map_err(|e| bad("the CA certificate", &e))?;
+        }
+        let builder = TlsOptions::config_builder()?.with_root_certificates(roots);
+        let mut config = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = certs(cert, "the client certificate")?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("the client key", &e))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| bad("the client certificate", &e))?
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// A TLS set-up error, reported as a transport error (no request could be sent); the
+/// endpoint is filled in by [`ClientError::at`] where known.
+fn tls_error(detail: &str) -> ClientError {
+    ClientError::Transport { endpoint: String::new(), detail: format!("TLS: {detail}") }
 }
 
 /// Options of a point read.
@@ -131,7 +204,7 @@ pub enum ClientError {
     Transport { endpoint: String, detail: String },
     /// The endpoint given to [`Client::new`] is not a usable base URL.
     #[error(
-        "invalid endpoint {0:?}: expected a plain http:// URL with a host, such as http://127.0.0.1:7701"
+        "invalid endpoint {0:?}: expected an http:// or https:// URL with a host, such as http://127.0.0.1:7701"
     )]
     BadEndpoint(String),
     /// The server answered with a success status but a body this client cannot read, which
@@ -141,6 +214,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// This error with `endpoint` filled into a transport error that has none.
+    fn at(self, endpoint: &str) -> ClientError {
+        match self {
+            ClientError::Transport { endpoint: e, detail } if e.is_empty() => {
+                ClientError::Transport { endpoint: endpoint.to_owned(), detail }
+            }
+            other => other,
+        }
+    }
+
     /// The server's error code (`not_found`, `quorum_not_reached`, ...) when the server answered.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -214,15 +297,31 @@ impl Client {
     /// A client with an explicit whole-request timeout (connect, send and read the answer).
     ///
     /// The endpoint must be an `http://` URL with a host; a path prefix is kept (for a node
-    /// behind a reverse proxy). `https://` is refused because this build carries no TLS stack
-    /// (the workspace keeps reqwest's default features off); failing here is clearer than a
-    /// connect error on the first request. Proxy environment variables are ignored: cluster
-    /// traffic goes straight to the nodes.
+    /// behind a reverse proxy). `https://` needs [`Client::with_tls`], since the client trusts
+    /// no system roots, only the cluster's CA; failing here is clearer than a handshake error
+    /// on the first request. Proxy environment variables are ignored: cluster traffic goes
+    /// straight to the nodes.
     pub fn with_timeout(endpoint: &str, timeout: Duration) -> Result<Client, ClientError> {
+        Client::with_tls(endpoint, timeout, None)
+    }
+
+    /// A client that speaks `https://` trusting the CA of `tls` (and presenting its client
+    /// certificate, if any); with `None`, as [`Client::with_timeout`].
+    pub fn with_tls(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<&TlsOptions>,
+    ) -> Result<Client, ClientError> {
         let trimmed = endpoint.trim();
         let bad = || ClientError::BadEndpoint(endpoint.to_owned());
         let base = Url::parse(trimmed).map_err(|_| bad())?;
-        let usable = base.scheme() == "http"
+        if base.scheme() == "https" && tls.is_none() {
+            return Err(tls_error(
+                "this is an https endpoint: give the cluster CA certificate (--ca-cert or QUORUMDB_CA_CERT)",
+            )
+            .at(trimmed));
+        }
+        let usable = (base.scheme() == "http" || base.scheme() == "https")
             && base.host_str().is_some_and(|h| !h.is_empty())
             && base.query().is_none()
             && base.fragment().is_none()
@@ -230,22 +329,18 @@ impl Client {
         if !usable {
             return Err(bad());
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .no_proxy()
-            .user_agent(concat!("quorumdb-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                endpoint: trimmed.to_owned(),
-                detail: format!("cannot build HTTP client: {}", error_chain(&e)),
-            })?;
-        Ok(Client {
-            http,
-            base,
-            endpoint: trimmed.trim_end_matches('/').to_owned(),
-            token: None,
-            session: None,
-        })
+            .user_agent(concat!("quorumdb-client/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls(tls.rustls_config().map_err(|e| e.at(trimmed))?);
+        }
+        let http = builder.build().map_err(|e| ClientError::Transport {
+            endpoint: trimmed.to_owned(),
+            detail: format!("cannot build HTTP client: {}", error_chain(&e)),
+        })?;
+        Ok(Client { http, base, endpoint: trimmed.trim_end_matches('/').to_owned(), token: None, session: None })
     }
 
     /// Sends `token` (`qdb_...`, from `quorumdb user create`) with every request, as a
@@ -965,19 +1060,17 @@ mod tests {
         assert_eq!(url.as_str(), "http://127.0.0.1:7701/v1/tables/t/items/k");
     }
 
-    /// Only plain http URLs with a host are accepted as endpoints.
+    /// Only http and https URLs with a host are accepted as endpoints; https only with a CA.
     #[test]
     fn endpoint_validation() {
-        for bad in [
-            "",
-            "127.0.0.1:7701",
-            "localhost:7701",
-            "ftp://host",
-            "https://host",
-            "http://",
-            "http://h/?q=1",
-            "mailto:a@b",
-        ] {
+        let err = Client::new("https://host").unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Transport { detail, .. } if detail.contains("--ca-cert")),
+            "{err:?}"
+        );
+        for bad in
+            ["", "127.0.0.1:7701", "localhost:7701", "ftp://host", "http://", "http://h/?q=1", "mailto:a@b"]
+        {
             let err = Client::new(bad).unwrap_err();
             assert!(matches!(err, ClientError::BadEndpoint(_)), "{bad:?} gave {err:?}");
         }

@@ -28,4 +28,4 @@ pub use broker::{
 };
 pub use error::{check_topic_name, error_code};
 pub use groups::group_code;
-pub use server::{advertised, serve, KafkaConfig, APIS};
+pub use server::{advertised, serve, serve_with_handshake, Handshake, KafkaConfig, Stream, APIS};

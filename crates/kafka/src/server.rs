@@ -38,8 +38,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader, SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use std::future::Future;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -158,6 +159,16 @@ impl KafkaConfig {
     }
 }
 
+/// A byte stream a connection can be served on (a TLS session over the accepted socket).
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// What turns an accepted connection into the stream the listener speaks on: the TLS
+/// handshake of an `SSL` / `SASL_SSL` listener. `None` ends the connection (the hook logs and
+/// counts why). It runs in the connection's task, holding its connection slot.
+pub type Handshake =
+    Arc<dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = Option<Box<dyn Stream>>> + Send>> + Send + Sync>;
+
 /// Serves Kafka clients on `listener` until `shutdown` turns true (or its sender is dropped),
 /// then lets connections finish their current request for up to
 /// [`KafkaConfig::shutdown_drain_ms_max`] and returns.
@@ -165,6 +176,17 @@ pub async fn serve<B: Broker>(
     listener: TcpListener,
     broker: Arc<B>,
     config: KafkaConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with_handshake(listener, broker, config, None, shutdown).await
+}
+
+/// [`serve`] with every connection first passed through `handshake` (TLS), when given.
+pub async fn serve_with_handshake<B: Broker>(
+    listener: TcpListener,
+    broker: Arc<B>,
+    config: KafkaConfig,
+    handshake: Option<Handshake>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(config.connections_max));
@@ -192,9 +214,25 @@ pub async fn serve<B: Broker>(
             continue;
         };
         let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
+        let handshake = handshake.clone();
         connections.spawn(async move {
             let _slot = slot;
-            match connection(stream, peer, broker, config, shutdown).await {
+            // Answers are written whole; Nagle would only delay them.
+            let _ = stream.set_nodelay(true);
+            let served = match handshake {
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    connection(rd, wr, peer, broker, config, shutdown).await
+                }
+                Some(handshake) => match handshake(stream).await {
+                    Some(stream) => {
+                        let (rd, wr) = tokio::io::split(stream);
+                        connection(rd, wr, peer, broker, config, shutdown).await
+                    }
+                    None => Ok(()),
+                },
+            };
+            match served {
                 Ok(()) => tracing::trace!(%peer, "kafka connection closed"),
                 Err(Close::Quiet(why)) => tracing::debug!(%peer, %why, "kafka connection closed"),
                 Err(Close::Loud(why)) => tracing::warn!(%peer, %why, "kafka connection closed"),
@@ -238,16 +276,14 @@ enum Outgoing {
     Barrier(oneshot::Sender<()>),
 }
 
-async fn connection<B: Broker>(
-    stream: TcpStream,
+async fn connection<B: Broker, R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send + 'static>(
+    mut rd: R,
+    wr: W,
     peer: SocketAddr,
     broker: Arc<B>,
     config: Arc<KafkaConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Close> {
-    // Answers are written whole; Nagle would only delay them.
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
     let io = Duration::from_millis(config.io_ms_max);
     // The writer holds at most this many answers it waits for, so a connection never has more
     // than that many produce requests in flight (the sends below wait for room).
@@ -338,8 +374,8 @@ fn pipelined(frame: &[u8]) -> bool {
 
 /// Writes a connection's answers in request order; ends at the first answer that closes the
 /// connection or cannot be written, or when the connection has nothing more to answer.
-async fn write_answers(
-    mut wr: OwnedWriteHalf,
+async fn write_answers<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut answers: mpsc::Receiver<Outgoing>,
     io: Duration,
 ) -> Result<(), Close> {
@@ -369,7 +405,7 @@ async fn write_answers(
 }
 
 /// Reads the next request frame (without its length): `None` when the client closed.
-async fn read_frame(rd: &mut OwnedReadHalf, config: &KafkaConfig) -> Result<Option<Bytes>, Close> {
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, config: &KafkaConfig) -> Result<Option<Bytes>, Close> {
     let idle = Duration::from_millis(config.idle_ms_max);
     let io = Duration::from_millis(config.io_ms_max);
     let mut len = [0u8; 4];

@@ -320,6 +320,9 @@ pub struct NodeConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// TLS on every listener and mutual TLS between nodes (`[tls]`, docs/security.md).
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 fn default_replication_factor() -> usize {
@@ -382,6 +385,12 @@ pub struct ConfigOverrides {
     pub request_timeout_ms: Option<u64>,
     /// `id@zone@peer_addr@http_url[@kafka_addr]`, comma-separated.
     pub members: Option<String>,
+    // TLS (`[tls]`): a certs dir, single files, and whether clients need certificates.
+    pub tls_certs_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_client_cert_required: Option<bool>,
 }
 
 impl NodeConfig {
@@ -434,6 +443,28 @@ impl NodeConfig {
                 toml::Value::try_from(members).map_err(|e| ConfigError::Invalid(format!("members: {e}")))?;
             set(&mut value, "members", arr);
         }
+        {
+            // `[tls]` fields from flags, merged into the file's table.
+            let path = |p: PathBuf| toml::Value::from(p.to_string_lossy().into_owned());
+            let mut from_flags = toml::Table::new();
+            for (k, v) in
+                [("certs_dir", o.tls_certs_dir), ("cert", o.tls_cert), ("key", o.tls_key), ("ca", o.tls_ca)]
+            {
+                if let Some(v) = v {
+                    from_flags.insert(k.into(), path(v));
+                }
+            }
+            if let Some(v) = o.tls_client_cert_required {
+                from_flags.insert("client_cert_required".into(), v.into());
+            }
+            if !from_flags.is_empty() {
+                let tls = value.entry("tls").or_insert_with(|| toml::Table::new().into());
+                let Some(tls) = tls.as_table_mut() else {
+                    return Err(ConfigError::Invalid("tls must be a table".into()));
+                };
+                tls.extend(from_flags);
+            }
+        }
         let where_ = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("<flags>"));
         let config: NodeConfig = toml::Value::Table(value)
             .try_into()
@@ -460,6 +491,9 @@ impl NodeConfig {
         }
         if h.requests_per_second_per_client > 0 && h.requests_burst_per_client == 0 {
             return bad("http.requests_burst_per_client must be at least 1 when a rate is set".into());
+        }
+        if let Err(m) = self.tls.paths() {
+            return bad(m);
         }
         if self.members.is_empty() {
             return bad("members must list the cluster's nodes (including this one)".into());

@@ -12,6 +12,10 @@
 //!   [`CLIENTS_TRACKED_MAX`] addresses are tracked; past it the least recently seen is forgotten.
 //!
 //! Refusals are counted in `quorumdb_requests_rejected_total{reason}`.
+//!
+//! With `[tls]` configured, each accepted connection first completes a TLS handshake (within
+//! [`crate::tls::HANDSHAKE_TIMEOUT_MS`], holding its connection slot) with the certificate
+//! current at accept time; plain HTTP on the port fails the handshake and is closed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +34,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::HttpConfig;
 use crate::error::ApiError;
 use crate::http::REQUEST_BODY_BYTES_MAX;
+use crate::tls::{Listener, Tls};
 
 /// The largest `connections_max` a config may ask for.
 pub const CONNECTIONS_MAX: usize = 65_536;
@@ -130,6 +135,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: HttpConfig,
+    tls: Option<Arc<Tls>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     let limiter = (config.requests_per_second_per_client > 0).then(|| Limiter {
@@ -164,18 +170,16 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone().layer(axum::Extension(ClientAddr(addr))));
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match tls {
+                Some(tls) => {
+                    if let Some(stream) = crate::tls::accept(&tls, Listener::Http, stream).await {
+                        serve_connection(TokioIo::new(stream), service, header_timeout, stop).await;
+                    }
                 }
+                None => serve_connection(TokioIo::new(stream), service, header_timeout, stop).await,
             }
             drop(permit);
         });
@@ -183,4 +187,26 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let all = u32::try_from(connections_max).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, permits.acquire_many(all)).await;
+}
+
+/// Serves one connection (plain or TLS) until it ends, or gracefully once `stop` turns true.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

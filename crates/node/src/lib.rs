@@ -22,6 +22,7 @@ pub mod node;
 pub mod session_token;
 pub mod sink;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 
@@ -87,8 +88,14 @@ pub async fn run(
     let http_listener = tokio::net::TcpListener::bind(&config.http_listen)
         .await
         .map_err(|source| NodeError::Bind { addr: config.http_listen.clone(), source })?;
+    // Certificates are read before anything listens: a node configured for TLS never serves
+    // without it.
+    let tls = tls::Tls::from_config(&config.tls).map_err(|e| NodeError::Setup(e.to_string()))?;
+    if let Some(tls) = &tls {
+        tls.spawn_reloader();
+    }
     let started = std::time::Instant::now();
-    let node = node::Node::start(config, storage).await.map_err(NodeError::Setup)?;
+    let node = node::Node::start(config, storage, tls.clone()).await.map_err(NodeError::Setup)?;
     tracing::info!(
         ms = started.elapsed().as_millis() as u64,
         "replica shards open (hints restored, Merkle trees rebuilt)"
@@ -100,7 +107,7 @@ pub async fn run(
         peer = %node.config.peer_listen,
         "node starting"
     );
-    let meta = meta::Meta::start(node.config.clone(), node.storage.clone(), node.faults.clone())
+    let meta = meta::Meta::start(node.config.clone(), node.storage.clone(), node.faults.clone(), tls.clone())
         .await
         .map_err(NodeError::Setup)?;
     // The groups and the sinks start with the Kafka listener, after the peer transport:
@@ -142,6 +149,7 @@ pub async fn run(
         handler,
         node.config.peer_inflight_max,
         node.faults.clone(),
+        tls.clone(),
     ));
     {
         // Counters live in the replica shards; publish them as metrics a few times a second.
@@ -170,10 +178,21 @@ pub async fn run(
         let sinks = sink::SinkManager::start(node.clone(), meta.clone(), broker.clone());
         let _ = runtime.set((groups, sinks.clone()));
         sinks_for_http = Some(sinks);
-        tokio::spawn(quorumdb_kafka::serve(
+        // SSL / SASL_SSL with `[tls]`: the same certificate as the HTTP listener.
+        let handshake = tls.clone().map(|tls| -> quorumdb_kafka::Handshake {
+            Arc::new(move |stream| {
+                let tls = tls.clone();
+                Box::pin(async move {
+                    let s = tls::accept(&tls, tls::Listener::Kafka, stream).await?;
+                    Some(Box::new(s) as Box<dyn quorumdb_kafka::Stream>)
+                })
+            })
+        });
+        tokio::spawn(quorumdb_kafka::serve_with_handshake(
             listener,
             broker,
             quorumdb_kafka::KafkaConfig::default(),
+            handshake,
             kafka_stopped,
         ));
     }
@@ -188,7 +207,7 @@ pub async fn run(
         sinks: sinks_for_http.clone(),
     });
     node.ready.store(true, Ordering::Release);
-    http_guard::serve(http_listener, app, node.config.http.clone(), shutdown).await;
+    http_guard::serve(http_listener, app, node.config.http.clone(), tls.clone(), shutdown).await;
     tracing::info!(node = node.id(), "node stopping");
     let _ = stop_kafka.send(true);
     if let Some(s) = &sinks_for_http {

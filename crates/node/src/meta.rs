@@ -171,6 +171,7 @@ impl Meta {
         config: NodeConfig,
         storage: Arc<Storage>,
         faults: Arc<FaultLayer>,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> Result<Meta, String> {
         let ids = Ids::new(&config);
         let me = *ids.by_name.get(&config.node_id).ok_or("node_id is not a member")?;
@@ -188,8 +189,16 @@ impl Meta {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (applied_tx, applied) = tokio::sync::watch::channel(0);
         let shared_ids = Arc::new(ids.clone());
-        let cx =
-            MetaCx { config, storage, faults, ids, view: view.clone(), tx: tx.clone(), applied: applied_tx };
+        let cx = MetaCx {
+            config,
+            storage,
+            faults,
+            tls,
+            ids,
+            view: view.clone(),
+            tx: tx.clone(),
+            applied: applied_tx,
+        };
         std::thread::Builder::new()
             .name("meta".into())
             .spawn(move || run_meta(cx, meta_config, rx, ready_tx))
@@ -327,6 +336,8 @@ struct MetaCx {
     config: NodeConfig,
     storage: Arc<Storage>,
     faults: Arc<FaultLayer>,
+    /// Raft traffic is peer traffic: mutual TLS when the node has `[tls]`.
+    tls: Option<Arc<crate::tls::Tls>>,
     ids: Ids,
     view: Arc<RwLock<MetaView>>,
     tx: mpsc::Sender<MetaMsg>,
@@ -523,13 +534,16 @@ impl Driver {
         }
         let name = self.cx.ids.by_id.get(&to)?;
         let member = self.cx.config.members.iter().find(|m| &m.id == name)?;
-        let client = Arc::new(PeerClient::new(
-            self.cx.config.node_id.clone(),
-            member.id.clone(),
-            member.peer.clone(),
-            self.cx.config.peer_inflight_max,
-            self.cx.faults.clone(),
-        ));
+        let client = Arc::new(
+            PeerClient::new(
+                self.cx.config.node_id.clone(),
+                member.id.clone(),
+                member.peer.clone(),
+                self.cx.config.peer_inflight_max,
+                self.cx.faults.clone(),
+            )
+            .with_tls(self.cx.tls.clone()),
+        );
         self.peers.insert(to, client.clone());
         Some(client)
     }

@@ -103,6 +103,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub storage: Arc<Storage>,
     pub faults: Arc<FaultLayer>,
+    /// The node's TLS material (`[tls]`), shared by every listener and peer client.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     pub ready: AtomicBool,
     shared: Arc<Shared>,
     /// One input channel per shard thread. Unbounded on purpose: client and peer inputs are
@@ -180,7 +182,11 @@ impl ShardCx {
 impl Node {
     /// Starts the shard threads (each opens its replica: hints restored, Merkle trees rebuilt
     /// from storage) and returns once all are ready.
-    pub async fn start(config: NodeConfig, storage: Arc<Storage>) -> Result<Arc<Self>, String> {
+    pub async fn start(
+        config: NodeConfig,
+        storage: Arc<Storage>,
+        tls: Option<Arc<crate::tls::Tls>>,
+    ) -> Result<Arc<Self>, String> {
         let members: Vec<Member> =
             config.members.iter().map(|m| Member { id: m.id.clone(), zone: m.zone.clone() }).collect();
         let ring = Ring::new(members, VNODES_PER_NODE_DEFAULT).map_err(|e| e.to_string())?;
@@ -193,13 +199,16 @@ impl Node {
                 .enumerate()
                 .map(|(i, m)| {
                     (i != me).then(|| {
-                        Arc::new(PeerClient::new(
-                            config.node_id.clone(),
-                            m.id.clone(),
-                            m.peer.clone(),
-                            config.peer_inflight_max,
-                            faults.clone(),
-                        ))
+                        Arc::new(
+                            PeerClient::new(
+                                config.node_id.clone(),
+                                m.id.clone(),
+                                m.peer.clone(),
+                                config.peer_inflight_max,
+                                faults.clone(),
+                            )
+                            .with_tls(tls.clone()),
+                        )
                     })
                 })
                 .collect()
@@ -238,6 +247,7 @@ impl Node {
             config,
             storage,
             faults,
+            tls,
             ready: AtomicBool::new(false),
             shared,
             shards,

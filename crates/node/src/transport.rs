@@ -11,7 +11,12 @@
 //! place where the lab's nemesis drops, delays or cuts messages per peer and direction.
 //! Each node dials its peers for its own requests, so a pair of nodes uses two connections,
 //! one per direction of requests; responses travel back on the connection of their request.
+//!
+//! With `[tls]` configured, every connection is mutual TLS (see [`crate::tls`]): the dialer
+//! presents its node certificate and checks the listener's, the listener refuses any dialer
+//! without a node certificate of the cluster CA before reading its `Hello`.
 
+use crate::tls::{Listener, Tls, NODE_IDENTITY};
 use crate::wire::{
     self, Frame, Hello, Request, Response, ERROR_CODE_TOO_LARGE, FRAME_BYTES_MAX, PROTOCOL_VERSION,
 };
@@ -147,9 +152,9 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// Writes queued frames, flushing when the queue momentarily empties (batches small frames).
-async fn writer_loop(
+async fn writer_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Vec<u8>>,
-    half: tokio::net::tcp::OwnedWriteHalf,
+    half: W,
     frame_bytes_max: usize,
 ) {
     let mut w = BufWriter::with_capacity(READ_BUFFER_BYTES, half);
@@ -192,6 +197,8 @@ pub struct PeerClient {
     /// Largest frame sent or accepted on this client's connections ([`FRAME_BYTES_MAX`] unless
     /// a test lowers it with [`PeerClient::with_frame_bytes_max`]).
     frame_bytes_max: usize,
+    /// Mutual TLS on every connection when the node has `[tls]`.
+    tls: Option<Arc<Tls>>,
 }
 
 impl PeerClient {
@@ -211,7 +218,14 @@ impl PeerClient {
             next_id: AtomicU64::new(1),
             faults,
             frame_bytes_max: FRAME_BYTES_MAX,
+            tls: None,
         }
+    }
+
+    /// Dials every connection with mutual TLS (the node's certificate, the cluster CA).
+    pub fn with_tls(mut self, tls: Option<Arc<Tls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Replaces the frame limit. Both ends of a connection must use the same limit; only tests
@@ -238,7 +252,35 @@ impl PeerClient {
                 .map_err(|_| TransportError::Connect(format!("connect to {} timed out", self.addr)))?
                 .map_err(|e| TransportError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let conn = match &self.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                self.establish(rd, wr).await?
+            }
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(NODE_IDENTITY)
+                    .map_err(|e| TransportError::Protocol(e.to_string()))?;
+                let stream = tokio::time::timeout(
+                    Duration::from_millis(CONNECT_TIMEOUT_MS),
+                    tls.peer_connector().connect(name, stream),
+                )
+                .await
+                .map_err(|_| TransportError::Connect("TLS handshake timed out".into()))?
+                .map_err(|e| TransportError::Connect(format!("TLS handshake with {}: {e}", self.addr)))?;
+                let (rd, wr) = tokio::io::split(stream);
+                self.establish(rd, wr).await?
+            }
+        };
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Exchanges `Hello`s on a fresh connection and starts its writer and reader tasks.
+    async fn establish<R, W>(&self, mut rd: R, mut wr: W) -> Result<Arc<Conn>, TransportError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let hello = Hello { protocol_version: PROTOCOL_VERSION, node_id: self.my_id.clone() };
         let frame_bytes_max = self.frame_bytes_max;
         let handshake = async {
@@ -283,7 +325,6 @@ impl PeerClient {
                 }
             });
         }
-        *guard = Some(conn.clone());
         Ok(conn)
     }
 
@@ -341,8 +382,9 @@ pub async fn serve(
     handler: Handler,
     inflight_max: usize,
     faults: Arc<FaultLayer>,
+    tls: Option<Arc<Tls>>,
 ) {
-    serve_with_frame_bytes_max(listener, my_id, handler, inflight_max, faults, FRAME_BYTES_MAX).await
+    serve_with_frame_bytes_max(listener, my_id, handler, inflight_max, faults, tls, FRAME_BYTES_MAX).await
 }
 
 /// [`serve`] with another frame limit than [`FRAME_BYTES_MAX`]; for tests, which exercise the
@@ -353,6 +395,7 @@ pub async fn serve_with_frame_bytes_max(
     handler: Handler,
     inflight_max: usize,
     faults: Arc<FaultLayer>,
+    tls: Option<Arc<Tls>>,
     frame_bytes_max: usize,
 ) {
     loop {
@@ -364,8 +407,21 @@ pub async fn serve_with_frame_bytes_max(
         let handler = handler.clone();
         let my_id = my_id.clone();
         let faults = faults.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, my_id, handler, inflight_max, faults, frame_bytes_max).await {
+            let ended = match tls {
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    serve_conn(rd, wr, my_id, handler, inflight_max, faults, frame_bytes_max).await
+                }
+                Some(tls) => {
+                    // No node certificate of this cluster: refused (and logged) before its Hello.
+                    let Some(stream) = crate::tls::accept(&tls, Listener::Peer, stream).await else { return };
+                    let (rd, wr) = tokio::io::split(stream);
+                    serve_conn(rd, wr, my_id, handler, inflight_max, faults, frame_bytes_max).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "peer connection ended");
             }
         });
@@ -386,15 +442,19 @@ fn response_frame(id: u64, body: Response, frame_bytes_max: usize, peer: &str) -
     encode(&Frame::Response { id, body: Response::Error { code: ERROR_CODE_TOO_LARGE.into(), message } })
 }
 
-async fn serve_conn(
-    stream: TcpStream,
+async fn serve_conn<R, W>(
+    mut rd: R,
+    mut wr: W,
     my_id: String,
     handler: Handler,
     inflight_max: usize,
     faults: Arc<FaultLayer>,
     frame_bytes_max: usize,
-) -> Result<(), TransportError> {
-    let (mut rd, mut wr) = stream.into_split();
+) -> Result<(), TransportError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let hello =
         tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), read_frame(&mut rd, frame_bytes_max))
             .await
@@ -480,6 +540,7 @@ mod tests {
             handler,
             16,
             faults.clone(),
+            None,
             LIMIT_BYTES,
         ));
         PeerClient::new("client".into(), "server".into(), addr, 16, faults).with_frame_bytes_max(LIMIT_BYTES)
@@ -535,7 +596,7 @@ mod tests {
         });
         // Separate layers for the two nodes: only the server stops sending to "client".
         let server_faults = Arc::new(FaultLayer::default());
-        tokio::spawn(serve(listener, "server".into(), handler, 16, server_faults.clone()));
+        tokio::spawn(serve(listener, "server".into(), handler, 16, server_faults.clone(), None));
         let client = PeerClient::new("client".into(), "server".into(), addr, 16, Arc::default());
         assert!(matches!(client.request(Request::Ping, TIMEOUT).await, Ok(Response::Pong)));
         server_faults

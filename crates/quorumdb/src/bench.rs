@@ -129,6 +129,13 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+
+    /// API token for a cluster with authentication on.
+    #[arg(long, env = "QUORUMDB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA (and client certificate) for https:// endpoints.
+    #[command(flatten)]
+    pub tls: crate::cli::TlsArgs,
 }
 
 impl BenchArgs {
@@ -502,8 +509,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Load (unless disabled) and measure; returns the report without printing it.
 pub async fn execute(args: &BenchArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(!args.endpoints.is_empty(), "give at least one --endpoint");
-    let clients =
-        args.endpoints.iter().map(|e| Client::new(e)).collect::<Result<Vec<Client>, ClientError>>()?;
+    let clients = args
+        .endpoints
+        .iter()
+        .map(|e| Ok(args.tls.client(e)?.with_token(args.token.clone())))
+        .collect::<anyhow::Result<Vec<Client>>>()?;
     let chooser = KeyChooser::new(args.records)?;
     if args.preload() {
         load(args, &clients).await?;

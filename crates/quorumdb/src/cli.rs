@@ -70,6 +70,8 @@ pub enum Command {
     Elect(crate::lease_cli::ElectArgs),
     /// The hottest partition keys over the last second, every node's view merged.
     Hot(HotArgs),
+    /// A development certificate authority: create-ca, create-node, create-client.
+    Certs(crate::certs_cli::CertsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +102,22 @@ pub struct ServerArgs {
     /// Static members: id@zone@peer_addr@http_url, comma-separated.
     #[arg(long, env = "QUORUMDB_MEMBERS")]
     pub members: Option<String>,
+    // TLS (`[tls]`, docs/security.md): with a certs dir or a cert, every listener is TLS.
+    /// Directory with ca.crt, node.crt and node.key (from `quorumdb certs`).
+    #[arg(long, env = "QUORUMDB_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// The node's certificate (PEM); overrides <certs-dir>/node.crt.
+    #[arg(long, env = "QUORUMDB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The node certificate's key (PEM); overrides <certs-dir>/node.key.
+    #[arg(long, env = "QUORUMDB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM); overrides <certs-dir>/ca.crt.
+    #[arg(long, env = "QUORUMDB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// HTTP and Kafka clients must present a certificate signed by the CA.
+    #[arg(long, env = "QUORUMDB_TLS_CLIENT_CERT_REQUIRED")]
+    pub tls_client_cert_required: Option<bool>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +129,37 @@ pub struct EndpointArg {
     /// API token (`qdb_...`, from `quorumdb user create`) for a cluster with authentication on.
     #[arg(long, global = true, env = "QUORUMDB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS for `https://` endpoints (docs/security.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// The cluster CA certificate (PEM), for https:// endpoints.
+    #[arg(long, global = true, env = "QUORUMDB_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate (PEM, from `quorumdb certs create-client`), for listeners that
+    /// require one; needs --client-key.
+    #[arg(long, global = true, env = "QUORUMDB_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "QUORUMDB_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client's TLS options, read from the files; `None` without a CA.
+    pub fn options(&self) -> Result<Option<quorumdb_client::TlsOptions>> {
+        let Some(ca) = &self.ca_cert else { return Ok(None) };
+        let identity = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        Ok(Some(quorumdb_client::TlsOptions::from_files(ca, identity)?))
+    }
+
+    /// A client for `endpoint` with these TLS options.
+    pub fn client(&self, endpoint: &str) -> Result<Client> {
+        let tls = self.options()?;
+        Ok(Client::with_tls(endpoint, quorumdb_client::DEFAULT_TIMEOUT, tls.as_ref())?)
+    }
 }
 
 impl EndpointArg {
@@ -121,7 +170,7 @@ impl EndpointArg {
 
     /// A client for another node of the same cluster, carrying the token.
     pub fn client_for(&self, endpoint: &str) -> Result<Client> {
-        Ok(Client::new(endpoint)?.with_token(self.token.clone()))
+        Ok(self.tls.client(endpoint)?.with_token(self.token.clone()))
     }
 }
 
@@ -367,6 +416,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Lock(a) => crate::lease_cli::lock(a).await,
         Command::Elect(a) => crate::lease_cli::elect(a).await,
         Command::Hot(a) => hot(a).await,
+        Command::Certs(a) => crate::certs_cli::certs(a),
     }
 }
 
@@ -425,6 +475,11 @@ async fn server(a: ServerArgs) -> Result<()> {
         durability: a.durability,
         request_timeout_ms: a.request_timeout_ms,
         members: a.members,
+        tls_certs_dir: a.certs_dir,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+        tls_ca: a.tls_ca,
+        tls_client_cert_required: a.tls_client_cert_required,
     };
     let config = NodeConfig::load(a.config.as_deref(), overrides)?;
     quorumdb_node::run(config, shutdown_signal()).await?;

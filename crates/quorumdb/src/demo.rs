@@ -5,6 +5,13 @@
 //! answers `/readyz`. SIGINT/SIGTERM stop every node and exit 0. Node i listens for HTTP on
 //! `base_port + i` and for peers on `base_port + 100 + i`; its config is written to
 //! `<data-dir>/n<i>/quorumdb.toml` so it can be restarted by hand with `quorumdb server --config`.
+//!
+//! `--secure` starts the same cluster with TLS on every listener and authentication on: it
+//! first makes a development CA, a node certificate and a client certificate for `root` in
+//! `<data-dir>/certs` (`quorumdb certs`), then, once every node is ready, creates the admin
+//! user `root`, writes its token to `<data-dir>/certs/root.token` and enables authentication.
+//! Node lines then read `https://127.0.0.1:<port>`, and one `secure ...` line before `ready`
+//! says where the CA and the token are.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -42,6 +49,65 @@ pub struct DemoArgs {
     /// (the value is TOML; a bare word is taken as a string). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// TLS on every listener and authentication on, with a development CA and an admin token
+    /// made for the demo (under <data-dir>/certs).
+    #[arg(long)]
+    pub secure: bool,
+}
+
+/// The user `--secure` creates with the admin role.
+const SECURE_ADMIN_USER: &str = "root";
+/// How long `--secure` retries creating the admin while the metadata elects its first leader.
+const SECURE_SETUP_TIMEOUT_MS: u64 = 20_000;
+
+/// The dev CA, node and admin client certificates of `--secure`, in `<dir>/certs`. A kept
+/// data dir keeps its certificates: a second run reuses them.
+fn secure_certs(dir: &std::path::Path) -> Result<PathBuf> {
+    use crate::certs_cli::{create_ca, create_client, create_node, CertsDir};
+    let certs = dir.join("certs");
+    let d = CertsDir { certs_dir: certs.clone(), ca_key: None, overwrite: false, lifetime_days: None };
+    if !certs.join(quorumdb_node::tls::CA_CERT_FILE).exists() {
+        create_ca(&d)?;
+        create_node(&d, &[])?;
+        create_client(&d, SECURE_ADMIN_USER)?;
+    }
+    Ok(certs)
+}
+
+/// Creates the admin user (once), writes its token next to the certificates, enables
+/// authentication. Retries while the cluster has no metadata leader yet.
+async fn secure_setup(cluster: &LocalCluster, certs: &std::path::Path) -> Result<PathBuf> {
+    let token_path = certs.join(format!("{SECURE_ADMIN_USER}.token"));
+    let tls = quorumdb_client::TlsOptions::from_files(&certs.join(quorumdb_node::tls::CA_CERT_FILE), None)?;
+    let client = quorumdb_client::Client::with_tls(
+        &cluster.http_url(0),
+        quorumdb_client::DEFAULT_TIMEOUT,
+        Some(&tls),
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(SECURE_SETUP_TIMEOUT_MS);
+    if !token_path.exists() {
+        let created = loop {
+            match client.create_user(SECURE_ADMIN_USER, &["admin".to_owned()]).await {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() < deadline && e.status() != Some(409) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e).context("cannot create the demo's admin user"),
+            }
+        };
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_path)
+            .with_context(|| format!("cannot write {}", token_path.display()))?;
+        writeln!(f, "{}", created.token)?;
+    }
+    let token = std::fs::read_to_string(&token_path)?.trim().to_owned();
+    client.with_token(Some(token)).set_auth(true).await.context("cannot enable authentication")?;
+    Ok(token_path)
 }
 
 /// Parses `KEY=VALUE` overrides (TOML values; a bare word is a string) into config fields.
@@ -90,22 +156,44 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
         None => (LocalCluster::temp_dir("quorumdb-demo"), Cleanup::Remove),
     };
     let exe = std::env::current_exe().context("cannot find the quorumdb executable")?;
+    let mut spec = spec;
+    let certs = if a.secure {
+        let certs = secure_certs(&dir)?;
+        let mut tls = toml::Table::new();
+        tls.insert("certs_dir".into(), certs.to_string_lossy().into_owned().into());
+        spec.settings.insert("tls".into(), tls.into());
+        Some(certs)
+    } else {
+        None
+    };
     let mut cluster = LocalCluster::create(&exe, &spec, &dir, None, cleanup)?;
-    let result = run_in(&mut cluster).await;
+    let result = run_in(&mut cluster, certs.as_deref()).await;
     if result.is_err() {
         stop_all(&mut cluster);
     }
     result
 }
 
-async fn run_in(cluster: &mut LocalCluster) -> Result<i32> {
+async fn run_in(cluster: &mut LocalCluster, certs: Option<&std::path::Path>) -> Result<i32> {
     for i in 0..cluster.len() {
         let pid = cluster.spawn(i)?;
         let c = cluster.config(i);
-        println!("node {} zone {} http://{} pid {}", c.node_id, c.zone, c.http_listen, pid);
+        println!("node {} zone {} {} pid {}", c.node_id, c.zone, cluster.http_url(i), pid);
     }
     let all: Vec<usize> = (0..cluster.len()).collect();
     cluster.wait_ready(&all, Duration::from_millis(READY_TIMEOUT_MS)).await?;
+    if let Some(certs) = certs {
+        let token = secure_setup(cluster, certs).await?;
+        let ca = certs.join(quorumdb_node::tls::CA_CERT_FILE);
+        println!(
+            "secure: CA, node and {SECURE_ADMIN_USER} client certificates in {}; admin token in {} \
+             (export QUORUMDB_CA_CERT={} QUORUMDB_TOKEN=$(cat {}))",
+            certs.display(),
+            token.display(),
+            ca.display(),
+            token.display()
+        );
+    }
     println!("ready");
     let shutdown = crate::cli::shutdown_signal();
     tokio::pin!(shutdown);

@@ -182,7 +182,23 @@ pub fn node_configs(spec: &ClusterSpec, dir: &Path) -> Result<Vec<NodeConfig>> {
             c.validate()?;
             Ok(c)
         })
-        .collect()
+        .collect::<Result<Vec<NodeConfig>>>()
+        .map(with_https_members)
+}
+
+/// With `[tls]` in the settings every node serves HTTPS, so the members' advertised URLs
+/// (what `status` and the CLI follow) are `https://`.
+fn with_https_members(mut configs: Vec<NodeConfig>) -> Vec<NodeConfig> {
+    if configs.iter().any(|c| c.tls.enabled()) {
+        for c in &mut configs {
+            for m in &mut c.members {
+                if let Some(rest) = m.http.strip_prefix("http://") {
+                    m.http = format!("https://{rest}");
+                }
+            }
+        }
+    }
+    configs
 }
 
 /// `c` with the top-level fields of `settings` replacing its own.
@@ -306,9 +322,11 @@ impl LocalCluster {
         &self.nodes[i].config.zone
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` for a node with `[tls]`.
     pub fn http_url(&self, i: usize) -> String {
-        format!("http://{}", self.nodes[i].config.http_listen)
+        let c = &self.nodes[i].config;
+        let scheme = if c.tls.enabled() { "https" } else { "http" };
+        format!("{scheme}://{}", c.http_listen)
     }
 
     pub fn config_path(&self, i: usize) -> &Path {
@@ -504,7 +522,7 @@ impl LocalCluster {
             self.check_exits(&pending)?;
             let mut still = Vec::new();
             for &i in &pending {
-                if !http_ok(&self.nodes[i].config.http_listen, "/readyz").await {
+                if !node_ok(&self.nodes[i].config, "/readyz").await {
                     still.push(i);
                 }
             }
@@ -526,7 +544,7 @@ impl LocalCluster {
         let mut pending = which.to_vec();
         loop {
             self.check_exits(&pending)?;
-            pending.retain(|&i| !http_ok_blocking(&self.nodes[i].config.http_listen, "/readyz"));
+            pending.retain(|&i| !node_ok_blocking(&self.nodes[i].config, "/readyz"));
             if pending.is_empty() {
                 return Ok(());
             }
@@ -592,6 +610,50 @@ pub fn http_ok_blocking(addr: &str, path: &str) -> bool {
         s.write_all(get_request(addr, path).as_bytes()).ok()?;
         let mut buf = [0u8; 16];
         let n = s.read(&mut buf).ok()?;
+        Some(is_200(buf.get(..n)?))
+    };
+    attempt().unwrap_or(false)
+}
+
+/// Whether a node answers 200 on `path`; a node with `[tls]` is asked over TLS, trusting its
+/// CA and presenting its own certificate (node certificates are valid for client use, so this
+/// works even where client certificates are required).
+pub async fn node_ok(config: &NodeConfig, path: &str) -> bool {
+    if !config.tls.enabled() {
+        return http_ok(&config.http_listen, path).await;
+    }
+    let (config, path) = (config.clone(), path.to_owned());
+    tokio::task::spawn_blocking(move || node_ok_blocking(&config, &path)).await.unwrap_or(false)
+}
+
+/// [`node_ok`] on the calling thread.
+pub fn node_ok_blocking(config: &NodeConfig, path: &str) -> bool {
+    let Ok(Some(paths)) = config.tls.paths() else {
+        return http_ok_blocking(&config.http_listen, path);
+    };
+    let tls = quorumdb_client::TlsOptions::from_files(&paths.ca, Some((&paths.cert, &paths.key)))
+        .and_then(|o| o.rustls_config());
+    match tls {
+        Ok(tls) => https_ok_blocking(&config.http_listen, path, std::sync::Arc::new(tls)),
+        Err(_) => false,
+    }
+}
+
+/// [`http_ok_blocking`] over TLS with `tls`, checking the certificate against the address.
+pub fn https_ok_blocking(addr: &str, path: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_millis(PROBE_TIMEOUT_MS);
+    let attempt = || {
+        let sock: std::net::SocketAddr = addr.parse().ok()?;
+        let name = rustls::pki_types::ServerName::IpAddress(sock.ip().into());
+        let mut conn = rustls::ClientConnection::new(tls, name).ok()?;
+        let mut s = std::net::TcpStream::connect_timeout(&sock, timeout).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        s.set_write_timeout(Some(timeout)).ok()?;
+        let mut stream = rustls::Stream::new(&mut conn, &mut s);
+        stream.write_all(get_request(addr, path).as_bytes()).ok()?;
+        let mut buf = [0u8; 16];
+        let n = stream.read(&mut buf).ok()?;
         Some(is_200(buf.get(..n)?))
     };
     attempt().unwrap_or(false)

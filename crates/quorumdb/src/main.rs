@@ -2,6 +2,7 @@
 
 mod auth_cli;
 mod bench;
+mod certs_cli;
 mod cli;
 mod cluster_cli;
 mod demo;

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, BIN};
+use common::{kcat, Cluster, BIN};
 use quorumdb_client::{Client, ClientError, ReadOptions, WriteOptions};
 
 /// Runs the CLI against `endpoint` with `token` (none: no QUORUMDB_TOKEN at all).
@@ -34,27 +34,6 @@ fn raw_get(base: &str, path: &str, token: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-/// Runs kcat with `args` and `extra` (SASL settings), feeding `input`; (success, stdout, stderr).
-fn kcat(args: &[&str], extra: &[String], input: Option<&str>) -> (bool, String, String) {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new("timeout")
-        .args(["20", "kcat"])
-        .args(args)
-        .args(extra)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat runs (scripts/test.sh installs it)");
-    if let Some(input) = input {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 fn ok(r: (i32, String, String)) -> String {

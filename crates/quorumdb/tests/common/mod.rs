@@ -5,6 +5,7 @@
 use quorumdb::launcher::{self, Cleanup, ClusterSpec, LocalCluster, NodeState, Ports};
 use quorumdb_client::Client;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -95,6 +96,11 @@ impl Cluster {
         }
     }
 
+    /// The pid of node `i`'s process (it must be running).
+    pub fn pid(&self, i: usize) -> u32 {
+        self.procs().pid(i).expect("the node is running")
+    }
+
     pub fn client(&self, i: usize) -> Client {
         Client::new(&self.nodes[i].http).unwrap()
     }
@@ -134,4 +140,25 @@ impl Cluster {
     pub fn stop(&mut self, i: usize) {
         self.procs().stop(i, Duration::from_millis(STOP_TIMEOUT_MS)).unwrap();
     }
+}
+
+/// Runs kcat with `args` and `extra` (security settings), feeding `input`; (success, stdout, stderr).
+pub fn kcat(args: &[&str], extra: &[String], input: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("timeout")
+        .args(["20", "kcat"])
+        .args(args)
+        .args(extra)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat runs (scripts/test.sh installs it)");
+    if let Some(input) = input {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
