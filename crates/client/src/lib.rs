@@ -340,7 +340,13 @@ impl Client {
             endpoint: trimmed.to_owned(),
             detail: format!("cannot build HTTP client: {}", error_chain(&e)),
         })?;
-        Ok(Client { http, base, endpoint: trimmed.trim_end_matches('/').to_owned(), token: None, session: None })
+        Ok(Client {
+            http,
+            base,
+            endpoint: trimmed.trim_end_matches('/').to_owned(),
+            token: None,
+            session: None,
+        })
     }
 
     /// Sends `token` (`qdb_...`, from `quorumdb user create`) with every request, as a

@@ -233,6 +233,29 @@ fn lab(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Proves a short feed-read-your-writes run shows read-your-writes or monotonic-read
+/// violations at r=1 without sessions while the laggard is cut off, and none with sessions.
+#[test]
+fn feed_read_your_writes_short_run() {
+    let (out, report, code) = lab_run(
+        "frw",
+        &["feed-read-your-writes", "--seed", "42", "--duration", "3", "--clients", "4", "--keys", "6"],
+    );
+    assert_eq!(code, 0, "{report}");
+    let groups = report["checker"]["sessions"]["groups"].as_array().unwrap();
+    let count = |setting: &str, field: &str| -> u64 {
+        groups.iter().filter(|g| g["setting"] == setting).map(|g| g[field].as_u64().unwrap()).sum()
+    };
+    let plain =
+        count("r1-plain", "read_your_writes_violations") + count("r1-plain", "monotonic_reads_violations");
+    assert!(plain > 0, "no violation without sessions: the laggard did not lag ({groups:?})");
+    for field in ["read_your_writes_violations", "monotonic_reads_violations"] {
+        assert_eq!(count("r1-session", field), 0, "{field} with sessions: {groups:?}");
+    }
+    assert!(count("r1-session", "read_your_writes_checked") > 0, "{groups:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// `lab list` names every built-in scenario with a description, in text and as JSON.
 #[test]
 fn lab_list_names_the_builtin_scenarios() {
@@ -244,6 +267,7 @@ fn lab_list_names_the_builtin_scenarios() {
         [
             "az-failure",
             "clock-skew-lww",
+            "feed-read-your-writes",
             "gray-failure",
             "split-brain-scheduler",
             "log-under-faults",
@@ -258,7 +282,7 @@ fn lab_list_names_the_builtin_scenarios() {
     assert_eq!(code, 0, "{stderr}");
     let list: Value = serde_json::from_str(&stdout).expect("lab list -o json is not JSON");
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 6);
+    assert_eq!(list.len(), 7);
     assert_eq!(list[0]["name"], "az-failure");
     assert!(list.iter().all(|s| s["description"].as_str().is_some_and(|d| !d.is_empty())));
 }

@@ -93,6 +93,7 @@ pub async fn run(sc: &Scenario, seed: u64, out_dir: &Path) -> Result<RunOutput> 
     );
     let mut cluster = LabCluster::start(&spec, &out_dir.join("logs")).await?;
     let clients = Arc::new((0..n).map(|i| cluster.client(i).clone()).collect::<Vec<_>>());
+    wait_for_signing_keys(&clients).await?;
     let rec = Recorder::new();
     // Every choice comes from this one generator, in a fixed order: per-run picks (in name
     // order) first, then per-setting picks before each group. The seed therefore fixes them.
@@ -417,4 +418,30 @@ fn fault_label(
         (None, Action::Loss(p)) => format!("{} message loss", percent(p)),
         (_, a) => a.name().to_owned(),
     }
+}
+
+/// How long a fresh cluster may take to agree on its first causality-token key.
+const SIGNING_KEY_WAIT_MS: u64 = 30_000;
+
+/// Waits until every node knows the cluster's first signing key (the metadata leader draws it
+/// moments after founding). Before that a node hands out unsigned causality and session
+/// tokens, which it refuses once it knows a key: a workload started earlier would measure
+/// that start-up hiccup instead of the scenario.
+async fn wait_for_signing_keys(clients: &[quorumdb_client::Client]) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(SIGNING_KEY_WAIT_MS);
+    for c in clients {
+        loop {
+            match c.auth_status().await {
+                Ok(s) if !s.context_keys.is_empty() => break,
+                _ if std::time::Instant::now() >= deadline => {
+                    anyhow::bail!(
+                        "{} did not learn the cluster's signing key within {SIGNING_KEY_WAIT_MS} ms",
+                        c.endpoint()
+                    )
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@
 
 use super::scenario::{Dur, Setting};
 use super::workload::{self, mix_seed, Control, Env, OpMeta, Recorder, Workload};
-use quorumdb_client::{Client, ReadOptions, WriteOptions};
+use quorumdb_client::{Client, ReadOptions, Session, WriteOptions};
 use quorumdb_lab::OpResult;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -84,6 +84,7 @@ impl Workload for ProfileStore {
                     keys: keys.clone(),
                     owned: (0..self.0.keys).filter(|k| k % clients == p).collect(),
                     read: s.read_options(),
+                    session: s.session.then(Session::new),
                     w: s.w.to_string(),
                     timeout_ms: s.timeout_ms,
                     update_fraction: self.0.update_fraction,
@@ -131,6 +132,8 @@ struct Proc {
     /// Indices into `keys` this process owns (updates).
     owned: Vec<usize>,
     read: ReadOptions,
+    /// The process's session, when its setting asks for one.
+    session: Option<Session>,
     w: String,
     /// `timeout_ms` of every write (`None`: the server's default).
     timeout_ms: Option<u64>,
@@ -147,7 +150,11 @@ async fn process(p: Proc) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        let client = &p.clients[live[rng.random_range(0..live.len())]];
+        let mut client = p.clients[live[rng.random_range(0..live.len())]].clone();
+        if let Some(session) = &p.session {
+            client = client.with_session(session.clone());
+        }
+        let client = &client;
         let phase = p.ctl.phase();
         let issued = if !p.owned.is_empty() && rng.random_bool(p.update_fraction) {
             let key = &p.keys[p.owned[rng.random_range(0..p.owned.len())]];

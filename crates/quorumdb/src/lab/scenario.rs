@@ -26,9 +26,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The scenarios shipped with QuorumDB: name and file text, in `lab list` order.
-pub const EMBEDDED: [(&str, &str); 3] = [
+pub const EMBEDDED: [(&str, &str); 4] = [
     ("az-failure", include_str!("../../../../scenarios/az-failure.toml")),
     ("clock-skew-lww", include_str!("../../../../scenarios/clock-skew-lww.toml")),
+    ("feed-read-your-writes", include_str!("../../../../scenarios/feed-read-your-writes.toml")),
     ("gray-failure", include_str!("../../../../scenarios/gray-failure.toml")),
 ];
 
@@ -274,6 +275,8 @@ struct RawSetting {
     w: u32,
     #[serde(default)]
     consistency: Consistency,
+    #[serde(default)]
+    session: bool,
 }
 
 /// `name` selects the workload; the other keys are its parameters, checked by the workload
@@ -456,6 +459,9 @@ pub struct Setting {
     pub consistency: Consistency,
     /// The `timeout_ms` of every request under this setting; `None` leaves it to the server.
     pub timeout_ms: Option<u64>,
+    /// Every workload process is one session (`X-QuorumDB-Session`) over all its requests, so
+    /// its reads hold what it wrote and read before (docs/api.md, "Sessions").
+    pub session: bool,
 }
 
 impl Setting {
@@ -625,6 +631,7 @@ fn check(text: &str, o: &Overrides) -> Result<Scenario> {
             w: s.w,
             consistency: s.consistency,
             timeout_ms,
+            session: s.session,
         });
     }
     let settings = if o.settings.is_empty() {
