@@ -866,6 +866,51 @@ pub struct NewSink {
     pub breaker_failures_max: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker_open_ms: Option<u64>,
+    /// The password by reference, `env:NAME` or `file:PATH`, resolved on each node when it
+    /// connects: the secret stays out of the metadata (instead of `password=` in `postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_password: Option<String>,
+    /// The declared schema: JSON fields mapped to their own columns, checked before any write
+    /// (a record that fails goes to the dead-letter topic). TOML: `[[columns]]` tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<SinkColumnSpec>,
+    /// The JSON field with the event id to deduplicate on (default: the `field:NAME` key's
+    /// field when a window is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_field: Option<String>,
+    /// Offsets of a partition the dedup window spans (its memory bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window_records: Option<u32>,
+    /// Event-time bound of the dedup window (record timestamps); alone it spans the largest
+    /// count allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window_ms: Option<u64>,
+}
+
+/// One mapped column of a sink's schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkColumnSpec {
+    /// A top-level field of the JSON value.
+    pub field: String,
+    /// The column (a PostgreSQL identifier); default: the field's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// `text`, `bigint`, `double`, `boolean` or `jsonb`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Default true: absent or `null` fails the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+}
+
+/// A sink's dedup window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkDedupInfo {
+    pub field: String,
+    pub window_records: u32,
+    /// 0: no time bound.
+    pub window_ms: u64,
 }
 
 /// A sink's delivery settings.
@@ -901,6 +946,9 @@ pub struct SinkPartitionInfo {
     /// `closed`, `open` or `half-open` (`-` without an owner).
     pub breaker: String,
     pub last_error: String,
+    /// Duplicates the dedup window skipped (the owner's current worker).
+    #[serde(default)]
+    pub deduplicated: u64,
 }
 
 /// Answer of `GET /v1/sinks/{name}` and `POST /v1/sinks`.
@@ -921,6 +969,14 @@ pub struct SinkInfo {
     /// The consumer group its workers form (`quorumdb group describe` shows it).
     pub group: String,
     pub settings: SinkSettingsInfo,
+    /// Where the password comes from (`env:NAME`, `file:PATH`), if by reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_password: Option<String>,
+    /// The declared schema (every column with its `column` and `required` filled in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<SinkColumnSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<SinkDedupInfo>,
     pub partitions: Vec<SinkPartitionInfo>,
     /// Why the warehouse's offsets could not be read, if they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]

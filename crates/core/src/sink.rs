@@ -205,10 +205,109 @@ impl Breaker {
     }
 }
 
-/// A record to deliver: its offset and an opaque handle the driver resolves to the payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Deduplication of events by id over a bounded window of a partition's log (issue #12, item
+/// 4): a record is a duplicate when one of the `records_max` offsets before it carries the same
+/// event id and, with a time bound, that earlier record's timestamp is at most `window_ms` older
+/// than the newest timestamp seen. The window is over the *log*, not the table: it is a pure
+/// function of the records before an offset, so a driver that rebuilds it after a restart by
+/// replaying those offsets ([`DedupWindow::offer`] on each) reaches the same decisions.
+///
+/// Memory is bounded by `records_max` entries of one key each (the driver passes a fixed-size
+/// digest of the id). An id seen longer ago than the window is not remembered: its duplicate is
+/// delivered (in business-key mode the table's unique constraint still skips it).
+#[derive(Clone, Debug)]
+pub struct DedupWindow<K> {
+    records_max: u64,
+    /// 0: no time bound.
+    window_ms: u64,
+    /// (offset, timestamp, id) of the records in the window, in offset order.
+    entries: VecDeque<(u64, i64, Option<K>)>,
+    /// Per id in the window: how many entries carry it and the newest timestamp among them.
+    ids: std::collections::HashMap<K, (u32, i64)>,
+    newest_ms: i64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> DedupWindow<K> {
+    pub fn new(records_max: u64, window_ms: u64) -> Self {
+        assert!(records_max >= 1, "a dedup window holds at least one record");
+        DedupWindow {
+            records_max,
+            window_ms,
+            entries: VecDeque::new(),
+            ids: std::collections::HashMap::new(),
+            newest_ms: i64::MIN,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn evict_front(&mut self) {
+        let Some((_, _, Some(id))) = self.entries.pop_front() else { return };
+        if let Some((n, _)) = self.ids.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.ids.remove(&id);
+            }
+        }
+    }
+
+    /// Offers the record at `offset` (offsets must increase) with its timestamp and event id
+    /// (`None`: a record without one, never a duplicate); whether it duplicates a record in the
+    /// window. Every record enters the window, duplicates included.
+    pub fn offer(&mut self, offset: u64, timestamp_ms: i64, id: Option<K>) -> bool {
+        if let Some((last, _, _)) = self.entries.back() {
+            assert!(offset > *last, "dedup offers must be in offset order");
+        }
+        self.newest_ms = self.newest_ms.max(timestamp_ms);
+        let oldest_offset = offset.saturating_sub(self.records_max);
+        let oldest_ms = if self.window_ms == 0 {
+            i64::MIN
+        } else {
+            self.newest_ms.saturating_sub(i64::try_from(self.window_ms).unwrap_or(i64::MAX))
+        };
+        while self.entries.front().is_some_and(|(o, ts, _)| *o < oldest_offset || *ts < oldest_ms) {
+            self.evict_front();
+        }
+        let Some(id) = id else {
+            self.entries.push_back((offset, timestamp_ms, None));
+            return false;
+        };
+        // Timestamps need not grow with offsets, so an entry behind a newer one at the front
+        // may be older than the bound: the id's newest timestamp decides.
+        let duplicate = self.ids.get(&id).is_some_and(|(_, newest)| *newest >= oldest_ms);
+        let entry = self.ids.entry(id.clone()).or_insert((0, timestamp_ms));
+        entry.0 += 1;
+        entry.1 = entry.1.max(timestamp_ms);
+        self.entries.push_back((offset, timestamp_ms, Some(id)));
+        duplicate
+    }
+}
+
+/// A record to deliver: its offset (the driver keeps the payload) and, when the driver
+/// already knows the warehouse must not see it (the payload fails the sink's declared schema,
+/// or its batch cannot be decoded), why: such a record is dead-lettered without a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub offset: u64,
+    pub rejected: Option<String>,
+}
+
+impl Record {
+    /// A record for the warehouse.
+    pub fn new(offset: u64) -> Record {
+        Record { offset, rejected: None }
+    }
+
+    /// A record refused before any write, for `why`.
+    pub fn rejected(offset: u64, why: String) -> Record {
+        Record { offset, rejected: Some(why) }
+    }
 }
 
 /// How a warehouse write failed.
@@ -230,7 +329,8 @@ pub enum SinkEffect {
         last: u64,
     },
     /// Write this record to the dead-letter topic with the error and attempt count (durably,
-    /// acks=all); answer with [`PartitionSink::dead_lettered`].
+    /// acks=all); answer with [`PartitionSink::dead_lettered`]. `attempts` counts the
+    /// warehouse writes that included the record: 0 for a record rejected before any write.
     DeadLetter {
         offset: u64,
         error: String,
@@ -249,7 +349,7 @@ pub enum SinkEffect {
 enum InFlight {
     None,
     Write { first: u64, last: u64 },
-    DeadLetter { offset: u64 },
+    DeadLetter { offset: u64, error: String, attempts: u32 },
 }
 
 /// The delivery state of one partition.
@@ -260,13 +360,15 @@ pub struct PartitionSink {
     in_flight: InFlight,
     /// The current batch's attempts so far.
     attempts: u32,
+    /// Failed produces of the current dead letter (paces their retries).
+    dead_letter_failures: u32,
     /// When the next write may start (backoff).
     not_before_ms: u64,
     /// After a permanent failure of a batch ending at `.1`: the batch size to try (halved
     /// down to 1) until the writes have passed that batch.
     bisect: Option<(usize, u64)>,
-    /// A record whose dead-letter write must be (re)issued.
-    pending_dead_letter: Option<u64>,
+    /// A dead-letter write to (re)issue: offset, error, attempts.
+    pending_dead_letter: Option<(u64, String, u32)>,
     last_error: String,
     backoff: Backoff,
     budget: RetryBudget,
@@ -288,6 +390,7 @@ impl PartitionSink {
             buffered: VecDeque::new(),
             in_flight: InFlight::None,
             attempts: 0,
+            dead_letter_failures: 0,
             not_before_ms: 0,
             bisect: None,
             pending_dead_letter: None,
@@ -325,7 +428,7 @@ impl PartitionSink {
             if let Some(last) = self.buffered.back() {
                 assert!(r.offset > last.offset, "records must arrive in offset order");
             }
-            self.buffered.push_back(*r);
+            self.buffered.push_back(r.clone());
         }
         self.step(now_ms);
     }
@@ -366,13 +469,7 @@ impl PartitionSink {
         if permanent {
             if n == 1 {
                 // The record alone fails: it goes to the dead-letter topic.
-                let attempts = self.attempts;
-                self.in_flight = InFlight::DeadLetter { offset: first };
-                self.effects.push(SinkEffect::DeadLetter {
-                    offset: first,
-                    error: self.last_error.clone(),
-                    attempts,
-                });
+                self.dead_letter(first, self.last_error.clone(), self.attempts);
                 return;
             }
             self.bisect = Some((n.div_ceil(2), last));
@@ -387,13 +484,14 @@ impl PartitionSink {
 
     /// The dead-letter write of the in-flight record is durable.
     pub fn dead_lettered(&mut self, now_ms: u64) {
-        let InFlight::DeadLetter { offset } = self.in_flight else { return };
+        let InFlight::DeadLetter { offset, .. } = self.in_flight else { return };
         self.in_flight = InFlight::None;
         if self.buffered.front().is_some_and(|r| r.offset == offset) {
             self.buffered.pop_front();
         }
         self.dead_lettered += 1;
         self.attempts = 0;
+        self.dead_letter_failures = 0;
         self.bisect = None;
         self.effects.push(SinkEffect::Commit { next: offset + 1 });
         self.step(now_ms);
@@ -402,13 +500,22 @@ impl PartitionSink {
     /// The dead-letter write failed: it is retried with backoff (the partition waits; moving
     /// past the record without a durable dead letter would lose it).
     pub fn dead_letter_failed(&mut self, now_ms: u64) {
-        let InFlight::DeadLetter { offset } = self.in_flight else { return };
-        let delay = self.backoff.delay_ms(self.attempts.min(16));
-        self.attempts += 1;
-        self.in_flight = InFlight::None;
+        let InFlight::DeadLetter { offset, error, attempts } =
+            std::mem::replace(&mut self.in_flight, InFlight::None)
+        else {
+            return;
+        };
+        // `dead_letter_failures` paces the produce retries; the header keeps the write attempts.
+        let delay = self.backoff.delay_ms(self.dead_letter_failures.min(16));
+        self.dead_letter_failures += 1;
         self.not_before_ms = now_ms + delay;
-        self.pending_dead_letter = Some(offset);
+        self.pending_dead_letter = Some((offset, error, attempts));
         self.step(now_ms);
+    }
+
+    fn dead_letter(&mut self, offset: u64, error: String, attempts: u32) {
+        self.in_flight = InFlight::DeadLetter { offset, error: error.clone(), attempts };
+        self.effects.push(SinkEffect::DeadLetter { offset, error, attempts });
     }
 
     pub fn tick(&mut self, now_ms: u64) {
@@ -425,13 +532,18 @@ impl PartitionSink {
         if self.in_flight != InFlight::None || now_ms < self.not_before_ms {
             return;
         }
-        if let Some(offset) = self.pending_dead_letter.take() {
-            self.in_flight = InFlight::DeadLetter { offset };
-            let attempts = self.attempts;
-            self.effects.push(SinkEffect::DeadLetter { offset, error: self.last_error.clone(), attempts });
+        if let Some((offset, error, attempts)) = self.pending_dead_letter.take() {
+            self.dead_letter(offset, error, attempts);
             return;
         }
-        let Some(first) = self.buffered.front().map(|r| r.offset) else { return };
+        let Some(front) = self.buffered.front() else { return };
+        let first = front.offset;
+        if let Some(why) = front.rejected.clone() {
+            // Refused before the warehouse: no write, so neither the breaker nor the budget
+            // is involved; the dead-letter topic is the log, not the warehouse.
+            self.dead_letter(first, why, 0);
+            return;
+        }
         match self.breaker.state(now_ms) {
             BreakerState::Open { .. } => return,
             BreakerState::HalfOpen | BreakerState::Closed => {}
@@ -445,6 +557,8 @@ impl PartitionSink {
             self.retries += 1;
         }
         let n = self.bisect.map_or(self.config.batch_records_max, |(n, _)| n).min(self.buffered.len());
+        // A batch ends before the next rejected record (it is dead-lettered on its own).
+        let n = self.buffered.iter().take(n).take_while(|r| r.rejected.is_none()).count();
         // A batch is consecutive buffered records; gaps (compacted or trimmed offsets) are
         // fine, the write names the range.
         let last = self.buffered.get(n - 1).map_or(first, |r| r.offset);
@@ -460,7 +574,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn records(range: std::ops::Range<u64>) -> Vec<Record> {
-        range.map(|offset| Record { offset }).collect()
+        range.map(Record::new).collect()
     }
 
     fn config() -> SinkConfig {
@@ -596,19 +710,105 @@ mod tests {
         assert!(writes_during_outage < 30, "{writes_during_outage} writes during the outage");
     }
 
+    /// The count bound: an id repeated within `records_max` offsets is a duplicate, beyond it
+    /// is not; a record without an id is never one.
+    #[test]
+    fn dedup_window_counts_offsets() {
+        let mut w = DedupWindow::new(3, 0);
+        assert!(!w.offer(0, 0, Some("a")));
+        assert!(!w.offer(1, 0, None));
+        assert!(w.offer(2, 0, Some("a")), "within 3 offsets");
+        assert!(!w.offer(10, 0, Some("a")), "offsets 7..10 hold no a");
+        assert!(!w.offer(11, 0, None) && !w.offer(12, 0, None));
+        assert!(w.offer(13, 0, Some("a")), "10 is within 3 offsets of 13");
+        assert!(w.len() <= 4, "bounded: {}", w.len());
+    }
+
+    /// The time bound: an id whose last record is older than `window_ms` before the newest
+    /// timestamp is forgotten, even when records arrive out of timestamp order.
+    #[test]
+    fn dedup_window_forgets_by_time() {
+        let mut w = DedupWindow::new(1_000, 100);
+        assert!(!w.offer(0, 1_000, Some("a")));
+        assert!(!w.offer(1, 1_000, Some("b")));
+        assert!(w.offer(2, 1_090, Some("a")), "90 ms later");
+        assert!(!w.offer(3, 1_300, Some("b")), "300 ms later");
+        assert!(!w.offer(4, 1_250, Some("a")), "a's newest (1 090) is 210 ms before the newest (1 300)");
+    }
+
+    /// Rebuilding the window by replaying the records before an offset gives the same
+    /// decisions as the window that saw them live (what a restarted worker does).
+    #[test]
+    fn dedup_window_replay_matches_live() {
+        let ids: Vec<Option<u8>> =
+            (0..200u64).map(|i| if i % 7 == 0 { None } else { Some((i * 31 % 23) as u8) }).collect();
+        let mut live = DedupWindow::new(16, 0);
+        let decisions: Vec<bool> =
+            ids.iter().enumerate().map(|(o, id)| live.offer(o as u64, 0, *id)).collect();
+        let restart_at = 120u64;
+        let mut rebuilt = DedupWindow::new(16, 0);
+        for o in restart_at - 16..restart_at {
+            rebuilt.offer(o, 0, ids[o as usize]);
+        }
+        for o in restart_at..200 {
+            assert_eq!(rebuilt.offer(o, 0, ids[o as usize]), decisions[o as usize], "offset {o}");
+        }
+    }
+
+    /// A rejected record is dead-lettered on its own with 0 attempts, without a write or the
+    /// breaker; the batches around it are written.
+    #[test]
+    fn rejected_records_are_dead_lettered_without_a_write() {
+        let mut s = PartitionSink::new(config(), 3);
+        let mut input = records(0..6);
+        input[2] = Record::rejected(2, "schema: amount is missing".into());
+        s.fetched(0, &input);
+        let mut log = Vec::new();
+        for _ in 0..20 {
+            let effects = s.take_effects();
+            if effects.is_empty() {
+                break;
+            }
+            for e in effects {
+                log.push(e.clone());
+                match e {
+                    SinkEffect::Write { .. } => s.written(0),
+                    SinkEffect::DeadLetter { .. } => s.dead_lettered(0),
+                    _ => {}
+                }
+            }
+        }
+        let writes: Vec<_> = log.iter().filter(|e| matches!(e, SinkEffect::Write { .. })).cloned().collect();
+        assert_eq!(
+            writes,
+            vec![SinkEffect::Write { first: 0, last: 1 }, SinkEffect::Write { first: 3, last: 5 }]
+        );
+        assert!(log.contains(&SinkEffect::DeadLetter {
+            offset: 2,
+            error: "schema: amount is missing".into(),
+            attempts: 0
+        }));
+        assert_eq!((s.written, s.dead_lettered), (5, 1));
+    }
+
     proptest! {
         /// Whatever the warehouse answers before it recovers: every record ends written or
-        /// dead-lettered (only poison records dead-lettered), the
+        /// dead-lettered (only poison and rejected records dead-lettered, rejected ones with 0
+        /// attempts and never in a write), the
         /// committed offset only grows and never passes a record that is neither, and at most
         /// one operation is in flight at a time.
         #[test]
         fn commits_never_pass_an_undelivered_record(
             answers in proptest::collection::vec(0u8..10, 1..400),
             poison in proptest::collection::btree_set(0u64..40, 0..4),
+            rejected in proptest::collection::btree_set(0u64..40, 0..4),
             seed in any::<u64>(),
         ) {
             let mut s = PartitionSink::new(config(), seed);
-            s.fetched(0, &records(0..40));
+            let input: Vec<Record> = (0..40)
+                .map(|o| if rejected.contains(&o) { Record::rejected(o, "schema".into()) } else { Record::new(o) })
+                .collect();
+            s.fetched(0, &input);
             let mut delivered: BTreeMap<u64, &str> = BTreeMap::new();
             let mut committed = 0u64;
             let mut now = 0u64;
@@ -629,6 +829,7 @@ mod tests {
                 let a = answers.next().unwrap_or(0);
                 match e {
                     SinkEffect::Write { first, last } => {
+                        prop_assert!(!(first..=last).any(|o| rejected.contains(&o)), "a write of a rejected record");
                         if (first..=last).any(|o| poison.contains(&o)) {
                             s.failed(now, Failure::Permanent("poison".into()));
                         } else if a < 3 {
@@ -638,7 +839,8 @@ mod tests {
                             s.written(now);
                         }
                     }
-                    SinkEffect::DeadLetter { offset, .. } => {
+                    SinkEffect::DeadLetter { offset, attempts, .. } => {
+                        prop_assert_eq!(attempts == 0, rejected.contains(&offset), "offset {}", offset);
                         if a < 2 {
                             s.dead_letter_failed(now);
                         } else {
@@ -656,7 +858,7 @@ mod tests {
             }
             prop_assert_eq!(committed, 40);
             for o in 0..40 {
-                let want = if poison.contains(&o) { "dead" } else { "written" };
+                let want = if poison.contains(&o) || rejected.contains(&o) { "dead" } else { "written" };
                 prop_assert_eq!(delivered.get(&o).copied(), Some(want), "offset {}", o);
             }
         }

@@ -32,6 +32,18 @@ pub const SINK_BATCH_RECORDS_MAX: u32 = 10_000;
 pub const SINK_BUFFERED_RECORDS_MAX: u32 = 100_000;
 /// Longest backoff and breaker-open time.
 pub const SINK_WAIT_MS_MAX: u64 = 600_000;
+/// Most offsets a dedup window spans, per partition (memory: one 16-byte digest each, plus
+/// the map's overhead; also what a restarted worker re-reads from the log to rebuild it).
+pub const SINK_DEDUP_WINDOW_RECORDS_MAX: u32 = 100_000;
+/// Longest dedup time window (7 days, the default log retention).
+pub const SINK_DEDUP_WINDOW_MS_MAX: u64 = 7 * 24 * 3_600_000;
+/// Most mapped columns of a declared schema.
+pub const SINK_COLUMNS_LEN_MAX: usize = 64;
+/// Longest JSON field name of a mapped column, in bytes.
+pub const SINK_COLUMN_FIELD_BYTES_MAX: usize = 255;
+/// The columns every sink table has; a mapped column may not take their names.
+pub const SINK_RESERVED_COLUMNS: [&str; 7] =
+    ["topic", "partition", "offset", "key", "value", "timestamp", "event_key"];
 
 const _: () = assert!(SINK_NAME_BYTES_MAX + "__sink.".len() <= TOPIC_NAME_BYTES_MAX);
 const _: () = assert!(SINK_NAME_BYTES_MAX + ".dlq".len() <= TOPIC_NAME_BYTES_MAX);
@@ -52,6 +64,104 @@ pub enum SinkValue {
     Bytea,
     /// Parsed as JSON by PostgreSQL; a value that is not JSON is a poison record.
     Jsonb,
+}
+
+/// The type of a mapped column: what the JSON field must be, and the PostgreSQL column type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColumnType {
+    /// A JSON string; `text`.
+    Text,
+    /// A JSON integer within i64; `bigint`.
+    Bigint,
+    /// Any JSON number; `double precision`.
+    Double,
+    /// `true` or `false`; `boolean`.
+    Boolean,
+    /// Any JSON value; `jsonb`.
+    Jsonb,
+}
+
+impl ColumnType {
+    pub const NAMES: [&'static str; 5] = ["text", "bigint", "double", "boolean", "jsonb"];
+
+    pub fn parse(s: &str) -> Option<ColumnType> {
+        Some(match s {
+            "text" => ColumnType::Text,
+            "bigint" => ColumnType::Bigint,
+            "double" => ColumnType::Double,
+            "boolean" => ColumnType::Boolean,
+            "jsonb" => ColumnType::Jsonb,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Bigint => "bigint",
+            ColumnType::Double => "double",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Jsonb => "jsonb",
+        }
+    }
+
+    /// The PostgreSQL type of the column.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Double => "double precision",
+            other => other.name(),
+        }
+    }
+}
+
+/// One column of a sink's declared schema: a top-level field of the JSON value, stored in its
+/// own column. A record whose value is not a JSON object, lacks a required field (absent or
+/// `null`) or has a field of the wrong type is dead-lettered before any write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkColumn {
+    pub field: String,
+    pub column: String,
+    pub kind: ColumnType,
+    pub required: bool,
+}
+
+/// Deduplication by event id within a window of each partition's log (`quorumdb_core::sink::
+/// DedupWindow`): a duplicate inside the window is not written (the position moves past it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkDedup {
+    /// The top-level JSON field holding the event id.
+    pub field: String,
+    /// Offsets the window spans (1 to [`SINK_DEDUP_WINDOW_RECORDS_MAX`]).
+    pub window_records: u32,
+    /// Event-time bound (record timestamps); 0: none.
+    pub window_ms: u64,
+}
+
+/// Where the PostgreSQL password comes from, when not in the connection string: resolved on
+/// each node at connect time, so the secret itself never enters the metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecretRef {
+    /// An environment variable of the node process.
+    Env(String),
+    /// A file on the node (its content, without a trailing newline).
+    File(String),
+}
+
+impl SecretRef {
+    /// `env:NAME` or `file:/path`.
+    pub fn parse(s: &str) -> Option<SecretRef> {
+        if let Some(v) = s.strip_prefix("env:").filter(|v| !v.is_empty()) {
+            return Some(SecretRef::Env(v.to_string()));
+        }
+        s.strip_prefix("file:").filter(|v| !v.is_empty()).map(|v| SecretRef::File(v.to_string()))
+    }
+
+    pub fn show(&self) -> String {
+        match self {
+            SecretRef::Env(v) => format!("env:{v}"),
+            SecretRef::File(v) => format!("file:{v}"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +217,11 @@ pub struct SinkDef {
     pub dead_letter_topic: String,
     pub settings: SinkSettings,
     pub state: SinkRunState,
+    /// The declared schema (empty: none; values are stored as they are).
+    pub columns: Vec<SinkColumn>,
+    pub dedup: Option<SinkDedup>,
+    /// The password, by reference (`None`: the connection string's, if any).
+    pub password: Option<SecretRef>,
 }
 
 impl SinkDef {
@@ -133,6 +248,9 @@ pub struct NewSink {
     /// `None`: `<name>.dlq`.
     pub dead_letter_topic: Option<String>,
     pub settings: SinkSettings,
+    pub columns: Vec<SinkColumn>,
+    pub dedup: Option<SinkDedup>,
+    pub password: Option<SecretRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,7 +409,75 @@ impl NewSink {
         if self.dead_letter_topic.is_none() && self.topics.contains(&format!("{}.dlq", self.name)) {
             return Err(invalid("the default dead-letter topic", "is also a source topic"));
         }
+        self.check_columns()?;
+        self.check_dedup()?;
+        if let Some(p) = &self.password {
+            let (SecretRef::Env(v) | SecretRef::File(v)) = p;
+            if v.is_empty() || v.len() > SINK_CONNECTION_BYTES_MAX || v.chars().any(char::is_control) {
+                return Err(invalid(
+                    "the password reference",
+                    format!("must be env:NAME or file:PATH, at most {SINK_CONNECTION_BYTES_MAX} bytes"),
+                ));
+            }
+        }
         self.settings.check()
+    }
+
+    fn check_columns(&self) -> Result<(), SinkError> {
+        if self.columns.len() > SINK_COLUMNS_LEN_MAX {
+            return Err(invalid("the column list", format!("at most {SINK_COLUMNS_LEN_MAX} columns")));
+        }
+        for (i, c) in self.columns.iter().enumerate() {
+            if c.field.is_empty()
+                || c.field.len() > SINK_COLUMN_FIELD_BYTES_MAX
+                || c.field.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    format!("the field of column {:?}", c.column),
+                    format!("must be 1 to {SINK_COLUMN_FIELD_BYTES_MAX} bytes without control characters"),
+                ));
+            }
+            check_identifier("column", &c.column)?;
+            // PostgreSQL folds nothing here (names are quoted), but two columns differing only
+            // in case are a trap: refuse them, and the reserved ones in any case.
+            let lower = c.column.to_ascii_lowercase();
+            if SINK_RESERVED_COLUMNS.contains(&lower.as_str()) {
+                return Err(invalid(
+                    format!("column {:?}", c.column),
+                    format!("is reserved (every sink table has {})", SINK_RESERVED_COLUMNS.join(", ")),
+                ));
+            }
+            if self.columns[..i].iter().any(|o| o.column.eq_ignore_ascii_case(&c.column)) {
+                return Err(invalid(format!("column {:?}", c.column), "is mapped twice"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_dedup(&self) -> Result<(), SinkError> {
+        let Some(d) = &self.dedup else { return Ok(()) };
+        if d.field.is_empty()
+            || d.field.len() > SINK_KEY_FIELD_BYTES_MAX
+            || d.field.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "dedup_field",
+                format!("must be 1 to {SINK_KEY_FIELD_BYTES_MAX} bytes without control characters"),
+            ));
+        }
+        if !(1..=SINK_DEDUP_WINDOW_RECORDS_MAX).contains(&d.window_records) {
+            return Err(invalid(
+                "dedup_window_records",
+                format!("must be 1 to {SINK_DEDUP_WINDOW_RECORDS_MAX} (the window's memory bound)"),
+            ));
+        }
+        if d.window_ms > SINK_DEDUP_WINDOW_MS_MAX {
+            return Err(invalid(
+                "dedup_window_ms",
+                format!("must be 0 (no time bound) to {SINK_DEDUP_WINDOW_MS_MAX} ms"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -335,6 +521,9 @@ impl SinksState {
                         .unwrap_or_else(|| format!("{}.dlq", new.name)),
                     settings: new.settings,
                     state: SinkRunState::Running,
+                    columns: new.columns.clone(),
+                    dedup: new.dedup.clone(),
+                    password: new.password.clone(),
                 };
                 self.sinks.insert(def.name.clone(), def.clone());
                 Ok(SinkOutcome::Created(Box::new(def)))
@@ -371,6 +560,14 @@ mod tests {
             value: SinkValue::Bytea,
             dead_letter_topic: None,
             settings: SinkSettings::default(),
+            columns: vec![SinkColumn {
+                field: "amount".into(),
+                column: "amount".into(),
+                kind: ColumnType::Bigint,
+                required: true,
+            }],
+            dedup: Some(SinkDedup { field: "id".into(), window_records: 1_000, window_ms: 0 }),
+            password: Some(SecretRef::Env("PGPASSWORD".into())),
         }
     }
 
@@ -418,6 +615,15 @@ mod tests {
             ("buffer below batch", Box::new(|n| n.settings.buffered_records_max = 1)),
             ("backoff inverted", Box::new(|n| n.settings.backoff_base_ms = 20_000)),
             ("no breaker", Box::new(|n| n.settings.breaker_failures_max = 0)),
+            ("reserved column", Box::new(|n| n.columns[0].column = "Offset".into())),
+            ("injected column", Box::new(|n| n.columns[0].column = "a\"b".into())),
+            ("empty column field", Box::new(|n| n.columns[0].field.clear())),
+            ("column twice", Box::new(|n| n.columns.push(n.columns[0].clone()))),
+            ("empty dedup field", Box::new(|n| n.dedup.as_mut().unwrap().field.clear())),
+            ("no dedup window", Box::new(|n| n.dedup.as_mut().unwrap().window_records = 0)),
+            ("huge dedup window", Box::new(|n| n.dedup.as_mut().unwrap().window_records = u32::MAX)),
+            ("long dedup time", Box::new(|n| n.dedup.as_mut().unwrap().window_ms = u64::MAX)),
+            ("empty secret", Box::new(|n| n.password = Some(SecretRef::File(String::new())))),
         ];
         for (why, change) in cases {
             let mut n = new("pg");

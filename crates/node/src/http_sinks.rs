@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use quorumdb_api as api;
 use quorumdb_meta::sink::{
-    NewSink, SinkCommand, SinkDef, SinkError, SinkKey, SinkOutcome, SinkRunState, SinkSettings, SinkValue,
+    ColumnType, NewSink, SecretRef, SinkColumn, SinkCommand, SinkDedup, SinkDef, SinkError, SinkKey,
+    SinkOutcome, SinkRunState, SinkSettings, SinkValue, SINK_DEDUP_WINDOW_RECORDS_MAX,
 };
 use quorumdb_meta::{Command, MetaError, Outcome};
 
@@ -58,6 +59,41 @@ fn definition(n: api::NewSink) -> Result<NewSink, ApiError> {
         breaker_failures_max: n.breaker_failures_max.unwrap_or(d.breaker_failures_max),
         breaker_open_ms: n.breaker_open_ms.unwrap_or(d.breaker_open_ms),
     };
+    let columns = n
+        .columns
+        .iter()
+        .map(|c| {
+            let kind = ColumnType::parse(&c.kind).ok_or_else(|| {
+                bad(format!(
+                    "column {:?}: type must be one of {}, not {:?}",
+                    c.field,
+                    ColumnType::NAMES.join(", "),
+                    c.kind
+                ))
+            })?;
+            Ok(SinkColumn {
+                field: c.field.clone(),
+                column: c.column.clone().unwrap_or_else(|| c.field.clone()),
+                kind,
+                required: c.required.unwrap_or(true),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let dedup = dedup(&n, &key)?;
+    let password = match n.postgres_password.as_deref() {
+        None => None,
+        Some(p) => Some(SecretRef::parse(p).ok_or_else(|| {
+            bad(format!(
+                "postgres_password must be env:NAME or file:PATH, not {:?}",
+                p.chars().take(64).collect::<String>()
+            ))
+        })?),
+    };
+    if password.is_some() && crate::sink::redact_connection(&n.postgres) != n.postgres {
+        return Err(bad(
+            "the password is both in the connection string and in postgres_password: give one".into()
+        ));
+    }
     let def = NewSink {
         name: n.name,
         topics: n.topics,
@@ -67,11 +103,41 @@ fn definition(n: api::NewSink) -> Result<NewSink, ApiError> {
         value,
         dead_letter_topic: n.dead_letter_topic,
         settings,
+        columns,
+        dedup,
+        password,
     };
     def.check().map_err(refused)?;
     crate::sink::check_connection_string(&def.postgres)
         .map_err(|e| bad(format!("the PostgreSQL connection string does not parse: {e}")))?;
     Ok(def)
+}
+
+/// The dedup window of a definition: on when a count or a time is given; the id field is
+/// `dedup_field`, else the business key's field.
+fn dedup(n: &api::NewSink, key: &SinkKey) -> Result<Option<SinkDedup>, ApiError> {
+    if n.dedup_window_records.is_none() && n.dedup_window_ms.is_none() {
+        if n.dedup_field.is_some() {
+            return Err(ApiError::BadRequest(
+                "dedup_field needs a window: dedup_window_records and/or dedup_window_ms".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let field = match (&n.dedup_field, key) {
+        (Some(f), _) => f.clone(),
+        (None, SinkKey::Field(f)) => f.clone(),
+        (None, SinkKey::Offset) => {
+            return Err(ApiError::BadRequest(
+                "a dedup window needs the event id's field: dedup_field, or key = \"field:NAME\"".into(),
+            ))
+        }
+    };
+    Ok(Some(SinkDedup {
+        field,
+        window_records: n.dedup_window_records.unwrap_or(SINK_DEDUP_WINDOW_RECORDS_MAX),
+        window_ms: n.dedup_window_ms.unwrap_or(0),
+    }))
 }
 
 fn info(
@@ -110,6 +176,22 @@ fn info(
             breaker_failures_max: s.breaker_failures_max,
             breaker_open_ms: s.breaker_open_ms,
         },
+        postgres_password: d.password.as_ref().map(SecretRef::show),
+        columns: d
+            .columns
+            .iter()
+            .map(|c| api::SinkColumnSpec {
+                field: c.field.clone(),
+                column: Some(c.column.clone()),
+                kind: c.kind.name().into(),
+                required: Some(c.required),
+            })
+            .collect(),
+        dedup: d.dedup.as_ref().map(|x| api::SinkDedupInfo {
+            field: x.field.clone(),
+            window_records: x.window_records,
+            window_ms: x.window_ms,
+        }),
         partitions,
         warehouse_error,
     }
@@ -182,6 +264,7 @@ pub(crate) async fn describe_sink(
                         dead_lettered: worker.map_or(0, |w| w.dead_lettered),
                         breaker: worker.map_or_else(|| "-".into(), |w| w.breaker.clone()),
                         last_error: worker.map(|w| w.last_error.clone()).unwrap_or_default(),
+                        deduplicated: worker.map_or(0, |w| w.deduplicated),
                     });
                 }
             }

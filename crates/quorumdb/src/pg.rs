@@ -150,6 +150,18 @@ impl PrivatePg {
         format!("host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5", self.port)
     }
 
+    /// Makes `role` log in over TCP with its password only (scram-sha-256), every other role
+    /// staying trusted: for tests of password references.
+    pub fn require_password(&self, role: &str) -> Result<(), PgError> {
+        let hba = self.data().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba)?;
+        // pg_hba.conf is read top down: the first matching line decides.
+        std::fs::write(&hba, format!("host all {role} 127.0.0.1/32 scram-sha-256\n{old}"))?;
+        let mut c = self.command("pg_ctl");
+        c.arg("-D").arg(self.data()).arg("reload");
+        self.run("pg_ctl reload", &mut c)
+    }
+
     /// The server's log, for a failing test's message.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   quorumdb sink create orders-pg --topic orders --postgres 'host=db user=etl' --table orders \
-//!       [--key offset|field:event_id] [--config sink.toml]
+//!       [--key offset|field:event_id] [--config sink.toml] [--postgres-password env:VAR|file:PATH] \
+//!       [--column FIELD:TYPE[?][:COLUMN]]... [--dedup-field F] [--dedup-window-records N] [--dedup-window-ms MS]
 //!   quorumdb sink list [-o table|json]
 //!   quorumdb sink describe orders-pg [-o table|json]   per partition: owner node, warehouse
 //!                                                       offset, high watermark, lag, retries,
@@ -31,26 +32,7 @@ pub struct SinkArgs {
 #[derive(Subcommand, Debug)]
 pub enum SinkCommand {
     /// Create a sink (it starts running at once).
-    Create {
-        name: String,
-        /// A topic to deliver (repeatable).
-        #[arg(long = "topic")]
-        topics: Vec<String>,
-        /// PostgreSQL connection string (`host=... user=... dbname=...` or a URL).
-        #[arg(long)]
-        postgres: Option<String>,
-        /// Target table (`table` or `schema.table`); created if missing.
-        #[arg(long)]
-        table: Option<String>,
-        /// `offset` (upsert on topic, partition, offset) or `field:NAME` (on a JSON field).
-        #[arg(long)]
-        key: Option<String>,
-        /// A TOML file with any fields of the HTTP body (settings, value format, DLQ topic).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-        output: TableOrJson,
-    },
+    Create(Box<CreateArgs>),
     /// List the sinks.
     List {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -70,6 +52,64 @@ pub enum SinkCommand {
     Delete { name: String },
 }
 
+/// `quorumdb sink create`'s arguments.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    name: String,
+    /// A topic to deliver (repeatable).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// PostgreSQL connection string (`host=... user=... dbname=...` or a URL).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Target table (`table` or `schema.table`); created if missing.
+    #[arg(long)]
+    table: Option<String>,
+    /// `offset` (upsert on topic, partition, offset) or `field:NAME` (on a JSON field).
+    #[arg(long)]
+    key: Option<String>,
+    /// The password by reference, resolved on each node: `env:VAR` or `file:PATH` (keeps
+    /// it out of the cluster metadata).
+    #[arg(long)]
+    postgres_password: Option<String>,
+    /// A mapped column of the declared schema (repeatable): `FIELD:TYPE` with TYPE one of
+    /// text, bigint, double, boolean, jsonb; `TYPE?` for an optional field; `:COLUMN` to
+    /// name the column (default: the field). Replaces the file's `columns`.
+    #[arg(long = "column")]
+    columns: Vec<String>,
+    /// The JSON field with the event id to deduplicate on (default: the key's field).
+    #[arg(long)]
+    dedup_field: Option<String>,
+    /// Offsets per partition the dedup window spans.
+    #[arg(long)]
+    dedup_window_records: Option<u32>,
+    /// Event-time bound of the dedup window, in ms.
+    #[arg(long)]
+    dedup_window_ms: Option<u64>,
+    /// A TOML file with any fields of the HTTP body (settings, value format, DLQ topic).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: TableOrJson,
+}
+
+/// `FIELD:TYPE[?][:COLUMN]` as a column of the HTTP body.
+fn parse_column(spec: &str) -> Result<api::SinkColumnSpec> {
+    let mut parts = spec.split(':');
+    let (Some(field), Some(kind)) = (parts.next(), parts.next()) else {
+        bail!("--column {spec:?}: expected FIELD:TYPE[?][:COLUMN]");
+    };
+    let column = parts.next().map(str::to_string);
+    if field.is_empty() || parts.next().is_some() || column.as_deref() == Some("") {
+        bail!("--column {spec:?}: expected FIELD:TYPE[?][:COLUMN]");
+    }
+    let (kind, required) = match kind.strip_suffix('?') {
+        Some(k) => (k, false),
+        None => (kind, true),
+    };
+    Ok(api::SinkColumnSpec { field: field.into(), column, kind: kind.into(), required: Some(required) })
+}
+
 fn print_sink(s: &api::SinkInfo) {
     println!(
         "sink {} ({}) topics {} -> {} key {} value {} dlq {} group {}",
@@ -82,12 +122,46 @@ fn print_sink(s: &api::SinkInfo) {
         s.dead_letter_topic,
         s.group
     );
+    if let Some(p) = &s.postgres_password {
+        println!("password from {p}");
+    }
+    if !s.columns.is_empty() {
+        let cols: Vec<String> = s
+            .columns
+            .iter()
+            .map(|c| {
+                let opt = if c.required == Some(false) { "?" } else { "" };
+                format!("{}:{}{opt} -> {}", c.field, c.kind, c.column.as_deref().unwrap_or(&c.field))
+            })
+            .collect();
+        println!("schema {}", cols.join(", "));
+    }
+    if let Some(d) = &s.dedup {
+        println!(
+            "dedup on {:?} over {} offsets, {} ms (0: no time bound)",
+            d.field, d.window_records, d.window_ms
+        );
+    }
 }
 
 pub async fn sink(a: SinkArgs) -> Result<i32> {
     let client = a.endpoint.client()?;
     match a.command {
-        SinkCommand::Create { name, topics, postgres, table, key, config, output } => {
+        SinkCommand::Create(create) => {
+            let CreateArgs {
+                name,
+                topics,
+                postgres,
+                table,
+                key,
+                postgres_password,
+                columns,
+                dedup_field,
+                dedup_window_records,
+                dedup_window_ms,
+                config,
+                output,
+            } = *create;
             let mut body: api::NewSink = match &config {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
@@ -109,6 +183,21 @@ pub async fn sink(a: SinkArgs) -> Result<i32> {
             }
             if key.is_some() {
                 body.key = key;
+            }
+            if postgres_password.is_some() {
+                body.postgres_password = postgres_password;
+            }
+            if !columns.is_empty() {
+                body.columns = columns.iter().map(|c| parse_column(c)).collect::<Result<_>>()?;
+            }
+            if dedup_field.is_some() {
+                body.dedup_field = dedup_field;
+            }
+            if dedup_window_records.is_some() {
+                body.dedup_window_records = dedup_window_records;
+            }
+            if dedup_window_ms.is_some() {
+                body.dedup_window_ms = dedup_window_ms;
             }
             if body.topics.is_empty() || body.postgres.is_empty() || body.table.is_empty() {
                 bail!("a sink needs --topic, --postgres and --table (as flags or in --config)");
@@ -148,7 +237,7 @@ pub async fn sink(a: SinkArgs) -> Result<i32> {
                         println!("warehouse: {e}");
                     }
                     println!(
-                        "{:<24} {:>9} {:<10} {:>10} {:>10} {:>8} {:>9} {:>6} {:<9} LAST_ERROR",
+                        "{:<24} {:>9} {:<10} {:>10} {:>10} {:>8} {:>9} {:>6} {:>7} {:<9} LAST_ERROR",
                         "TOPIC",
                         "PARTITION",
                         "OWNER",
@@ -157,12 +246,13 @@ pub async fn sink(a: SinkArgs) -> Result<i32> {
                         "LAG",
                         "RETRIES",
                         "DLQ",
+                        "DEDUP",
                         "BREAKER"
                     );
                     let dash = |o: Option<u64>| o.map_or_else(|| "-".to_string(), |v| v.to_string());
                     for p in &s.partitions {
                         println!(
-                            "{:<24} {:>9} {:<10} {:>10} {:>10} {:>8} {:>9} {:>6} {:<9} {}",
+                            "{:<24} {:>9} {:<10} {:>10} {:>10} {:>8} {:>9} {:>6} {:>7} {:<9} {}",
                             p.topic,
                             p.partition,
                             p.owner.as_deref().unwrap_or("-"),
@@ -171,6 +261,7 @@ pub async fn sink(a: SinkArgs) -> Result<i32> {
                             dash(p.lag),
                             p.retries,
                             p.dead_lettered,
+                            p.deduplicated,
                             p.breaker,
                             p.last_error
                         );

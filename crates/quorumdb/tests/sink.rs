@@ -77,6 +77,63 @@ fn qj(c: &Cluster, i: usize, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
+/// Creates a sink through the CLI on node `i`: `args` are the name and flags (`--postgres` is
+/// added, pointing at `pg`), `toml` the `--config` file's text if any; returns the JSON answer
+/// and panics if the sink is refused.
+fn create_sink(
+    c: &Cluster,
+    i: usize,
+    pg: &PrivatePg,
+    args: &[&str],
+    toml: Option<&str>,
+) -> serde_json::Value {
+    let conn = pg.connection_string();
+    let mut full: Vec<String> = ["sink", "create"].iter().chain(args).map(|a| a.to_string()).collect();
+    full.extend(["--postgres".to_string(), conn, "-o".into(), "json".into()]);
+    if let Some(text) = toml {
+        let path = c.dir.join(format!("sink-{}.toml", args[0]));
+        std::fs::write(&path, text).unwrap();
+        full.extend(["--config".to_string(), path.display().to_string()]);
+    }
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    let (ok, out, err) = q_retry(c, i, &refs);
+    assert!(ok, "quorumdb {refs:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The next offset the warehouse records for `sink`'s partition 0 (-1 before it has one).
+fn pg_position(pg: &PrivatePg, sink: &str) -> i64 {
+    try_query_i64(
+        pg,
+        &format!("SELECT next_offset FROM quorumdb_sink_offsets WHERE sink = '{sink}' AND partition = 0"),
+    )
+    .ok()
+    .and_then(|r| r.first().map(|r| r[0]))
+    .unwrap_or(-1)
+}
+
+/// The dead-letter topic's records as kcat prints them: `headers|value` per line.
+fn dead_letters(c: &Cluster, topic: &str) -> Vec<String> {
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "kcat",
+            "-C",
+            "-b",
+            &c.nodes[0].kafka,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%h|%s\n",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
 /// Creates a topic, retrying while the fresh cluster elects its metadata leader.
 fn create_topic(c: &Cluster, name: &str, partitions: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -174,24 +231,8 @@ fn sink_delivers_every_record_once_and_describes_itself() {
     for p in 0..4 {
         assert!(kcat_produce(&c.nodes[0].kafka, "orders", p, &records(&format!("o{p}"), 100)));
     }
-    let conn = pg.connection_string();
-    let created = qj(
-        &c,
-        1,
-        &[
-            "sink",
-            "create",
-            "orders-pg",
-            "--topic",
-            "orders",
-            "--postgres",
-            &conn,
-            "--table",
-            "orders_rows",
-            "-o",
-            "json",
-        ],
-    );
+    let created =
+        create_sink(&c, 1, &pg, &["orders-pg", "--topic", "orders", "--table", "orders_rows"], None);
     assert_eq!(
         (created["state"].as_str(), created["group"].as_str()),
         (Some("running"), Some("__sink.orders-pg"))
@@ -252,17 +293,9 @@ fn killing_sink_owners_loses_and_duplicates_nothing() {
     let pg = postgres("crash");
     let mut c = Cluster::start("sink-crash", 3, 3, 3);
     create_topic(&c, "events", 4);
-    let config = c.dir.join("sink.toml");
     // Small transactions: many commit points for the kills to land between.
-    std::fs::write(&config, "batch_records_max = 20\nbuffered_records_max = 200\n").unwrap();
-    let conn = pg.connection_string();
-    let args =
-        ["sink", "create", "ev", "--topic", "events", "--postgres", &conn, "--table", "ev_rows", "--config"];
-    let mut args: Vec<&str> = args.to_vec();
-    let config_s = config.display().to_string();
-    args.push(&config_s);
-    let (ok, _, err) = q(&c, 0, &args);
-    assert!(ok, "{err}");
+    let toml = "batch_records_max = 20\nbuffered_records_max = 200\n";
+    create_sink(&c, 0, &pg, &["ev", "--topic", "events", "--table", "ev_rows"], Some(toml));
     let broker = c.nodes[0].kafka.clone();
     let producer = std::thread::spawn(move || {
         let mut produced = 0;
@@ -312,28 +345,13 @@ fn a_frozen_owner_waking_as_a_zombie_duplicates_nothing() {
     let pg = postgres("zombie");
     let c = Cluster::start("sink-zombie", 3, 3, 3);
     create_topic(&c, "taps", 4);
-    let config = c.dir.join("sink.toml");
-    std::fs::write(&config, "batch_records_max = 20\n").unwrap();
-    let conn = pg.connection_string();
-    let config_s = config.display().to_string();
-    let (ok, _, err) = q_retry(
+    create_sink(
         &c,
         0,
-        &[
-            "sink",
-            "create",
-            "taps",
-            "--topic",
-            "taps",
-            "--postgres",
-            &conn,
-            "--table",
-            "taps",
-            "--config",
-            &config_s,
-        ],
+        &pg,
+        &["taps", "--topic", "taps", "--table", "taps"],
+        Some("batch_records_max = 20\n"),
     );
-    assert!(ok, "{err}");
     let broker = c.nodes[0].kafka.clone();
     let producer = std::thread::spawn(move || {
         for round in 0..30 {
@@ -386,28 +404,13 @@ fn a_crash_right_after_the_warehouse_commit_loses_and_duplicates_nothing() {
     for p in 0..2 {
         assert!(kcat_produce(&c.nodes[0].kafka, "bills", p, &records("b", 100)));
     }
-    let config = c.dir.join("sink.toml");
-    std::fs::write(&config, "batch_records_max = 25\n").unwrap();
-    let conn = pg.connection_string();
-    let config_s = config.display().to_string();
-    let (ok, _, err) = q(
+    create_sink(
         &c,
         0,
-        &[
-            "sink",
-            "create",
-            "bills",
-            "--topic",
-            "bills",
-            "--postgres",
-            &conn,
-            "--table",
-            "bills",
-            "--config",
-            &config_s,
-        ],
+        &pg,
+        &["bills", "--topic", "bills", "--table", "bills"],
+        Some("batch_records_max = 25\n"),
     );
-    assert!(ok, "{err}");
     let mut crashes = 0;
     wait_until("200 rows through the crashes", Duration::from_secs(45), || {
         for i in c.reap_exited() {
@@ -435,20 +438,11 @@ fn a_moved_offsets_row_fences_the_worker_and_the_replay_is_idempotent() {
     let c = Cluster::start("sink-fence", 1, 1, 1);
     create_topic(&c, "moves", 1);
     assert!(kcat_produce(&c.nodes[0].kafka, "moves", 0, &records("m", 100)));
-    let conn = pg.connection_string();
-    let (ok, _, err) = q_retry(
-        &c,
-        0,
-        &["sink", "create", "moves", "--topic", "moves", "--postgres", &conn, "--table", "moves"],
-    );
-    assert!(ok, "{err}");
+    create_sink(&c, 0, &pg, &["moves", "--topic", "moves", "--table", "moves"], None);
     wait_until("100 rows", Duration::from_secs(20), || table_count(&pg, "moves") == 100);
     execute(&pg, "UPDATE quorumdb_sink_offsets SET next_offset = 40 WHERE sink = 'moves'");
     assert!(kcat_produce(&c.nodes[0].kafka, "moves", 0, &records("n", 50)));
-    wait_until("the position at 150 again", Duration::from_secs(20), || {
-        try_query_i64(&pg, "SELECT next_offset FROM quorumdb_sink_offsets WHERE sink = 'moves'")
-            .is_ok_and(|r| r.first().is_some_and(|r| r[0] == 150))
-    });
+    wait_until("the position at 150 again", Duration::from_secs(20), || pg_position(&pg, "moves") == 150);
     assert_exactly_once(&pg, "moves", &[150]);
     let metrics = runtime().block_on(async {
         reqwest::get(format!("{}/metrics", c.nodes[0].http)).await.unwrap().text().await.unwrap()
@@ -466,32 +460,9 @@ fn a_moved_offsets_row_fences_the_worker_and_the_replay_is_idempotent() {
 fn a_postgres_outage_opens_the_breaker_without_a_rebalance() {
     let pg = postgres("outage");
     let c = Cluster::start("sink-outage", 1, 1, 1);
-    let config = c.dir.join("sink.toml");
-    std::fs::write(
-        &config,
-        "breaker_failures_max = 2\nbreaker_open_ms = 1000\nbackoff_base_ms = 50\nbackoff_max_ms = 500\n",
-    )
-    .unwrap();
-    let conn = pg.connection_string();
-    let config_s = config.display().to_string();
-    let (ok, _, err) = q_retry(
-        &c,
-        0,
-        &[
-            "sink",
-            "create",
-            "clicks-pg",
-            "--topic",
-            "clicks",
-            "--postgres",
-            &conn,
-            "--table",
-            "clicks",
-            "--config",
-            &config_s,
-        ],
-    );
-    assert!(ok, "{err}");
+    let toml =
+        "breaker_failures_max = 2\nbreaker_open_ms = 1000\nbackoff_base_ms = 50\nbackoff_max_ms = 500\n";
+    create_sink(&c, 0, &pg, &["clicks-pg", "--topic", "clicks", "--table", "clicks"], Some(toml));
     // The topic is created after the sink: the members rejoin and the leader assigns it.
     create_topic(&c, "clicks", 2);
     for p in 0..2 {
@@ -551,57 +522,21 @@ fn poison_records_are_dead_lettered_with_headers() {
     lines[15] = "not json".into(); // 22P02
     lines[18] = "{\"event_id\":\"e3\",\"amount\":3}".into(); // a replayed event: deduplicated
     assert!(kcat_produce(&c.nodes[0].kafka, "payments", 0, &lines));
-    let config = c.dir.join("sink.toml");
-    std::fs::write(&config, "value = \"jsonb\"\nbatch_records_max = 8\n").unwrap();
-    let conn = pg.connection_string();
-    let config_s = config.display().to_string();
-    let (ok, _, err) = q(
+    let toml = "value = \"jsonb\"\nbatch_records_max = 8\n";
+    create_sink(
         &c,
         0,
-        &[
-            "sink",
-            "create",
-            "pay",
-            "--topic",
-            "payments",
-            "--postgres",
-            &conn,
-            "--table",
-            "payments",
-            "--key",
-            "field:event_id",
-            "--config",
-            &config_s,
-        ],
+        &pg,
+        &["pay", "--topic", "payments", "--table", "payments", "--key", "field:event_id"],
+        Some(toml),
     );
-    assert!(ok, "{err}");
-    wait_until("the offset past every record", Duration::from_secs(30), || {
-        try_query_i64(&pg, "SELECT next_offset FROM quorumdb_sink_offsets WHERE sink = 'pay'")
-            .is_ok_and(|r| r.first().is_some_and(|r| r[0] == 20))
-    });
+    wait_until("the offset past every record", Duration::from_secs(30), || pg_position(&pg, "pay") == 20);
     let offsets: Vec<i64> =
         query_i64(&pg, "SELECT \"offset\" FROM payments ORDER BY 1").into_iter().map(|r| r[0]).collect();
     let want: Vec<i64> = (0..20).filter(|o| ![5, 12, 15, 18].contains(o)).collect();
     assert_eq!(offsets, want);
-    let out = Command::new("timeout")
-        .args([
-            "20",
-            "kcat",
-            "-C",
-            "-b",
-            &c.nodes[0].kafka,
-            "-t",
-            "pay.dlq",
-            "-o",
-            "beginning",
-            "-e",
-            "-f",
-            "%h|%s\n",
-        ])
-        .output()
-        .unwrap();
-    let dlq = String::from_utf8_lossy(&out.stdout);
-    let entries: Vec<&str> = dlq.lines().filter(|l| !l.is_empty()).collect();
+    let entries = dead_letters(&c, "pay.dlq");
+    let dlq = entries.join("\n");
     assert_eq!(entries.len(), 3, "{dlq}");
     for (offset, code) in [(5, "23502"), (12, "23514"), (15, "22P02")] {
         let e = entries
@@ -623,6 +558,151 @@ fn poison_records_are_dead_lettered_with_headers() {
     );
 }
 
+/// The dedup window in offset-key mode: an event id repeated within the window's offsets is
+/// stored once, one repeated beyond the window is stored again (the documented limit), and a
+/// restarted node rebuilds the window from the log, so a duplicate right after the restart is
+/// still caught. The mapped `event_id` column holds the ids.
+#[test]
+fn duplicates_inside_the_dedup_window_produce_one_row() {
+    let pg = postgres("dedup");
+    let mut c = Cluster::start("sink-dedup", 1, 1, 1);
+    create_topic(&c, "clicks", 1);
+    let ev = |id: &str| format!("{{\"event_id\":\"{id}\"}}");
+    // 0..20: e0..e19; 20, 21: e5 and e6 again (inside a 50-offset window); 22..121: f0..f99;
+    // 122: e0 again, 122 offsets after the first (beyond the window).
+    let mut lines: Vec<String> = (0..20).map(|i| ev(&format!("e{i}"))).collect();
+    lines.extend([ev("e5"), ev("e6")]);
+    lines.extend((0..100).map(|i| ev(&format!("f{i}"))));
+    lines.push(ev("e0"));
+    assert!(kcat_produce(&c.nodes[0].kafka, "clicks", 0, &lines));
+    let created = create_sink(
+        &c,
+        0,
+        &pg,
+        &[
+            "clicks",
+            "--topic",
+            "clicks",
+            "--table",
+            "clicks",
+            "--column",
+            "event_id:text",
+            "--dedup-field",
+            "event_id",
+        ],
+        Some("dedup_window_records = 50\nbatch_records_max = 16\n"),
+    );
+    assert_eq!(created["dedup"]["window_records"], 50, "{created}");
+    wait_until("the position past every record", Duration::from_secs(30), || {
+        pg_position(&pg, "clicks") == 123
+    });
+    let count =
+        |id: &str| query_i64(&pg, &format!("SELECT count(*) FROM clicks WHERE event_id = '{id}'"))[0][0];
+    assert_eq!((count("e5"), count("e6")), (1, 1), "duplicates inside the window are stored once");
+    assert_eq!(count("e0"), 2, "a duplicate beyond the window is stored (the window is bounded)");
+    assert_eq!(table_count(&pg, "clicks"), 121);
+    let d = qj(&c, 0, &["sink", "describe", "clicks", "-o", "json"]);
+    assert_eq!(d["partitions"][0]["deduplicated"], 2, "{d}");
+    // A restart: the new worker rebuilds the window from offsets 73..123 of the log.
+    c.kill(0);
+    c.spawn(0);
+    c.wait_ready();
+    assert!(kcat_produce(&c.nodes[0].kafka, "clicks", 0, &[ev("f99"), ev("new")]));
+    wait_until("the position past the new records", Duration::from_secs(30), || {
+        pg_position(&pg, "clicks") == 125
+    });
+    assert_eq!((count("f99"), count("new")), (1, 1), "the rebuilt window caught f99");
+}
+
+/// A declared schema: records that are not JSON, lack a required field or have a field of the
+/// wrong type go to the dead-letter topic with the reason and 0 attempts in their headers,
+/// while the records after them are written with their mapped columns (added to an existing
+/// table). The sink logs in with a password it reads from a file (`--postgres-password
+/// file:`), which neither the answer nor `sink describe` shows.
+#[test]
+fn schema_violations_are_dead_lettered_while_later_records_flow() {
+    let pg = postgres("schema");
+    execute(&pg, "CREATE ROLE etl LOGIN SUPERUSER PASSWORD 'etl-s3cret'");
+    pg.require_password("etl").unwrap();
+    // The table exists without the mapped columns: the sink adds them.
+    execute(
+        &pg,
+        "CREATE TABLE orders (\"topic\" text NOT NULL, \"partition\" int NOT NULL, \"offset\" bigint NOT NULL, \
+         \"key\" bytea, \"value\" jsonb, \"timestamp\" timestamptz NOT NULL, PRIMARY KEY (\"topic\", \"partition\", \"offset\"))",
+    );
+    let c = Cluster::start("sink-schema", 1, 1, 1);
+    create_topic(&c, "orders", 1);
+    let secret = c.dir.join("pg.pass");
+    std::fs::write(&secret, "etl-s3cret\n").unwrap();
+    let mut lines: Vec<String> =
+        (0..12).map(|i| format!("{{\"id\":\"o{i}\",\"amount\":{i},\"note\":\"n{i}\"}}")).collect();
+    lines[2] = "not json".into();
+    lines[4] = "{\"id\":\"o4\"}".into(); // amount missing
+    lines[6] = "{\"id\":\"o6\",\"amount\":\"six\"}".into(); // amount is a string
+    lines[8] = "{\"id\":\"o8\",\"amount\":8,\"note\":null}".into(); // optional note: valid
+    assert!(kcat_produce(&c.nodes[0].kafka, "orders", 0, &lines));
+    let conn = format!("host=127.0.0.1 port={} user=etl dbname=postgres connect_timeout=5", pg.port);
+    let toml = format!(
+        "value = \"jsonb\"\nbatch_records_max = 5\npostgres_password = \"file:{}\"\n\
+         [[columns]]\nfield = \"id\"\ntype = \"text\"\ncolumn = \"order_id\"\n\
+         [[columns]]\nfield = \"amount\"\ntype = \"bigint\"\n\
+         [[columns]]\nfield = \"note\"\ntype = \"text\"\nrequired = false\n",
+        secret.display()
+    );
+    let config = c.dir.join("orders.toml");
+    std::fs::write(&config, toml).unwrap();
+    let config_s = config.display().to_string();
+    let created = qj(
+        &c,
+        0,
+        &[
+            "sink",
+            "create",
+            "orders",
+            "--topic",
+            "orders",
+            "--table",
+            "orders",
+            "--postgres",
+            &conn,
+            "--config",
+            &config_s,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(created["postgres_password"], format!("file:{}", secret.display()), "{created}");
+    assert_eq!(created["columns"][0]["column"], "order_id", "{created}");
+    wait_until("the position past every record", Duration::from_secs(30), || {
+        pg_position(&pg, "orders") == 12
+    });
+    let rows = query_i64(&pg, "SELECT \"offset\", amount FROM orders ORDER BY 1");
+    let want: Vec<Vec<i64>> = [0, 1, 3, 5, 7, 8, 9, 10, 11].iter().map(|&o| vec![o, o]).collect();
+    assert_eq!(rows, want, "every valid record, with its mapped amount");
+    let mapped = query_i64(&pg, "SELECT count(*) FROM orders WHERE order_id = 'o' || \"offset\" AND (note IS NULL) = (\"offset\" = 8)");
+    assert_eq!(mapped[0][0], 9, "order_id and note are mapped");
+    let entries = dead_letters(&c, "orders.dlq");
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for (offset, reason) in [
+        (2, "quorumdb.error=schema: the value is not JSON"),
+        (4, "quorumdb.error=schema: required field \"amount\" (bigint) is missing"),
+        (6, "quorumdb.error=schema: field \"amount\" is a JSON string, not bigint"),
+    ] {
+        let e = entries
+            .iter()
+            .find(|l| {
+                l.contains(&format!("quorumdb.source.offset={offset},"))
+                    || l.contains(&format!("quorumdb.source.offset={offset}|"))
+            })
+            .unwrap_or_else(|| panic!("offset {offset} not dead-lettered: {entries:?}"));
+        assert!(e.contains(reason) && e.contains("quorumdb.attempts=0"), "{e}");
+        assert!(e.ends_with(&lines[offset]), "{e}");
+    }
+    let d = qj(&c, 0, &["sink", "describe", "orders", "-o", "json"]);
+    assert_eq!(d["partitions"][0]["dead_lettered"], 3, "{d}");
+    assert!(!d.to_string().contains("etl-s3cret"), "{d}");
+}
+
 /// Bad input is refused with a clear message: non-zero CLI exits and 4xx JSON errors, never
 /// a panic; nothing bad is created.
 #[test]
@@ -630,39 +710,45 @@ fn bad_sink_input_is_refused() {
     let c = Cluster::start("sink-bad", 1, 1, 1);
     create_topic(&c, "t", 1);
     let pgc = "host=127.0.0.1 port=1 user=postgres";
+    // `sink create s` of topic t into table x with these flags.
+    let create = |flags: &[&'static str]| -> Vec<&'static str> {
+        let base: [&'static str; 5] = ["sink", "create", "s", "--topic", "t"];
+        [&base[..], flags].concat()
+    };
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["sink", "create", "s", "--topic", "t", "--table", "x"],
-            "needs --topic, --postgres and --table",
-        ),
-        (
-            vec!["sink", "create", "s", "--topic", "t", "--postgres", pgc, "--table", "x;drop"],
-            "PostgreSQL identifier",
-        ),
-        (
-            vec!["sink", "create", "s", "--topic", "t", "--postgres", pgc, "--table", "x", "--key", "id"],
-            "key must be",
-        ),
+        (create(&["--table", "x"]), "needs --topic, --postgres and --table"),
+        (create(&["--postgres", pgc, "--table", "x;drop"]), "PostgreSQL identifier"),
+        (create(&["--postgres", pgc, "--table", "x", "--key", "id"]), "key must be"),
         (vec!["sink", "create", "a/b", "--topic", "t", "--postgres", pgc, "--table", "x"], "sink name"),
+        (create(&["--postgres", "host=a port=notaport", "--table", "x"]), "does not parse"),
+        (create(&["--postgres", pgc, "--table", "x", "--config", "/nonexistent.toml"]), "cannot read"),
+        (create(&["--postgres", pgc, "--table", "x", "--column", "a:money"]), "type must be one of"),
+        (create(&["--postgres", pgc, "--table", "x", "--column", "offset:bigint"]), "is reserved"),
+        (create(&["--postgres", pgc, "--table", "x", "--column", "a"]), "expected FIELD:TYPE"),
         (
-            vec!["sink", "create", "s", "--topic", "t", "--postgres", "host=a port=notaport", "--table", "x"],
-            "does not parse",
+            create(&["--postgres", pgc, "--table", "x", "--dedup-window-records", "9"]),
+            "needs the event id's field",
         ),
         (
-            vec![
-                "sink",
-                "create",
-                "s",
-                "--topic",
-                "t",
+            create(&[
                 "--postgres",
                 pgc,
                 "--table",
                 "x",
-                "--config",
-                "/nonexistent.toml",
-            ],
-            "cannot read",
+                "--dedup-field",
+                "id",
+                "--dedup-window-records",
+                "0",
+            ]),
+            "dedup_window_records",
+        ),
+        (
+            create(&["--postgres", pgc, "--table", "x", "--postgres-password", "hunter2"]),
+            "env:NAME or file:PATH",
+        ),
+        (
+            create(&["--postgres", "host=a password=p", "--table", "x", "--postgres-password", "env:P"]),
+            "give one",
         ),
         (vec!["sink", "describe", "nope"], "does not exist"),
         (vec!["sink", "pause", "nope"], "does not exist"),
@@ -675,23 +761,9 @@ fn bad_sink_input_is_refused() {
     }
     let bad_toml = c.dir.join("bad.toml");
     std::fs::write(&bad_toml, "batch_records_max = 0\nno_such_field = 1\n").unwrap();
-    let (ok, _, err) = q(
-        &c,
-        0,
-        &[
-            "sink",
-            "create",
-            "s",
-            "--topic",
-            "t",
-            "--postgres",
-            pgc,
-            "--table",
-            "x",
-            "--config",
-            &bad_toml.display().to_string(),
-        ],
-    );
+    let bad_toml = bad_toml.display().to_string();
+    let (ok, _, err) =
+        q(&c, 0, &[&create(&["--postgres", pgc, "--table", "x"])[..], &["--config", &bad_toml]].concat());
     assert!(!ok && err.contains("not a sink config"), "{err}");
     let http = c.nodes[0].http.clone();
     let answers = runtime().block_on(async move {
@@ -704,6 +776,10 @@ fn bad_sink_input_is_refused() {
                 .to_string(),
             r#"{"name":"s","topics":[],"postgres":"host=x","table":"x"}"#.to_string(),
             r#"{"name":"s","topics":["t"],"postgres":"host=x","table":"x","value":"xml"}"#.to_string(),
+            r#"{"name":"s","topics":["t"],"postgres":"host=x","table":"x","columns":[{"field":"a","type":"xml"}]}"#
+                .to_string(),
+            r#"{"name":"s","topics":["t"],"postgres":"host=x","table":"x","columns":[{"field":"a"}]}"#.to_string(),
+            r#"{"name":"s","topics":["t"],"postgres":"host=x","table":"x","dedup_field":"id"}"#.to_string(),
         ] {
             let r = client
                 .post(format!("{http}/v1/sinks"))
@@ -726,11 +802,31 @@ fn bad_sink_input_is_refused() {
     let l = qj(&c, 0, &["sink", "list", "-o", "json"]);
     assert_eq!(l["sinks"].as_array().map(Vec::len), Some(0), "{l}");
     // A good definition is accepted once; the second is a conflict.
-    let good = ["sink", "create", "s", "--topic", "t", "--postgres", pgc, "--table", "x"];
+    let good = create(&["--postgres", pgc, "--table", "x"]);
     let (ok, _, err) = q(&c, 0, &good);
     assert!(ok, "{err}");
     let (ok, _, err) = q(&c, 0, &good);
     assert!(!ok && err.contains("already exists"), "{err}");
+    // A password in the connection string is accepted but never shown; a password reference
+    // that does not resolve shows in describe's last error.
+    let url = "postgresql://etl:s3cret@127.0.0.1:1/dw";
+    let (ok, out, err) =
+        q(&c, 0, &["sink", "create", "u", "--topic", "t", "--postgres", url, "--table", "x", "-o", "json"]);
+    assert!(ok && out.contains("etl:***@") && !out.contains("s3cret"), "{out}{err}");
+    let env = ["sink", "create", "e", "--topic", "t", "--postgres", pgc, "--table", "x"];
+    let (ok, _, err) =
+        q(&c, 0, &[&env[..], &["--postgres-password", "env:QUORUMDB_TEST_UNSET_PASSWORD"]].concat());
+    assert!(ok, "{err}");
+    wait_until("the unresolved reference in describe", Duration::from_secs(20), || {
+        let d = qj(&c, 0, &["sink", "describe", "e", "-o", "json"]);
+        d["partitions"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("env:QUORUMDB_TEST_UNSET_PASSWORD"))
+    });
+    for name in ["s", "u"] {
+        let d = qj(&c, 0, &["sink", "describe", name, "-o", "json"]);
+        assert!(!d.to_string().contains("s3cret"), "{d}");
+    }
 }
 
 /// The `le` bound under which a fraction `q` of the histogram `metric{sink="<sink>"}` lies,

@@ -36,7 +36,7 @@ use quorumdb_kafka::{
     Append, Broker, GroupCode, GroupRequest, GroupResponse, LogError, NewTopic, OffsetQuery, OffsetSpec,
 };
 use quorumdb_meta::coordinator::JoinRequest;
-use quorumdb_meta::sink::{SinkDef, SinkKey, SinkRunState, SinkSettings, SinkValue};
+use quorumdb_meta::sink::{ColumnType, SecretRef, SinkDef, SinkKey, SinkRunState, SinkSettings, SinkValue};
 use tokio::sync::watch;
 
 use crate::groups::NodeBroker;
@@ -80,6 +80,7 @@ struct PartitionStatus {
     written: u64,
     retries: u64,
     dead_lettered: u64,
+    deduplicated: u64,
     breaker: &'static str,
     last_error: String,
 }
@@ -217,6 +218,7 @@ impl SinkManager {
                 dead_lettered: s.dead_lettered,
                 breaker: s.breaker.to_string(),
                 last_error: s.last_error.clone(),
+                deduplicated: s.deduplicated,
             })
             .collect()
     }
@@ -288,12 +290,14 @@ pub fn core_config(s: &SinkSettings) -> SinkConfig {
 
 mod member;
 mod records;
+mod schema;
 mod warehouse;
 mod worker;
 
 use member::*;
 pub use records::dead_letter_batch;
 use records::*;
+use schema::*;
 use warehouse::*;
 pub use warehouse::{check_connection_string, classify, redact_connection, warehouse_offsets};
 use worker::*;

@@ -10,8 +10,10 @@ pub(super) struct LogRecord {
     pub(super) timestamp_ms: i64,
     pub(super) key: Option<Bytes>,
     pub(super) value: Option<Bytes>,
-    /// The batch could not be decoded (compressed): the record is delivered as a poison.
+    /// The batch could not be decoded (compressed): the record is dead-lettered unwritten.
     pub(super) undecodable: Option<String>,
+    /// The dedup window holds its event id already: it is not written.
+    pub(super) duplicate: bool,
 }
 
 pub(super) fn read_bytes(b: &mut &[u8]) -> Option<Option<Bytes>> {
@@ -45,6 +47,7 @@ pub(super) fn decode_records(set: &[u8], from: u64) -> BTreeMap<u64, LogRecord> 
                                 key: None,
                                 value: None,
                                 undecodable: Some(format!("compressed batch (codec {})", h.compression())),
+                                duplicate: false,
                             },
                         );
                     }
@@ -73,7 +76,10 @@ pub(super) fn decode_records(set: &[u8], from: u64) -> BTreeMap<u64, LogRecord> 
             let Some((offset, timestamp_ms, key, value)) = parsed else { break };
             if let Ok(o) = u64::try_from(offset) {
                 if o >= from {
-                    out.insert(o, LogRecord { timestamp_ms, key, value, undecodable: None });
+                    out.insert(
+                        o,
+                        LogRecord { timestamp_ms, key, value, undecodable: None, duplicate: false },
+                    );
                 }
             }
         }

@@ -26,7 +26,9 @@ pub(super) fn quote_table(table: &str) -> String {
     table.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
 }
 
-/// The DDL a sink needs: its table (if missing) and the offsets table.
+/// The DDL a sink needs: its table (if missing, with the mapped columns, required ones NOT
+/// NULL), the mapped columns on an existing table (added nullable: the rows already there have
+/// no value), and the offsets table.
 pub(super) fn ddl(def: &SinkDef) -> Vec<String> {
     let value = match def.value {
         SinkValue::Bytea => "bytea",
@@ -36,34 +38,69 @@ pub(super) fn ddl(def: &SinkDef) -> Vec<String> {
         SinkKey::Offset => "",
         SinkKey::Field(_) => "\"event_key\" text NOT NULL UNIQUE, ",
     };
-    vec![
+    let mapped: String = def
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\" {}{}, ", c.column, c.kind.sql(), if c.required { " NOT NULL" } else { "" }))
+        .collect();
+    let table = quote_table(&def.table);
+    let mut out = vec![
         "CREATE TABLE IF NOT EXISTS quorumdb_sink_offsets (sink text NOT NULL, topic text NOT NULL, \
          partition int NOT NULL, next_offset bigint NOT NULL, PRIMARY KEY (sink, topic, partition))"
             .to_string(),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (\"topic\" text NOT NULL, \"partition\" int NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {table} (\"topic\" text NOT NULL, \"partition\" int NOT NULL, \
              \"offset\" bigint NOT NULL, \"key\" bytea, \"value\" {value}, \"timestamp\" timestamptz NOT NULL, \
-             {business}PRIMARY KEY (\"topic\", \"partition\", \"offset\"))",
-            quote_table(&def.table)
+             {business}{mapped}PRIMARY KEY (\"topic\", \"partition\", \"offset\"))"
         ),
-    ]
+    ];
+    if !def.columns.is_empty() {
+        let adds: Vec<String> = def
+            .columns
+            .iter()
+            .map(|c| format!("ADD COLUMN IF NOT EXISTS \"{}\" {}", c.column, c.kind.sql()))
+            .collect();
+        out.push(format!("ALTER TABLE {table} {}", adds.join(", ")));
+    }
+    out
 }
 
 /// The upsert of one batch. `ON CONFLICT DO NOTHING` without a target covers the primary key
 /// and, in business-key mode, the key's unique constraint: a replayed record or event is skipped.
+/// Parameters: $1 topic, $2 partition, $3..$6 the arrays of offsets, keys, values, timestamps,
+/// then the key's field (business-key mode), then the mapped fields' names as one array (with a
+/// schema). The value is parsed once (`LATERAL`) when a key field or mapped column needs it;
+/// the worker checked the schema, so the casts succeed.
 pub(super) fn insert_sql(def: &SinkDef) -> String {
     let value = match def.value {
         SinkValue::Bytea => "v",
-        SinkValue::Jsonb => "convert_from(v, 'UTF8')::jsonb",
+        SinkValue::Jsonb => "j",
     };
-    let (col, expr) = match def.key {
-        SinkKey::Offset => ("", String::new()),
-        SinkKey::Field(_) => (", \"event_key\"", ", convert_from(v, 'UTF8')::jsonb ->> $7::text".to_string()),
-    };
+    let business = matches!(def.key, SinkKey::Field(_));
+    let parse = business || !def.columns.is_empty() || def.value == SinkValue::Jsonb;
+    let mut cols = String::new();
+    let mut exprs = String::new();
+    if business {
+        cols.push_str(", \"event_key\"");
+        exprs.push_str(", j ->> $7::text");
+    }
+    let fields = if business { 8 } else { 7 };
+    for (i, c) in def.columns.iter().enumerate() {
+        let f = format!("(${fields}::text[])[{}]", i + 1);
+        cols.push_str(&format!(", \"{}\"", c.column));
+        exprs.push_str(&match c.kind {
+            ColumnType::Text => format!(", j ->> {f}"),
+            ColumnType::Bigint => format!(", (j ->> {f})::bigint"),
+            ColumnType::Double => format!(", (j ->> {f})::double precision"),
+            ColumnType::Boolean => format!(", (j ->> {f})::boolean"),
+            ColumnType::Jsonb => format!(", NULLIF(j -> {f}, 'null'::jsonb)"),
+        });
+    }
+    let lateral = if parse { ", LATERAL (SELECT convert_from(v, 'UTF8')::jsonb) AS p(j)" } else { "" };
     format!(
-        "INSERT INTO {} (\"topic\", \"partition\", \"offset\", \"key\", \"value\", \"timestamp\"{col}) \
-         SELECT $1::text, $2::int, o, k, {value}, to_timestamp(ts::double precision / 1000){expr} \
-         FROM unnest($3::bigint[], $4::bytea[], $5::bytea[], $6::bigint[]) AS u(o, k, v, ts) \
+        "INSERT INTO {} (\"topic\", \"partition\", \"offset\", \"key\", \"value\", \"timestamp\"{cols}) \
+         SELECT $1::text, $2::int, o, k, {value}, to_timestamp(ts::double precision / 1000){exprs} \
+         FROM unnest($3::bigint[], $4::bytea[], $5::bytea[], $6::bigint[]) AS u(o, k, v, ts){lateral} \
          ON CONFLICT DO NOTHING",
         quote_table(&def.table)
     )
@@ -89,11 +126,33 @@ pub(super) async fn pg<T>(
     }
 }
 
-/// Opens a connection (bounded by `PG_TIMEOUT_MS`) and drives it on its own task.
-pub(super) async fn connect(conn: &str) -> Result<tokio_postgres::Client, Failure> {
-    let mut config = tokio_postgres::Config::from_str(conn)
+/// The password a reference names, read now (a rotated secret is picked up on the next
+/// connection). Failing to read it is transient: the operator can fix the node's environment.
+fn resolve_password(r: &SecretRef) -> Result<Vec<u8>, Failure> {
+    match r {
+        SecretRef::Env(name) => std::env::var(name)
+            .map(String::into_bytes)
+            .map_err(|e| Failure::Transient(format!("the password reference env:{name}: {e}"))),
+        SecretRef::File(path) => {
+            let mut b = std::fs::read(path)
+                .map_err(|e| Failure::Transient(format!("the password reference file:{path}: {e}")))?;
+            while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                b.pop();
+            }
+            Ok(b)
+        }
+    }
+}
+
+/// Opens a connection to the sink's warehouse (bounded by `PG_TIMEOUT_MS`) and drives it on
+/// its own task.
+pub(super) async fn connect(def: &SinkDef) -> Result<tokio_postgres::Client, Failure> {
+    let mut config = tokio_postgres::Config::from_str(&def.postgres)
         .map_err(|e| Failure::Transient(format!("bad connection string: {e}")))?;
     config.connect_timeout(Duration::from_millis(PG_TIMEOUT_MS));
+    if let Some(r) = &def.password {
+        config.password(resolve_password(r)?);
+    }
     let (client, connection) = pg(config.connect(tokio_postgres::NoTls)).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -161,7 +220,7 @@ pub async fn warehouse_offsets(def: &SinkDef) -> Result<BTreeMap<(String, u32), 
     let text = |f: Failure| match f {
         Failure::Permanent(e) | Failure::Transient(e) => e,
     };
-    let client = connect(&def.postgres).await.map_err(text)?;
+    let client = connect(def).await.map_err(text)?;
     let rows = pg(client.query(
         "SELECT topic, partition, next_offset FROM quorumdb_sink_offsets WHERE sink = $1",
         &[&def.name],

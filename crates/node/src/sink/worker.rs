@@ -39,6 +39,10 @@ pub(super) struct Worker {
     committed_next: u64,
     /// The last failure, for `sink describe`.
     last_error: String,
+    /// The dedup window over the log's offsets before `fetch_offset` (with dedup configured).
+    window: Option<quorumdb_core::sink::DedupWindow<EventDigest>>,
+    /// Duplicates skipped by this worker (a metric, and `sink describe`).
+    deduplicated: u64,
 }
 
 /// A wall clock in ms since the epoch.
@@ -71,6 +75,8 @@ impl Worker {
             pending_group_commit: None,
             committed_next: 0,
             last_error: String::new(),
+            window: None,
+            deduplicated: 0,
         }
     }
 
@@ -101,6 +107,7 @@ impl Worker {
             written: self.machine.written,
             retries: self.machine.retries,
             dead_lettered: self.machine.dead_lettered,
+            deduplicated: self.deduplicated,
             breaker,
             last_error: self.last_error.clone(),
         };
@@ -154,7 +161,7 @@ impl Worker {
             self.client = None;
         }
         if self.client.is_none() {
-            let mut c = connect(&self.def.postgres).await?;
+            let mut c = connect(&self.def).await?;
             // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in the catalog, so the
             // workers of every node serialize their DDL on an advisory lock.
             let t = pg(c.transaction()).await?;
@@ -210,11 +217,38 @@ impl Worker {
         self.committed_next = next;
         self.fetch_offset = next;
         self.payloads.clear();
+        self.rebuild_window(log_start.max(next.saturating_sub(self.window_span())), next).await;
         let seed = u64::from(self.partition) ^ self.def.id.rotate_left(17) ^ wall_ms() as u64;
         self.machine = PartitionSink::new(core_config(&self.def.settings), seed);
         self.fetch_paused = false;
         self.publish();
         Ok(())
+    }
+
+    /// Offsets the dedup window spans (0 without dedup).
+    fn window_span(&self) -> u64 {
+        self.def.dedup.as_ref().map_or(0, |d| u64::from(d.window_records))
+    }
+
+    /// Rebuilds the dedup window from the log's records in `from..to` (the window before the
+    /// position), so a restarted or moved worker decides as the previous one did. Reads are
+    /// bounded by the window's span; offsets the log no longer holds are simply missing from it.
+    async fn rebuild_window(&mut self, from: u64, to: u64) {
+        self.window = new_window(&self.def);
+        if self.window.is_none() {
+            return;
+        }
+        let mut at = from;
+        while at < to && !self.stopped() {
+            let read = self.read_log(at).await;
+            let Ok(read) = read else { break };
+            let decoded = decode_records(&read.records, at);
+            let Some(last) = decoded.keys().next_back().copied() else { break };
+            for (o, r) in decoded.range(..to) {
+                judge(&self.def, self.window.as_mut(), *o, r);
+            }
+            at = last + 1;
+        }
     }
 
     /// Delivers until stopped or fenced.
@@ -258,18 +292,15 @@ impl Worker {
         }
     }
 
+    /// One read of the partition's log from `offset` (at most `READ_BYTES_MAX`).
+    async fn read_log(&self, offset: u64) -> Result<quorumdb_kafka::broker::Records, LogError> {
+        let at = i64::try_from(offset).unwrap_or(i64::MAX);
+        self.manager.broker.read(&self.topic, self.partition as i32, at, READ_BYTES_MAX).await
+    }
+
     /// One read from the log; whether it brought records.
     async fn fetch(&mut self) -> bool {
-        let read = self
-            .manager
-            .broker
-            .read(
-                &self.topic,
-                self.partition as i32,
-                i64::try_from(self.fetch_offset).unwrap_or(i64::MAX),
-                READ_BYTES_MAX,
-            )
-            .await;
+        let read = self.read_log(self.fetch_offset).await;
         let records = match read {
             Ok(r) => r,
             Err(LogError::OffsetOutOfRange) => {
@@ -292,8 +323,16 @@ impl Worker {
             return false;
         }
         let room = (self.def.settings.buffered_records_max as usize).saturating_sub(self.payloads.len());
-        let batch: Vec<(u64, LogRecord)> = decoded.into_iter().take(room.max(1)).collect();
-        let offsets: Vec<Record> = batch.iter().map(|(o, _)| Record { offset: *o }).collect();
+        let mut batch: Vec<(u64, LogRecord)> = decoded.into_iter().take(room.max(1)).collect();
+        let mut offsets = Vec::with_capacity(batch.len());
+        for (o, r) in &mut batch {
+            let v = judge(&self.def, self.window.as_mut(), *o, r);
+            r.duplicate = v.duplicate;
+            offsets.push(match v.rejected {
+                Some(why) => Record::rejected(*o, why),
+                None => Record::new(*o),
+            });
+        }
         if let Some((last, _)) = batch.last() {
             self.fetch_offset = last + 1;
         }
@@ -315,8 +354,15 @@ impl Worker {
                 match result {
                     Ok(()) => {
                         let committed = wall_ms();
-                        let rows = self.payloads.range(first..=last).count();
-                        for r in self.payloads.range(first..=last).map(|(_, r)| r) {
+                        let duplicates =
+                            self.payloads.range(first..=last).filter(|(_, r)| r.duplicate).count();
+                        let rows = self.payloads.range(first..=last).count() - duplicates;
+                        if duplicates > 0 {
+                            self.deduplicated += duplicates as u64;
+                            metrics::counter!("quorumdb_sink_deduplicated_total", &sink)
+                                .increment(duplicates as u64);
+                        }
+                        for r in self.payloads.range(first..=last).map(|(_, r)| r).filter(|r| !r.duplicate) {
                             let e2e = (committed - r.timestamp_ms).max(0) as f64 / 1000.0;
                             metrics::histogram!("quorumdb_sink_end_to_end_seconds", &sink).record(e2e);
                         }
@@ -415,10 +461,8 @@ impl Worker {
         let mut keys: Vec<Option<Vec<u8>>> = Vec::new();
         let mut values: Vec<Option<Vec<u8>>> = Vec::new();
         let mut timestamps = Vec::new();
-        for (o, r) in self.payloads.range(first..=last) {
-            if let Some(why) = &r.undecodable {
-                return Err(WriteError::Failed(Failure::Permanent(format!("offset {o}: {why}"))));
-            }
+        // Duplicates inside the dedup window are not written; the position still moves past them.
+        for (o, r) in self.payloads.range(first..=last).filter(|(_, r)| !r.duplicate) {
             offsets.push(i64::try_from(*o).unwrap_or(i64::MAX));
             keys.push(r.key.as_ref().map(|b| b.to_vec()));
             values.push(r.value.as_ref().map(|b| b.to_vec()));
@@ -426,24 +470,27 @@ impl Worker {
         }
         let sql = insert_sql(&self.def);
         let field = match &self.def.key {
-            SinkKey::Field(f) => f.clone(),
-            SinkKey::Offset => String::new(),
+            SinkKey::Field(f) => Some(f.clone()),
+            SinkKey::Offset => None,
         };
+        let mapped: Vec<String> = self.def.columns.iter().map(|c| c.field.clone()).collect();
         let (sink, topic, partition) = (self.def.name.clone(), self.topic.clone(), self.partition as i32);
         let (next, fence) = (
             i64::try_from(last + 1).unwrap_or(i64::MAX),
             i64::try_from(self.pg_position).unwrap_or(i64::MAX),
         );
-        let business = matches!(self.def.key, SinkKey::Field(_));
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&topic, &partition, &offsets, &keys, &values, &timestamps];
+        if let Some(f) = &field {
+            params.push(f);
+        }
+        if !mapped.is_empty() {
+            params.push(&mapped);
+        }
         let client = self.client().await.map_err(WriteError::Failed)?;
         let failed = WriteError::Failed;
         let t = pg(client.transaction()).await.map_err(failed)?;
-        let inserted = if business {
-            pg(t.execute(&sql, &[&topic, &partition, &offsets, &keys, &values, &timestamps, &field])).await
-        } else {
-            pg(t.execute(&sql, &[&topic, &partition, &offsets, &keys, &values, &timestamps])).await
-        };
-        inserted.map_err(failed)?;
+        pg(t.execute(&sql, &params)).await.map_err(failed)?;
         let moved = pg(t.execute(FENCED_UPDATE, &[&sink, &topic, &partition, &next, &fence]))
             .await
             .map_err(failed)?;

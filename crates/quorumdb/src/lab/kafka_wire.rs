@@ -97,6 +97,8 @@ pub struct Fetched {
     /// `(offset, value)` of every record returned, in order (batches may start before the
     /// requested offset; the caller filters).
     pub records: Vec<(u64, String)>,
+    /// `(offset, headers)` of the records that carry headers, in order.
+    pub headers: Vec<(u64, Vec<(String, String)>)>,
 }
 
 /// One connection to one broker.
@@ -280,6 +282,7 @@ impl KafkaConn {
             high_watermark: part.high_watermark,
             log_start_offset: part.log_start_offset,
             records: Vec::new(),
+            headers: Vec::new(),
         };
         if let Some(bytes) = part.records.as_ref().filter(|b| !b.is_empty()) {
             let mut bytes = bytes.clone();
@@ -293,6 +296,14 @@ impl KafkaConn {
                     .as_ref()
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
+                if !record.headers.is_empty() {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    let h = record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (text(k.as_bytes()), v.as_deref().map(text).unwrap_or_default()));
+                    out.headers.push((offset, h.collect()));
+                }
                 out.records.push((offset, value));
             }
         }

@@ -779,6 +779,9 @@ pub struct ConsumerReport {
     pub dead_letters: u64,
     /// Whether the poison record is among them.
     pub poison_dead_lettered: bool,
+    /// QuorumDB: each dead letter's `quorumdb.error` and `quorumdb.attempts` headers, as
+    /// `offset N: attempts=A error=E` (empty for the naive consumer, which has no DLQ).
+    pub dead_letter_headers: Vec<String>,
     /// QuorumDB: `quorumdb_sink_retries_total` over the nodes (killed incarnations included);
     /// naive: its immediate resends.
     pub retries: u64,
@@ -877,14 +880,14 @@ async fn scrape_retries(http: &str, sink: &str) -> u64 {
 
 /// Every value of `topic`'s partition 0 (the dead-letter topic has one), `[]` if it does not
 /// exist (nothing was dead-lettered).
-async fn read_dead_letters(ctx: &Ctx, topic: &str) -> Result<Vec<String>> {
+async fn read_dead_letters(ctx: &Ctx, topic: &str) -> Result<(Vec<String>, Vec<String>)> {
     let mut dlq = Ctx::new(ctx.kafka.clone(), topic, 1, ctx.request_timeout);
     dlq.started = ctx.started;
     let mut c = dlq.connect(0).await.context("cannot reach a broker for the dead-letter topic")?;
     let first = c.fetch(topic, 0, 0, 0).await.context("cannot fetch the dead-letter topic")?;
     match first.error_code {
         // No such topic: nothing was ever dead-lettered.
-        3 => return Ok(Vec::new()),
+        3 => return Ok((Vec::new(), Vec::new())),
         0 => {}
         code => eprintln!(
             "dead-letter topic {topic}: {} (log start {}, high watermark {})",
@@ -895,7 +898,17 @@ async fn read_dead_letters(ctx: &Ctx, topic: &str) -> Result<Vec<String>> {
     }
     let (start, hw) = log_faults::final_bounds(&dlq, 0).await?;
     let read = log_faults::final_read(&dlq, 0, start, hw).await?;
-    Ok(read.records.into_iter().map(|(_, v)| v).collect())
+    // The headers of the dead letters (a handful: one fetch holds them).
+    let fetched = c.fetch(topic, 0, start, 0).await.context("cannot fetch the dead-letter headers")?;
+    let headers = fetched
+        .headers
+        .iter()
+        .map(|(o, h)| {
+            let get = |k: &str| h.iter().find(|(n, _)| n == k).map_or("(missing)", |(_, v)| v.as_str());
+            format!("offset {o}: attempts={} error={}", get("quorumdb.attempts"), get("quorumdb.error"))
+        })
+        .collect();
+    Ok((read.records.into_iter().map(|(_, v)| v).collect(), headers))
 }
 
 /// Produces the poison event to partition 0 (retried at the next broker until acknowledged);
@@ -1197,9 +1210,9 @@ pub async fn run(
         sink_retries += scrape_retries(&cluster.http_url(i), &f.sink.name).await;
     }
     let dlq_topic = format!("{}.dlq", f.sink.name);
-    let dead_letters = read_dead_letters(&ctx, &dlq_topic).await.unwrap_or_else(|e| {
+    let (dead_letters, dead_letter_headers) = read_dead_letters(&ctx, &dlq_topic).await.unwrap_or_else(|e| {
         eprintln!("cannot read {dlq_topic}: {e:#}");
-        Vec::new()
+        (Vec::new(), Vec::new())
     });
     eprintln!(
         "sink drained: {sink_drained}; naive drained: {naive_drained}; {} dead letters",
@@ -1248,6 +1261,7 @@ pub async fn run(
         missing_rows: sink_j.missing_rows,
         dead_letters: dead_letters.len() as u64,
         poison_dead_lettered: dead_letters.iter().any(|v| v.contains(POISON_EVENT_ID)),
+        dead_letter_headers,
         retries: sink_retries,
         peak_lag: sink_series.iter().map(|s| s.1).max().unwrap_or(0),
         pre_fault_p99_lag: sink_p99,
@@ -1265,6 +1279,7 @@ pub async fn run(
         dead_letters: nstats.records_given_up,
         // Its batches are given up whole, the poison record's neighbours with it.
         poison_dead_lettered: nstats.poison_given_up,
+        dead_letter_headers: Vec::new(),
         retries: nstats.retries,
         peak_lag: naive_series.iter().map(|s| s.1).max().unwrap_or(0),
         pre_fault_p99_lag: naive_p99,
@@ -1284,6 +1299,20 @@ pub async fn run(
     }
     if !quorumdb.poison_dead_lettered {
         violated.push(format!("the poison record is not in {}.dlq", f.sink.name));
+    }
+    // Each dead letter says why and after how many write attempts (a poison record refused by
+    // PostgreSQL: its error and at least one attempt).
+    let bad_headers: Vec<&String> = quorumdb
+        .dead_letter_headers
+        .iter()
+        .filter(|h| h.contains("(missing)") || h.contains("attempts=0 "))
+        .collect();
+    if quorumdb.dead_letter_headers.len() as u64 != quorumdb.dead_letters || !bad_headers.is_empty() {
+        violated.push(format!(
+            "dead letters without their error and attempt headers: {} of {} have them; {bad_headers:?}",
+            quorumdb.dead_letter_headers.len(),
+            quorumdb.dead_letters
+        ));
     }
     if quorumdb.recovery_s.is_none() {
         violated.push("QuorumDB's sink lag never got back under its pre-fault p99".into());
@@ -1347,6 +1376,13 @@ fn rows(r: &Report) -> Vec<(&'static str, String, String)> {
         ("missing rows", |c| c.missing_rows.to_string()),
         ("dead letters", |c| c.dead_letters.to_string()),
         ("poison dead-lettered", |c| c.poison_dead_lettered.to_string()),
+        ("dead-letter headers", |c| {
+            if c.dead_letter_headers.is_empty() {
+                "-".into()
+            } else {
+                c.dead_letter_headers.join("; ")
+            }
+        }),
         ("retries", |c| c.retries.to_string()),
         ("peak lag", |c| c.peak_lag.to_string()),
         ("pre-fault p99 lag", |c| c.pre_fault_p99_lag.to_string()),
