@@ -19,7 +19,7 @@
 //! the replica's; this file only moves inputs and effects, converts the core's messages to and
 //! from the wire DTOs, and publishes counters as metrics.
 
-use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
+use crate::config::{NodeConfig, QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::storage::{ShardStore, Storage};
 use crate::transport::{FaultLayer, PeerClient, TransportError};
@@ -32,7 +32,7 @@ use quorumdb_core::handoff::HintStats;
 use quorumdb_core::heat::{HeatReport, HotKey, HEAT_KEYS_LEN_MAX};
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::replica::{
-    self, shard_of, ClientRequest, ClientResponse, Conflict, Effect, Input, Now, PeerRequest, PeerResponse,
+    self, shard_of, ClientRequest, ClientResponse, Effect, Input, Now, PeerRequest, PeerResponse,
     RepairProgress, Replica, ReplicaConfig, ReplicaError, ReplicaStats, ScanRequest, SendError, Shared,
     TableSpec, TreeId, SHARDS_LEN,
 };
@@ -129,10 +129,7 @@ pub fn replica_config(config: &NodeConfig) -> ReplicaConfig {
         .tables
         .iter()
         .map(|t| {
-            let conflict = match t.conflict {
-                ConflictMode::Siblings => Conflict::Siblings,
-                ConflictMode::Lww => Conflict::Lww,
-            };
+            let conflict = t.conflict.replica();
             (t.name.clone(), TableSpec { replication_factor: t.replication_factor, conflict })
         })
         .collect();

@@ -4,6 +4,7 @@ mod auth_cli;
 mod bench;
 mod cli;
 mod cluster_cli;
+mod crdt_cli;
 mod demo;
 mod group_cli;
 mod lab;
