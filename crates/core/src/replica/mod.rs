@@ -1716,7 +1716,13 @@ impl<S: LocalStore> Replica<S> {
         };
         // Give the remote coordinator its whole timeout plus a margin to report back.
         let timeout = f.timeout_ms.saturating_add(self.shared.config.forward_margin_ms);
-        let hedge_at = self.hedge_delay_ms().map(|d| now.mono_ms.saturating_add(d));
+        // CRDT writes are not hedged: they carry no write id (see `crdt_table`), so a hedged copy
+        // would apply the operation twice, and a duplicated add escapes a remove that observed
+        // only one of its copies (found by `lab run cart-partition`).
+        let hedge_at = match self.shared.table(&f.key.table).conflict {
+            Conflict::Crdt(_) => None,
+            _ => self.hedge_delay_ms().map(|d| now.mono_ms.saturating_add(d)),
+        };
         if let Some(f) = self.forwards.get_mut(&job) {
             f.tried.push((target, now.mono_ms));
             f.outstanding += 1;

@@ -286,8 +286,7 @@ async fn op_crdt(
 #[allow(clippy::too_many_arguments)]
 async fn client_loop(
     c: Client,
-    region: usize,
-    id: usize,
+    (region, id, cycle): (usize, usize, usize),
     seed: u64,
     run: Arc<FileRun>,
     logs: Logs,
@@ -302,7 +301,8 @@ async fn client_loop(
         let remove = rng.random_bool(run.remove_fraction);
         let pick = rng.random_range(0..1_000_000usize);
         seq += 1;
-        let item = (!remove).then(|| format!("r{region}c{id}i{seq}"));
+        // Unique across cycles too: a new client of the next cycle must not reuse a removed name.
+        let item = (!remove).then(|| format!("k{cycle}r{region}c{id}i{seq}"));
         let levels = (run.r, run.w);
         for table in TABLES {
             let during_cut = cut.load(Ordering::Relaxed);
@@ -460,8 +460,7 @@ pub async fn run(
             let id = region * run.clients_per_region + k;
             tasks.push(tokio::spawn(client_loop(
                 cluster.client(node).clone(),
-                region,
-                id,
+                (region, id, 0),
                 seed,
                 run.clone(),
                 logs.clone(),
@@ -498,8 +497,7 @@ pub async fn run(
                     let id = region * run.clients_per_region + k;
                     tasks.push(tokio::spawn(client_loop(
                         cluster.client(nodes[k % nodes.len()]).clone(),
-                        region,
-                        id,
+                        (region, id, cycle),
                         seed.wrapping_add(cycle as u64),
                         run.clone(),
                         logs.clone(),
