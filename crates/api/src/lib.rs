@@ -9,6 +9,7 @@
 //! an error instead of a silently ignored setting. Their values stay strings where the server
 //! validates them with its own, more specific messages (levels, timeouts, limits).
 
+pub mod crdt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -196,6 +197,9 @@ pub struct ReplicaView {
     /// Why the replica did not answer, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For CRDT tables: the replica's state, its concurrent states joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crdt: Option<crdt::CrdtValue>,
 }
 
 /// Every home replica's local view of one item.
@@ -445,6 +449,7 @@ mod tests {
             tombstone: false,
             version: "{n1: 1}".into(),
             error: None,
+            crdt: None,
         };
         let down = ReplicaView {
             node: "n2".into(),
@@ -454,6 +459,7 @@ mod tests {
             tombstone: false,
             version: String::new(),
             error: Some("timeout".into()),
+            crdt: None,
         };
         round_trip(
             &InspectResponse { replicas: vec![up, down] },

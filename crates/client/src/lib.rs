@@ -471,6 +471,33 @@ impl Client {
         self.decode(status, &bytes)
     }
 
+    /// The CRDT value of an item of a CRDT table, with the context a remove must carry.
+    pub async fn crdt_get(
+        &self,
+        table: &str,
+        key: &str,
+        query: &api::crdt::CrdtReadQuery,
+    ) -> Result<api::crdt::CrdtResponse, ClientError> {
+        let mut url = self.url(&["v1", "tables", table, "crdt", key])?;
+        set_query(&mut url, query);
+        let (status, bytes) = self.send(self.http.request(Method::GET, url)).await?;
+        self.decode(status, &bytes)
+    }
+
+    /// Applies one CRDT operation; answers the item's value after it, as its coordinator holds it.
+    pub async fn crdt_op(
+        &self,
+        table: &str,
+        key: &str,
+        query: &api::crdt::CrdtWriteQuery,
+        op: &api::crdt::CrdtOpBody,
+    ) -> Result<api::crdt::CrdtResponse, ClientError> {
+        let mut url = self.url(&["v1", "tables", table, "crdt", key])?;
+        set_query(&mut url, query);
+        let (status, bytes) = self.send(self.http.request(Method::POST, url).json(op)).await?;
+        self.decode(status, &bytes)
+    }
+
     /// The node's fault-injection rules (the lab's nemesis).
     pub async fn fault_rules(&self) -> Result<FaultRules, ClientError> {
         self.faults().await.and_then(|v| {

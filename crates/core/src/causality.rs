@@ -432,6 +432,14 @@ impl VersionVector {
     }
 }
 
+/// A version vector from `(actor, counter)` pairs (zero counters dropped); CRDT tables carry
+/// their remove contexts as version vectors so they share the signed token format.
+impl FromIterator<(ActorId, u64)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (ActorId, u64)>>(iter: I) -> Self {
+        VersionVector { entries: iter.into_iter().filter(|(_, c)| *c > 0).collect() }
+    }
+}
+
 impl fmt::Display for VersionVector {
     /// `{00000000000000ff:1, 3f2a9c01d4e5b6a7:3}` in actor order; `{}` when empty.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -17,10 +17,17 @@
 //! the add wins. Metadata stays bounded by the number of actors: the clock has one entry per
 //! actor, an element at most one dot per actor, and removed elements leave nothing behind.
 //!
+//! `map.rs` adds the map (a cart), `state.rs` the table-level state, operations and codecs.
+//!
 //! Actors are generic (`A: Ord + Copy`): the store uses its `ActorId`s, the tests small
 //! integers.
 
 use std::collections::BTreeMap;
+
+mod map;
+mod state;
+pub use map::{CrdtMap, FieldKind, FieldValue, Target};
+pub use state::{decode_context, encode_context, CrdtKind, CrdtOp, CrdtState, CRDT_NAME_BYTES_MAX};
 
 /// Most deferred removes one set keeps. A deferred remove waits for adds its replica has not
 /// seen yet; anti-entropy brings them within seconds, so a handful is plenty. Past the bound a
@@ -43,6 +50,59 @@ fn join<A: Ord + Copy>(into: &mut Clock<A>, other: &Clock<A>) {
         let e = into.entry(*a).or_insert(0);
         *e = (*e).max(c);
     }
+}
+
+/// Removes waiting for their context to be covered: context → what they remove (sorted).
+type Deferred<A, T> = BTreeMap<Vec<(A, u64)>, Vec<T>>;
+
+/// Keeps a remove whose context `clock` does not cover yet, to apply once it does.
+fn defer<A: Ord + Copy, T: Ord + Clone>(
+    deferred: &mut Deferred<A, T>,
+    clock: &Clock<A>,
+    ctx: &Clock<A>,
+    target: &T,
+) -> Result<(), CrdtError> {
+    if clock_covers(clock, ctx) {
+        return Ok(());
+    }
+    let key: Vec<(A, u64)> = ctx.iter().map(|(a, c)| (*a, *c)).collect();
+    if !deferred.contains_key(&key) && deferred.len() >= DEFERRED_LEN_MAX {
+        return Err(CrdtError::TooManyDeferred { max: DEFERRED_LEN_MAX });
+    }
+    let list = deferred.entry(key).or_default();
+    if !list.contains(target) {
+        list.push(target.clone());
+        // Sorted, so states that deferred the same removes in another order are equal.
+        list.sort();
+    }
+    Ok(())
+}
+
+/// Joins another state's deferred removes.
+fn join_deferred<A: Ord + Copy, T: Ord + Clone>(into: &mut Deferred<A, T>, other: &Deferred<A, T>) {
+    for (ctx, targets) in other {
+        let list = into.entry(ctx.clone()).or_default();
+        for t in targets {
+            if !list.contains(t) {
+                list.push(t.clone());
+            }
+        }
+        list.sort();
+    }
+}
+
+/// Takes the deferred removes whose context `clock` now covers. A merge can leave more than
+/// [`DEFERRED_LEN_MAX`] for a moment; no new one is accepted until the count is back under it.
+fn take_ready<A: Ord + Copy, T>(deferred: &mut Deferred<A, T>, clock: &Clock<A>) -> Vec<(Clock<A>, Vec<T>)> {
+    let ready: Vec<Vec<(A, u64)>> =
+        deferred.keys().filter(|ctx| ctx.iter().all(|(a, c)| covers(clock, a, *c))).cloned().collect();
+    ready
+        .into_iter()
+        .filter_map(|key| {
+            let targets = deferred.remove(&key)?;
+            Some((key.into_iter().collect(), targets))
+        })
+        .collect()
 }
 
 /// A counter that goes up and down: per actor, the increments and the decrements it made.
@@ -84,6 +144,12 @@ impl<A: Ord + Copy> PnCounter<A> {
 pub enum CrdtError {
     #[error("too many removes waiting for adds this replica has not seen (at most {max}); retry shortly")]
     TooManyDeferred { max: usize },
+    /// The operation does not fit the table's CRDT type (or is not an operation at all).
+    #[error("{0}")]
+    OpDoesNotFit(String),
+    /// A stored or sent encoding that does not decode.
+    #[error("malformed CRDT encoding: {0}")]
+    Malformed(String),
 }
 
 /// An add-wins observed-remove set without tombstones.
@@ -94,7 +160,7 @@ pub struct Orswot<E: Ord, A: Ord> {
     /// Live elements and the dots (actor → counter) of the adds that keep them alive.
     entries: BTreeMap<E, BTreeMap<A, u64>>,
     /// Removes whose context this state's clock does not cover yet: context → elements.
-    deferred: BTreeMap<Vec<(A, u64)>, Vec<E>>,
+    deferred: Deferred<A, E>,
 }
 
 impl<E: Ord, A: Ord> Default for Orswot<E, A> {
@@ -152,16 +218,7 @@ impl<E: Ord + Clone, A: Ord + Copy> Orswot<E, A> {
     /// `ctx` names adds this state has not seen, the remove is also kept as deferred, to apply
     /// once they arrive.
     pub fn remove(&mut self, e: &E, ctx: &Clock<A>) -> Result<(), CrdtError> {
-        if !clock_covers(&self.clock, ctx) {
-            let key: Vec<(A, u64)> = ctx.iter().map(|(a, c)| (*a, *c)).collect();
-            if !self.deferred.contains_key(&key) && self.deferred.len() >= DEFERRED_LEN_MAX {
-                return Err(CrdtError::TooManyDeferred { max: DEFERRED_LEN_MAX });
-            }
-            let list = self.deferred.entry(key).or_default();
-            if !list.contains(e) {
-                list.push(e.clone());
-            }
-        }
+        defer(&mut self.deferred, &self.clock, ctx, e)?;
         self.remove_covered(e, ctx);
         Ok(())
     }
@@ -217,33 +274,10 @@ impl<E: Ord + Clone, A: Ord + Copy> Orswot<E, A> {
         }
         self.entries = entries;
         join(&mut self.clock, &other.clock);
-        for (ctx, elems) in &other.deferred {
-            let list = self.deferred.entry(ctx.clone()).or_default();
+        join_deferred(&mut self.deferred, &other.deferred);
+        for (ctx, elems) in take_ready(&mut self.deferred, &self.clock) {
             for e in elems {
-                if !list.contains(e) {
-                    list.push(e.clone());
-                }
-            }
-        }
-        self.apply_deferred();
-    }
-
-    /// Applies the deferred removes whose context the clock now covers, and drops them. A merge
-    /// can leave more than [`DEFERRED_LEN_MAX`] for a moment; no new one is accepted until the
-    /// count is back under it.
-    fn apply_deferred(&mut self) {
-        let ready: Vec<Vec<(A, u64)>> = self
-            .deferred
-            .keys()
-            .filter(|ctx| ctx.iter().all(|(a, c)| covers(&self.clock, a, *c)))
-            .cloned()
-            .collect();
-        for key in ready {
-            if let Some(elems) = self.deferred.remove(&key) {
-                let ctx: Clock<A> = key.into_iter().collect();
-                for e in elems {
-                    self.remove_covered(&e, &ctx);
-                }
+                self.remove_covered(&e, &ctx);
             }
         }
     }

@@ -64,6 +64,41 @@ pub struct MemberSpec {
 pub enum Conflict {
     Siblings,
     Lww,
+    /// A CRDT table of this type (issue #14).
+    Crdt(CrdtType),
+}
+
+/// The CRDT type of a CRDT table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CrdtType {
+    Counter,
+    Set,
+    Map,
+}
+
+impl Conflict {
+    /// The name the tables API, config files and the CLI use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Conflict::Siblings => "siblings",
+            Conflict::Lww => "lww",
+            Conflict::Crdt(CrdtType::Counter) => "crdt-counter",
+            Conflict::Crdt(CrdtType::Set) => "crdt-set",
+            Conflict::Crdt(CrdtType::Map) => "crdt-map",
+        }
+    }
+
+    /// Parses [`Conflict::name`].
+    pub fn from_name(name: &str) -> Option<Conflict> {
+        Some(match name {
+            "siblings" => Conflict::Siblings,
+            "lww" => Conflict::Lww,
+            "crdt-counter" => Conflict::Crdt(CrdtType::Counter),
+            "crdt-set" => Conflict::Crdt(CrdtType::Set),
+            "crdt-map" => Conflict::Crdt(CrdtType::Map),
+            _ => return None,
+        })
+    }
 }
 
 /// A declared table.

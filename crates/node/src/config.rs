@@ -234,6 +234,41 @@ pub enum ConflictMode {
     /// in real time can lose to an earlier one: offered to show that problem and for users who
     /// knowingly prefer it.
     Lww,
+    /// A PN-counter per item (CRDT operations only, `/v1/tables/{t}/crdt/{key}`).
+    #[serde(rename = "crdt-counter")]
+    CrdtCounter,
+    /// An add-wins observed-remove set per item.
+    #[serde(rename = "crdt-set")]
+    CrdtSet,
+    /// A map of counters, sets and registers per item (a shopping cart).
+    #[serde(rename = "crdt-map")]
+    CrdtMap,
+}
+
+impl ConflictMode {
+    /// The name used in config files, the tables API and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictMode::Siblings => "siblings",
+            ConflictMode::Lww => "lww",
+            ConflictMode::CrdtCounter => "crdt-counter",
+            ConflictMode::CrdtSet => "crdt-set",
+            ConflictMode::CrdtMap => "crdt-map",
+        }
+    }
+
+    /// The replica's conflict rule for this mode.
+    pub fn replica(self) -> quorumdb_core::replica::Conflict {
+        use quorumdb_core::crdt::CrdtKind;
+        use quorumdb_core::replica::Conflict;
+        match self {
+            ConflictMode::Siblings => Conflict::Siblings,
+            ConflictMode::Lww => Conflict::Lww,
+            ConflictMode::CrdtCounter => Conflict::Crdt(CrdtKind::Counter),
+            ConflictMode::CrdtSet => Conflict::Crdt(CrdtKind::Set),
+            ConflictMode::CrdtMap => Conflict::Crdt(CrdtKind::Map),
+        }
+    }
 }
 
 /// A table whose settings differ from the cluster defaults.

@@ -113,6 +113,8 @@ fn api_routes() -> Routes {
         .put("/v1/tables/{table}/items/{key}", put_item)
         .delete("/v1/tables/{table}/items/{key}", delete_item)
         .get("/v1/tables/{table}/items/{key}/replicas", inspect_item)
+        .get("/v1/tables/{table}/crdt/{key}", crate::http_crdt::get_crdt)
+        .post("/v1/tables/{table}/crdt/{key}", crate::http_crdt::post_crdt)
         .get("/v1/tables/{table}/partitions/{key}", scan_partition)
         .get("/v1/cluster/status", status)
         .get("/v1/cluster/meta", meta_status)
@@ -272,14 +274,14 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 // ---------------------------------------------------------------------------------------------
 // Parameter parsing
 
-fn path2(p: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), ApiError> {
+pub(crate) fn path2(p: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), ApiError> {
     p.map(|Path(v)| v).map_err(|e| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
 }
 
 /// Parses the query string into the route's `quorumdb-api` query struct. Those structs refuse
 /// unknown fields, so a typo such as `?W=all` is an error naming the parameter instead of a
 /// silently ignored setting.
-fn query<T: DeserializeOwned>(raw: &Option<String>) -> Result<T, ApiError> {
+pub(crate) fn query<T: DeserializeOwned>(raw: &Option<String>) -> Result<T, ApiError> {
     serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).map_err(|e| {
         let msg = e.to_string();
         // serde says "unknown field `R`, expected one of `sort_key`, `r`, ..."; say it in the
@@ -297,14 +299,14 @@ fn query<T: DeserializeOwned>(raw: &Option<String>) -> Result<T, ApiError> {
     })
 }
 
-fn level(v: Option<&str>, name: &'static str) -> Result<Level, ApiError> {
+pub(crate) fn level(v: Option<&str>, name: &'static str) -> Result<Level, ApiError> {
     match v {
         None => Ok(Level::Quorum),
         Some(s) => Ok(Level::parse(name, s)?),
     }
 }
 
-fn timeout(node: &Node, v: Option<&str>) -> Result<Duration, ApiError> {
+pub(crate) fn timeout(node: &Node, v: Option<&str>) -> Result<Duration, ApiError> {
     let max = crate::config::REQUEST_TIMEOUT_MS_MAX;
     match v {
         None => Ok(Duration::from_millis(node.config.request_timeout_ms)),
@@ -315,7 +317,7 @@ fn timeout(node: &Node, v: Option<&str>) -> Result<Duration, ApiError> {
     }
 }
 
-fn quorum_mode(node: &Node, v: Option<&str>) -> Result<QuorumMode, ApiError> {
+pub(crate) fn quorum_mode(node: &Node, v: Option<&str>) -> Result<QuorumMode, ApiError> {
     match v {
         None => Ok(node.config.quorum),
         Some(m) => m.parse().map_err(ApiError::BadRequest),
@@ -324,7 +326,11 @@ fn quorum_mode(node: &Node, v: Option<&str>) -> Result<QuorumMode, ApiError> {
 
 /// The context a client sent with a write of `item`: none (a blind write), or a token this
 /// cluster signed for that item (see `context_token`).
-fn context(keys: &[ContextKey], item: &ItemKey, token: Option<&str>) -> Result<VersionVector, ApiError> {
+pub(crate) fn context(
+    keys: &[ContextKey],
+    item: &ItemKey,
+    token: Option<&str>,
+) -> Result<VersionVector, ApiError> {
     match token {
         None | Some("") => Ok(VersionVector::new()),
         Some(t) if t.len() > CONTEXT_TOKEN_CHARS_MAX => Err(ApiError::MalformedContext(format!(
@@ -343,7 +349,7 @@ const CONTEXT_KEY_WAIT: Duration = Duration::from_millis(500);
 /// cluster was founded (it was cut off at birth): such a node hands out and accepts unsigned
 /// tokens rather than refusing every read and write; nodes that know a key refuse those
 /// tokens, so the client reads again there. Nobody can make a node that knows a key forget it.
-async fn context_keys(s: &AppState) -> Vec<ContextKey> {
+pub(crate) async fn context_keys(s: &AppState) -> Vec<ContextKey> {
     let keys = |v: &crate::meta::MetaView| v.metadata.auth().context_keys().to_vec();
     let now = keys(&s.meta.view());
     if !now.is_empty() {
@@ -353,11 +359,11 @@ async fn context_keys(s: &AppState) -> Vec<ContextKey> {
 }
 
 /// The token for `vv` of `item`: signed, or plain on a node without a key yet.
-fn signed(keys: &[ContextKey], item: &ItemKey, vv: &VersionVector) -> String {
+pub(crate) fn signed(keys: &[ContextKey], item: &ItemKey, vv: &VersionVector) -> String {
     crate::context_token::sign(keys, item, vv).unwrap_or_else(|| vv.to_token())
 }
 
-fn item_key(table: &str, key: &str, sort_key: Option<&str>) -> Result<ItemKey, ApiError> {
+pub(crate) fn item_key(table: &str, key: &str, sort_key: Option<&str>) -> Result<ItemKey, ApiError> {
     if table.starts_with("__") {
         return Err(ApiError::BadRequest(format!(
             "table {table:?}: names beginning with \"__\" are reserved for QuorumDB's internal tables (the log's batches live in {:?})",
@@ -402,7 +408,12 @@ fn values_json(state: &ItemState) -> Vec<String> {
 }
 
 /// Records the request metrics and turns the result into a response.
-fn finish(op: &'static str, lvl: &str, started: Instant, result: Result<Response, ApiError>) -> Response {
+pub(crate) fn finish(
+    op: &'static str,
+    lvl: &str,
+    started: Instant,
+    result: Result<Response, ApiError>,
+) -> Response {
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code(),
@@ -419,7 +430,7 @@ fn finish(op: &'static str, lvl: &str, started: Instant, result: Result<Response
 
 /// The metrics label for a request's consistency level. Only valid levels become labels (a
 /// client sending garbage must not create unbounded label values); the rest are "invalid".
-fn level_label<T>(
+pub(crate) fn level_label<T>(
     q: &Result<T, ApiError>,
     name: &'static str,
     fields: impl Fn(&T) -> (Option<&str>, Option<&str>),
@@ -677,6 +688,7 @@ async fn inspect_item(
                             tombstone: state.has_tombstone() && state.is_deleted(),
                             version: state.context().to_string(),
                             error: None,
+                            crdt: crate::http_crdt::inspect_view(&s, &table, &raw),
                         }
                     }
                     Err(e) => api::ReplicaView {
@@ -687,6 +699,7 @@ async fn inspect_item(
                         tombstone: false,
                         version: String::new(),
                         error: Some(e),
+                        crdt: None,
                     },
                 }
             })
@@ -980,11 +993,7 @@ fn change_info(c: &Change) -> api::ChangeInfo {
 }
 
 fn table_info(t: &TableDef) -> api::TableInfo {
-    let conflict = match t.conflict {
-        MetaConflict::Siblings => "siblings",
-        MetaConflict::Lww => "lww",
-    };
-    api::TableInfo { name: t.name.clone(), replicas: t.replicas, conflict: conflict.into() }
+    api::TableInfo { name: t.name.clone(), replicas: t.replicas, conflict: t.conflict.name().into() }
 }
 
 /// The metadata for a read that must see every change acknowledged before it, by any node
@@ -1191,13 +1200,12 @@ async fn create_table(State(s): State<AppState>, body: Result<Bytes, BytesReject
         ))
         .into_response();
     }
-    let conflict = match t.conflict.as_str() {
-        "siblings" => MetaConflict::Siblings,
-        "lww" => MetaConflict::Lww,
-        other => {
-            return ApiError::BadRequest(format!("conflict must be siblings or lww, not {other:?}"))
-                .into_response()
-        }
+    let Some(conflict) = MetaConflict::from_name(&t.conflict) else {
+        return ApiError::BadRequest(format!(
+            "conflict must be siblings, lww, crdt-counter, crdt-set or crdt-map, not {:?}",
+            t.conflict
+        ))
+        .into_response();
     };
     let def = TableDef { name: t.name, replicas: t.replicas, conflict };
     let result = propose(&s, Command::CreateTable(def.clone())).await;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod groups;
 pub mod http;
 pub mod http_auth;
+mod http_crdt;
 mod http_groups;
 pub mod http_guard;
 mod http_sinks;

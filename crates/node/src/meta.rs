@@ -25,7 +25,7 @@ use quorumdb_meta::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{ConflictMode, NodeConfig};
+use crate::config::NodeConfig;
 use crate::storage::{allow_fjall_on_this_thread, Storage};
 use crate::transport::{FaultLayer, PeerClient};
 use crate::wire::{Request, Response};
@@ -155,10 +155,7 @@ fn bootstrap_command(config: &NodeConfig) -> Command {
         .map(|t| TableDef {
             name: t.name.clone(),
             replicas: t.replication_factor.min(u8::MAX as usize) as u8,
-            conflict: match t.conflict {
-                ConflictMode::Siblings => Conflict::Siblings,
-                ConflictMode::Lww => Conflict::Lww,
-            },
+            conflict: Conflict::from_name(t.conflict.name()).unwrap_or(Conflict::Siblings),
         })
         .collect();
     let default_replicas = config.replication_factor.min(u8::MAX as usize) as u8;

@@ -19,7 +19,7 @@
 //! the replica's; this file only moves inputs and effects, converts the core's messages to and
 //! from the wire DTOs, and publishes counters as metrics.
 
-use crate::config::{ConflictMode, NodeConfig, QuorumMode, ReadRepair};
+use crate::config::{NodeConfig, QuorumMode, ReadRepair};
 use crate::error::ApiError;
 use crate::storage::{ShardStore, Storage};
 use crate::transport::{FaultLayer, PeerClient, TransportError};
@@ -32,7 +32,7 @@ use quorumdb_core::handoff::HintStats;
 use quorumdb_core::heat::{HeatReport, HotKey, HEAT_KEYS_LEN_MAX};
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::replica::{
-    self, shard_of, ClientRequest, ClientResponse, Conflict, Effect, Input, Now, PeerRequest, PeerResponse,
+    self, shard_of, ClientRequest, ClientResponse, Effect, Input, Now, PeerRequest, PeerResponse,
     RepairProgress, Replica, ReplicaConfig, ReplicaError, ReplicaStats, ScanRequest, SendError, Shared,
     TableSpec, TreeId, SHARDS_LEN,
 };
@@ -131,10 +131,7 @@ pub fn replica_config(config: &NodeConfig) -> ReplicaConfig {
         .tables
         .iter()
         .map(|t| {
-            let conflict = match t.conflict {
-                ConflictMode::Siblings => Conflict::Siblings,
-                ConflictMode::Lww => Conflict::Lww,
-            };
+            let conflict = t.conflict.replica();
             (t.name.clone(), TableSpec { replication_factor: t.replication_factor, conflict })
         })
         .collect();
@@ -587,6 +584,11 @@ impl Node {
             stats.item_bytes_pulled += s.stats.item_bytes_pulled;
             stats.digests_received += s.stats.digests_received;
             stats.tombstones_purged += s.stats.tombstones_purged;
+            for (table, t) in &s.stats.crdt_tables {
+                let sum = stats.crdt_tables.entry(table.clone()).or_default();
+                sum.concurrent_merges += t.concurrent_merges;
+                sum.siblings_max = sum.siblings_max.max(t.siblings_max);
+            }
             hints += s.hints.len;
             hint_bytes += s.hints.bytes;
             tombstones = s.tombstones;
@@ -617,6 +619,13 @@ impl Node {
         metrics::counter!("quorumdb_antientropy_digests_received_total").absolute(stats.digests_received);
         metrics::counter!("quorumdb_tombstones_purged_total").absolute(stats.tombstones_purged);
         metrics::gauge!("quorumdb_tombstones").set(tombstones as f64);
+        // Only declared CRDT tables appear, so the label's values are bounded by the config.
+        for (table, t) in &stats.crdt_tables {
+            metrics::counter!("quorumdb_crdt_concurrent_merges_total", "table" => table.clone())
+                .absolute(t.concurrent_merges);
+            metrics::gauge!("quorumdb_crdt_siblings_max", "table" => table.clone())
+                .set(t.siblings_max as f64);
+        }
         metrics::counter!("quorumdb_hlc_timestamps_rejected_total")
             .absolute(self.shared.hlc.rejected_total.load(std::sync::atomic::Ordering::Relaxed));
         // The hottest keys by rank only: a key label would leave a series behind for every key

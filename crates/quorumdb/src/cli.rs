@@ -51,6 +51,8 @@ pub enum Command {
     Table(crate::cluster_cli::TableArgs),
     /// Topics of the Kafka-compatible log: create, list, describe, delete.
     Topic(crate::topic_cli::TopicArgs),
+    /// CRDT tables: get, incr, add, remove, assign (docs/api.md, "CRDT tables").
+    Crdt(crate::crdt_cli::CrdtArgs),
     /// Consumer groups of the log: list, describe (members, assignment, lag).
     Group(crate::group_cli::GroupArgs),
     /// Users and their API tokens (authentication: docs/security.md).
@@ -407,6 +409,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Cluster(a) => crate::cluster_cli::cluster(a).await,
         Command::Table(a) => crate::cluster_cli::table(a).await,
         Command::Topic(a) => crate::topic_cli::topic(a).await,
+        Command::Crdt(a) => crate::crdt_cli::crdt(a).await,
         Command::Group(a) => crate::group_cli::group(a).await,
         Command::User(a) => crate::auth_cli::user(a).await,
         Command::Role(a) => crate::auth_cli::role(a).await,
@@ -620,7 +623,11 @@ async fn inspect(a: InspectArgs) -> Result<i32> {
                     rep.state,
                     rep.tombstone,
                     rep.version,
-                    rep.values.join(" | ")
+                    match &rep.crdt {
+                        // CRDT tables: the replica's state, its concurrent states joined.
+                        Some(c) => crate::crdt_cli::one_line(c),
+                        None => rep.values.join(" | "),
+                    }
                 );
             }
         }

@@ -98,6 +98,9 @@ pub struct TableArgs {
 pub enum ConflictArg {
     Siblings,
     Lww,
+    CrdtCounter,
+    CrdtSet,
+    CrdtMap,
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,6 +252,9 @@ pub async fn table(a: TableArgs) -> Result<i32> {
             let conflict = match conflict {
                 ConflictArg::Siblings => "siblings",
                 ConflictArg::Lww => "lww",
+                ConflictArg::CrdtCounter => "crdt-counter",
+                ConflictArg::CrdtSet => "crdt-set",
+                ConflictArg::CrdtMap => "crdt-map",
             };
             let t =
                 client.create_table(&api::TableInfo { name, replicas, conflict: conflict.into() }).await?;

@@ -5,6 +5,7 @@ mod bench;
 mod certs_cli;
 mod cli;
 mod cluster_cli;
+mod crdt_cli;
 mod demo;
 mod group_cli;
 mod lab;

@@ -271,7 +271,8 @@ fn lab_list_names_the_builtin_scenarios() {
             "gray-failure",
             "split-brain-scheduler",
             "log-under-faults",
-            "flaky-warehouse-sink"
+            "flaky-warehouse-sink",
+            "cart-partition"
         ],
         "{stdout}"
     );

@@ -44,6 +44,7 @@
 //! then covers the lost dot, and a merge drops the lost write from the replicas that hold it;
 //! the simulator shows this, seed 974 of an earlier build.)
 
+pub mod crdt_table;
 pub mod lww;
 pub mod scan;
 pub mod shared;
@@ -423,6 +424,18 @@ impl From<LevelError> for ReplicaError {
     }
 }
 
+impl From<crate::crdt::CrdtError> for ReplicaError {
+    fn from(e: crate::crdt::CrdtError) -> Self {
+        use crate::crdt::CrdtError;
+        match e {
+            CrdtError::OpDoesNotFit(_) => ReplicaError::BadRequest(e.to_string()),
+            // Retryable: the replica is waiting for adds anti-entropy brings within seconds.
+            CrdtError::TooManyDeferred { .. } => ReplicaError::Unavailable(e.to_string()),
+            CrdtError::Malformed(_) => ReplicaError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<CausalityError> for ReplicaError {
     fn from(e: CausalityError) -> Self {
         match e {
@@ -513,6 +526,18 @@ pub struct ReplicaStats {
     /// Forwarded writes sent to a second home replica because the first was slow to answer.
     pub writes_hedged: u64,
     pub syncs: u64,
+    /// Per CRDT table: merges that left concurrent states for the join to resolve.
+    pub crdt_tables: BTreeMap<String, CrdtTableStats>,
+}
+
+/// Conflict counters of one CRDT table on one shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrdtTableStats {
+    /// Merges (replication, read repair, hints, anti-entropy) whose result held more than one
+    /// concurrent CRDT state: CRDT conflicts, resolved by the join.
+    pub concurrent_merges: u64,
+    /// Largest number of concurrent states one merged item held.
+    pub siblings_max: u64,
 }
 
 /// Progress of the current or last full repair pass of this shard.
@@ -931,7 +956,8 @@ impl<S: LocalStore> Replica<S> {
     /// The client's view of a state: for LWW tables the winner without its timestamp.
     pub fn client_view(shared: &Shared, table: &str, state: &ItemState) -> ItemState {
         match shared.table(table).conflict {
-            Conflict::Siblings => state.clone(),
+            // A CRDT item's siblings are joined by whoever presents them (`crdt_table::joined`).
+            Conflict::Siblings | Conflict::Crdt(_) => state.clone(),
             Conflict::Lww => lww::client_view(&lww::resolve(state)),
         }
     }
@@ -1272,6 +1298,26 @@ impl<S: LocalStore> Replica<S> {
                     return Ok(local);
                 }
             },
+            Conflict::Crdt(kind) => {
+                // The write's value is an operation: applied to the join of the local siblings,
+                // the result supersedes them all (see `crdt_table` for why no write id).
+                let Value::Data(op) = value else {
+                    return Err(ReplicaError::BadRequest(
+                        "a CRDT item is not deleted; remove its elements or fields with a crdt remove".into(),
+                    ));
+                };
+                let next = crdt_table::applied(&local, kind, &op, self.actor.0)?;
+                match local.apply(
+                    &local.context().clone(),
+                    Value::Data(next),
+                    self.actor,
+                    Some(&rule),
+                    None,
+                )? {
+                    Applied::New(new) => new,
+                    Applied::Duplicate { .. } => return Ok(local),
+                }
+            }
             Conflict::Lww => {
                 // The write becomes a concurrent sibling stamped with this replica's clock, and
                 // resolution keeps the highest timestamp: the client's context plays no part.
@@ -1345,6 +1391,13 @@ impl<S: LocalStore> Replica<S> {
         };
         if lww {
             merged = lww::resolve(&merged);
+        }
+        if let Conflict::Crdt(_) = self.shared.table(&key.table).conflict {
+            if let Some(n) = crdt_table::concurrent(&merged) {
+                let t = self.stats.crdt_tables.entry(key.table.clone()).or_default();
+                t.concurrent_merges += 1;
+                t.siblings_max = t.siblings_max.max(n as u64);
+            }
         }
         merged.prune_retired(&rule);
         merged.trim_applied(Some(now.wall_ms));
@@ -1668,7 +1721,13 @@ impl<S: LocalStore> Replica<S> {
         };
         // Give the remote coordinator its whole timeout plus a margin to report back.
         let timeout = f.timeout_ms.saturating_add(self.shared.config.forward_margin_ms);
-        let hedge_at = self.hedge_delay_ms().map(|d| now.mono_ms.saturating_add(d));
+        // CRDT writes are not hedged: they carry no write id (see `crdt_table`), so a hedged copy
+        // would apply the operation twice, and a duplicated add escapes a remove that observed
+        // only one of its copies (found by `lab run cart-partition`).
+        let hedge_at = match self.shared.table(&f.key.table).conflict {
+            Conflict::Crdt(_) => None,
+            _ => self.hedge_delay_ms().map(|d| now.mono_ms.saturating_add(d)),
+        };
         if let Some(f) = self.forwards.get_mut(&job) {
             f.tried.push((target, now.mono_ms));
             f.outstanding += 1;

@@ -23,6 +23,9 @@ pub enum Conflict {
     Siblings,
     /// Last writer wins by hybrid-logical-clock timestamp.
     Lww,
+    /// The item is a CRDT of this type; writes are CRDT operations applied at a home replica,
+    /// concurrent states are joined (`replica::crdt_table`).
+    Crdt(crate::crdt::CrdtKind),
 }
 
 /// A table's replication settings.

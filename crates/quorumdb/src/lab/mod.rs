@@ -27,6 +27,7 @@
 //! operations and think times); it cannot fix the timing of real processes, so two runs with
 //! one seed do the same things but not at the same instants.
 
+mod cart_partition;
 mod cluster;
 mod driver;
 mod html;
@@ -181,6 +182,9 @@ fn list(a: &ListArgs) -> Result<i32> {
     for (name, text) in sink_faults::EMBEDDED {
         rows.push((name, sink_faults::describe(&format!("embedded scenario {name}"), text)?.1));
     }
+    for (name, text) in cart_partition::EMBEDDED {
+        rows.push((name, cart_partition::describe(&format!("embedded scenario {name}"), text)?.1));
+    }
     match a.output {
         crate::cli::TextOrJson::Json => {
             let json: Vec<_> =
@@ -216,6 +220,7 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
         .iter()
         .chain(log_faults::EMBEDDED.iter())
         .chain(sink_faults::EMBEDDED.iter())
+        .chain(cart_partition::EMBEDDED.iter())
         .find(|(n, _)| *n == arg)
     {
         return Ok((format!("embedded scenario {arg}"), (*text).to_owned()));
@@ -227,6 +232,7 @@ fn read_scenario(arg: &str) -> Result<(String, String)> {
             .chain(split_brain::EMBEDDED.iter())
             .chain(log_faults::EMBEDDED.iter())
             .chain(sink_faults::EMBEDDED.iter())
+            .chain(cart_partition::EMBEDDED.iter())
             .map(|(n, _)| *n)
             .collect();
         bail!("unknown scenario {arg:?}: not a built-in one ({}) and no such file", known.join(", "));
@@ -249,6 +255,10 @@ async fn run_scenario(a: RunArgs) -> Result<i32> {
     }
     if sink_faults::is_sink(&text) {
         return run_sink(a, &origin, &text).await;
+    }
+    if cart_partition::is_cart(&text) {
+        let r = duration_run(&a, &origin, &text, "cart", "carts=20")?;
+        return cart_partition::run(&origin, &text, &r.params, a.duration, r.seed, &r.out, r.command).await;
     }
     if split_brain::is_coordination(&text) {
         return run_coordination(a, &origin, &text).await;
