@@ -197,7 +197,11 @@ fn op_of(keys: &[ContextKey], item: &ItemKey, kind: CrdtKind, b: CrdtOpBody) -> 
     // The op's fit to the table's type is also checked by the replica; checking here answers
     // the common mistakes before any replica is involved.
     CrdtState::empty(kind).apply(0, op.clone()).map_err(|e| match e {
-        quorumdb_core::crdt::CrdtError::TooManyDeferred { .. } => ApiError::Internal(e.to_string()),
+        // Too many removes waiting for adds this replica has not seen: a conflict the client
+        // resolves by reading again (and waiting for replication), not a server fault.
+        quorumdb_core::crdt::CrdtError::TooManyDeferred { .. } => {
+            ApiError::Metadata { code: "too_many_deferred_removes", status: 409, message: e.to_string() }
+        }
         other => bad(other.to_string()),
     })?;
     op.validate().map_err(|e| bad(e.to_string()))?;
