@@ -403,7 +403,8 @@ fn certificate_reload_picks_up_a_new_certificate() {
 
 /// Proves `quorumdb demo --secure` reaches `ready` with https node lines and one `secure` line
 /// naming the CA and the admin token; with them the cluster serves the CLI, without the token
-/// it answers 401 (authentication is on), and SIGTERM stops it with exit 0.
+/// it answers 401 (authentication is on), a read-only role is refused a write (403), and
+/// SIGTERM stops it with exit 0.
 #[test]
 fn demo_secure_reaches_ready() {
     let base = launcher::free_ports(1).unwrap()[0];
@@ -463,6 +464,16 @@ fn demo_secure_reaches_ready() {
     let authed: Vec<(&str, &str)> = env.iter().copied().chain([("QUORUMDB_TOKEN", token.as_str())]).collect();
     ok(quorumdb(&["put", "t", "k", "v"], &authed));
     assert_eq!(ok(quorumdb(&["get", "t", "k"], &authed)).trim(), "v");
+    // A wrong-role client over TLS: a reader of `t` may read it, not write it (403).
+    ok(quorumdb(&["role", "create", "t-reader"], &authed));
+    ok(quorumdb(&["role", "grant", "t-reader", "--table", "t", "--permission", "read"], &authed));
+    let reader =
+        ok(quorumdb(&["user", "create", "reader", "--role", "t-reader", "-q"], &authed)).trim().to_owned();
+    let as_reader: Vec<(&str, &str)> =
+        env.iter().copied().chain([("QUORUMDB_TOKEN", reader.as_str())]).collect();
+    assert_eq!(ok(quorumdb(&["get", "t", "k"], &as_reader)).trim(), "v");
+    let (code, _, err) = quorumdb(&["put", "t", "k", "w"], &as_reader);
+    assert!(code != 0 && err.contains("reader"), "a read-only role wrote over TLS: {code} {err}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .unwrap();
     let status = child.wait().unwrap();
