@@ -283,7 +283,7 @@ fn lab_list_names_the_builtin_scenarios() {
     assert_eq!(code, 0, "{stderr}");
     let list: Value = serde_json::from_str(&stdout).expect("lab list -o json is not JSON");
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 7);
+    assert_eq!(list.len(), 8);
     assert_eq!(list[0]["name"], "az-failure");
     assert!(list.iter().all(|s| s["description"].as_str().is_some_and(|d| !d.is_empty())));
 }
