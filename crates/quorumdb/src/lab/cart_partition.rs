@@ -99,10 +99,7 @@ pub fn describe(origin: &str, text: &str) -> Result<(String, String)> {
 
 /// Parses and checks a file; `--duration SECONDS` sets the cut length (at least [`CUT_MIN`]).
 fn load(origin: &str, text: &str, params: &[(String, toml::Value)], duration_s: Option<f64>) -> Result<File> {
-    let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{origin}: not valid TOML"))?;
-    super::apply_params(origin, &mut table, &SECTIONS, params)?;
-    let mut f = File::deserialize(toml::Value::Table(table))
-        .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+    let mut f: File = super::parse_special(origin, text, &SECTIONS, params)?;
     if let Some(d) = duration_s {
         if !(d.is_finite() && d > 0.0 && d <= 3_600.0) {
             bail!("{origin}: --duration must be 0 < seconds <= 3600");

@@ -155,7 +155,6 @@ pub fn describe(origin: &str, text: &str) -> Result<(String, String)> {
 /// Parses and checks a file, with `--param NAME=VALUE` overrides (any field of any section, by
 /// name) and `--duration SECONDS`, which sets `[run] duration` and scales the fault timings.
 fn load(origin: &str, text: &str, params: &[(String, toml::Value)], duration_s: Option<f64>) -> Result<File> {
-    let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{origin}: not valid TOML"))?;
     // A single fault kind may be given bare: `--param faults=kill`.
     let params: Vec<(String, toml::Value)> = params
         .iter()
@@ -164,9 +163,7 @@ fn load(origin: &str, text: &str, params: &[(String, toml::Value)], duration_s: 
             _ => (name.clone(), value.clone()),
         })
         .collect();
-    super::apply_params(origin, &mut table, &["cluster", "topic", "clients", "run"], &params)?;
-    let mut f = File::deserialize(toml::Value::Table(table))
-        .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+    let mut f: File = super::parse_special(origin, text, &["cluster", "topic", "clients", "run"], &params)?;
     if let Some(s) = duration_s {
         if !(s.is_finite() && s > 0.0 && s <= RUN_SECONDS_MAX) {
             bail!("--duration must be above 0 and at most {RUN_SECONDS_MAX} seconds, got {s}");

@@ -423,10 +423,24 @@ pub(crate) fn scenario_kind(text: &str) -> Option<String> {
     toml::from_str::<toml::Table>(text).ok()?.get("kind")?.as_str().map(str::to_owned)
 }
 
+/// Parses a special scenario's file into its own type `F`, with `--param NAME=VALUE`
+/// overrides applied first (see [`apply_params`]); errors name `origin`.
+pub(crate) fn parse_special<F: serde::de::DeserializeOwned>(
+    origin: &str,
+    text: &str,
+    sections: &[&str],
+    params: &[(String, toml::Value)],
+) -> Result<F> {
+    let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{origin}: not valid TOML"))?;
+    apply_params(origin, &mut table, sections, params)?;
+    F::deserialize(toml::Value::Table(table))
+        .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))
+}
+
 /// Applies `--param NAME=VALUE` overrides to a special scenario's file: NAME is a field of the
 /// first of `sections` that has it, or `SECTION.FIELD`; a NAME no section has is an error
 /// listing the fields.
-pub(crate) fn apply_params(
+fn apply_params(
     origin: &str,
     table: &mut toml::Table,
     sections: &[&str],

@@ -166,10 +166,7 @@ pub fn describe(origin: &str, text: &str) -> Result<(String, String)> {
 /// which sets `[run] duration` and scales every timing but `spike_ms`, `sample_interval` and
 /// `drain_timeout` (each to at least its floor).
 fn load(origin: &str, text: &str, params: &[(String, toml::Value)], duration_s: Option<f64>) -> Result<File> {
-    let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{origin}: not valid TOML"))?;
-    super::apply_params(origin, &mut table, &SECTIONS, params)?;
-    let mut f = File::deserialize(toml::Value::Table(table))
-        .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+    let mut f: File = super::parse_special(origin, text, &SECTIONS, params)?;
     if let Some(s) = duration_s {
         if !(s.is_finite() && s > 0.0 && s <= RUN_SECONDS_MAX) {
             bail!("--duration must be above 0 and at most {RUN_SECONDS_MAX} seconds, got {s}");
