@@ -37,6 +37,10 @@ async fn fsync_delay_makes_a_slow_disk_until_cleared() {
 
     slow.set_fault_rules(&FaultRules::default()).await.unwrap();
     assert_eq!(slow.fault_rules().await.unwrap().fsync_delay_ms, 0);
+    // A group commit that began under the old rules (a background metadata or hint write) still
+    // sleeps its full delay, and the next write queues behind it; one settling write drains it so
+    // the timed write below sees only the new rules.
+    c.client(1).put("t", "settle", "v", &w("all")).await.unwrap();
     let started = Instant::now();
     c.client(1).put("t", "k2", "v2", &w("all")).await.unwrap();
     assert!(started.elapsed() < delay, "the slow disk outlived its rules: {:?}", started.elapsed());
