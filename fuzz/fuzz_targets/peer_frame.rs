@@ -5,10 +5,10 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use quorumdb_core::ring::Ring;
+use quorumdb_core::placement::Placement;
 use quorumdb_node::node::fuzzing;
 
-static RING: LazyLock<Ring> = LazyLock::new(fuzzing::ring);
+static RING: LazyLock<Placement> = LazyLock::new(fuzzing::ring);
 
 fuzz_target!(|data: &[u8]| {
     fuzzing::peer_frame(&RING, data);

@@ -34,7 +34,7 @@
 
 use std::fmt;
 
-use crate::limits::REPLICATION_FACTOR_MAX;
+use crate::placement::REQUEST_REPLICAS_MAX;
 
 /// A replica state that a read can merge: a join-semilattice.
 ///
@@ -237,7 +237,7 @@ impl<R: Clone + PartialEq + fmt::Debug> Tally<R> {
         // Programmer errors, not runtime conditions: `needed` comes from a consistency level
         // already resolved against the replication factor, and replicas from the ring.
         assert!(!replicas.is_empty(), "a request needs at least one replica");
-        assert!(replicas.len() <= REPLICATION_FACTOR_MAX, "more replicas than any table can have");
+        assert!(replicas.len() <= REQUEST_REPLICAS_MAX, "more replicas than any request can have");
         assert!(1 <= needed && needed <= replicas.len(), "needed must be in 1..=replicas");
         for (i, replica) in replicas.iter().enumerate() {
             // A duplicate would let one replica's reply count twice towards the quorum.
@@ -322,6 +322,10 @@ impl<R: Clone + PartialEq + fmt::Debug> Tally<R> {
 #[derive(Clone, Debug)]
 pub struct WriteCoordinator<R = String> {
     tally: Tally<R>,
+    /// Further quorums the write needs, each as (positions in the tally, acks needed among
+    /// them): during a layout transition, `needed` acks in the replica set of every live
+    /// layout version ([`WriteCoordinator::joint`]).
+    groups: Vec<(Vec<usize>, usize)>,
     /// The answer for the client, set once and never changed.
     decision: Option<Result<(), QuorumError<R>>>,
 }
@@ -331,7 +335,43 @@ impl<R: Clone + PartialEq + fmt::Debug> WriteCoordinator<R> {
     /// `deadline_ms`. Panics unless `1 <= needed <= replicas.len() <= REPLICATION_FACTOR_MAX` and
     /// the replicas are distinct.
     pub fn new(replicas: Vec<R>, needed: usize, deadline_ms: u64) -> Self {
-        WriteCoordinator { tally: Tally::new(replicas, needed, deadline_ms), decision: None }
+        WriteCoordinator {
+            tally: Tally::new(replicas, needed, deadline_ms),
+            groups: Vec::new(),
+            decision: None,
+        }
+    }
+
+    /// A write that needs, for each `(set, needed)` of `groups`, `needed` acks from the
+    /// replicas of `set`: a write during a layout transition, acknowledged only once a quorum
+    /// of the old owners *and* a quorum of the new ones hold it. `replicas` is the union of
+    /// the sets (the request goes to all of them); an ack counts in every set that names its
+    /// replica. Panics unless every set is a non-empty subset of `replicas` with
+    /// `1 <= needed <= set.len()`, and `groups` is not empty.
+    pub fn joint(replicas: Vec<R>, groups: Vec<(Vec<R>, usize)>, deadline_ms: u64) -> Self {
+        assert!(!groups.is_empty(), "a joint write needs at least one replica set");
+        let positions: Vec<(Vec<usize>, usize)> = groups
+            .into_iter()
+            .map(|(set, needed)| {
+                assert!(1 <= needed && needed <= set.len(), "needed must be in 1..=set");
+                let at = set
+                    .iter()
+                    .map(|r| {
+                        replicas.iter().position(|x| x == r).expect("every set member is one of the replicas")
+                    })
+                    .collect();
+                (at, needed)
+            })
+            .collect();
+        let needed = positions.iter().map(|(_, n)| *n).max().unwrap_or(1);
+        let mut c = WriteCoordinator {
+            tally: Tally::new(replicas, needed, deadline_ms),
+            groups: positions,
+            decision: None,
+        };
+        // The tally's own count must not decide on its own: any `needed` acks would do for it.
+        c.tally.needed = 1;
+        c
     }
 
     /// Marks a replica known to be down: the write is not sent to it. Fails the write at once if
@@ -393,10 +433,31 @@ impl<R: Clone + PartialEq + fmt::Debug> WriteCoordinator<R> {
         if self.decision.is_some() {
             return;
         }
-        if self.tally.succeeded() {
+        if self.groups.is_empty() {
+            if self.tally.succeeded() {
+                self.decision = Some(Ok(()));
+            } else if self.tally.failed() {
+                self.decision = Some(Err(self.tally.error(Op::Write)));
+            }
+            return;
+        }
+        let count = |at: &[usize], wanted: &Outcome| {
+            at.iter().filter(|i| self.tally.outcomes.get(**i).is_some_and(|(_, o)| o == wanted)).count()
+        };
+        // The first set that can no longer reach its quorum fails the write, and the error
+        // names that set's need and count.
+        for (at, needed) in &self.groups {
+            let ok = count(at, &Outcome::Ok);
+            if ok + count(at, &Outcome::Pending) < *needed {
+                let mut e = self.tally.error(Op::Write);
+                e.needed = *needed;
+                e.got = ok;
+                self.decision = Some(Err(e));
+                return;
+            }
+        }
+        if self.groups.iter().all(|(at, needed)| count(at, &Outcome::Ok) >= *needed) {
             self.decision = Some(Ok(()));
-        } else if self.tally.failed() {
-            self.decision = Some(Err(self.tally.error(Op::Write)));
         }
     }
 }
@@ -587,6 +648,7 @@ impl Mergeable for crate::causality::ItemState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::REPLICATION_FACTOR_MAX;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -895,6 +957,53 @@ mod tests {
                             Some(true)
                         } else if oks + pending < needed {
                             Some(false)
+                        } else {
+                            None
+                        };
+                        prop_assert_eq!(w.decision().map(|d| d.is_ok()), expected);
+                        first = w.decision();
+                    }
+                }
+            }
+            w.tick(100);
+            prop_assert!(w.decision().is_some() && w.is_finished());
+        }
+
+        /// Proves, against a model, that a joint write (two overlapping replica sets, as in a
+        /// layout transition) succeeds exactly when each set has its own quorum of acks, fails
+        /// as soon as one set cannot reach it, and never changes its decision.
+        #[test]
+        fn joint_write_needs_a_quorum_in_every_set(
+            (len, needed, events) in (2usize..=6).prop_flat_map(|len| (Just(len), 1..=2usize, events(len))),
+            split in 1usize..5,
+        ) {
+            let replicas: Vec<String> = (0..=len).map(|i| format!("n{i}")).collect();
+            // Set A: the first `len - split'` replicas; set B: the last ones; they overlap.
+            let cut = split.min(len - 1);
+            let a: Vec<String> = replicas[..len - cut].to_vec();
+            let b: Vec<String> = replicas[cut..len].to_vec();
+            let (na, nb) = (needed.min(a.len()), needed.min(b.len()));
+            let mut w = WriteCoordinator::joint(replicas[..len].to_vec(), vec![(a.clone(), na), (b.clone(), nb)], 100);
+            let mut first: Option<Result<(), QuorumError>> = None;
+            for event in events {
+                match event {
+                    Event::Ok(r, _) => w.on_response(&replicas[r], Ok(())),
+                    Event::Err(r) => w.on_response(&replicas[r], Err("e".into())),
+                    Event::Skip(r) => w.skip(&replicas[r]),
+                    Event::Tick(now) => w.tick(now),
+                }
+                let count = |set: &[String], want: &Outcome| {
+                    w.outcomes().iter().filter(|(r, o)| set.contains(r) && o == want).count()
+                };
+                let ok_in = |set: &[String], n: usize| count(set, &Outcome::Ok) >= n;
+                let lost = |set: &[String], n: usize| count(set, &Outcome::Ok) + count(set, &Outcome::Pending) < n;
+                match &first {
+                    Some(decided) => prop_assert_eq!(&w.decision(), &Some(decided.clone()), "sticky"),
+                    None => {
+                        let expected = if lost(&a, na) || lost(&b, nb) {
+                            Some(false)
+                        } else if ok_in(&a, na) && ok_in(&b, nb) {
+                            Some(true)
                         } else {
                             None
                         };

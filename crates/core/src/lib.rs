@@ -29,6 +29,7 @@ pub mod heat;
 pub mod key;
 pub mod limits;
 pub mod merkle;
+pub mod placement;
 pub mod replica;
 pub mod ring;
 pub mod sink;

@@ -72,10 +72,10 @@ fn forward_falls_through_only_on_unreachable() {
     let shared3 = shared(3, 0, 2);
     let key = (0..100)
         .map(|i| ItemKey::new("t", format!("k{i}").as_bytes(), b"").unwrap())
-        .find(|k| !shared3.preference(k).contains(&0))
+        .find(|k| !replica_for(&shared3, k).preference(k).contains(&0))
         .unwrap();
-    let pref = shared3.preference(&key);
     let mut r = replica_for(&shared3, &key);
+    let pref = r.preference(&key);
     r.step(NOW, Input::Client { id: 9, req: write(&key, Level::One, b"v") });
     let sent: Vec<(usize, u64)> = r
         .drain_effects()

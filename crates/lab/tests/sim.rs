@@ -210,3 +210,31 @@ fn sim_crash_looping_node_leaves_hot_keys_writable() {
     }
     assert!(writers_max > 64, "the loop never made more than {writers_max} writers of one key");
 }
+
+/// A node joining during the faulty safety phase (dual writes, streaming by anti-entropy, the
+/// read switch, retirement of v1) passes every check, including invariant 5: when reads move
+/// to v2, every acknowledged strict write is durable on `w` of its v2 replicas.
+#[test]
+fn sim_join_under_faults_passes() {
+    let mut joined = 0;
+    for seed in 0..60 {
+        let opts = SimOptions { join: true, ..options(seed) };
+        let stats = run_seed(&opts).unwrap_or_else(|f| panic!("{f}"));
+        assert!(stats.join_ms > 0, "seed {seed}: the join did not finish");
+        joined += 1;
+    }
+    assert_eq!(joined, 60);
+}
+
+/// Moving reads to the new layout before the data streamed there (`--bug skip-layout-sync`)
+/// is caught by invariant 5 on some seeds: the check can fail.
+#[test]
+fn sim_catches_reads_moved_before_the_sync() {
+    let caught = (0..60)
+        .filter(|&seed| {
+            let opts = SimOptions { join: true, bug: Some(Bug::SkipLayoutSync), ..options(seed) };
+            matches!(run_seed(&opts), Err(f) if f.kind == FailureKind::Invariant)
+        })
+        .count();
+    assert!(caught > 0, "no seed of 60 caught the early read switch");
+}

@@ -777,18 +777,19 @@ async fn scan_partition(
 
 async fn status(State(s): State<AppState>) -> Response {
     let node = &s.node;
-    let ownership = node.ring().ownership();
+    let placement = node.placement();
+    let ownership = placement.ownership();
     let nodes = node
         .config
         .members
         .iter()
-        .enumerate()
+        .map(|m| (placement.index_of(&m.id), m))
         .map(|(i, m)| api::NodeStatus {
             id: m.id.clone(),
             zone: m.zone.clone(),
             address: m.http.clone(),
-            state: if node.is_up(i) { "up" } else { "down" }.into(),
-            ownership: ownership.get(i).copied().unwrap_or(0.0),
+            state: if i.is_some_and(|i| node.is_up(i)) { "up" } else { "down" }.into(),
+            ownership: i.and_then(|i| ownership.get(i).copied()).unwrap_or(0.0),
             kafka: Some(m.kafka.clone()).filter(|k| !k.is_empty()),
         })
         .collect();
@@ -894,10 +895,10 @@ async fn hot(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Response {
         if cluster { s.node.heat_cluster().await } else { (s.node.heat_local(), Vec::new()) };
     let nodes: Vec<String> = s
         .node
-        .ring()
-        .members()
-        .iter()
-        .map(|m| m.id.clone())
+        .placement()
+        .live_members()
+        .into_iter()
+        .map(|i| s.node.placement().name(i))
         .filter(|id| *id == me || (cluster && !missing.iter().any(|(m, _)| m == id)))
         .collect();
     let per_s =

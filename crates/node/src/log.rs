@@ -302,7 +302,7 @@ impl Log {
                 let (host, port) = m.kafka.rsplit_once(':')?;
                 let port = port.parse::<i32>().ok()?;
                 let node_id = i32::try_from(self.meta.raft_id(&m.id)?).ok()?;
-                let up = self.node.ring().index_of(&m.id).is_none_or(|i| self.node.is_up(i));
+                let up = self.node.placement().index_of(&m.id).is_none_or(|i| self.node.is_up(i));
                 Some((BrokerInfo { node_id, host: host.to_string(), port, rack: Some(m.zone.clone()) }, up))
             })
             .collect();

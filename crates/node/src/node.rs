@@ -31,6 +31,7 @@ use quorumdb_core::consistency::Level;
 use quorumdb_core::handoff::HintStats;
 use quorumdb_core::heat::{HeatReport, HotKey, HEAT_KEYS_LEN_MAX};
 use quorumdb_core::key::ItemKey;
+use quorumdb_core::placement::{NodeId, Placement};
 use quorumdb_core::replica::{
     self, shard_of, ClientRequest, ClientResponse, Effect, Input, Now, PeerRequest, PeerResponse,
     RepairProgress, Replica, ReplicaConfig, ReplicaError, ReplicaStats, ScanRequest, SendError, Shared,
@@ -39,7 +40,7 @@ use quorumdb_core::replica::{
 use quorumdb_core::ring::{Member, Ring, VNODES_PER_NODE_DEFAULT};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -68,6 +69,12 @@ enum ShardMsg {
         reply: oneshot::Sender<PeerResponse>,
     },
     Input(Input),
+    /// A new layout: the placement, and a peer client for each directory member the shard
+    /// has none for yet (index, client).
+    Placement {
+        placement: Arc<Placement>,
+        peers: Vec<(NodeId, Arc<PeerClient>)>,
+    },
     /// Stop the shard: nothing more is stepped, so nothing more is stored or minted.
     Stop {
         done: oneshot::Sender<()>,
@@ -85,6 +92,12 @@ struct Snapshot {
     items: usize,
     /// The shard's last heat window.
     heat: HeatReport,
+    /// The newest layout version the shard's placement has.
+    layout_newest: u64,
+    /// Writes the shard coordinates that started under an older newest layout.
+    writes_before_newest: usize,
+    /// The newest layout version the shard's data was streamed for.
+    synced_version: u64,
 }
 
 /// How a client wants one write done.
@@ -114,8 +127,11 @@ pub struct Node {
     snapshots: Arc<Vec<Mutex<Snapshot>>>,
     started: Instant,
     /// Clients for the few node-level requests this node sends itself (heat reports); the
-    /// replica traffic uses each shard's own.
-    admin_peers: Vec<Option<Arc<PeerClient>>>,
+    /// replica traffic uses each shard's own. Indexed by directory index; grows with joins.
+    admin_peers: RwLock<Vec<Option<Arc<PeerClient>>>>,
+    /// The placement the shards were last given (the wire conversions of the peer listener
+    /// use its directory).
+    placement: RwLock<Arc<Placement>>,
 }
 
 /// Ranks of the hottest keys published as metrics.
@@ -162,8 +178,11 @@ struct ShardCx {
     shared: Arc<Shared>,
     storage: Arc<Storage>,
     faults: Arc<FaultLayer>,
-    /// This shard's own clients for every other member (`None` at this node).
+    /// This shard's own clients for every other member (`None` at this node), by directory
+    /// index; grows when a layout names new members.
     peers: Vec<Option<Arc<PeerClient>>>,
+    /// The placement the replica was last given, for the wire conversions.
+    placement: Arc<Placement>,
     tx: mpsc::UnboundedSender<ShardMsg>,
     snapshots: Arc<Vec<Mutex<Snapshot>>>,
     started: Instant,
@@ -211,6 +230,7 @@ impl Node {
                 .collect()
         };
         let shared = Arc::new(Shared::new(replica_config(&config), ring.clone(), me));
+        let placement = Arc::new(shared.initial_placement.clone());
         let snapshots: Arc<Vec<Mutex<Snapshot>>> =
             Arc::new((0..SHARDS_LEN).map(|_| Mutex::new(Snapshot::default())).collect());
         let started = Instant::now();
@@ -224,6 +244,7 @@ impl Node {
                 storage: storage.clone(),
                 faults: faults.clone(),
                 peers: peers(),
+                placement: placement.clone(),
                 tx: tx.clone(),
                 snapshots: snapshots.clone(),
                 started,
@@ -250,13 +271,113 @@ impl Node {
             shards,
             snapshots,
             started,
-            admin_peers,
+            admin_peers: RwLock::new(admin_peers),
+            placement: RwLock::new(placement),
         }))
     }
 
-    /// The ring of members (placement), shared with the replica shards.
-    pub fn ring(&self) -> &Ring {
-        &self.shared.ring
+    /// Where keys live: the live layout versions the shards were last given.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Gives every shard the placement of `live` layouts (oldest first: version, members with
+    /// their peer addresses) reading from `read_version`. Returns whether it changed anything.
+    /// The directory keeps every index it had, so requests in flight keep their meaning.
+    pub fn install_layout(
+        &self,
+        live: &[(u64, Vec<(Member, String)>)],
+        read_version: u64,
+    ) -> Result<bool, String> {
+        let current = self.placement();
+        let members: Vec<(u64, Vec<Member>)> =
+            live.iter().map(|(v, ms)| (*v, ms.iter().map(|(m, _)| m.clone()).collect())).collect();
+        if current.live_versions() == members.iter().map(|(v, _)| *v).collect::<Vec<_>>()
+            && current.read_version() == read_version
+        {
+            return Ok(false);
+        }
+        let next = Arc::new(
+            current.next(&members, read_version, VNODES_PER_NODE_DEFAULT).map_err(|e| e.to_string())?,
+        );
+        if next.index_of(self.id()) != Some(self.shared.me) {
+            return Err(format!(
+                "layout v{} does not keep this node ({}) at its index; refusing it",
+                next.newest_version(),
+                self.id()
+            ));
+        }
+        // New members' peer addresses, from the layout that names them.
+        let address = |id: &str| {
+            live.iter().rev().flat_map(|(_, ms)| ms.iter()).find(|(m, _)| m.id == id).map(|(_, a)| a.clone())
+        };
+        let new_clients = |known: usize| -> Vec<(NodeId, Arc<PeerClient>)> {
+            (known..next.directory().len())
+                .filter(|i| *i != self.shared.me)
+                .filter_map(|i| {
+                    let id = next.name(i);
+                    let addr = address(&id)?;
+                    Some((i, Arc::new(self.peer_client(&id, &addr))))
+                })
+                .collect()
+        };
+        {
+            let mut admin = self.admin_peers.write().unwrap_or_else(|p| p.into_inner());
+            let known = admin.len();
+            for (i, client) in new_clients(known) {
+                if admin.len() <= i {
+                    admin.resize(i + 1, None);
+                }
+                admin[i] = Some(client);
+            }
+        }
+        for shard in &self.shards {
+            let peers = new_clients(current.directory().len());
+            let _ = shard.send(ShardMsg::Placement { placement: next.clone(), peers });
+        }
+        tracing::info!(
+            live = ?next.live_versions(),
+            read = next.read_version(),
+            members = next.live_members().len(),
+            "new placement installed"
+        );
+        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(true)
+    }
+
+    /// What the shards report about the layout: (newest version every shard has, whether any
+    /// shard still runs a write started under an older one, newest version all shards
+    /// streamed their data for).
+    pub fn layout_progress(&self) -> (u64, bool, u64) {
+        let mut newest = u64::MAX;
+        let mut old_writes = false;
+        let mut synced = u64::MAX;
+        for s in self.snapshots.iter() {
+            if let Ok(s) = s.lock() {
+                newest = newest.min(s.layout_newest);
+                old_writes |= s.writes_before_newest > 0;
+                synced = synced.min(s.synced_version);
+            }
+        }
+        (newest, old_writes, synced)
+    }
+
+    /// Asks every shard to stream its data to the owners of layout `version`.
+    pub fn sync_layout(&self, version: u64) {
+        for shard in &self.shards {
+            let _ = shard.send(ShardMsg::Input(Input::SyncLayout { version }));
+        }
+    }
+
+    fn peer_client(&self, id: &str, addr: &str) -> PeerClient {
+        PeerClient::new(
+            self.config.node_id.clone(),
+            id.to_owned(),
+            addr.to_owned(),
+            self.config.peer_inflight_max,
+            self.faults.clone(),
+        )
+        .with_tls(self.tls.clone())
     }
 
     pub fn id(&self) -> &str {
@@ -359,9 +480,14 @@ impl Node {
     pub async fn heat_cluster(&self) -> (HeatReport, Vec<(String, String)>) {
         let mut report = self.heat_local();
         let mut asks = tokio::task::JoinSet::new();
-        for (i, p) in self.admin_peers.iter().enumerate() {
+        let placement = self.placement();
+        let admin = self.admin_peers.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for (i, p) in admin.iter().enumerate() {
             let Some(p) = p.clone() else { continue };
-            let id = self.shared.ring.members().get(i).map(|m| m.id.clone()).unwrap_or_default();
+            if !placement.is_live_member(i) {
+                continue;
+            }
+            let id = placement.name(i);
             asks.spawn(async move {
                 let answer = p.request(Request::Heat, Duration::from_millis(HEAT_PEER_TIMEOUT_MS)).await;
                 (id, answer)
@@ -382,9 +508,15 @@ impl Node {
     /// Sends one request to member `id` (not this node) and waits for its answer within
     /// `timeout`: how the sink runtime reaches the group coordinator and its peers' status.
     pub async fn ask_peer(&self, id: &str, req: Request, timeout: Duration) -> Result<Response, String> {
-        let i = self.shared.ring.index_of(id).ok_or_else(|| format!("unknown member {id:?}"))?;
-        let peer =
-            self.admin_peers.get(i).cloned().flatten().ok_or_else(|| format!("{id:?} is this node"))?;
+        let i = self.placement().index_of(id).ok_or_else(|| format!("unknown member {id:?}"))?;
+        let peer = self
+            .admin_peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(i)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| format!("{id:?} is this node"))?;
         peer.request(req, timeout).await.map_err(|e| format!("{id}: {e}"))
     }
 
@@ -533,13 +665,14 @@ impl Node {
 
     /// Serves one peer request: converts it, hands it to its shard, converts the answer.
     pub async fn handle_peer(self: Arc<Self>, from: String, req: Request) -> Response {
-        let Some(from) = self.shared.ring.index_of(&from) else {
+        let placement = self.placement();
+        let Some(from) = placement.index_of(&from) else {
             return Response::Error { code: "bad_request".into(), message: format!("unknown peer {from:?}") };
         };
         if let Request::Heat = req {
             return Response::Heat(heat_to_wire(&self.heat_local()));
         }
-        let req = match request_from_wire(&self.shared.ring, req) {
+        let req = match request_from_wire(&placement, req) {
             Ok(r) => r,
             Err(e) => return response_to_wire(PeerResponse::Failed(e)),
         };
@@ -644,8 +777,9 @@ impl Node {
             let share = if total == 0 { 0.0 } else { (reads + writes) as f64 / total as f64 };
             metrics::gauge!("quorumdb_hot_key_share", "rank" => *label).set(share);
         }
-        for (i, m) in self.shared.ring.members().iter().enumerate() {
-            if i != self.shared.me {
+        let placement = self.placement();
+        for (i, m) in placement.directory().iter().enumerate() {
+            if i != self.shared.me && placement.is_live_member(i) {
                 metrics::gauge!("quorumdb_peer_up", "peer" => m.id.clone()).set(if self.is_up(i) {
                     1.0
                 } else {
@@ -680,7 +814,7 @@ fn run_shard(cx: ShardCx, rx: mpsc::UnboundedReceiver<ShardMsg>, ready: oneshot:
 }
 
 async fn shard_loop(
-    cx: ShardCx,
+    mut cx: ShardCx,
     mut rx: mpsc::UnboundedReceiver<ShardMsg>,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
@@ -724,6 +858,18 @@ async fn shard_loop(
                     Input::Peer { from, id: next_id, req }
                 }
                 ShardMsg::Input(input) => input,
+                ShardMsg::Placement { placement, peers } => {
+                    for (i, client) in peers {
+                        if cx.peers.len() <= i {
+                            cx.peers.resize(i + 1, None);
+                        }
+                        if cx.peers[i].is_none() {
+                            cx.peers[i] = Some(client);
+                        }
+                    }
+                    cx.placement = placement.clone();
+                    Input::Placement(placement)
+                }
                 ShardMsg::Stop { done } => {
                     let _ = done.send(());
                     return;
@@ -746,6 +892,9 @@ async fn shard_loop(
                     s.hints = replica.hint_stats();
                     s.progress = replica.repair_progress().clone();
                     s.heat = replica.heat().clone();
+                    s.layout_newest = replica.placement().newest_version();
+                    s.writes_before_newest = replica.writes_before(s.layout_newest);
+                    s.synced_version = replica.synced_version();
                     s.tombstones = quorumdb_core::replica::LocalStore::tombstones_len(replica.store());
                     if cx.shard == 0 {
                         s.items = cx.storage.approximate_len();
@@ -782,7 +931,7 @@ fn execute(
                 }));
                 return;
             };
-            let wire = request_to_wire(&cx.shared.ring, req);
+            let wire = request_to_wire(&cx.placement, req);
             // On this shard's own runtime: the request, its connection and its answer stay on
             // this thread.
             tokio::spawn(async move {
@@ -827,15 +976,15 @@ fn decode_state(bytes: &[u8]) -> Result<ItemState, ReplicaError> {
         .map_err(|e| ReplicaError::Internal(format!("peer sent a corrupt item state: {e}")))
 }
 
-fn name_of(ring: &Ring, idx: usize) -> String {
-    ring.members().get(idx).map(|m| m.id.clone()).unwrap_or_default()
+fn name_of(ring: &Placement, idx: usize) -> String {
+    ring.directory().get(idx).map(|m| m.id.clone()).unwrap_or_default()
 }
 
-fn index_of(ring: &Ring, name: &str) -> Result<usize, ReplicaError> {
+fn index_of(ring: &Placement, name: &str) -> Result<usize, ReplicaError> {
     ring.index_of(name).ok_or_else(|| ReplicaError::BadRequest(format!("unknown member {name:?}")))
 }
 
-fn tree_to_wire(ring: &Ring, t: &TreeId) -> WireTree {
+fn tree_to_wire(ring: &Placement, t: &TreeId) -> WireTree {
     WireTree {
         table: t.table.clone(),
         set: t.set.iter().map(|i| name_of(ring, *i)).collect(),
@@ -843,7 +992,7 @@ fn tree_to_wire(ring: &Ring, t: &TreeId) -> WireTree {
     }
 }
 
-fn tree_from_wire(ring: &Ring, t: WireTree) -> Result<TreeId, ReplicaError> {
+fn tree_from_wire(ring: &Placement, t: WireTree) -> Result<TreeId, ReplicaError> {
     let mut set = t.set.iter().map(|n| index_of(ring, n)).collect::<Result<Vec<_>, _>>()?;
     set.sort_unstable();
     let shard = t.shard as usize;
@@ -853,7 +1002,7 @@ fn tree_from_wire(ring: &Ring, t: WireTree) -> Result<TreeId, ReplicaError> {
     Ok(TreeId { table: t.table, set, shard })
 }
 
-fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
+fn request_to_wire(ring: &Placement, req: PeerRequest) -> Request {
     match req {
         PeerRequest::Ping => Request::Ping,
         PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id, fence } => {
@@ -894,7 +1043,7 @@ fn request_to_wire(ring: &Ring, req: PeerRequest) -> Request {
     }
 }
 
-fn request_from_wire(ring: &Ring, req: Request) -> Result<PeerRequest, ReplicaError> {
+fn request_from_wire(ring: &Placement, req: Request) -> Result<PeerRequest, ReplicaError> {
     Ok(match req {
         Request::Ping => PeerRequest::Ping,
         Request::CoordinateWrite { key, value, context, w, sloppy, timeout_ms, write_id, fence } => {

@@ -56,6 +56,11 @@ pub struct SimulateArgs {
     /// keep writing (each restart makes it a new writer of the keys it coordinates).
     #[arg(long, default_value_t = 0)]
     pub crash_loop: u64,
+    /// The last node joins during the run (layout v1 without it, v2 with it): writes go to
+    /// both layouts, data streams by anti-entropy, reads move to v2, v1 retires; the end
+    /// checks use v2's replica sets.
+    #[arg(long)]
+    pub join: bool,
     /// Print one line of stats per seed.
     #[arg(short, long)]
     pub verbose: bool,
@@ -123,6 +128,7 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
         faults: !a.no_faults,
         bug,
         crash_loop: a.crash_loop,
+        join: a.join,
     };
     println!(
         "simulating seeds {}..{end}: {} nodes, {} ops per seed, faults {}{}",
@@ -142,7 +148,8 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
                     println!(
                         "seed {seed}: ok · {} ops ({} ok, {} fail, {} info) · {} faults · {} acknowledged \
                          writes · {} hints delivered · {} exchanges · converged {} ms after the heal · \
-                         contexts ≤ {} entries, ≤ {} writers per key · {} hedged, {} deduplicated",
+                         contexts ≤ {} entries, ≤ {} writers per key · {} hedged, {} deduplicated · \
+                         join {} ms",
                         stats.ops,
                         stats.ops_ok,
                         stats.ops_failed,
@@ -156,6 +163,7 @@ pub fn run(a: SimulateArgs) -> Result<i32> {
                         stats.writers_per_key_max,
                         stats.writes_hedged,
                         stats.writes_deduplicated,
+                        stats.join_ms,
                     );
                 }
                 totals.add(&stats);

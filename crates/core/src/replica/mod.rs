@@ -63,10 +63,9 @@ use crate::coordinator::{Failure, Floor, Outcome, QuorumError, ReadCoordinator, 
 use crate::handoff::{HandoffCommand, Hint, HintId, HintQueue};
 use crate::heat::{Heat, HeatOp, HeatReport};
 use crate::key::{partition_prefix, ItemKey, KeyError};
-use crate::limits::{
-    ITEM_STATE_BYTES_MAX, REPLICATION_FACTOR_MAX, SCAN_PAGE_BYTES_MAX, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX,
-};
+use crate::limits::{ITEM_STATE_BYTES_MAX, SCAN_PAGE_BYTES_MAX, SCAN_PAGE_LEN_MAX, VALUE_BYTES_MAX};
 use crate::merkle::{item_digest, leaf_key_range, MerkleTree, LEAVES};
+use crate::placement::{Placement, REQUEST_REPLICAS_MAX};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
@@ -475,6 +474,15 @@ pub enum Input {
     SyncFailed {
         message: String,
     },
+    /// The cluster's layout changed: from now on keys are placed by this placement (live
+    /// layout versions and the read version, from the metadata).
+    Placement(Arc<Placement>),
+    /// Stream this shard's data to the owners of layout `version`: one full anti-entropy pass
+    /// over the newest layout's trees, repeated until one completes without a failed exchange
+    /// (see [`Replica::synced_version`]).
+    SyncLayout {
+        version: u64,
+    },
 }
 
 /// What the replica asks the driver to do.
@@ -632,8 +640,11 @@ struct WriteJob {
     coord: WriteCoordinator<NodeId>,
     /// (target, home it stands in for) of every replica the write was sent to.
     targets: Vec<(NodeId, Option<NodeId>)>,
-    /// The key's home replicas, primary first.
+    /// The key's home replicas in every live layout version, read set first.
     homes: Vec<NodeId>,
+    /// The newest layout version when the write started: a node acknowledges a new layout
+    /// only once no write started under an older one is still running.
+    layout: u64,
     reply_to: ReplyTo,
     replied: bool,
 }
@@ -760,7 +771,15 @@ struct AeState {
     /// Earliest time the next transfer may start (byte-rate throttle).
     throttle_next_ms: u64,
     progress: RepairProgress,
+    /// The layout version the current full pass streams for: set when a full pass starts
+    /// while a layout sync is pending, cleared when the trees move under it.
+    sync_round: Option<u64>,
+    /// When a layout sync whose pass had failed exchanges tries again.
+    sync_retry_ms: u64,
 }
+
+/// Pause before a layout sync pass that had failed exchanges (a peer down) runs again.
+const LAYOUT_SYNC_RETRY_MS: u64 = 1_000;
 
 struct GcJob {
     /// Tombstones to check, with the state each must be held as.
@@ -774,6 +793,12 @@ struct GcJob {
 /// One shard of one node's replica protocol. See the module docs.
 pub struct Replica<S: LocalStore> {
     shared: Arc<Shared>,
+    /// Where keys live now (`Input::Placement`); starts as the shared initial placement.
+    placement: Arc<Placement>,
+    /// The layout version being streamed to its owners (`Input::SyncLayout`), if any.
+    layout_sync: Option<u64>,
+    /// The newest layout version this shard's data was fully streamed for.
+    synced_version: u64,
     store: S,
     shard: usize,
     actor: ActorId,
@@ -850,6 +875,9 @@ impl<S: LocalStore> Replica<S> {
             stats: ReplicaStats::default(),
             heat: Heat::default(),
             store,
+            placement: Arc::new(shared.initial_placement.clone()),
+            layout_sync: None,
+            synced_version: shared.initial_placement.read_version(),
             shared,
         };
         replica.ae.next_round_ms = now.mono_ms.saturating_add(replica.shared.config.antientropy_interval_ms);
@@ -943,7 +971,85 @@ impl<S: LocalStore> Replica<S> {
 
     /// The tree an item belongs to.
     pub fn tree_of(&self, key: &ItemKey) -> TreeId {
-        self.tree_of_homes(key, &self.shared.preference(key))
+        self.tree_of_homes(key, &self.sync_set(key))
+    }
+
+    /// The current placement.
+    pub fn placement(&self) -> &Arc<Placement> {
+        &self.placement
+    }
+
+    /// The newest layout version whose owners this shard's data was streamed to (a full pass
+    /// after `Input::SyncLayout` with no failed exchange).
+    pub fn synced_version(&self) -> u64 {
+        self.synced_version
+    }
+
+    /// Writes this shard coordinates that started while the newest layout was older than
+    /// `version`: a node acknowledges `version` (it writes to its replica sets) only when
+    /// there are none, so the streaming that follows sees every write acknowledged before.
+    pub fn writes_before(&self, version: u64) -> usize {
+        self.writes.values().filter(|j| j.layout < version).count()
+    }
+
+    /// A table's replication factor, capped by the smallest live layout.
+    pub fn replication_factor(&self, table: &str) -> usize {
+        self.shared.table(table).replication_factor.clamp(1, self.placement.members_len_min().max(1))
+    }
+
+    /// The key's replicas in the read version, primary first: who reads, scans, inspection
+    /// and read repair ask.
+    pub fn preference(&self, key: &ItemKey) -> Vec<NodeId> {
+        self.placement.read_set(key.placement_hash(), self.replication_factor(&key.table))
+    }
+
+    /// The key's replicas in the newest layout version: its Merkle tree and exchanges.
+    fn sync_set(&self, key: &ItemKey) -> Vec<NodeId> {
+        self.placement.sync_set(key.placement_hash(), self.replication_factor(&key.table))
+    }
+
+    /// Every live version's replicas of the key, read set first: where writes go.
+    fn all_homes(&self, key: &ItemKey) -> Vec<NodeId> {
+        self.placement.all_homes(key.placement_hash(), self.replication_factor(&key.table))
+    }
+
+    /// Installs a new placement. The trees follow the newest layout's replica sets, so they are
+    /// rebuilt when it changed; requests in flight keep the replica sets they started with.
+    fn set_placement(&mut self, p: Arc<Placement>) {
+        let trees_move = p.newest_version() != self.placement.newest_version()
+            || p.directory().len() != self.placement.directory().len();
+        self.placement = p;
+        if trees_move {
+            // The running pass walks trees that no longer exist; it cannot count as a sync.
+            self.ae.sync_round = None;
+            if let Err(e) = self.rebuild_trees() {
+                self.poisoned = Some(format!("rebuilding Merkle trees for a new layout failed: {e}"));
+            }
+        }
+        // A sync for a version that is no longer the newest live one is moot.
+        if self.layout_sync.is_some_and(|v| v != self.placement.newest_version()) {
+            self.layout_sync = None;
+        }
+    }
+
+    /// Starts streaming for layout `version` (a repeat is a no-op while one runs).
+    fn start_layout_sync(&mut self, now: Now, version: u64) {
+        if version <= self.synced_version || self.layout_sync == Some(version) {
+            return;
+        }
+        if version != self.placement.newest_version() {
+            // The driver asks only for the newest live version; an older or unknown one is
+            // stale and ignored (it asks again).
+            return;
+        }
+        if !self.shared.config.antientropy {
+            // Without trees there is nothing to stream with; the store is declared synced so
+            // that a cluster running with anti-entropy off is not stuck (documented).
+            self.synced_version = version;
+            return;
+        }
+        self.layout_sync = Some(version);
+        self.request_full_pass(now, None);
     }
 
     /// The tree of an item whose home replicas (`homes`, from the ring) the caller already has.
@@ -968,7 +1074,7 @@ impl<S: LocalStore> Replica<S> {
     }
 
     fn name(&self, node: NodeId) -> String {
-        self.shared.name(node)
+        self.placement.name(node)
     }
 
     fn me(&self) -> NodeId {
@@ -987,6 +1093,8 @@ impl<S: LocalStore> Replica<S> {
             Input::Response { id, result } => self.on_response(now, id, result),
             Input::Synced { upto } => self.on_synced(now, upto),
             Input::SyncFailed { message } => self.on_sync_failed(now, message),
+            Input::Placement(p) => self.set_placement(p),
+            Input::SyncLayout { version } => self.start_layout_sync(now, version),
         }
     }
 
@@ -1054,9 +1162,9 @@ impl<S: LocalStore> Replica<S> {
         }
         if now.mono_ms >= self.next_handoff_ms {
             self.next_handoff_ms = now.mono_ms.saturating_add(self.shared.config.handoff_tick_ms.max(1));
-            let shared = self.shared.clone();
+            let (shared, placement) = (self.shared.clone(), self.placement.clone());
             let cmds = self.hints.tick(now.wall_ms, |target| {
-                shared.ring.index_of(target).is_some_and(|i| i != shared.me && shared.is_up(i, now.mono_ms))
+                placement.index_of(target).is_some_and(|i| i != shared.me && shared.is_up(i, now.mono_ms))
             });
             self.run_handoff(now, cmds);
         }
@@ -1074,7 +1182,7 @@ impl<S: LocalStore> Replica<S> {
             return;
         }
         self.next_ping_ms = now.mono_ms.saturating_add(interval);
-        for peer in 0..self.shared.ring.members().len() {
+        for peer in self.placement.live_members() {
             if peer != self.me() {
                 // A ping may take longer than the interval on a loaded node; what the failure
                 // detector needs is its answer time, not a timeout per ping.
@@ -1405,7 +1513,7 @@ impl<S: LocalStore> Replica<S> {
             // An incoming state that only brings back what this replica trimmed.
             return Ok(());
         }
-        let homes = self.shared.preference(key);
+        let homes = self.sync_set(key);
         self.store_item(now, key, &homes, old_raw.as_deref(), &local, &merged)
     }
 
@@ -1462,7 +1570,7 @@ impl<S: LocalStore> Replica<S> {
         let mut state = self.local_state(key)?;
         if !homes.contains(&self.me()) {
             let sk = key.storage_key();
-            for m in self.shared.ring.members() {
+            for m in self.placement.directory() {
                 if let Some((_, hint)) = self.hints.get(&m.id, &sk) {
                     if let Ok(h) = ItemState::decode(&hint.state) {
                         state.merge(&h);
@@ -1575,13 +1683,12 @@ impl<S: LocalStore> Replica<S> {
             }
         }
         if mode == QuorumMode::Sloppy && !down.is_empty() {
-            let all =
-                self.shared.ring.preference_list(key.placement_hash(), self.shared.ring.members().len());
+            let all = self.placement.fallbacks(key.placement_hash());
             let mut fallbacks =
                 all.into_iter().filter(|i| !pref.contains(i) && self.shared.is_up(*i, now.mono_ms));
             for &home in &down {
                 // The coordinator machines bound their replica lists; stay within it.
-                if targets.len() + down.len() >= REPLICATION_FACTOR_MAX {
+                if targets.len() + down.len() >= REQUEST_REPLICAS_MAX {
                     break;
                 }
                 if let Some(f) = fallbacks.next() {
@@ -1650,13 +1757,12 @@ impl<S: LocalStore> Replica<S> {
                 )));
             }
         }
-        let n = self.shared.replication_factor(&key.table);
+        let n = self.replication_factor(&key.table);
         let w = w.resolve("w", n)?;
         let timeout_ms = self.timeout_of(timeout_ms);
-        let pref = self.shared.preference(&key);
-        if pref.contains(&self.me()) {
+        if self.all_homes(&key).contains(&self.me()) {
             let write = WriteArgs { value, ctx, w, mode, timeout_ms, write_id, fence };
-            return self.coordinate_write(now, key, pref, write, ReplyTo::Client(client));
+            return self.coordinate_write(now, key, write, ReplyTo::Client(client));
         }
         let job = self.next_id();
         self.forwards.insert(
@@ -1687,7 +1793,9 @@ impl<S: LocalStore> Replica<S> {
     /// nobody: a certain failure.
     fn try_forward(&mut self, now: Now, job: u64) {
         let Some(f) = self.forwards.get(&job) else { return };
-        let pref = self.shared.preference(&f.key);
+        // Read-version owners first: they hold the key's history, so the dot and the write id
+        // check happen where the older versions are.
+        let pref = self.all_homes(&f.key);
         let untried = |p: &NodeId| !f.tried.iter().any(|(t, _)| t == p) && self.shared.is_up(*p, now.mono_ms);
         let next = pref
             .iter()
@@ -1755,8 +1863,7 @@ impl<S: LocalStore> Replica<S> {
             .map(|(job, _)| *job)
             .collect();
         for job in due {
-            let pref_len =
-                self.forwards.get(&job).map_or(0, |f| self.shared.replication_factor(&f.key.table));
+            let pref_len = self.forwards.get(&job).map_or(0, |f| self.all_homes(&f.key).len());
             let Some(f) = self.forwards.get_mut(&job) else { continue };
             f.hedge_at_ms = None;
             if f.tried.len() >= pref_len {
@@ -1813,7 +1920,6 @@ impl<S: LocalStore> Replica<S> {
         &mut self,
         now: Now,
         key: ItemKey,
-        pref: Vec<NodeId>,
         write: WriteArgs<usize>,
         reply_to: ReplyTo,
     ) -> Result<(), ReplicaError> {
@@ -1821,12 +1927,36 @@ impl<S: LocalStore> Replica<S> {
         // A duplicate (this replica already applied the write id) replicates the current state
         // again and waits for the same quorum: the retry of a write that reached too few
         // replicas completes it instead of creating a second version.
-        let new = self.apply_local_write(now, &key, &pref, value, &ctx, (write_id, fence.as_ref()))?;
+        let tree_homes = self.sync_set(&key);
+        let new = self.apply_local_write(now, &key, &tree_homes, value, &ctx, (write_id, fence.as_ref()))?;
+        let n = self.replication_factor(&key.table);
+        let sets = self.placement.write_sets(key.placement_hash(), n);
+        let pref = self.all_homes(&key);
         let (targets, down) = self.request_targets(&key, &pref, mode, now);
         let mut replicas: Vec<NodeId> = targets.iter().map(|(i, _)| *i).collect();
         replicas.extend(down.iter().copied());
-        let w = w.clamp(1, replicas.len());
-        let mut coord = WriteCoordinator::new(replicas, w, now.mono_ms.saturating_add(timeout_ms));
+        let deadline_ms = now.mono_ms.saturating_add(timeout_ms);
+        let mut coord = if sets.len() <= 1 {
+            let w = w.clamp(1, replicas.len());
+            WriteCoordinator::new(replicas, w, deadline_ms)
+        } else {
+            // A layout transition: `w` acks among each live version's replicas (a stand-in
+            // counts for the set of the home it stands in for).
+            let groups = sets
+                .iter()
+                .map(|set| {
+                    let mut members = set.clone();
+                    for (target, stands_in_for) in &targets {
+                        if stands_in_for.is_some_and(|h| set.contains(&h)) && !members.contains(target) {
+                            members.push(*target);
+                        }
+                    }
+                    let needed = w.clamp(1, members.len());
+                    (members, needed)
+                })
+                .collect();
+            WriteCoordinator::joint(replicas, groups, deadline_ms)
+        };
         for &idx in &down {
             coord.skip(&idx);
             self.count("write", "down");
@@ -1840,6 +1970,7 @@ impl<S: LocalStore> Replica<S> {
                 coord,
                 targets: targets.clone(),
                 homes: pref,
+                layout: self.placement.newest_version(),
                 reply_to,
                 replied: false,
             },
@@ -1867,7 +1998,7 @@ impl<S: LocalStore> Replica<S> {
         let answer = match j.coord.decision() {
             Some(Ok(())) if !j.replied => Some(Ok(j.state.clone())),
             Some(Err(e)) if j.coord.is_finished() && !j.replied => {
-                Some(Err(final_error(e, j.coord.outcomes()).named(|n| self.shared.name(*n))))
+                Some(Err(final_error(e, j.coord.outcomes()).named(|n| self.placement.name(*n))))
             }
             _ => None,
         };
@@ -1931,10 +2062,10 @@ impl<S: LocalStore> Replica<S> {
         timeout_ms: u64,
         floor: Option<VersionVector>,
     ) -> Result<(), ReplicaError> {
-        let n = self.shared.replication_factor(&key.table);
+        let n = self.replication_factor(&key.table);
         let r = r.resolve("r", n)?;
         let timeout_ms = self.timeout_of(timeout_ms);
-        let pref = self.shared.preference(&key);
+        let pref = self.preference(&key);
         let (targets, down) = self.request_targets(&key, &pref, mode, now);
         let mut replicas: Vec<NodeId> = targets.iter().map(|(i, _)| *i).collect();
         replicas.extend(down.iter().copied());
@@ -2027,7 +2158,7 @@ impl<S: LocalStore> Replica<S> {
                 }
                 Some(Err(e)) if j.coord.is_finished() => {
                     j.answered = true;
-                    let e = final_error(e, j.coord.outcomes()).named(|n| self.shared.name(*n));
+                    let e = final_error(e, j.coord.outcomes()).named(|n| self.placement.name(*n));
                     self.reply(j.client, Err(ReplicaError::Quorum(e)));
                 }
                 _ => {}
@@ -2066,7 +2197,7 @@ impl<S: LocalStore> Replica<S> {
             let marker = self.next_id();
             if merged.is_err() {
                 if let Some(j) = self.reads.get_mut(&job) {
-                    j.failed_repairs.push(self.shared.name(idx));
+                    j.failed_repairs.push(self.placement.name(idx));
                 }
                 return None;
             }
@@ -2091,11 +2222,11 @@ impl<S: LocalStore> Replica<S> {
         let ScanRequest { table, partition, mut from, mut to, limit, reverse, cursor, r, timeout_ms } = scan;
         scan::apply_cursor(cursor.as_deref(), reverse, &mut from, &mut to)?;
         let key = ItemKey::new(&table, &partition, b"")?;
-        let n = self.shared.replication_factor(&table);
+        let n = self.replication_factor(&table);
         let r = r.resolve("r", n)?;
         let timeout_ms = self.timeout_of(timeout_ms);
         let limit = limit.clamp(1, SCAN_PAGE_LEN_MAX);
-        let pref = self.shared.preference(&key);
+        let pref = self.preference(&key);
         let mut coord: ReadCoordinator<ScanMerge, NodeId> = ReadCoordinator::new(
             pref.clone(),
             r.clamp(1, pref.len()),
@@ -2132,9 +2263,9 @@ impl<S: LocalStore> Replica<S> {
         let Some(j) = self.scans.get(&job) else { return };
         let result = match j.coord.decision() {
             Some(Ok(merged)) => Ok(ClientResponse::Scan(merged.into_result(j.limit))),
-            Some(Err(e)) if j.coord.is_finished() => {
-                Err(ReplicaError::Quorum(final_error(e, j.coord.outcomes()).named(|n| self.shared.name(*n))))
-            }
+            Some(Err(e)) if j.coord.is_finished() => Err(ReplicaError::Quorum(
+                final_error(e, j.coord.outcomes()).named(|n| self.placement.name(*n)),
+            )),
             _ => return,
         };
         if let Some(j) = self.scans.remove(&job) {
@@ -2144,7 +2275,8 @@ impl<S: LocalStore> Replica<S> {
 
     fn start_inspect(&mut self, now: Now, client: RequestId, key: ItemKey, timeout_ms: u64) {
         let timeout_ms = self.timeout_of(timeout_ms);
-        let pref = self.shared.preference(&key);
+        // Inspection shows every live version's replicas, so a transition's new owners show.
+        let pref = self.all_homes(&key);
         let job = self.next_id();
         let mut results = Vec::with_capacity(pref.len());
         for &idx in &pref {
@@ -2206,7 +2338,7 @@ impl<S: LocalStore> Replica<S> {
         match req {
             PeerRequest::Ping => Ok(Some(PeerResponse::Pong)),
             PeerRequest::Read { key } => {
-                let homes = self.shared.preference(&key);
+                let homes = self.all_homes(&key);
                 Ok(Some(PeerResponse::Item(self.read_local(&key, &homes)?)))
             }
             PeerRequest::Replicate { key, state } => {
@@ -2228,7 +2360,7 @@ impl<S: LocalStore> Replica<S> {
                 Ok(None)
             }
             PeerRequest::StoreHint { target, key, state } => {
-                if target >= self.shared.ring.members().len() {
+                if target >= self.placement.directory().len() {
                     return Err(ReplicaError::BadRequest(format!("hint for unknown member #{target}")));
                 }
                 self.check_writable()?;
@@ -2243,8 +2375,7 @@ impl<S: LocalStore> Replica<S> {
                 Ok(None)
             }
             PeerRequest::CoordinateWrite { key, value, ctx, w, sloppy, timeout_ms, write_id, fence } => {
-                let pref = self.shared.preference(&key);
-                if !pref.contains(&self.me()) {
+                if !self.all_homes(&key).contains(&self.me()) {
                     return Err(ReplicaError::Unavailable(format!(
                         "{} is not a home replica of this key (member lists differ?)",
                         self.name(self.me())
@@ -2258,7 +2389,7 @@ impl<S: LocalStore> Replica<S> {
                 let mode = if sloppy { QuorumMode::Sloppy } else { QuorumMode::Strict };
                 let timeout_ms = self.timeout_of(timeout_ms);
                 let write = WriteArgs { value, ctx, w: w.max(1), mode, timeout_ms, write_id, fence };
-                self.coordinate_write(now, key, pref, write, ReplyTo::Peer { to: from, id })?;
+                self.coordinate_write(now, key, write, ReplyTo::Peer { to: from, id })?;
                 Ok(None)
             }
             PeerRequest::Scan { table, partition, from: lo, to: hi, limit, reverse } => {
@@ -2509,7 +2640,7 @@ impl<S: LocalStore> Replica<S> {
             match cmd {
                 HandoffCommand::Deliver { id, target, key, state } => {
                     let (Some(idx), Ok(item), Ok(state)) = (
-                        self.shared.ring.index_of(&target),
+                        self.placement.index_of(&target),
                         ItemKey::from_storage_key(&key),
                         ItemState::decode(&state),
                     ) else {
@@ -2566,6 +2697,7 @@ impl<S: LocalStore> Replica<S> {
             .collect();
         self.ae.full = full;
         if full {
+            self.ae.sync_round = self.layout_sync;
             let passes = self.ae.progress.passes_completed;
             self.ae.progress = RepairProgress {
                 running: true,
@@ -2623,6 +2755,16 @@ impl<S: LocalStore> Replica<S> {
             self.ae.progress.running = false;
             self.ae.progress.passes_completed += 1;
             self.ae.full = false;
+            // A layout sync is done when a whole pass over the new layout's trees, started
+            // after the sync was asked for, exchanged with every peer without a failure.
+            if let (Some(v), Some(round)) = (self.layout_sync, self.ae.sync_round.take()) {
+                if v == round && self.ae.progress.exchanges_failed == 0 {
+                    self.synced_version = self.synced_version.max(v);
+                    self.layout_sync = None;
+                } else {
+                    self.ae.sync_retry_ms = now.mono_ms.saturating_add(LAYOUT_SYNC_RETRY_MS);
+                }
+            }
         }
         self.ae.next_round_ms = now.mono_ms.saturating_add(self.shared.config.antientropy_interval_ms);
         if let Some(table) = self.ae.full_requested.take() {
@@ -2638,6 +2780,12 @@ impl<S: LocalStore> Replica<S> {
             let cmds = run.exchange.tick(now.mono_ms);
             self.run_ae(now, cmds);
             self.pump_transfers(now);
+        } else if self.layout_sync.is_some()
+            && self.ae.queue.is_empty()
+            && self.ae.full_requested.is_none()
+            && now.mono_ms >= self.ae.sync_retry_ms
+        {
+            self.start_round(now, None, true);
         } else if self.ae.queue.is_empty()
             && self.shared.config.antientropy_interval_ms > 0
             && now.mono_ms >= self.ae.next_round_ms
@@ -2812,7 +2960,13 @@ impl<S: LocalStore> Replica<S> {
 
     fn tick_gc(&mut self, now: Now) {
         let interval = self.shared.config.tombstone_gc_interval_ms;
-        if interval == 0 || self.gc.is_some() || now.mono_ms < self.next_gc_ms {
+        // No purge while data moves between layouts: a tombstone must reach the new owners
+        // before the old ones may forget it.
+        if interval == 0
+            || self.gc.is_some()
+            || now.mono_ms < self.next_gc_ms
+            || self.placement.in_transition()
+        {
             return;
         }
         self.next_gc_ms = now.mono_ms.saturating_add(interval);
@@ -2860,8 +3014,7 @@ impl<S: LocalStore> Replica<S> {
                 self.request_sync();
                 return;
             };
-            let others: Vec<NodeId> =
-                self.shared.preference(&key).into_iter().filter(|i| *i != self.me()).collect();
+            let others: Vec<NodeId> = self.all_homes(&key).into_iter().filter(|i| *i != self.me()).collect();
             if others.is_empty() {
                 let _ = self.purge(now, &key, &state);
                 continue;

@@ -5,15 +5,15 @@
 
 use crate::antientropy::ExchangeLimits;
 use crate::handoff::HintLimits;
-use crate::key::ItemKey;
-use crate::ring::Ring;
+use crate::placement::Placement;
+use crate::ring::{Ring, MEMBERS_LEN_MAX};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Index of a member in the ring's member list: how the replica names nodes. Names (`n1`)
+/// Index of a member in the placement's directory: how the replica names nodes. Names (`n1`)
 /// appear only in messages for people.
-pub type NodeId = usize;
+pub use crate::placement::NodeId;
 
 /// How concurrent writes to one item are resolved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -289,16 +289,24 @@ impl Hlc {
 #[derive(Debug)]
 pub struct Shared {
     pub config: ReplicaConfig,
-    pub ring: Ring,
+    /// The placement every shard starts with; later ones arrive as `Input::Placement`, and
+    /// each replica keeps its own current one (`Replica::placement`).
+    pub initial_placement: Placement,
     pub me: NodeId,
+    /// Sized for the largest directory, so members that join later have a slot.
     pub detector: Detector,
     pub hlc: Hlc,
 }
 
 impl Shared {
+    /// A node whose layout is `ring` (version 1, directory in ring order).
     pub fn new(config: ReplicaConfig, ring: Ring, me: NodeId) -> Self {
-        let detector = Detector::new(ring.members().len(), me, config.failure_timeout_ms);
-        Shared { config, ring, me, detector, hlc: Hlc::default() }
+        Shared::with_placement(config, Placement::single(ring), me)
+    }
+
+    pub fn with_placement(config: ReplicaConfig, placement: Placement, me: NodeId) -> Self {
+        let detector = Detector::new(MEMBERS_LEN_MAX, me, config.failure_timeout_ms);
+        Shared { config, initial_placement: placement, me, detector, hlc: Hlc::default() }
     }
 
     pub fn table(&self, table: &str) -> TableSpec {
@@ -306,20 +314,6 @@ impl Shared {
             replication_factor: self.config.replication_factor_default,
             conflict: Conflict::Siblings,
         })
-    }
-
-    /// A table's replication factor, capped by the cluster size.
-    pub fn replication_factor(&self, table: &str) -> usize {
-        self.table(table).replication_factor.clamp(1, self.ring.members().len().max(1))
-    }
-
-    /// The home replicas of `key`, primary first.
-    pub fn preference(&self, key: &ItemKey) -> Vec<NodeId> {
-        self.ring.preference_list(key.placement_hash(), self.replication_factor(&key.table))
-    }
-
-    pub fn name(&self, node: NodeId) -> String {
-        self.ring.members().get(node).map(|m| m.id.clone()).unwrap_or_else(|| format!("#{node}"))
     }
 
     pub fn is_up(&self, node: NodeId, now_ms: u64) -> bool {

@@ -10,6 +10,7 @@ use quorumdb_core::causality::{ActorId, ItemState, Value, VersionVector, WriteId
 use quorumdb_core::consistency::Level;
 use quorumdb_core::key::ItemKey;
 use quorumdb_core::merkle::{item_digest, MerkleTree};
+use quorumdb_core::placement::Placement;
 pub(super) use quorumdb_core::replica::ReadRepair as SimReadRepair;
 use quorumdb_core::replica::{
     shard_of, ClientRequest, ClientResponse, Effect, Event, Input, MemStore, Now, PeerRequest, PeerResponse,
@@ -109,6 +110,9 @@ pub(super) struct SimNode {
     /// Highest sync each shard asked for since the last group commit.
     sync_wanted: Vec<Option<u64>>,
     sync_scheduled: bool,
+    /// The placement this node's process has (the metadata it applied): what a restart opens
+    /// with. A layout change sets it before the running replicas get `Input::Placement`.
+    pub(super) placement: Arc<Placement>,
 }
 
 impl SimNode {
@@ -125,6 +129,7 @@ impl SimNode {
             sent: BTreeMap::new(),
             sync_wanted: vec![None; SHARDS_LEN],
             sync_scheduled: false,
+            placement: cx.placement.clone(),
         };
         node.start(cx);
         node
@@ -140,7 +145,8 @@ impl SimNode {
         self.up = true;
         self.skew_ms = cx.draw_skew_ms();
         let now = self.now(cx);
-        let shared = Arc::new(Shared::new(cx.replica_config.clone(), cx.ring.clone(), self.idx));
+        let shared =
+            Arc::new(Shared::with_placement(cx.replica_config.clone(), (*self.placement).clone(), self.idx));
         let stores = std::mem::take(&mut self.stores);
         self.replicas = stores
             .into_iter()
@@ -201,6 +207,39 @@ impl SimNode {
             })
             .collect();
         format!("up {}; {}", self.up, shards.join("; "))
+    }
+
+    /// Hands a new placement to the running replicas (the node applied a layout change).
+    pub(super) fn install(&mut self, cx: &mut Cx, placement: Arc<Placement>) {
+        self.placement = placement.clone();
+        let now = self.now(cx);
+        for shard in 0..self.replicas.len() {
+            self.replicas[shard].step(now, Input::Placement(placement.clone()));
+            self.collect(cx, shard);
+        }
+    }
+
+    /// Asks the running replicas to stream their data to layout `version`'s owners.
+    pub(super) fn sync_layout(&mut self, cx: &mut Cx, version: u64) {
+        let now = self.now(cx);
+        for shard in 0..self.replicas.len() {
+            self.replicas[shard].step(now, Input::SyncLayout { version });
+            self.collect(cx, shard);
+        }
+    }
+
+    /// What the layout trackers would hear from this node: whether every shard has the
+    /// placement `p` (same live and read versions), whether a write started under an older
+    /// layout still runs, and whether every shard streamed its data for `version`.
+    pub(super) fn layout_report(&self, p: &Placement, version: u64) -> (bool, bool, bool) {
+        let has = self.up
+            && self.replicas.iter().all(|r| {
+                r.placement().live_versions() == p.live_versions()
+                    && r.placement().read_version() == p.read_version()
+            });
+        let old_writes = self.replicas.iter().any(|r| r.writes_before(p.newest_version()) > 0);
+        let synced = self.up && self.replicas.iter().all(|r| r.synced_version() >= version);
+        (has, old_writes, synced)
     }
 
     /// Root of this node's tree `tree` as kept, and as rebuilt from its durable items.

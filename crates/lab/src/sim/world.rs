@@ -17,11 +17,13 @@ use quorumdb_core::causality::{ActorId, Dot, ItemState, Value, VersionVector};
 use quorumdb_core::consistency::Level;
 use quorumdb_core::handoff::HintLimits;
 use quorumdb_core::key::ItemKey;
+use quorumdb_core::placement::Placement;
 use quorumdb_core::replica::{ReplicaConfig, ReplicaStats, TreeId};
-use quorumdb_core::ring::{Member, Ring};
+use quorumdb_core::ring::Member;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The simulated table.
 const TABLE: &str = "t";
@@ -62,6 +64,13 @@ const SLOW_PPM: u32 = 20_000;
 /// Loss and duplication rates of the safety phase's background noise (bursts come on top).
 const DROP_PPM_MAX: u32 = 20_000;
 const DUPLICATE_PPM: u32 = 10_000;
+/// With `SimOptions::join`: when the layout change is committed (drawn in this range), and how
+/// late each node applies a new placement after the previous step (Raft apply skew).
+const JOIN_AT_MS_MIN: u64 = 100;
+const JOIN_AT_MS_MAX: u64 = 1_500;
+const APPLY_SKEW_MS_MAX: u64 = 60;
+/// How often the simulated layout trackers look at the nodes' reports.
+const LAYOUT_CHECK_MS: u64 = 50;
 
 /// Everything a node timer or fault can schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +104,13 @@ pub(super) enum Timer {
     /// restart it.
     CrashLoop,
     CheckQuiescence,
+    /// The simulated layout trackers' next look (`SimOptions::join`).
+    LayoutCheck,
+    /// Node `node` applies the metadata of layout step `step` (`JoinRun::steps`).
+    Install {
+        node: usize,
+        step: usize,
+    },
 }
 
 /// A crash that fires when one of its victims is about to complete a group commit: the moment
@@ -191,7 +207,8 @@ pub(super) struct Cx {
     pub(super) names: Vec<String>,
     pub(super) keys: Vec<SimKey>,
     key_by_storage: BTreeMap<Vec<u8>, usize>,
-    pub(super) ring: Ring,
+    /// The placement every node starts with.
+    pub(super) placement: Arc<Placement>,
     /// The replicas' configuration: the simulator's scaled-down timings and the seed's limits.
     pub(super) replica_config: ReplicaConfig,
     /// Which client issued each op (op ids are unique across the run).
@@ -319,6 +336,25 @@ struct World {
     stats: SimStats,
     failure: Option<SimFailure>,
     final_state: FinalState,
+    /// The layout change of `SimOptions::join`, if any.
+    join: Option<JoinRun>,
+}
+
+/// A join of the last node, driven the way the metadata's layout trackers drive it: commit
+/// (write to both versions, read the old) → every node acknowledged and no old write runs →
+/// every node streamed its data (full anti-entropy pass over the new trees) → reads move to
+/// the new version → the old version retires.
+struct JoinRun {
+    /// The placements in order: v1; v1+v2 reading v1; v1+v2 reading v2; v2.
+    steps: Vec<Arc<Placement>>,
+    /// The step committed last (0 before the join starts).
+    step: usize,
+    /// When step 1 (the layout change) was committed.
+    committed_ms: u64,
+    /// Nodes whose sync for v2 the trackers recorded (durable in the real metadata).
+    synced: BTreeSet<usize>,
+    /// Every acknowledged strict-quorum write so far: (key, w, the context it answered with).
+    acked: Vec<(usize, usize, VersionVector)>,
 }
 
 /// Runs one seed to the end.
@@ -350,19 +386,23 @@ impl World {
         let mut rng = StdRng::seed_from_u64(opts.seed);
         let nodes_len = opts.nodes.clamp(1, NODES_MAX);
         let names: Vec<String> = (0..nodes_len).map(|i| format!("n{i}")).collect();
-        let members = names
+        let members: Vec<Member> = names
             .iter()
             .enumerate()
             .map(|(i, name)| Member::new(name.clone(), format!("z{}", i % ZONES_LEN)))
             .collect();
-        let ring = Ring::new(members, VNODES).map_err(|e| setup(e.to_string()))?;
-        let n = REPLICATION_FACTOR.min(nodes_len);
+        // With a join, the last node runs from the start but is a member only from v2 on.
+        let join = opts.join && nodes_len >= 2;
+        let v1: Vec<Member> = if join { members[..nodes_len - 1].to_vec() } else { members.clone() };
+        let placement =
+            Arc::new(Placement::new(&[(1, v1.clone())], 1, VNODES).map_err(|e| setup(e.to_string()))?);
+        let n = REPLICATION_FACTOR.min(v1.len());
         let mut keys = Vec::with_capacity(KEYS_LEN);
         let mut key_by_storage = BTreeMap::new();
         for i in 0..KEYS_LEN {
             let name = format!("k{i}");
             let item = ItemKey::new(TABLE, name.as_bytes(), b"").map_err(|e| setup(e.to_string()))?;
-            let pref = ring.preference_list(item.placement_hash(), n);
+            let pref = placement.read_set(item.placement_hash(), n);
             let storage = item.storage_key();
             key_by_storage.insert(storage.clone(), i);
             let shard = shard_of_key(&item);
@@ -410,7 +450,7 @@ impl World {
             keys,
             key_by_storage,
             replica_config: replica_config(n, &params),
-            ring,
+            placement: placement.clone(),
             op_clients: BTreeMap::new(),
             params,
             ghost: Ghost::default(),
@@ -424,6 +464,21 @@ impl World {
         if opts.crash_loop > 0 {
             cx.timer(CRASH_LOOP_UP_MS, Timer::CrashLoop);
         }
+        let join = if join {
+            let v = VNODES;
+            let both = |read| placement.next(&[(1, v1.clone()), (2, members.clone())], read, v);
+            let steps = [both(1), both(2), placement.next(&[(2, members.clone())], 2, v)]
+                .into_iter()
+                .map(|p| p.map(Arc::new).map_err(|e| setup(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let at_ms = cx.rng.random_range(JOIN_AT_MS_MIN..=JOIN_AT_MS_MAX);
+            cx.timer(at_ms, Timer::LayoutCheck);
+            let mut all = vec![placement.clone()];
+            all.extend(steps);
+            Some(JoinRun { steps: all, step: 0, committed_ms: 0, synced: BTreeSet::new(), acked: Vec::new() })
+        } else {
+            None
+        };
         if opts.faults {
             let at = cx.rng.random_range(FAULT_GAP_MS_MIN..=FAULT_GAP_MS_MAX);
             cx.timer(at, Timer::NextFault);
@@ -446,6 +501,7 @@ impl World {
             stats: SimStats { seed: opts.seed, ..SimStats::default() },
             failure: None,
             final_state: FinalState::default(),
+            join,
         };
         world.maybe_end_safety();
         Ok(world)
@@ -571,7 +627,137 @@ impl World {
             }
             Timer::CrashLoop => self.crash_loop_step(),
             Timer::CheckQuiescence => self.check_quiescence(),
+            Timer::LayoutCheck => self.layout_check(),
+            Timer::Install { node, step } => {
+                let Some(join) = &self.join else { return };
+                let Some(p) = join.steps.get(step).cloned() else { return };
+                let Some(n) = self.nodes.get_mut(node) else { return };
+                if n.paused_until_ms > self.cx.now_ms {
+                    let at = n.paused_until_ms;
+                    self.cx.timer(at, timer);
+                    return;
+                }
+                // A crashed node's process applies it when it restarts (it opens with the
+                // placement it was last given, as a restarted node replays the metadata).
+                if n.up {
+                    n.install(&mut self.cx, p);
+                } else {
+                    n.placement = p;
+                }
+            }
         }
+    }
+
+    /// Invariant 5 (with a join): when reads move to v2, every acknowledged strict write is
+    /// durable on at least `w` of its key's v2 replicas, so a read at `r` with `r + w > n`
+    /// meets it. Writes from before the dual-write phase got there by the streaming; later
+    /// ones by the joint quorum.
+    fn check_read_switch(&mut self) {
+        let Some(join) = &self.join else { return };
+        let Some(v2) = join.steps.last().cloned() else { return };
+        let n = REPLICATION_FACTOR.min(v2.live_members().len());
+        let mut findings = Vec::new();
+        for (key, w, ctx) in &join.acked {
+            let homes = v2.read_set(self.cx.keys[*key].item.placement_hash(), n);
+            let holding = homes
+                .iter()
+                .filter(|&&m| {
+                    self.nodes[m].durable_state(&self.cx, *key).context().descends_modulo_pruning(ctx)
+                })
+                .count();
+            if holding < (*w).min(homes.len()) {
+                findings.push(format!(
+                    "reads moved to v2 while an acknowledged w={w} write of {} ({}) is durable on only {holding} of its v2 replicas {:?}",
+                    self.cx.key_name(*key),
+                    ctx.to_token(),
+                    homes.iter().map(|m| self.cx.names[*m].clone()).collect::<Vec<_>>()
+                ));
+            }
+        }
+        for f in findings {
+            self.cx.violation(f);
+        }
+    }
+
+    /// Commits layout step `step`: every node applies it after its own delay.
+    fn commit_layout_step(&mut self, step: usize) {
+        let Some(join) = &mut self.join else { return };
+        join.step = step;
+        if step == 1 {
+            join.committed_ms = self.cx.now_ms;
+        }
+        for node in 0..self.nodes.len() {
+            let at = self.cx.now_ms + self.cx.rng.random_range(0..=APPLY_SKEW_MS_MAX);
+            self.cx.timer(at, Timer::Install { node, step });
+        }
+    }
+
+    /// The simulated layout trackers: moves the join to its next step once every node reports
+    /// what the real metadata would wait for (see [`JoinRun`]).
+    fn layout_check(&mut self) {
+        let Some(join) = &self.join else { return };
+        let step = join.step;
+        let Some(current) = join.steps.get(step).cloned() else { return };
+        let newest = current.newest_version();
+        let reports: Vec<(bool, bool, bool)> =
+            self.nodes.iter().map(|n| n.layout_report(&current, newest)).collect();
+        let all_have = reports.iter().all(|(has, _, _)| *has);
+        let next = match step {
+            0 => Some(1),
+            // Acknowledged by every node, and no write from before is still running: stream.
+            // The deliberate bug: reads move to v2 without waiting for the streaming.
+            1 if self.cx.bug == Some(Bug::SkipLayoutSync)
+                && all_have
+                && reports.iter().all(|(_, old, _)| !old) =>
+            {
+                Some(2)
+            }
+            1 if all_have && reports.iter().all(|(_, old, _)| !old) => {
+                let mut synced = join.synced.clone();
+                for (i, (_, _, s)) in reports.iter().enumerate() {
+                    if *s {
+                        synced.insert(i);
+                    }
+                }
+                let everyone = synced.len() == self.nodes.len();
+                let pending: Vec<usize> = (0..self.nodes.len()).filter(|i| !synced.contains(i)).collect();
+                if let Some(j) = &mut self.join {
+                    j.synced = synced;
+                }
+                for i in pending {
+                    if self.nodes[i].up && self.nodes[i].paused_until_ms <= self.cx.now_ms {
+                        self.nodes[i].sync_layout(&mut self.cx, 2);
+                    }
+                }
+                everyone.then_some(2)
+            }
+            // Every node reads from v2: the old version retires.
+            2 if all_have => Some(3),
+            3 if all_have => {
+                // Done: the keys' homes are v2's from now on (the end checks use them).
+                let n = REPLICATION_FACTOR.min(current.live_members().len());
+                for k in &mut self.cx.keys {
+                    k.pref = current.read_set(k.item.placement_hash(), n);
+                    let mut set = current.sync_set(k.item.placement_hash(), n);
+                    set.sort_unstable();
+                    k.tree = TreeId { table: TABLE.into(), set, shard: k.shard };
+                }
+                if let Some(j) = &mut self.join {
+                    j.step = 4;
+                    self.stats.join_ms = self.cx.now_ms - j.committed_ms;
+                }
+                return;
+            }
+            _ => None,
+        };
+        if let Some(next) = next {
+            if next == 2 {
+                self.check_read_switch();
+            }
+            self.commit_layout_step(next);
+        }
+        let at = self.cx.now_ms + LAYOUT_CHECK_MS;
+        self.cx.timer(at, Timer::LayoutCheck);
     }
 
     /// Link behaviour outside bursts: the seed's noise in the safety phase, none in liveness.
@@ -722,6 +908,16 @@ impl World {
             Reply::Written { ctx } => {
                 record.result = OpResult::Ok;
                 record.context_out = Some(ctx.to_token());
+                // A strict write's `w` acks came from home replicas (no stand-ins).
+                let strict_w = record
+                    .setting
+                    .as_deref()
+                    .filter(|s| !s.ends_with("-sloppy"))
+                    .and_then(|s| s.strip_prefix('w'))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let (Some(w), Some(join)) = (strict_w, &mut self.join) {
+                    join.acked.push((pending.key, w, ctx.clone()));
+                }
             }
             Reply::Read { state } => {
                 record.result = OpResult::Ok;
@@ -878,7 +1074,18 @@ impl World {
                 })
             })
             .collect();
-        if unsettled.is_empty() && diverged.is_empty() {
+        let joining: Vec<String> = match &self.join {
+            Some(j) if j.step < j.steps.len() => {
+                vec![format!(
+                    "the join is at step {} of {} (synced: {:?})",
+                    j.step,
+                    j.steps.len() - 1,
+                    j.synced
+                )]
+            }
+            _ => Vec::new(),
+        };
+        if unsettled.is_empty() && diverged.is_empty() && joining.is_empty() {
             self.stats.liveness_ms = self.cx.now_ms - self.liveness_started_ms;
             self.finish();
             return;
@@ -887,6 +1094,7 @@ impl World {
             let mut details = vec![format!("not quiescent {LIVENESS_MS_MAX} ms after the heal")];
             details.extend(unsettled);
             details.extend(diverged);
+            details.extend(joining);
             self.stats.liveness_ms = self.cx.now_ms - self.liveness_started_ms;
             self.fail(FailureKind::NoConvergence, details);
             return;
