@@ -803,6 +803,43 @@ mod tests {
         assert_eq!((conf.voters, conf.learners), (vec![1, 2, 3], vec![]));
     }
 
+    /// A learner that joins after the leader compacted its log catches up from the leader's
+    /// snapshot, which carries the configuration with the learner in it.
+    #[test]
+    fn a_learner_catches_up_from_a_snapshot() {
+        let founders: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let config = |id: u64| {
+            let mut c = MetaConfig::new(id, vec![1, 2, 3], vec![], id).with_founders(founders.clone());
+            c.log_entries_len_max = 4;
+            c
+        };
+        let mut net = Net { nodes: BTreeMap::new(), queue: Vec::new(), now_ms: 0, next_request: 0 };
+        for id in 1..=3 {
+            net.nodes.insert(id, MetaNode::new(config(id)).unwrap());
+        }
+        net.run(60);
+        let members = ["a", "b", "c"].map(spec).to_vec();
+        net.propose(Command::Bootstrap { members, default_replicas: 3, tables: vec![] });
+        net.propose(Command::Stage(Change::Join(spec("d"))));
+        net.propose(Command::Commit { expected_version: 1 });
+        for _ in 0..12 {
+            net.propose(Command::Noop);
+        }
+        let leader = net.leader();
+        assert!(net.nodes[&leader].storage().snapshot_ref().get_metadata().index > 1, "the leader compacted");
+        let d = member_raft_id(&founders, "d");
+        net.nodes.insert(d, MetaNode::new(config(d)).unwrap());
+        net.run(20);
+        let joined = &net.nodes[&d];
+        assert!(joined.storage().snapshot_ref().get_metadata().index > 1, "caught up by snapshot");
+        assert_eq!(joined.metadata().layout().map(|l| l.version), Some(2));
+        assert_eq!(
+            (joined.conf_state().voters.clone(), joined.conf_state().learners.clone()),
+            (vec![1, 2, 3], vec![d])
+        );
+        assert_eq!(joined.applied_index(), net.nodes[&leader].applied_index());
+    }
+
     /// Raft ids: founders by position, joined members by a fixed hash of their id.
     #[test]
     fn raft_ids_are_stable() {
