@@ -87,3 +87,51 @@ pub fn startup_config(mut config: NodeConfig) -> Result<NodeConfig, String> {
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, kafka: &str) -> MemberConfig {
+        MemberConfig {
+            id: id.into(),
+            zone: "z1".into(),
+            peer: format!("127.0.0.1:1{id}"),
+            http: String::new(),
+            kafka: kafka.into(),
+        }
+    }
+
+    /// The join record survives a save and load, and a restart's config takes the joined
+    /// layout's members (keeping this node's Kafka address) and the founders from it.
+    #[test]
+    fn a_joined_node_starts_with_the_recorded_members_and_founders() {
+        let dir = std::env::temp_dir().join(format!("qdb-join-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let overrides = crate::config::ConfigOverrides {
+            node_id: Some("n4".into()),
+            zone: Some("z1".into()),
+            members: Some("n4@z1@127.0.0.1:14".into()),
+            http_listen: Some("127.0.0.1:24".into()),
+            peer_listen: Some("127.0.0.1:14".into()),
+            data_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let mut config = NodeConfig::load(None, overrides).unwrap();
+        config.members[0].kafka = "127.0.0.1:9094".into();
+        assert_eq!(startup_config(config.clone()).unwrap(), config, "no record: the config as it is");
+        let joined = Joined {
+            via: "http://127.0.0.1:1".into(),
+            layout_version: 2,
+            founders: vec![member("n1", ""), member("n2", ""), member("n3", "")],
+            members: vec![member("n1", ""), member("n2", ""), member("n3", ""), member("n4", "")],
+        };
+        save(&dir, &joined).unwrap();
+        assert_eq!(load(&dir).unwrap(), Some(joined.clone()));
+        let started = startup_config(config).unwrap();
+        assert_eq!(started.members.len(), 4);
+        assert_eq!(started.members[3].kafka, "127.0.0.1:9094");
+        assert_eq!(started.founding_members(), &joined.founders[..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
