@@ -762,8 +762,7 @@ mod tests {
         }
     }
 
-    /// A member added to the layout becomes a learner by conf change, catches up and receives
-    /// later entries without voting; leaving the layout removes it from the group.
+    /// A layout member becomes a non-voting learner that receives later entries; leaving removes it.
     #[test]
     fn a_layout_member_joins_the_group_as_a_learner() {
         let founders: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
@@ -803,8 +802,7 @@ mod tests {
         assert_eq!((conf.voters, conf.learners), (vec![1, 2, 3], vec![]));
     }
 
-    /// A learner that joins after the leader compacted its log catches up from the leader's
-    /// snapshot, which carries the configuration with the learner in it.
+    /// A learner that starts after the leader compacted catches up from the snapshot (conf included).
     #[test]
     fn a_learner_catches_up_from_a_snapshot() {
         let founders: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();

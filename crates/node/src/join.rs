@@ -102,8 +102,7 @@ mod tests {
         }
     }
 
-    /// The join record survives a save and load, and a restart's config takes the joined
-    /// layout's members (keeping this node's Kafka address) and the founders from it.
+    /// A saved join record loads back and gives a restart the joined members and the founders.
     #[test]
     fn a_joined_node_starts_with_the_recorded_members_and_founders() {
         let dir = std::env::temp_dir().join(format!("qdb-join-unit-{}", std::process::id()));

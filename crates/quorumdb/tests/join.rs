@@ -63,10 +63,7 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-/// n4, staged and committed into a 3-node cluster's layout, starts with `--join` and only
-/// itself configured, becomes a metadata learner, shows the committed layout and a table
-/// created afterwards, is still up to date after a restart without `--join`; n5, not in the
-/// layout, is refused with a message that says how to add it.
+/// `--join`: n4 becomes a learner and follows metadata across a restart; n5 (not in the layout) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_a_running_cluster_as_a_metadata_learner() {
     let c = Cluster::start("join", 3, 3, 3);
