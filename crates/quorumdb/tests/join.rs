@@ -29,9 +29,21 @@ fn server(id: &str, http: u16, peer: u16, data: &Path, join: Option<&str>) -> Co
     cmd
 }
 
-fn spawn(mut cmd: Command, log: &Path) -> Child {
+/// A server process, killed if the test ends without stopping it (a failed assertion).
+struct Proc(Option<Child>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(mut cmd: Command, log: &Path) -> Proc {
     let log = std::fs::File::create(log).unwrap();
-    cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    Proc(Some(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()))
 }
 
 /// Polls `client`'s metadata status until `done` holds (20 s at most).
@@ -50,7 +62,9 @@ async fn wait_meta(client: &Client, what: &str, done: impl Fn(&api::MetaStatus) 
     }
 }
 
-fn stop(mut child: Child) {
+/// SIGTERM and wait: a clean stop.
+fn stop(mut proc: Proc) {
+    let Some(mut child) = proc.0.take() else { return };
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
