@@ -627,6 +627,10 @@ pub struct MetaStatus {
     /// 0 until the metadata is bootstrapped.
     pub layout_version: u64,
     pub tables: usize,
+    /// The members the cluster was founded with: metadata raft ids derive from them, so a node
+    /// that joins (`server --join`) reads them here.
+    #[serde(default)]
+    pub founders: Vec<MemberInfo>,
 }
 
 /// Per member in a plan: share of replicas before and after.

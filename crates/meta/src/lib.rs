@@ -26,7 +26,7 @@ pub mod state;
 pub mod storage;
 pub mod wire;
 
-pub use node::{Effect, Input, MetaConfig, MetaNode, ProposeError};
+pub use node::{member_raft_id, Effect, Input, MetaConfig, MetaNode, ProposeError};
 pub use raft::eraftpb::Message as RaftMessage;
 pub use state::{Change, Command, Conflict, Layout, MemberSpec, MetaError, Metadata, Outcome, TableDef};
 pub use storage::{MetaStorage, PersistDelta};

@@ -15,9 +15,11 @@
 //! value and randomizes by itself (a per-incarnation election timeout drawn from the seed, and
 //! an extra tick now and then while not leading), which keeps runs reproducible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -58,6 +60,30 @@ pub struct MetaConfig {
     /// Log entries kept after the last snapshot before the node compacts. The simulator sets
     /// it low so that snapshots are taken and sent in most runs.
     pub log_entries_len_max: usize,
+    /// The founding members' ids, sorted (see [`member_raft_id`]). `Some`: the group's
+    /// learners follow the committed layout — the leader adds every layout member that is not
+    /// in the group as a learner and removes learners that left the layout. `None`: the group
+    /// keeps its founding membership (the simulator's groups have no named members).
+    pub founders: Option<Vec<String>>,
+}
+
+/// The raft id of metadata member `member`, stable for its lifetime: a founding member's is its
+/// position among the founding members (`founders`, sorted) plus one; a member that joined
+/// later gets a hash of its id in `2^24..2^31` (far above any founding position, and a
+/// positive `i32` for Kafka broker ids). Every node computes the same id from the member's
+/// name alone, so nothing about it needs agreeing on.
+pub fn member_raft_id(founders: &[String], member: &str) -> u64 {
+    if let Ok(i) = founders.binary_search_by(|f| f.as_str().cmp(member)) {
+        return i as u64 + 1;
+    }
+    // FNV-1a, 64 bits: fixed forever (it names members in every raft log).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in member.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const LOW: u64 = 1 << 24;
+    LOW + h % ((1u64 << 31) - LOW)
 }
 
 impl MetaConfig {
@@ -73,7 +99,16 @@ impl MetaConfig {
             proposal_timeout_ms: 5_000,
             seed,
             log_entries_len_max: LOG_ENTRIES_LEN_MAX,
+            founders: None,
         }
+    }
+
+    /// Lets the group's learners follow the committed layout (see [`MetaConfig::founders`]).
+    pub fn with_founders(mut self, mut founders: Vec<String>) -> Self {
+        founders.sort();
+        founders.dedup();
+        self.founders = Some(founders);
+        self
     }
 }
 
@@ -268,6 +303,11 @@ impl MetaNode {
         self.raw.raft.raft_log.committed
     }
 
+    /// The group's configuration as this member has applied it (voters and learners).
+    pub fn conf_state(&self) -> &ConfState {
+        self.raw.store().conf_state()
+    }
+
     /// The durable image as this member sees it (for tests; drivers keep their own copy).
     pub fn storage(&self) -> &MetaStorage {
         self.raw.store()
@@ -294,6 +334,8 @@ impl MetaNode {
         }
         self.drain_ready();
         self.lessor(ticked);
+        self.drain_ready();
+        self.follow_layout();
         self.drain_ready();
         std::mem::take(&mut self.effects)
     }
@@ -336,6 +378,39 @@ impl MetaNode {
             if self.raw.propose(self.proposal_context(0), data).is_ok() {
                 self.expiring.insert(id, now);
             }
+        }
+    }
+
+    /// The leader makes the group's learners follow the committed layout, one conf change at a
+    /// time: a layout member that is neither voter nor learner is added as a learner (it
+    /// receives every entry and does not vote); a learner that is no longer in the layout is
+    /// removed. Voters stay the founding set: online voter changes are not done yet, so a
+    /// voter that left the layout keeps voting. A pure function of the applied metadata and
+    /// configuration, re-checked after every step, so a new leader finishes what an old one
+    /// started and a lost proposal is proposed again.
+    fn follow_layout(&mut self) {
+        let Some(founders) = &self.config.founders else { return };
+        if !self.is_leader() || self.raw.raft.has_pending_conf() || self.applied < self.commit_index() {
+            return;
+        }
+        let Some(layout) = self.metadata.layout() else { return };
+        let wanted: BTreeSet<u64> = layout.members.keys().map(|m| member_raft_id(founders, m)).collect();
+        let conf = self.raw.store().conf_state();
+        let change = wanted
+            .iter()
+            .find(|id| !conf.voters.contains(id) && !conf.learners.contains(id))
+            .map(|id| (ConfChangeType::AddLearnerNode, *id))
+            .or_else(|| {
+                conf.learners
+                    .iter()
+                    .find(|id| !wanted.contains(id))
+                    .map(|id| (ConfChangeType::RemoveNode, *id))
+            });
+        if let Some((change_type, node_id)) = change {
+            let mut cc = ConfChange { node_id, ..Default::default() };
+            cc.set_change_type(change_type);
+            // Request 0: nobody waits; a proposal that fails is made again on a later step.
+            let _ = self.raw.propose_conf_change(self.proposal_context(0), cc);
         }
     }
 
@@ -551,8 +626,9 @@ impl MetaNode {
                         }),
                     ),
                 },
-                // Configuration changes of the group itself are not proposed yet.
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => (None, Ok(Outcome::Nothing)),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    (None, self.apply_conf_change(&entry).map(|()| Outcome::Nothing))
+                }
             };
             if entry.context.len() == 16 {
                 let proposer = u64::from_le_bytes(entry.context[..8].try_into().expect("8 bytes"));
@@ -564,6 +640,25 @@ impl MetaNode {
             }
             self.effects.push(Effect::Applied { index: entry.index, term: entry.term, command, result });
         }
+    }
+
+    /// Applies a committed change of the group's configuration. The new configuration is kept
+    /// in the storage (what raft-rs reads, and what this member's next snapshot records); it is
+    /// durable as the log itself: a restart replays the committed entries after the snapshot,
+    /// conf changes included. A change raft refuses (the same on every member) changes nothing.
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), MetaError> {
+        use protobuf::Message as _;
+        let bad = |why: String| MetaError::Invalid { what: "a configuration change".into(), why };
+        let applied = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
+            self.raw.apply_conf_change(&cc)
+        } else {
+            let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
+            self.raw.apply_conf_change(&cc)
+        };
+        let conf = applied.map_err(|e| bad(e.to_string()))?;
+        self.raw.mut_store().set_conf_state(conf);
+        Ok(())
     }
 
     /// Takes a snapshot at the applied index once the log holds more than
@@ -598,4 +693,158 @@ fn next_random(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Change, MemberSpec, TableDef};
+    use crate::Conflict;
+
+    fn spec(id: &str) -> MemberSpec {
+        MemberSpec {
+            id: id.into(),
+            zone: format!("z-{id}"),
+            peer_address: format!("{id}:1"),
+            http_address: format!("http://{id}"),
+        }
+    }
+
+    /// A lossless network of members driven in lockstep.
+    struct Net {
+        nodes: BTreeMap<u64, MetaNode>,
+        queue: Vec<(u64, Message)>,
+        now_ms: u64,
+        next_request: u64,
+    }
+
+    impl Net {
+        fn take(&mut self, effects: Vec<Effect>) {
+            for e in effects {
+                if let Effect::Send { to, message } = e {
+                    self.queue.push((to, *message));
+                }
+            }
+        }
+
+        /// Ticks everyone and delivers messages until the network is quiet, `rounds` times.
+        fn run(&mut self, rounds: usize) {
+            for _ in 0..rounds {
+                self.now_ms += 50;
+                let ids: Vec<u64> = self.nodes.keys().copied().collect();
+                for id in ids {
+                    let effects = self.nodes.get_mut(&id).unwrap().step(Input::Tick { now_ms: self.now_ms });
+                    self.take(effects);
+                }
+                while !self.queue.is_empty() {
+                    for (to, m) in std::mem::take(&mut self.queue) {
+                        if let Some(n) = self.nodes.get_mut(&to) {
+                            let effects = n.step(Input::Message(Box::new(m)));
+                            self.take(effects);
+                        }
+                    }
+                }
+            }
+        }
+
+        fn leader(&self) -> u64 {
+            self.nodes.values().find(|n| n.is_leader()).map(|n| n.id()).expect("a leader")
+        }
+
+        fn propose(&mut self, command: Command) {
+            let leader = self.leader();
+            self.next_request += 1;
+            let (now_ms, request) = (self.now_ms, self.next_request);
+            let effects =
+                self.nodes.get_mut(&leader).unwrap().step(Input::Propose { now_ms, request, command });
+            self.take(effects);
+            self.run(5);
+        }
+    }
+
+    /// A layout member becomes a non-voting learner that receives later entries; leaving removes it.
+    #[test]
+    fn a_layout_member_joins_the_group_as_a_learner() {
+        let founders: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let config = |id: u64| MetaConfig::new(id, vec![1, 2, 3], vec![], id).with_founders(founders.clone());
+        let mut net = Net { nodes: BTreeMap::new(), queue: Vec::new(), now_ms: 0, next_request: 0 };
+        for id in 1..=3 {
+            net.nodes.insert(id, MetaNode::new(config(id)).unwrap());
+        }
+        net.run(60);
+        let members = ["a", "b", "c"].map(spec).to_vec();
+        net.propose(Command::Bootstrap { members, default_replicas: 3, tables: vec![] });
+        net.propose(Command::Stage(Change::Join(spec("d"))));
+        net.propose(Command::Commit { expected_version: 1 });
+        let d = member_raft_id(&founders, "d");
+        assert!(d >= 1 << 24, "a joined member's id is outside the founding positions");
+        let conf = net.nodes[&net.leader()].conf_state().clone();
+        assert_eq!((conf.voters.clone(), conf.learners.clone()), (vec![1, 2, 3], vec![d]));
+        // The new member starts empty, from the founding configuration, like a `--join` node.
+        net.nodes.insert(d, MetaNode::new(config(d)).unwrap());
+        net.run(20);
+        let def = TableDef { name: "after".into(), replicas: 3, conflict: Conflict::Lww };
+        net.propose(Command::CreateTable(def));
+        let joined = &net.nodes[&d];
+        assert_eq!(joined.metadata().layout().map(|l| l.version), Some(2));
+        assert!(joined.metadata().tables().contains_key("after"), "a later entry reached the learner");
+        assert_eq!(joined.conf_state().learners, vec![d]);
+        assert!(!joined.is_leader());
+        // The learner does not vote: stopping one voter leaves a quorum of two voters.
+        let leader = net.leader();
+        let other = *[1, 2, 3].iter().find(|i| **i != leader).unwrap();
+        net.nodes.remove(&other);
+        net.propose(Command::Noop);
+        net.propose(Command::Stage(Change::Leave { id: "d".into() }));
+        net.propose(Command::Commit { expected_version: 2 });
+        net.run(5);
+        let conf = net.nodes[&net.leader()].conf_state().clone();
+        assert_eq!((conf.voters, conf.learners), (vec![1, 2, 3], vec![]));
+    }
+
+    /// A learner that starts after the leader compacted catches up from the snapshot (conf included).
+    #[test]
+    fn a_learner_catches_up_from_a_snapshot() {
+        let founders: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let config = |id: u64| {
+            let mut c = MetaConfig::new(id, vec![1, 2, 3], vec![], id).with_founders(founders.clone());
+            c.log_entries_len_max = 4;
+            c
+        };
+        let mut net = Net { nodes: BTreeMap::new(), queue: Vec::new(), now_ms: 0, next_request: 0 };
+        for id in 1..=3 {
+            net.nodes.insert(id, MetaNode::new(config(id)).unwrap());
+        }
+        net.run(60);
+        let members = ["a", "b", "c"].map(spec).to_vec();
+        net.propose(Command::Bootstrap { members, default_replicas: 3, tables: vec![] });
+        net.propose(Command::Stage(Change::Join(spec("d"))));
+        net.propose(Command::Commit { expected_version: 1 });
+        for _ in 0..12 {
+            net.propose(Command::Noop);
+        }
+        let leader = net.leader();
+        assert!(net.nodes[&leader].storage().snapshot_ref().get_metadata().index > 1, "the leader compacted");
+        let d = member_raft_id(&founders, "d");
+        net.nodes.insert(d, MetaNode::new(config(d)).unwrap());
+        net.run(20);
+        let joined = &net.nodes[&d];
+        assert!(joined.storage().snapshot_ref().get_metadata().index > 1, "caught up by snapshot");
+        assert_eq!(joined.metadata().layout().map(|l| l.version), Some(2));
+        assert_eq!(
+            (joined.conf_state().voters.clone(), joined.conf_state().learners.clone()),
+            (vec![1, 2, 3], vec![d])
+        );
+        assert_eq!(joined.applied_index(), net.nodes[&leader].applied_index());
+    }
+
+    /// Raft ids: founders by position, joined members by a fixed hash of their id.
+    #[test]
+    fn raft_ids_are_stable() {
+        let founders = vec!["n1".to_string(), "n2".into(), "n3".into()];
+        assert_eq!(member_raft_id(&founders, "n2"), 2);
+        let n4 = member_raft_id(&founders, "n4");
+        assert_eq!(n4, member_raft_id(&[], "n4"));
+        assert!((1 << 24..1 << 31).contains(&n4));
+    }
 }

@@ -57,6 +57,11 @@ impl MetaStorage {
         &self.conf_state
     }
 
+    /// The configuration after an applied conf change (the next snapshot records it).
+    pub(crate) fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
+    }
+
     /// The newest snapshot (index 0 and no data before the first compaction).
     pub fn snapshot_ref(&self) -> &Snapshot {
         &self.snapshot

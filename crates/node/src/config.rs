@@ -346,6 +346,12 @@ pub struct NodeConfig {
     pub sink_abort_after_commits: Option<u64>,
     #[serde(default)]
     pub members: Vec<MemberConfig>,
+    /// The members the cluster was founded with, when they differ from `members`: set for a
+    /// node that joined a running cluster (`server --join`, kept in the data directory's
+    /// `joined.json`); empty means `members` are the founders. The metadata group's raft ids
+    /// and founding voters derive from the founders (`quorumdb_meta::member_raft_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub founders: Vec<MemberConfig>,
     #[serde(default)]
     pub tables: Vec<TableConfig>,
     /// Where the Kafka listener binds (`host:port`); none when unset.
@@ -429,6 +435,15 @@ pub struct ConfigOverrides {
 }
 
 impl NodeConfig {
+    /// The members the cluster was founded with (see [`NodeConfig::founders`]).
+    pub fn founding_members(&self) -> &[MemberConfig] {
+        if self.founders.is_empty() {
+            &self.members
+        } else {
+            &self.founders
+        }
+    }
+
     /// Reads a TOML file, applies overrides, validates.
     pub fn load(path: Option<&Path>, overrides: ConfigOverrides) -> Result<Self, ConfigError> {
         let mut value: toml::Table = match path {

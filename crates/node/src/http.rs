@@ -1052,6 +1052,18 @@ async fn meta_status(State(s): State<AppState>) -> Response {
         learners: v.learners.clone(),
         layout_version: v.metadata.layout().map_or(0, |l| l.version),
         tables: v.metadata.tables().len(),
+        founders: s
+            .node
+            .config
+            .founding_members()
+            .iter()
+            .map(|m| api::MemberInfo {
+                id: m.id.clone(),
+                zone: m.zone.clone(),
+                peer_address: m.peer.clone(),
+                http_address: if m.http.is_empty() { "-".into() } else { m.http.clone() },
+            })
+            .collect(),
     };
     (StatusCode::OK, Json(body)).into_response()
 }

@@ -17,6 +17,7 @@ mod http_groups;
 pub mod http_guard;
 mod http_sinks;
 mod http_topics;
+pub mod join;
 pub mod log;
 pub mod meta;
 pub mod node;
@@ -73,6 +74,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let metrics = metrics_handle()?;
+    let config = join::startup_config(config).map_err(NodeError::Setup)?;
     // fjall calls block; run them off the async workers.
     let storage = {
         let (dir, durability) = (config.data_dir.clone(), config.durability);

@@ -8,10 +8,18 @@
 //! the peer over the transport (`Request::Raft`), `Reply`s to the waiting HTTP handler.
 //! The applied metadata is published in a [`MetaView`] that readers clone cheaply.
 //!
-//! Founding members and raft ids: every member of the configured list gets raft id = its
-//! position in the list sorted by member id, plus one. Up to five of them vote, picked
-//! round-robin over zones so that losing one zone costs the fewest voters; the rest are
-//! learners, which receive every change but do not vote.
+//! Founding members and raft ids: every founding member (the configured list, or for a node
+//! that joined, the founders it was told) gets raft id = its position in the list sorted by
+//! member id, plus one; a member that joined later gets a hash of its id
+//! (`quorumdb_meta::member_raft_id`). Up to five founders vote, picked round-robin over zones
+//! so that losing one zone costs the fewest voters; the rest are learners, which receive every
+//! change but do not vote. Members added by a committed layout become learners too (the leader
+//! proposes the conf change, `MetaNode::follow_layout`).
+//!
+//! Address book: raft messages go to the peer address of the member in the latest applied
+//! layout (so members that are not in the static config are reached), the configured members
+//! being the seed until the metadata is bootstrapped. A peer whose address changed gets a new
+//! client; every client goes through the fault layer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -20,12 +28,12 @@ use std::time::{Duration, Instant};
 use quorumdb_meta::auth::AuthCommand;
 use quorumdb_meta::wire::{decode_message, encode_message};
 use quorumdb_meta::{
-    Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage, Metadata, Outcome,
-    ProposeError, RaftMessage, TableDef,
+    member_raft_id, Command, Conflict, Effect, Input, MemberSpec, MetaConfig, MetaNode, MetaStorage,
+    Metadata, Outcome, ProposeError, RaftMessage, TableDef,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::NodeConfig;
+use crate::config::{MemberConfig, NodeConfig};
 use crate::storage::{allow_fjall_on_this_thread, Storage};
 use crate::transport::{FaultLayer, PeerClient};
 use crate::wire::{Request, Response};
@@ -79,32 +87,41 @@ pub struct Meta {
     ids: Arc<Ids>,
 }
 
-/// Raft ids of the founding members, both ways.
+/// Raft ids of members: founders by position, joined members by hash (see the module doc).
 #[derive(Clone, Debug)]
 struct Ids {
-    by_name: BTreeMap<String, u64>,
-    by_id: BTreeMap<u64, String>,
+    /// Founding member ids, sorted.
+    founders: Vec<String>,
 }
 
 impl Ids {
     fn new(config: &NodeConfig) -> Ids {
-        let mut names: Vec<String> = config.members.iter().map(|m| m.id.clone()).collect();
-        names.sort();
-        let by_name: BTreeMap<String, u64> =
-            names.iter().enumerate().map(|(i, n)| (n.clone(), i as u64 + 1)).collect();
-        let by_id = by_name.iter().map(|(n, i)| (*i, n.clone())).collect();
-        Ids { by_name, by_id }
+        let mut founders: Vec<String> = config.founding_members().iter().map(|m| m.id.clone()).collect();
+        founders.sort();
+        founders.dedup();
+        Ids { founders }
     }
 
-    fn name(&self, id: u64) -> String {
-        self.by_id.get(&id).cloned().unwrap_or_else(|| format!("raft-{id}"))
+    fn raft_id(&self, member: &str) -> u64 {
+        member_raft_id(&self.founders, member)
+    }
+
+    /// The member a raft id names: a founder, or a member of the applied layout.
+    fn name(&self, id: u64, metadata: &Metadata) -> String {
+        if let Some(f) = id.checked_sub(1).and_then(|i| self.founders.get(i as usize)) {
+            return f.clone();
+        }
+        metadata
+            .layout()
+            .and_then(|l| l.members.keys().find(|m| self.raft_id(m) == id).cloned())
+            .unwrap_or_else(|| format!("raft-{id}"))
     }
 }
 
 /// The founding voters: up to [`META_VOTERS_MAX`] (an odd number when there are at least 3
 /// members), taken round-robin over zones in id order; the rest learn.
-pub fn founding_voters(config: &NodeConfig) -> (Vec<String>, Vec<String>) {
-    let n = config.members.len();
+pub fn founding_voters(members: &[MemberConfig]) -> (Vec<String>, Vec<String>) {
+    let n = members.len();
     let want = match n {
         0 => 0,
         1 | 2 => 1,
@@ -112,7 +129,7 @@ pub fn founding_voters(config: &NodeConfig) -> (Vec<String>, Vec<String>) {
         _ => META_VOTERS_MAX,
     };
     let mut by_zone: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for m in &config.members {
+    for m in members {
         by_zone.entry(m.zone.as_str()).or_default().push(m.id.as_str());
     }
     for ids in by_zone.values_mut() {
@@ -132,7 +149,7 @@ pub fn founding_voters(config: &NodeConfig) -> (Vec<String>, Vec<String>) {
     }
     voters.sort();
     let mut learners: Vec<String> =
-        config.members.iter().map(|m| m.id.clone()).filter(|id| !voters.contains(id)).collect();
+        members.iter().map(|m| m.id.clone()).filter(|id| !voters.contains(id)).collect();
     learners.sort();
     (voters, learners)
 }
@@ -140,7 +157,7 @@ pub fn founding_voters(config: &NodeConfig) -> (Vec<String>, Vec<String>) {
 /// The command that founds the metadata from the static configuration.
 fn bootstrap_command(config: &NodeConfig) -> Command {
     let members = config
-        .members
+        .founding_members()
         .iter()
         .map(|m| MemberSpec {
             id: m.id.clone(),
@@ -171,11 +188,17 @@ impl Meta {
         tls: Option<Arc<crate::tls::Tls>>,
     ) -> Result<Meta, String> {
         let ids = Ids::new(&config);
-        let me = *ids.by_name.get(&config.node_id).ok_or("node_id is not a member")?;
-        let (voters, learners) = founding_voters(&config);
-        let raft_ids =
-            |names: &[String]| names.iter().filter_map(|n| ids.by_name.get(n).copied()).collect::<Vec<_>>();
-        let meta_config = MetaConfig::new(me, raft_ids(&voters), raft_ids(&learners), rand::random());
+        if !config.members.iter().any(|m| m.id == config.node_id) {
+            return Err("node_id is not a member".into());
+        }
+        let me = ids.raft_id(&config.node_id);
+        // A node that joined starts from the founding configuration like every founder (and
+        // is not in it): the committed conf changes that add it reach it through the log or
+        // in the leader's snapshot.
+        let (voters, learners) = founding_voters(config.founding_members());
+        let raft_ids = |names: &[String]| names.iter().map(|n| ids.raft_id(n)).collect::<Vec<_>>();
+        let meta_config = MetaConfig::new(me, raft_ids(&voters), raft_ids(&learners), rand::random())
+            .with_founders(ids.founders.clone());
         let view = Arc::new(RwLock::new(MetaView {
             raft_id: me,
             voters: voters.clone(),
@@ -229,9 +252,9 @@ impl Meta {
         }
     }
 
-    /// The raft id of a founding member (what Kafka clients see as its broker id).
+    /// The raft id of a member (what Kafka clients see as its broker id).
     pub fn raft_id(&self, member: &str) -> Option<u64> {
-        self.ids.by_name.get(member).copied()
+        Some(self.ids.raft_id(member))
     }
 
     /// The latest applied metadata alone (cheaper than [`Meta::view`]: one `Arc` copy).
@@ -390,6 +413,8 @@ async fn meta_loop(
     let mut driver = Driver {
         durable: node.storage().clone(),
         peers: HashMap::new(),
+        book: BTreeMap::new(),
+        book_version: None,
         pending: BTreeMap::new(),
         reads: BTreeMap::new(),
         next_request: 1,
@@ -449,7 +474,13 @@ struct Driver {
     cx: MetaCx,
     /// The durable image as written so far (mirrors the member's storage).
     durable: MetaStorage,
-    peers: HashMap<u64, Arc<PeerClient>>,
+    /// Peer clients by raft id, with the address each was made for.
+    peers: HashMap<u64, (String, Arc<PeerClient>)>,
+    /// The address book: raft id → (member id, peer address), from the configured members
+    /// and then the applied layout ([`Driver::update_book`]).
+    book: BTreeMap<u64, (String, String)>,
+    /// The layout version the book was built from (`Some(0)`: the configured members only).
+    book_version: Option<u64>,
     pending: BTreeMap<u64, ReplyTx>,
     reads: BTreeMap<u64, ReadTx>,
     next_request: u64,
@@ -526,23 +557,45 @@ impl Driver {
     }
 
     fn peer(&mut self, to: u64) -> Option<Arc<PeerClient>> {
-        if let Some(c) = self.peers.get(&to) {
-            return Some(c.clone());
+        let (name, address) = self.book.get(&to)?.clone();
+        if let Some((a, c)) = self.peers.get(&to) {
+            if *a == address {
+                return Some(c.clone());
+            }
         }
-        let name = self.cx.ids.by_id.get(&to)?;
-        let member = self.cx.config.members.iter().find(|m| &m.id == name)?;
         let client = Arc::new(
             PeerClient::new(
                 self.cx.config.node_id.clone(),
-                member.id.clone(),
-                member.peer.clone(),
+                name,
+                address.clone(),
                 self.cx.config.peer_inflight_max,
                 self.cx.faults.clone(),
             )
             .with_tls(self.cx.tls.clone()),
         );
-        self.peers.insert(to, client.clone());
+        self.peers.insert(to, (address, client.clone()));
         Some(client)
+    }
+
+    /// Rebuilds the address book when the applied layout changed: the configured members
+    /// (founders first) are the seed, the layout's members override them and add the members
+    /// that joined. Members that left the layout stay reachable at their last address (a
+    /// learner being removed still gets the messages that remove it).
+    fn update_book(&mut self, metadata: &Metadata) {
+        let version = metadata.layout().map_or(0, |l| l.version);
+        if self.book_version == Some(version) {
+            return;
+        }
+        self.book_version = Some(version);
+        let config = &self.cx.config;
+        for m in config.founding_members().iter().chain(&config.members) {
+            self.book.entry(self.cx.ids.raft_id(&m.id)).or_insert_with(|| (m.id.clone(), m.peer.clone()));
+        }
+        for l in metadata.layouts() {
+            for m in l.members.values() {
+                self.book.insert(self.cx.ids.raft_id(&m.id), (m.id.clone(), m.peer_address.clone()));
+            }
+        }
     }
 
     /// A leader whose metadata is not founded yet proposes the configured members.
@@ -591,16 +644,25 @@ impl Driver {
         }
     }
 
-    fn publish(&self, node: &MetaNode) {
+    fn publish(&mut self, node: &MetaNode) {
+        self.update_book(node.metadata());
         let Ok(mut v) = self.cx.view.write() else { return };
         if v.applied_index != node.applied_index() || v.metadata.layout().is_none() {
             v.metadata = Arc::new(node.metadata().clone());
         }
+        let conf = node.conf_state();
+        let names = |ids: &[u64]| {
+            let mut names: Vec<String> = ids.iter().map(|i| self.cx.ids.name(*i, node.metadata())).collect();
+            names.sort();
+            names
+        };
+        v.voters = names(&conf.voters);
+        v.learners = names(&conf.learners);
         v.term = node.term();
         v.applied_index = node.applied_index();
         v.commit_index = node.commit_index();
         v.is_leader = node.is_leader();
-        v.leader = (node.leader() != 0).then(|| self.cx.ids.name(node.leader()));
+        v.leader = (node.leader() != 0).then(|| self.cx.ids.name(node.leader(), node.metadata()));
         drop(v);
         self.cx
             .applied

@@ -120,6 +120,12 @@ pub struct ServerArgs {
     /// HTTP and Kafka clients must present a certificate signed by the CA.
     #[arg(long, env = "QUORUMDB_TLS_CLIENT_CERT_REQUIRED")]
     pub tls_client_cert_required: Option<bool>,
+    /// Join a running cluster through this existing node's HTTP address (e.g.
+    /// http://127.0.0.1:7701). The node must be in the latest committed layout (`cluster join`
+    /// then `cluster commit`); the config need list only this node. Needed at the first start
+    /// only: later starts use what the data directory recorded.
+    #[arg(long, env = "QUORUMDB_JOIN")]
+    pub join: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -484,8 +490,80 @@ async fn server(a: ServerArgs) -> Result<()> {
         tls_ca: a.tls_ca,
         tls_client_cert_required: a.tls_client_cert_required,
     };
+    let mut overrides = overrides;
+    // A joining (or joined) node's config may list no member at all: it is told the members,
+    // so its own flags stand for its entry.
+    let joined_before = overrides.data_dir.as_deref().is_some_and(|d| quorumdb_node::join::path(d).exists());
+    if let (true, None, Some(id), Some(zone), Some(peer)) = (
+        a.join.is_some() || joined_before,
+        &overrides.members,
+        &overrides.node_id,
+        &overrides.zone,
+        &overrides.peer_listen,
+    ) {
+        overrides.members = Some(format!("{id}@{zone}@{peer}"));
+    }
     let config = NodeConfig::load(a.config.as_deref(), overrides)?;
+    if let Some(addr) = &a.join {
+        join_cluster(&config, addr).await?;
+    }
     quorumdb_node::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `server --join ADDR`: asks the existing node at `addr` for the latest committed layout and
+/// the founding members, checks that this node is in that layout, and records both in the data
+/// directory (`quorumdb_node::join`). A node that already joined keeps its record: its raft
+/// state on disk is what it restarts from.
+async fn join_cluster(config: &NodeConfig, addr: &str) -> Result<()> {
+    use quorumdb_node::config::MemberConfig;
+    use quorumdb_node::join::{self, Joined};
+    if let Some(j) = join::load(&config.data_dir).map_err(anyhow::Error::msg)? {
+        tracing::info!(via = %j.via, layout_version = j.layout_version, "already joined; --join is not needed on restart");
+        return Ok(());
+    }
+    let c = Client::new(addr).with_context(|| format!("cannot reach {addr} to join the cluster"))?;
+    let layouts = c.layout().await.with_context(|| format!("cannot read the cluster layout from {addr}"))?;
+    let status =
+        c.meta_status().await.with_context(|| format!("cannot read the metadata status from {addr}"))?;
+    let Some(latest) = layouts.versions.last() else {
+        anyhow::bail!("{addr} has no committed layout yet (its cluster is not bootstrapped); retry shortly");
+    };
+    let me = &config.node_id;
+    if !latest.members.iter().any(|m| &m.id == me) {
+        anyhow::bail!(
+            "node {me} is not a member of the latest committed layout (version {}) of the cluster at {addr}; \
+             add it first: `quorumdb cluster join {me} --zone <zone> --peer-address <addr> --http-address <url> \
+             --endpoint {addr}`, then `quorumdb cluster commit --endpoint {addr}`, and start this node again",
+            latest.version
+        );
+    }
+    if status.founders.is_empty() {
+        anyhow::bail!("{addr} does not report the cluster's founding members (an older version?)");
+    }
+    let member = |id: &str, zone: &str, peer: &str, http: &str| MemberConfig {
+        id: id.into(),
+        zone: zone.into(),
+        peer: peer.into(),
+        http: if http == "-" { String::new() } else { http.into() },
+        kafka: String::new(),
+    };
+    let joined = Joined {
+        via: addr.into(),
+        layout_version: latest.version,
+        founders: status
+            .founders
+            .iter()
+            .map(|m| member(&m.id, &m.zone, &m.peer_address, &m.http_address))
+            .collect(),
+        members: latest
+            .members
+            .iter()
+            .map(|m| member(&m.id, &m.zone, &m.peer_address, &m.http_address))
+            .collect(),
+    };
+    join::save(&config.data_dir, &joined).map_err(anyhow::Error::msg)?;
+    tracing::info!(via = %addr, layout_version = latest.version, "joining the cluster as a metadata learner");
     Ok(())
 }
 
