@@ -541,6 +541,37 @@ mod tests {
         );
     }
 
+    /// A layout answer carries each version's live/read/retired state and each member's
+    /// trackers, and an answer of an older node without them still parses (they default).
+    #[test]
+    fn layout_history_round_trips_and_old_answers_parse() {
+        let h = LayoutHistory {
+            versions: vec![LayoutInfo {
+                version: 2,
+                members: vec![],
+                changes: vec![ChangeInfo::Leave { id: "n3".into() }],
+                live: true,
+                read: false,
+                retired: false,
+            }],
+            staged: vec![],
+            read_version: 1,
+            progress: vec![MemberProgressInfo { id: "n1".into(), ack: 2, sync: 1, sync_ack: 1 }],
+        };
+        round_trip(
+            &h,
+            json!({"versions": [{"version": 2, "members": [], "changes": [{"leave": {"id": "n3"}}],
+                "live": true, "read": false, "retired": false}], "staged": [], "read_version": 1,
+                "progress": [{"id": "n1", "ack": 2, "sync": 1, "sync_ack": 1}]}),
+        );
+        let old: LayoutHistory = serde_json::from_value(
+            json!({"versions": [{"version": 1, "members": [], "changes": []}], "staged": []}),
+        )
+        .unwrap();
+        assert_eq!((old.read_version, old.progress.len()), (0, 0));
+        assert!(!old.versions[0].live && !old.versions[0].read && !old.versions[0].retired);
+    }
+
     /// A put body takes value and an optional or null context, and refuses other fields.
     #[test]
     fn put_body_parses_and_refuses_unknown_fields() {
@@ -603,6 +634,29 @@ pub struct LayoutInfo {
     pub version: u64,
     pub members: Vec<MemberInfo>,
     pub changes: Vec<ChangeInfo>,
+    /// Writes still go to this version's replica sets (it is at or after the lowest
+    /// `sync_ack`). The newest version is always live; two are live during a transition.
+    /// (New fields default, so answers of older nodes still parse.)
+    #[serde(default)]
+    pub live: bool,
+    /// Reads use this version (the lowest `sync` over tracked members).
+    #[serde(default)]
+    pub read: bool,
+    /// Every tracked member reads from a newer version: this one only stays for history.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// One tracked member's layout-transition trackers (layout versions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberProgressInfo {
+    pub id: String,
+    /// It writes to every live version up to this one.
+    pub ack: u64,
+    /// It streamed its data to this version's owners.
+    pub sync: u64,
+    /// It reads from this version.
+    pub sync_ack: u64,
 }
 
 /// Answer of `GET /v1/cluster/layout`: the kept versions (oldest first) and what is staged.
@@ -610,6 +664,12 @@ pub struct LayoutInfo {
 pub struct LayoutHistory {
     pub versions: Vec<LayoutInfo>,
     pub staged: Vec<ChangeInfo>,
+    /// The version reads use (0 until bootstrapped, or from an older node).
+    #[serde(default)]
+    pub read_version: u64,
+    /// The trackers of every member of a live version, by id.
+    #[serde(default)]
+    pub progress: Vec<MemberProgressInfo>,
 }
 
 /// Answer of `GET /v1/cluster/meta`: the metadata group as the answering node sees it.

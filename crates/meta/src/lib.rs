@@ -7,6 +7,8 @@
 //! - [`state`]: the metadata state machine ([`Metadata`], [`Command`], [`MetaError`]);
 //! - [`storage`]: the Raft log, hard state and snapshot ([`MetaStorage`]), and the
 //!   [`PersistDelta`]s that drivers make durable;
+//! - [`layout`]: the layout-transition trackers (ack, sync, sync_ack per member) that say
+//!   which committed layout versions are live and which one reads use;
 //! - [`log`]: the log's sequencer — topics, partitions, dense offsets, idempotent producers;
 //! - [`group`]: consumer groups' generations, assignments and generation-fenced offsets;
 //! - [`auth`]: users, roles and hashed API tokens;
@@ -19,6 +21,7 @@
 pub mod auth;
 pub mod coordinator;
 pub mod group;
+pub mod layout;
 pub mod log;
 pub mod node;
 pub mod sink;
@@ -26,6 +29,7 @@ pub mod state;
 pub mod storage;
 pub mod wire;
 
+pub use layout::{LayoutError, LayoutTrackers, MemberProgress, Tracker};
 pub use node::{member_raft_id, Effect, Input, MetaConfig, MetaNode, ProposeError};
 pub use raft::eraftpb::Message as RaftMessage;
 pub use state::{Change, Command, Conflict, Layout, MemberSpec, MetaError, Metadata, Outcome, TableDef};

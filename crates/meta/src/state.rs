@@ -16,6 +16,10 @@
 //!                       staging and       and the result keeps every table's
 //!                       again on commit)  zone spread)
 //! ```
+//!
+//! A commit starts a layout transition: the old and the new version stay live until every
+//! tracked member has reported `ack`, `sync` and `sync_ack` for the new one
+//! (`Command::LayoutProgress`, rules in [`crate::layout`]); the next commit waits for that.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +28,7 @@ use thiserror::Error;
 
 use crate::auth::{AuthCommand, AuthError, AuthOutcome, AuthState};
 use crate::group::{GroupCommand, GroupError, GroupOutcome, GroupsState};
+use crate::layout::{live_suffix, LayoutError, LayoutTrackers, MemberProgress, Tracker};
 use crate::log::{AppendSpec, LogError, LogOutcome, LogState, TopicSpec};
 use crate::sink::{SinkCommand, SinkError, SinkOutcome, SinksState};
 
@@ -234,6 +239,13 @@ pub enum Command {
     Auth(AuthCommand),
     /// A sink definition (see `sink.rs`); a created sink's id is the log index.
     Sink(SinkCommand),
+    /// `member` reports that its `tracker` reached layout `version` (see `layout.rs`). The
+    /// value only grows: a report at or below it is a harmless no-op.
+    LayoutProgress {
+        member: String,
+        tracker: Tracker,
+        version: u64,
+    },
 }
 
 /// What an accepted command did.
@@ -273,6 +285,13 @@ pub enum Outcome {
     Group(GroupOutcome),
     Auth(AuthOutcome),
     Sink(SinkOutcome),
+    /// A progress report applied: the tracker's value after it (unchanged if the report was
+    /// at or below it), and the members that stopped being tracked because the versions they
+    /// are in retired.
+    Progressed {
+        value: u64,
+        retired: Vec<String>,
+    },
 }
 
 /// Why a command was refused. Deterministic in the state, so every node refuses alike.
@@ -318,6 +337,9 @@ pub enum MetaError {
     Auth(AuthError),
     #[error("{0}")]
     Sink(SinkError),
+    /// A layout-transition rule (progress reports, commits during a transition).
+    #[error("{0}")]
+    Layout(LayoutError),
 }
 
 /// The replicated metadata.
@@ -341,6 +363,8 @@ pub struct Metadata {
     auth: AuthState,
     /// Sink definitions (their delivery positions live in the warehouse).
     sinks: SinksState,
+    /// Per tracked member: the layout versions it acknowledged, synced and reads from.
+    trackers: LayoutTrackers,
 }
 
 impl Metadata {
@@ -395,6 +419,56 @@ impl Metadata {
     /// The sinks.
     pub fn sinks(&self) -> &SinksState {
         &self.sinks
+    }
+
+    /// The layout-transition trackers of every tracked member (see `layout.rs`).
+    pub fn trackers(&self) -> &LayoutTrackers {
+        &self.trackers
+    }
+
+    /// `member`'s trackers, if it is tracked (in a live layout version).
+    pub fn progress(&self, member: &str) -> Option<MemberProgress> {
+        self.trackers.get(member)
+    }
+
+    fn min_tracker(&self, tracker: Tracker) -> u64 {
+        self.trackers.min(tracker).unwrap_or_else(|| self.layout().map_or(0, |l| l.version))
+    }
+
+    /// The lowest `ack` over tracked members: every member's writes go to all live versions up
+    /// to at least this one. 0 until bootstrapped.
+    pub fn min_ack(&self) -> u64 {
+        self.min_tracker(Tracker::Ack)
+    }
+
+    /// The lowest `sync` over tracked members: every member streamed its data to this
+    /// version's owners. 0 until bootstrapped.
+    pub fn min_sync(&self) -> u64 {
+        self.min_tracker(Tracker::Sync)
+    }
+
+    /// The lowest `sync_ack` over tracked members: every member reads from this version, so
+    /// older ones are retired. 0 until bootstrapped.
+    pub fn min_sync_ack(&self) -> u64 {
+        self.min_tracker(Tracker::SyncAck)
+    }
+
+    /// The version reads use: [`Metadata::min_sync`], the newest version whose owners are
+    /// known to hold all data. Always a live version once bootstrapped; 0 before.
+    pub fn read_version(&self) -> u64 {
+        self.min_sync()
+    }
+
+    /// The live layout versions, oldest first: those at or after [`Metadata::min_sync_ack`].
+    /// Writes go to the replica sets of all of them. Never empty once bootstrapped, and the
+    /// newest layout is always among them.
+    pub fn live_layouts(&self) -> &[Layout] {
+        live_suffix(&self.layouts, self.min_sync_ack())
+    }
+
+    /// Whether no transition is running: at most one live layout (none before bootstrap).
+    pub fn transition_done(&self) -> bool {
+        self.live_layouts().len() <= 1
     }
 
     /// The last fencing token granted for `name` (0 if none ever was).
@@ -560,6 +634,7 @@ impl Metadata {
                 }
                 self.default_replicas = *default_replicas;
                 self.tables = declared;
+                self.trackers = LayoutTrackers::founded(layout.members.keys().map(String::as_str), 1);
                 self.layouts.push(layout);
                 Ok(Outcome::Bootstrapped { version: 1 })
             }
@@ -592,14 +667,51 @@ impl Metadata {
                 if self.staged.is_empty() {
                     return Err(MetaError::NothingStaged);
                 }
+                // No stacking: a new version only once every tracked member reads from the
+                // current one, so at most two versions are ever live.
+                if !self.transition_done() {
+                    return Err(MetaError::Layout(LayoutError::TransitionInProgress {
+                        version: current.version,
+                        live_from: self.min_sync_ack(),
+                        waiting: self.trackers.waiting(current.version),
+                    }));
+                }
+                // Never drop a live version from the history (unreachable while commits wait
+                // for transitions, kept so a larger live window cannot lose one).
+                if self.layouts.len() >= LAYOUT_HISTORY_LEN_MAX
+                    && self.layouts.first().is_some_and(|l| l.version >= self.min_sync_ack())
+                {
+                    return Err(MetaError::Layout(LayoutError::HistoryFull {
+                        version: self.layouts[0].version,
+                        max: LAYOUT_HISTORY_LEN_MAX,
+                    }));
+                }
                 let next = self.plan(current, &self.staged)?;
+                let from = current.version;
                 self.staged.clear();
                 let version = next.version;
+                self.trackers.track_joined(next.members.keys().map(String::as_str), from);
                 self.layouts.push(next);
                 if self.layouts.len() > LAYOUT_HISTORY_LEN_MAX {
                     self.layouts.remove(0);
                 }
                 Ok(Outcome::Committed { version })
+            }
+            Command::LayoutProgress { member, tracker, version } => {
+                let current = self.layout().ok_or(MetaError::NotBootstrapped)?.version;
+                let live_from = self.min_sync_ack();
+                let (value, _) = self
+                    .trackers
+                    .report(member, *tracker, *version, current, live_from)
+                    .map_err(MetaError::Layout)?;
+                // Retire: members found only in versions that are no longer live.
+                let retired = if self.min_sync_ack() > live_from {
+                    let live = live_suffix(&self.layouts, self.min_sync_ack());
+                    self.trackers.retire(live)
+                } else {
+                    Vec::new()
+                };
+                Ok(Outcome::Progressed { value, retired })
             }
             Command::CreateTable(def) => {
                 check_name("table name", &def.name)?;
@@ -819,7 +931,19 @@ mod tests {
         assert_eq!(Metadata::decode(&m.encode()).unwrap(), m);
     }
 
-    /// Layout history is bounded.
+    /// Every tracked member reports ack, then sync, then sync_ack for the newest version.
+    fn finish_transition(m: &mut Metadata) {
+        let version = m.layout().unwrap().version;
+        for tracker in Tracker::ALL {
+            let members: Vec<String> = m.trackers().members().keys().cloned().collect();
+            for member in members {
+                m.apply(&Command::LayoutProgress { member, tracker, version }).unwrap();
+            }
+        }
+        assert!(m.transition_done());
+    }
+
+    /// Layout history is bounded (each transition finished before the next commit).
     #[test]
     fn layout_history_is_bounded() {
         let mut m = three_zones();
@@ -827,6 +951,7 @@ mod tests {
             let v = m.layout().unwrap().version;
             m.apply(&Command::Stage(Change::Join(member(&format!("x{i}"), "a")))).unwrap();
             m.apply(&Command::Commit { expected_version: v }).unwrap();
+            finish_transition(&mut m);
         }
         assert_eq!(m.layouts().len(), LAYOUT_HISTORY_LEN_MAX);
         assert_eq!(m.layout().unwrap().version, LAYOUT_HISTORY_LEN_MAX as u64 + 6);

@@ -8,6 +8,7 @@ use quorumdb_core::key::KeyError;
 use quorumdb_core::replica::ReplicaError;
 use quorumdb_meta::auth::AuthError;
 use quorumdb_meta::group::GroupError;
+use quorumdb_meta::layout::LayoutError;
 use quorumdb_meta::log::LogError;
 use quorumdb_meta::sink::SinkError;
 use quorumdb_meta::{MetaError, ProposeError};
@@ -118,6 +119,14 @@ impl From<ProposeError> for ApiError {
                         AuthError::LastAdmin { .. } => ("last_admin", 409),
                         AuthError::Invalid { .. } => ("bad_request", 400),
                         AuthError::Limit { .. } => ("limit_reached", 409),
+                    },
+                    MetaError::Layout(e) => match e {
+                        LayoutError::NotTracked { .. } => ("unknown_member", 404),
+                        LayoutError::AheadOfLayout { .. } => ("bad_request", 400),
+                        LayoutError::TooEarly { .. } => ("progress_too_early", 409),
+                        LayoutError::TransitionInProgress { .. } | LayoutError::HistoryFull { .. } => {
+                            ("transition_in_progress", 409)
+                        }
                     },
                     MetaError::Sink(e) => match e {
                         SinkError::Invalid { .. } => ("bad_request", 400),

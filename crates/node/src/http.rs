@@ -1070,6 +1070,8 @@ async fn meta_status(State(s): State<AppState>) -> Response {
 
 async fn layout(State(s): State<AppState>) -> Response {
     let v = read_view!(s);
+    let live_from = v.metadata.min_sync_ack();
+    let read_version = v.metadata.read_version();
     let versions = v
         .metadata
         .layouts()
@@ -1078,9 +1080,29 @@ async fn layout(State(s): State<AppState>) -> Response {
             version: l.version,
             members: l.members.values().map(member_info).collect(),
             changes: l.changes.iter().map(change_info).collect(),
+            live: l.version >= live_from,
+            read: l.version == read_version,
+            retired: l.version < live_from,
         })
         .collect();
-    let body = api::LayoutHistory { versions, staged: v.metadata.staged().iter().map(change_info).collect() };
+    let progress = v
+        .metadata
+        .trackers()
+        .members()
+        .iter()
+        .map(|(id, p)| api::MemberProgressInfo {
+            id: id.clone(),
+            ack: p.ack,
+            sync: p.sync,
+            sync_ack: p.sync_ack,
+        })
+        .collect();
+    let body = api::LayoutHistory {
+        versions,
+        staged: v.metadata.staged().iter().map(change_info).collect(),
+        read_version,
+        progress,
+    };
     (StatusCode::OK, Json(body)).into_response()
 }
 

@@ -169,13 +169,26 @@ pub async fn cluster(a: ClusterArgs) -> Result<i32> {
                     for v in &l.versions {
                         let members: Vec<String> =
                             v.members.iter().map(|m| format!("{}@{}", m.id, m.zone)).collect();
-                        println!("version {}: {}", v.version, members.join(" "));
+                        println!("version {}{}: {}", v.version, version_state(v), members.join(" "));
                         for c in &v.changes {
                             println!("    by {}", change_line(c));
                         }
                     }
                     if l.versions.is_empty() {
                         println!("not bootstrapped yet");
+                    }
+                    if !l.progress.is_empty() {
+                        let live = l.versions.iter().filter(|v| v.live).count();
+                        if live > 1 {
+                            println!(
+                                "transition in progress: writes go to {live} versions, reads use version {}",
+                                l.read_version
+                            );
+                        }
+                        println!("member progress (ack / sync / sync_ack):");
+                        for p in &l.progress {
+                            println!("    {} {} / {} / {}", p.id, p.ack, p.sync, p.sync_ack);
+                        }
                     }
                     for c in &l.staged {
                         println!("staged: {}", change_line(c));
@@ -211,6 +224,25 @@ pub async fn cluster(a: ClusterArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// ` (live, read)`, ` (retired)` or nothing (an answer of a node without trackers).
+fn version_state(v: &api::LayoutInfo) -> String {
+    let mut states = Vec::new();
+    if v.live {
+        states.push("live");
+    }
+    if v.read {
+        states.push("read");
+    }
+    if v.retired {
+        states.push("retired");
+    }
+    if states.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", states.join(", "))
+    }
 }
 
 fn print_staged(answer: api::ChangeAnswer) {
