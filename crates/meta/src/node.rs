@@ -393,8 +393,19 @@ impl MetaNode {
         if !self.is_leader() || self.raw.raft.has_pending_conf() || self.applied < self.commit_index() {
             return;
         }
-        let Some(layout) = self.metadata.layout() else { return };
-        let wanted: BTreeSet<u64> = layout.members.keys().map(|m| member_raft_id(founders, m)).collect();
+        if self.metadata.layout().is_none() {
+            return;
+        }
+        // Every member of a live layout, not only the newest: a leaving member must keep
+        // learning the metadata until its data has streamed away and the layout it leaves
+        // retired, or it could never see that it should stream (the trackers wait for it).
+        let wanted: BTreeSet<u64> = self
+            .metadata
+            .live_layouts()
+            .iter()
+            .flat_map(|l| l.members.keys())
+            .map(|m| member_raft_id(founders, m))
+            .collect();
         let conf = self.raw.store().conf_state();
         let change = wanted
             .iter()
@@ -795,8 +806,23 @@ mod tests {
         let other = *[1, 2, 3].iter().find(|i| **i != leader).unwrap();
         net.nodes.remove(&other);
         net.propose(Command::Noop);
+        // Every member reports the join's transition done (what the nodes' layout drivers do).
+        let finish = |net: &mut Net, version: u64, members: &[&str]| {
+            for tracker in crate::layout::Tracker::ALL {
+                for m in members {
+                    net.propose(Command::LayoutProgress { member: m.to_string(), tracker, version });
+                }
+            }
+        };
+        finish(&mut net, 2, &["a", "b", "c", "d"]);
         net.propose(Command::Stage(Change::Leave { id: "d".into() }));
         net.propose(Command::Commit { expected_version: 2 });
+        net.run(5);
+        // While v2 is live, the leaving learner keeps learning: it must see that it should
+        // stream its data away.
+        let conf = net.nodes[&net.leader()].conf_state().clone();
+        assert_eq!((conf.voters.clone(), conf.learners.clone()), (vec![1, 2, 3], vec![d]));
+        finish(&mut net, 3, &["a", "b", "c", "d"]);
         net.run(5);
         let conf = net.nodes[&net.leader()].conf_state().clone();
         assert_eq!((conf.voters, conf.learners), (vec![1, 2, 3], vec![]));

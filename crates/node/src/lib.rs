@@ -18,6 +18,7 @@ pub mod http_guard;
 mod http_sinks;
 mod http_topics;
 pub mod join;
+pub mod layout;
 pub mod log;
 pub mod meta;
 pub mod node;
@@ -113,6 +114,8 @@ pub async fn run(
     let meta = meta::Meta::start(node.config.clone(), node.storage.clone(), node.faults.clone(), tls.clone())
         .await
         .map_err(NodeError::Setup)?;
+    // The data path follows the committed layout versions from here on.
+    layout::spawn(node.clone(), meta.clone());
     // The groups and the sinks start with the Kafka listener, after the peer transport:
     // peers' group and sink requests find them here once they exist.
     let runtime: Arc<OnceLock<(Arc<groups::Groups>, Arc<sink::SinkManager>)>> = Arc::new(OnceLock::new());

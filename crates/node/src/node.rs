@@ -92,12 +92,26 @@ struct Snapshot {
     items: usize,
     /// The shard's last heat window.
     heat: HeatReport,
-    /// The newest layout version the shard's placement has.
+    /// The newest layout version the shard's placement has, and the one it reads from.
     layout_newest: u64,
+    layout_read: u64,
     /// Writes the shard coordinates that started under an older newest layout.
     writes_before_newest: usize,
     /// The newest layout version the shard's data was streamed for.
     synced_version: u64,
+}
+
+/// The layout as every shard of this node has it (minimum over the shards).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayoutProgress {
+    /// Newest layout version every shard writes to.
+    pub newest: u64,
+    /// Version every shard reads from.
+    pub read: u64,
+    /// Whether some shard still coordinates a write started under an older newest version.
+    pub old_writes: bool,
+    /// Newest version every shard streamed its data for.
+    pub synced: u64,
 }
 
 /// How a client wants one write done.
@@ -345,21 +359,19 @@ impl Node {
         Ok(true)
     }
 
-    /// What the shards report about the layout: (newest version every shard has, whether any
-    /// shard still runs a write started under an older one, newest version all shards
-    /// streamed their data for).
-    pub fn layout_progress(&self) -> (u64, bool, u64) {
-        let mut newest = u64::MAX;
-        let mut old_writes = false;
-        let mut synced = u64::MAX;
+    /// What the shards last published about the layout (a shard publishes every
+    /// `PUBLISH_MS`, so this lags a new placement by up to that).
+    pub fn layout_progress(&self) -> LayoutProgress {
+        let mut p = LayoutProgress { newest: u64::MAX, read: u64::MAX, old_writes: false, synced: u64::MAX };
         for s in self.snapshots.iter() {
             if let Ok(s) = s.lock() {
-                newest = newest.min(s.layout_newest);
-                old_writes |= s.writes_before_newest > 0;
-                synced = synced.min(s.synced_version);
+                p.newest = p.newest.min(s.layout_newest);
+                p.read = p.read.min(s.layout_read);
+                p.old_writes |= s.writes_before_newest > 0;
+                p.synced = p.synced.min(s.synced_version);
             }
         }
-        (newest, old_writes, synced)
+        p
     }
 
     /// Asks every shard to stream its data to the owners of layout `version`.
@@ -893,6 +905,7 @@ async fn shard_loop(
                     s.progress = replica.repair_progress().clone();
                     s.heat = replica.heat().clone();
                     s.layout_newest = replica.placement().newest_version();
+                    s.layout_read = replica.placement().read_version();
                     s.writes_before_newest = replica.writes_before(s.layout_newest);
                     s.synced_version = replica.synced_version();
                     s.tombstones = quorumdb_core::replica::LocalStore::tombstones_len(replica.store());
