@@ -673,10 +673,15 @@ async fn inspect_item(
         let q = query::<api::InspectQuery>(&raw)?;
         let item = item_key(&table, &key, q.sort_key.as_deref())?;
         let views = s.node.inspect(item, timeout(&s.node, q.timeout_ms.as_deref())?).await;
+        // Replicas are named by the placement's directory, which grows with joins; the
+        // static config may not list them.
+        let placement = s.node.placement();
         let replicas = views
             .into_iter()
             .map(|(idx, result)| {
-                let member = &s.node.config.members[idx];
+                let member = placement.directory().get(idx).cloned().unwrap_or_else(|| {
+                    quorumdb_core::ring::Member { id: placement.name(idx), zone: String::new() }
+                });
                 match result {
                     Ok(raw) => {
                         let state = s.node.client_view(&table, &raw);

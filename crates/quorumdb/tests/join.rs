@@ -77,7 +77,9 @@ fn stop(mut proc: Proc) {
     let _ = child.wait();
 }
 
-/// `--join`: n4 becomes a learner and follows metadata across a restart; n5 (not in the layout) is refused.
+/// `--join`: n4 becomes a learner and follows metadata across a restart; n5 (not in the layout)
+/// is refused; and the data written before the join streams to n4: once the transition is
+/// done, every key is on at least W = 2 of its new replicas and n4 holds its share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_a_running_cluster_as_a_metadata_learner() {
     let c = Cluster::start("join", 3, 3, 3);
@@ -85,6 +87,11 @@ async fn a_node_joins_a_running_cluster_as_a_metadata_learner() {
     let ports = free_ports(4);
     let (http4, peer4, http5, peer5) = (ports[0], ports[1], ports[2], ports[3]);
     wait_meta(&c.client(0), "a bootstrapped layout", |m| m.leader.is_some() && m.layout_version >= 1).await;
+    let keys: Vec<String> = (0..200).map(|i| format!("j{i}")).collect();
+    let quorum = quorumdb_client::WriteOptions { w: Some("quorum".into()), ..Default::default() };
+    for (i, key) in keys.iter().enumerate() {
+        c.client(i % 3).put("t", key, "before-join", &quorum).await.unwrap();
+    }
 
     // n5 is not in any layout: refused, and told what to do.
     let data5 = c.dir.join("n5-data");
@@ -127,6 +134,36 @@ async fn a_node_joins_a_running_cluster_as_a_metadata_learner() {
     c.client(0).create_table(&table).await.unwrap();
     wait_meta(&client4, "the new table on n4", |m| m.tables >= 1).await;
     assert_eq!(client4.table("after_join").await.unwrap().name, "after_join");
+
+    // The data path: n4 acknowledges v2, everyone streams, reads move to v2, v1 retires.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = c.client(0).layout().await.unwrap();
+        let live: Vec<u64> = l.versions.iter().filter(|v| v.live).map(|v| v.version).collect();
+        if live == [2] && l.read_version == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the join's transition did not finish within 60 s: {l:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut on_n4 = 0;
+    for key in &keys {
+        let view = c.client(0).inspect("t", key, None).await.unwrap();
+        let holding: Vec<&str> = view
+            .replicas
+            .iter()
+            .filter(|r| r.values.iter().any(|v| v == "before-join"))
+            .map(|r| r.node.as_str())
+            .collect();
+        assert!(holding.len() >= 2, "{key} on {holding:?} of its new replicas: {view:?}");
+        on_n4 += usize::from(holding.contains(&"n4"));
+    }
+    // N = 3 over three zones puts one replica in each zone, and n4 shares z1 with n1, so n4
+    // takes about half of z1's replicas: about half the keys, which it can only have received
+    // by the streaming (they were written before it existed).
+    let share = on_n4 as f64 / keys.len() as f64;
+    assert!((0.3..0.7).contains(&share), "n4 holds {on_n4} of {} keys after the join", keys.len());
+    eprintln!("join: n4 received {on_n4} of {} keys", keys.len());
 
     // Restart without --join: the data directory has the raft state and the join record.
     stop(n4);
